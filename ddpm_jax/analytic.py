@@ -1,0 +1,49 @@
+"""Closed-form denoisers for data whose noised marginals are known exactly.
+
+For x_0 ~ Σ_k w_k N(μ_k, diag s_k²) the marginal of x_t = √ᾱ x_0 + √(1−ᾱ) ε is
+Σ_k w_k N(√ᾱ μ_k, diag(ᾱ s_k² + 1 − ᾱ)), and the optimal ε-prediction is
+
+  E[ε | x_t] = Σ_k r_k(x_t) √(1−ᾱ) (x_t − √ᾱ μ_k) / (ᾱ s_k² + 1 − ᾱ),
+
+with r_k the posterior component weights. A single Gaussian is K = 1; a dataset itself is
+the mixture with s_k = 0 (the model that reproduces its training images). These serve as
+ground-truth models for the samplers and as the demo model before any training.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from ddpm_jax.diffusion import extract
+from ddpm_jax.schedules import Schedule
+
+
+def mixture_eps_model(schedule: Schedule, means, stds, weights=None):
+  """model(x_t, t) -> E[ε | x_t] for x_0 ~ Σ_k w_k N(means[k], diag stds[k]²).
+
+  means: [K, ...] (the data shape); stds: broadcastable to means; weights: [K] (default
+  uniform). Returns a `jax.tree_util.Partial`, so it can be passed through jit.
+  """
+  means = jnp.asarray(means, jnp.float32)
+  stds = jnp.broadcast_to(jnp.asarray(stds, jnp.float32), means.shape)
+  k = means.shape[0]
+  log_w = jnp.log(jnp.full((k,), 1.0 / k) if weights is None else jnp.asarray(weights, jnp.float32))
+  return jax.tree_util.Partial(_mixture_eps, schedule, means, stds, log_w)
+
+
+def gaussian_eps_model(schedule: Schedule, mean, std):
+  """model(x_t, t) -> E[ε | x_t] for x_0 ~ N(mean, diag std²)."""
+  mean = jnp.asarray(mean, jnp.float32)
+  return mixture_eps_model(schedule, mean[None], jnp.broadcast_to(jnp.asarray(std, jnp.float32), mean.shape)[None])
+
+
+def _mixture_eps(schedule, means, stds, log_w, x, t):
+  ab = extract(schedule.alpha_bars, t, x)[:, None]          # [B, 1, 1...]
+  xs = x[:, None]                                           # [B, 1, ...]
+  var = ab * stds[None]**2 + (1 - ab)                       # [B, K, ...]
+  diff = xs - jnp.sqrt(ab) * means[None]
+  axes = tuple(range(2, x.ndim + 1))
+  log_like = -0.5 * jnp.sum(diff**2 / var + jnp.log(var), axis=axes) + log_w  # [B, K]
+  resp = jax.nn.softmax(log_like, axis=1).reshape(log_like.shape + (1,) * (x.ndim - 1))
+  return jnp.sum(resp * jnp.sqrt(1 - ab) * diff / var, axis=1)

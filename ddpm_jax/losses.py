@@ -1,0 +1,116 @@
+"""DDPM training objectives. Each takes a model callable `model(x_t, t) -> output` and returns
+(loss, metrics), the loss a scalar mean over the batch.
+
+  simple: L_simple = E_t ‖target − f_θ(x_t, t)‖² with target ε, x_0 or v (DDPM, eq. 14)
+  vlb:    T · L_t, an unbiased one-term estimate of the variational bound Σ_t L_t (bits/dim)
+  hybrid: L_simple + λ T L_t with the mean output frozen inside L_t (improved DDPM, λ = 1e-3)
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from ddpm_jax import diffusion
+from ddpm_jax.schedules import Schedule
+
+LOSS_TYPES = ("simple", "vlb", "hybrid")
+TIMESTEP_SAMPLERS = ("uniform", "antithetic", "importance")
+
+
+def sample_timesteps(key, batch_size: int, num_timesteps: int, method: str = "uniform",
+                     probs=None):
+  """Draws t ∈ {0..T−1} per example and the importance weights 1/(T p_t) that keep the loss
+  an unbiased estimate of the uniform-t average.
+
+  uniform: t ~ U; antithetic: first half ~ U, second half T−1−t (needs an even batch);
+  importance: t ~ probs (e.g. from `second_moment_probs`).
+  """
+  if method == "uniform":
+    t = jax.random.randint(key, (batch_size,), 0, num_timesteps)
+    return t, jnp.ones((batch_size,), jnp.float32)
+  if method == "antithetic":
+    if batch_size % 2:
+      raise ValueError(f"Antithetic timesteps need an even batch size, got {batch_size}.")
+    half = jax.random.randint(key, (batch_size // 2,), 0, num_timesteps)
+    return jnp.concatenate([half, num_timesteps - 1 - half]), jnp.ones((batch_size,), jnp.float32)
+  if method == "importance":
+    if probs is None:
+      raise ValueError("Importance-sampled timesteps need probs (length T); "
+                       "compute them with second_moment_probs.")
+    t = jax.random.choice(key, num_timesteps, (batch_size,), p=probs)
+    return t, 1.0 / (num_timesteps * probs[t])
+  raise ValueError(f"Unknown timestep sampler {method!r}; use one of {TIMESTEP_SAMPLERS}.")
+
+
+def second_moment_probs(loss_history, uniform_prob: float = 1e-3):
+  """p_t ∝ √E[L_t²] over a [T, K] history of recent per-t losses, mixed with
+  `uniform_prob` of the uniform distribution (improved DDPM §3.3)."""
+  w = jnp.sqrt(jnp.mean(loss_history**2, axis=-1))
+  p = w / jnp.sum(w)
+  return p * (1 - uniform_prob) + uniform_prob / loss_history.shape[0]
+
+
+def _noised(schedule: Schedule, x0, key, t_method, probs):
+  t_key, noise_key = jax.random.split(key)
+  t, weights = sample_timesteps(t_key, x0.shape[0], schedule.num_timesteps, t_method, probs)
+  noise = jax.random.normal(noise_key, x0.shape, x0.dtype)
+  return t, weights, noise, diffusion.q_sample(schedule, x0, t, noise)
+
+
+def diffusion_loss(model: Callable, schedule: Schedule, x0, key, *, loss_type: str = "simple",
+                   mean_type: str = "eps", var_type: str = "fixed_small",
+                   vlb_weight: float = 1e-3, t_method: str = "uniform", probs=None):
+  """One Monte-Carlo estimate of the chosen objective on a batch x0 (data scaled to [−1, 1]).
+
+  Returns (loss, metrics) where metrics holds the batch mean of each term and the per-example
+  loss with its timesteps (for importance-sampling bookkeeping).
+  """
+  if loss_type not in LOSS_TYPES:
+    raise ValueError(f"Unknown loss_type {loss_type!r}; use one of {LOSS_TYPES}.")
+  learned = var_type in ("learned", "learned_range")
+  if loss_type == "hybrid" and not learned:
+    raise ValueError("The hybrid loss trains the variance: set var_type to 'learned' or "
+                     f"'learned_range' (got {var_type!r}), or use loss_type 'simple'.")
+  t, weights, noise, x_t = _noised(schedule, x0, key, t_method, probs)
+  output = model(x_t, t)
+  mean_out, var_out = diffusion.split_output(output, var_type)
+  terms = {}
+  if loss_type in ("simple", "hybrid"):
+    tgt = diffusion.target(schedule, mean_type, x0, t, noise)
+    terms["mse"] = diffusion.mean_flat((tgt - mean_out.astype(jnp.float32))**2)
+  if loss_type in ("vlb", "hybrid"):
+    if loss_type == "hybrid":  # L_vlb trains only the variance
+      output = jnp.concatenate([jax.lax.stop_gradient(mean_out), var_out], axis=-1)
+    p = diffusion.p_mean_variance(schedule, output.astype(jnp.float32), x_t, t,
+                                  mean_type=mean_type, var_type=var_type)
+    vb = diffusion.vlb_term_bpd(schedule, p, x0, x_t, t)
+    terms["vb"] = vb * schedule.num_timesteps * (vlb_weight if loss_type == "hybrid" else 1.0)
+  per_example = sum(terms.values())
+  loss = jnp.mean(weights * per_example)
+  metrics = {k: jnp.mean(v) for k, v in terms.items()}
+  metrics.update(loss=loss, per_example_loss=per_example, t=t)
+  return loss, metrics
+
+
+def vlb_bpd(model: Callable, schedule: Schedule, x0, key, *, mean_type: str = "eps",
+            var_type: str = "fixed_small", clip_x0: bool = False):
+  """The full variational bound in bits/dim per example: Σ_{t=0}^{T−1} L_t + L_prior, each
+  L_t evaluated at one x_t ~ q(x_t | x_0) (improved DDPM `calc_bpd_loop`).
+
+  Returns (total [B], terms [T, B], prior [B]).
+  """
+  def term(_, t_and_key):
+    t, k = t_and_key
+    tt = diffusion.timesteps_like(x0, t)
+    x_t = diffusion.q_sample(schedule, x0, tt, jax.random.normal(k, x0.shape, x0.dtype))
+    p = diffusion.p_mean_variance(schedule, model(x_t, tt), x_t, tt, mean_type=mean_type,
+                                  var_type=var_type, clip_x0=clip_x0)
+    return None, diffusion.vlb_term_bpd(schedule, p, x0, x_t, tt)
+
+  num = schedule.num_timesteps
+  _, terms = jax.lax.scan(term, None, (jnp.arange(num), jax.random.split(key, num)))
+  prior = diffusion.prior_bpd(schedule, x0)
+  return jnp.sum(terms, axis=0) + prior, terms, prior

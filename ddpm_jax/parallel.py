@@ -1,0 +1,77 @@
+"""Device mesh and the data-parallel wrapper: shard_map over the 1-D mesh axis "data".
+
+A batched function runs per device on its slice of the batch while replicated arguments
+(parameters, schedules, model closures as `jax.tree_util.Partial`) are copied to every device.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+DATA_AXIS = "data"
+
+
+def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """A 1-D mesh over `devices` (default: all devices of every host) with axis "data"."""
+  devices = list(jax.devices() if devices is None else devices)
+  return jax.make_mesh((len(devices),), (DATA_AXIS,), devices=devices,
+                       axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def check_divisible(batch_size: int, mesh: Mesh | None) -> None:
+  n = 1 if mesh is None else mesh.shape[DATA_AXIS]
+  if batch_size % n:
+    raise ValueError(f"Batch size {batch_size} does not divide over {n} devices; use a "
+                     f"multiple of {n}.")
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def as_pytree_callable(fn: Callable) -> jax.tree_util.Partial:
+  """Wraps a callable so it can be a jit/shard_map argument: a `Partial` stays one (its bound
+  arrays are leaves), anything else becomes a leafless Partial."""
+  return fn if isinstance(fn, jax.tree_util.Partial) else jax.tree_util.Partial(fn)
+
+
+def data_parallel(fn: Callable, mesh: Mesh | None) -> Callable:
+  """jit(fn(replicated, batched)) with `batched` split on axis 0 over mesh axis "data".
+
+  The output is batched the same way. With no mesh (or one device) it is plain jit.
+  """
+  if mesh is None or mesh.size == 1:
+    return jax.jit(fn)
+  sharded = jax.shard_map(fn, mesh=mesh, in_specs=(P(), P(DATA_AXIS)), out_specs=P(DATA_AXIS))
+  return jax.jit(sharded)
+
+
+_COMPILED: dict = {}
+
+
+def _cache_key(fn: Callable):
+  """Value-equal functools.partials of the same function share one compiled program."""
+  if isinstance(fn, functools.partial):
+    return (fn.func, fn.args, tuple(sorted(fn.keywords.items())))
+  return fn
+
+
+def run_batched(fn: Callable, replicated, batched, mesh: Mesh | None = None):
+  """Calls fn(replicated, batched) data-parallel over `mesh`.
+
+  The compiled program is reused for the same mesh and the same fn, where a
+  functools.partial counts as the same when its function and (hashable) arguments are.
+  """
+  if mesh is not None:
+    check_divisible(int(np.shape(jax.tree.leaves(batched)[0])[0]), mesh)
+  key = (_cache_key(fn), mesh)
+  if key not in _COMPILED:
+    if len(_COMPILED) >= 64:
+      _COMPILED.clear()
+    _COMPILED[key] = data_parallel(fn, mesh)
+  return _COMPILED[key](replicated, batched)

@@ -1,0 +1,1 @@
+"""Samplers: each takes a model callable, a Schedule (or SDE), a key and a shape."""

@@ -1,0 +1,57 @@
+"""Pieces shared by the samplers: per-example randomness and recording chosen steps.
+
+Randomness is drawn per example from its own key, so a batch gives the same samples on
+one device or split over many.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from ddpm_jax import parallel
+
+
+def initial_noise(keys, shape: Sequence[int]):
+  """x_T ~ N(0, I) per example, from the first half of each example's key."""
+  return jax.vmap(lambda k: jax.random.normal(jax.random.split(k)[0], tuple(shape)))(keys)
+
+
+def step_noise(keys, step, shape: Sequence[int]):
+  """z ~ N(0, I) per example for sampler step `step`, from the second half of its key."""
+  return jax.vmap(lambda k: jax.random.normal(
+      jax.random.fold_in(jax.random.split(k)[1], step), tuple(shape)))(keys)
+
+
+def empty_records(x, record_steps: Sequence[int]):
+  """Buffers [B, K, ...] for the states and x̂_0 predictions at K chosen timesteps."""
+  buf = jnp.zeros((x.shape[0], len(record_steps)) + x.shape[1:], x.dtype)
+  return {"x": buf, "x0": buf}
+
+
+def record(records, record_steps: Sequence[int], t, x, x0):
+  """Stores x and x0 in the slots whose timestep equals t (a no-op for other t)."""
+  if not record_steps:
+    return records
+  hit = (jnp.asarray(record_steps) == t).reshape((1, -1) + (1,) * (x.ndim - 1))
+  return {"x": jnp.where(hit, x[:, None], records["x"]),
+          "x0": jnp.where(hit, x0[:, None], records["x0"])}
+
+
+def run(device_fn: Callable, model: Callable, schedule, key, batch_size: int, *,
+        mesh=None, x_init=None):
+  """Runs device_fn((model, schedule), (keys, x_init)) data-parallel over `mesh`.
+
+  `device_fn` is a functools.partial of a module-level sampler loop with hashable options,
+  so repeated calls with equal options reuse one compiled program.
+  """
+  keys = jax.random.split(key, batch_size)
+  return parallel.run_batched(device_fn, (parallel.as_pytree_callable(model), schedule),
+                              (keys, x_init), mesh)
+
+
+def sampler_output(x, records, record_steps):
+  return (x, records) if record_steps else x
+

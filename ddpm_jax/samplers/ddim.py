@@ -1,0 +1,176 @@
+"""DDIM (Song et al. 2021): the non-Markovian reverse process on a timestep sub-sequence.
+
+  x_{τ'} = √ᾱ_{τ'} x̂_0 + √(1 − ᾱ_{τ'} − σ²) ε̂ + σ z,
+  σ = η √((1 − ᾱ_{τ'}) / (1 − ᾱ_τ)) √(1 − ᾱ_τ / ᾱ_{τ'}),
+
+for consecutive τ > τ' of the sub-sequence, with ᾱ = 1 after the last step. η = 0 is the
+deterministic sampler (and its inverse encodes x_0 → x_T); η = 1 on the full schedule is
+DDPM ancestral sampling with σ² = β̃.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ddpm_jax import diffusion
+from ddpm_jax.samplers import common
+from ddpm_jax.schedules import Schedule
+
+SKIP_TYPES = ("uniform", "quadratic", "trailing")
+
+
+def ddim_timesteps(num_timesteps: int, num_steps: int, skip_type: str = "uniform") -> tuple:
+  """The increasing sub-sequence τ_1 < … < τ_S of {0..T−1}.
+
+  uniform:   τ_i = (i−1)·⌊T/S⌋ (DDIM repo);
+  quadratic: ⌊(linspace(0, √(0.8T), S))²⌋ (DDIM repo), repeated small values raised to stay
+             strictly increasing;
+  trailing:  round(T − i·T/S) − 1, which starts at T−1 (Lin et al. 2023).
+  """
+  if not 1 <= num_steps <= num_timesteps:
+    raise ValueError(f"num_steps must be in [1, {num_timesteps}] (the schedule's T), "
+                     f"got {num_steps}.")
+  if skip_type == "uniform":
+    seq = np.arange(num_steps) * (num_timesteps // num_steps)
+  elif skip_type == "quadratic":
+    seq = (np.linspace(0, np.sqrt(num_timesteps * 0.8), num_steps)**2).astype(np.int64)
+    steps = np.arange(num_steps)  # the floor repeats small t; raise them to stay increasing
+    seq = np.maximum.accumulate(seq - steps) + steps  # still ends at ⌊0.8T⌋ or S−1
+  elif skip_type == "trailing":
+    seq = np.round(np.arange(num_timesteps, 0, -num_timesteps / num_steps)).astype(np.int64)[::-1] - 1
+  else:
+    raise ValueError(f"Unknown skip_type {skip_type!r}; use one of {SKIP_TYPES}.")
+  return tuple(int(t) for t in seq)
+
+
+def ddim_sigma(alpha_bar, alpha_bar_prev, eta):
+  """σ(η) = η √((1 − ᾱ') / (1 − ᾱ)) √(1 − ᾱ / ᾱ')."""
+  return eta * jnp.sqrt((1 - alpha_bar_prev) / (1 - alpha_bar) * (1 - alpha_bar / alpha_bar_prev))
+
+
+def ddim_step(model: Callable, schedule: Schedule, x, t, t_prev, noise, *, eta, mean_type: str,
+              var_type: str, clip_x0: bool):
+  """x_τ → x_{τ'} with τ' = t_prev (−1 means ᾱ' = 1, i.e. the final x_0). Returns (x_{τ'}, x̂_0)."""
+  tt = diffusion.timesteps_like(x, t)
+  mean_out, _ = diffusion.split_output(model(x, tt), var_type)
+  x0, eps = diffusion.predict_x0_eps(schedule, mean_type, x, tt, mean_out, clip_x0)
+  ab = schedule.alpha_bars[t]
+  ab_prev = jnp.where(t_prev >= 0, schedule.alpha_bars[jnp.maximum(t_prev, 0)], 1.0)
+  sigma = ddim_sigma(ab, ab_prev, eta)
+  x_prev = (jnp.sqrt(ab_prev) * x0 + jnp.sqrt(jnp.maximum(1 - ab_prev - sigma**2, 0.0)) * eps
+            + sigma * noise)
+  return x_prev, x0
+
+
+def _ddim_device(replicated, batched, *, shape, timesteps, eta, mean_type, var_type, clip_x0,
+                 record_steps):
+  model, schedule = replicated
+  keys, x = batched
+  if x is None:
+    x = common.initial_noise(keys, shape)
+  records = common.empty_records(x, record_steps)
+  seq = np.asarray(timesteps)[::-1]
+  prev = np.append(seq[1:], -1)
+
+  def body(carry, step):
+    x, records = carry
+    t, t_prev = step
+    noise = common.step_noise(keys, t, shape) if eta else jnp.zeros_like(x)
+    x_prev, x0 = ddim_step(model, schedule, x, t, t_prev, noise, eta=eta, mean_type=mean_type,
+                           var_type=var_type, clip_x0=clip_x0)
+    return (x_prev, common.record(records, record_steps, t, x, x0)), None
+
+  (x, records), _ = jax.lax.scan(body, (x, records), (jnp.asarray(seq), jnp.asarray(prev)))
+  return common.sampler_output(x, records, record_steps)
+
+
+def ddim_sample(model: Callable, schedule: Schedule, key, shape: Sequence[int], *,
+                num_steps: int = 50, eta: float = 0.0, skip_type: str = "uniform",
+                timesteps: Sequence[int] | None = None, mean_type: str = "eps",
+                var_type: str = "fixed_small", clip_x0: bool = True,
+                record_steps: Sequence[int] = (), x_T=None, mesh=None):
+  """DDIM sampling on a sub-sequence of `num_steps` timesteps (or explicit `timesteps`).
+
+  Starting from x_T (given, e.g. from `ddim_encode`, or N(0, I)); η ∈ [0, 1]. The model's
+  variance output, if any, is ignored. With record_steps (members of the sub-sequence),
+  also returns {"x": x_τ, "x0": x̂_0} at those steps, each [B, K, ...].
+  """
+  diffusion.check_types(mean_type, var_type)
+  if not 0.0 <= eta <= 1.0:
+    raise ValueError(f"eta must be in [0, 1] (0: deterministic DDIM, 1: DDPM-like), got {eta}.")
+  seq = _sequence(schedule, num_steps, skip_type, timesteps)
+  fn = functools.partial(_ddim_device, shape=tuple(shape[1:]), timesteps=seq, eta=float(eta),
+                         mean_type=mean_type, var_type=var_type, clip_x0=clip_x0,
+                         record_steps=tuple(int(t) for t in record_steps))
+  return common.run(fn, model, schedule, key, shape[0], mesh=mesh, x_init=x_T)
+
+
+def _encode_device(replicated, batched, *, timesteps, mean_type, var_type):
+  model, schedule = replicated
+  _, x = batched
+  seq = np.asarray(timesteps)
+
+  def body(x, step):
+    t_cur, t_next = step
+    # ε is evaluated at the current state and the target timestep: the standard
+    # approximation of the implicit inverse, exact as the steps shrink.
+    tt = diffusion.timesteps_like(x, t_next)
+    mean_out, _ = diffusion.split_output(model(x, tt), var_type)
+    ab_cur = jnp.where(t_cur >= 0, schedule.alpha_bars[jnp.maximum(t_cur, 0)], 1.0)
+    ab_next = schedule.alpha_bars[t_next]
+    x0, eps = _x0_eps_at(schedule, mean_type, x, tt, mean_out, ab_cur, ab_next)
+    return jnp.sqrt(ab_next) * x0 + jnp.sqrt(1 - ab_next) * eps, None
+
+  x, _ = jax.lax.scan(body, x, (jnp.asarray(np.append(-1, seq[:-1])), jnp.asarray(seq)))
+  return x
+
+
+def _x0_eps_at(schedule, mean_type, x, tt, mean_out, ab_cur, ab_next):
+  """(x̂_0, ε̂) for a state x at level ᾱ_cur from an output the network made for level ᾱ_next."""
+  if mean_type == "eps":
+    eps = mean_out
+  else:  # convert with the network's own level, then read ε as a direction
+    _, eps = diffusion.predict_x0_eps(schedule, mean_type, x, tt, mean_out)
+  x0 = (x - jnp.sqrt(1 - ab_cur) * eps) / jnp.sqrt(ab_cur)
+  return x0, eps
+
+
+def ddim_encode(model: Callable, schedule: Schedule, x0, *, num_steps: int = 50,
+                skip_type: str = "uniform", timesteps: Sequence[int] | None = None,
+                mean_type: str = "eps", var_type: str = "fixed_small", mesh=None):
+  """Deterministic DDIM inversion x_0 → x_{τ_S}: the η = 0 sampler run backwards.
+
+  Decoding the result with `ddim_sample(..., eta=0, x_T=latent, clip_x0=False)` on the same
+  sub-sequence gives x_0 back up to the discretization error.
+  """
+  diffusion.check_types(mean_type, var_type)
+  seq = _sequence(schedule, num_steps, skip_type, timesteps)
+  fn = functools.partial(_encode_device, timesteps=seq, mean_type=mean_type, var_type=var_type)
+  return common.run(fn, model, schedule, jax.random.key(0), x0.shape[0], mesh=mesh, x_init=x0)
+
+
+def _sequence(schedule, num_steps, skip_type, timesteps) -> tuple:
+  if timesteps is None:
+    return ddim_timesteps(schedule.num_timesteps, num_steps, skip_type)
+  seq = tuple(int(t) for t in timesteps)
+  if (list(seq) != sorted(set(seq)) or not seq or seq[0] < 0
+      or seq[-1] >= schedule.num_timesteps):
+    raise ValueError(f"timesteps must be strictly increasing within [0, "
+                     f"{schedule.num_timesteps - 1}], got {seq[:5]}...")
+  return seq
+
+
+def slerp(z0, z1, alpha):
+  """Spherical interpolation per example: sin((1−α)θ)/sin θ · z0 + sin(αθ)/sin θ · z1,
+  θ the angle between the flattened z0 and z1 (DDIM §5.3)."""
+  flat0 = z0.reshape(z0.shape[0], -1)
+  flat1 = z1.reshape(z1.shape[0], -1)
+  cos = jnp.sum(flat0 * flat1, -1) / (jnp.linalg.norm(flat0, axis=-1) * jnp.linalg.norm(flat1, axis=-1))
+  theta = jnp.arccos(jnp.clip(cos, -1.0, 1.0)).reshape((-1,) + (1,) * (z0.ndim - 1))
+  alpha = jnp.asarray(alpha, z0.dtype)
+  return (jnp.sin((1 - alpha) * theta) * z0 + jnp.sin(alpha * theta) * z1) / jnp.sin(theta)
