@@ -1,20 +1,180 @@
-"""Datasets as numpy batches. No model code here.
+"""Datasets as numpy batches, deterministic in (seed, step). No model code here.
 
-The embedded dataset ships inside the package, so the demo needs no download: the 1,797
-8×8 handwritten digits of the UCI "Optical Recognition of Handwritten Digits" test set
-(E. Alpaydin and C. Kaynak, CC BY 4.0; the copy bundled with scikit-learn), pixel counts 0..16.
+Sources give random access to uint8 images [H, W, C] (and integer labels):
+  - "digits": embedded in the package, no download: the 1,797 8×8 handwritten digits of the
+    UCI "Optical Recognition of Handwritten Digits" test set (E. Alpaydin, C. Kaynak,
+    CC BY 4.0; the copy bundled with scikit-learn), pixel counts 0..16 scaled to 0..255;
+  - "npz": an .npz file with an `images` array [N, H, W, C] or [N, H, W] uint8 and optional
+    `labels` [N] (read with allow_pickle=False);
+  - "folder": a directory of PNG/JPEG files, labels from sub-folder names if there are any;
+  - any other name: a tfds dataset read through `tfds.data_source` (array_record; no
+    TensorFlow needed), prepared beforehand in `data_dir`.
+
+The batch of global step s is a pure function of (seed, s): epoch e = ⌊s / steps_per_epoch⌋
+is a fixed permutation of the examples, so the data position is the training step and resumes
+with it. Each host reads only its slice of the global batch.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import importlib.resources
+import os
+from typing import Iterator
 
 import numpy as np
+from PIL import Image
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+
+class ArraySource:
+  """Random access to in-memory uint8 images [N, H, W, C] and labels [N] (or None)."""
+
+  def __init__(self, images: np.ndarray, labels: np.ndarray | None = None):
+    self.images, self.labels = images, labels
+
+  def __len__(self) -> int:
+    return len(self.images)
+
+  def get(self, indices) -> tuple[list[np.ndarray], np.ndarray | None]:
+    labels = None if self.labels is None else self.labels[indices]
+    return list(self.images[indices]), labels
+
+
+class TfdsSource:
+  """Random access to a prepared tfds dataset through `tfds.data_source`."""
+
+  def __init__(self, source):
+    self.source = source
+    self.has_labels = "label" in source.dataset_info.features
+
+  def __len__(self) -> int:
+    return len(self.source)
+
+  def get(self, indices):
+    records = [self.source[int(i)] for i in indices]
+    images = [np.asarray(r["image"]) for r in records]
+    labels = np.array([r["label"] for r in records], np.int32) if self.has_labels else None
+    return images, labels
 
 
 def load_embedded_digits() -> tuple[np.ndarray, np.ndarray]:
-  """(images [1797, 8, 8, 1] float32 in [−1, 1], labels [1797] int32)."""
+  """(images [1797, 8, 8, 1] uint8 in 0..255, labels [1797] int32)."""
   with importlib.resources.files("ddpm_jax").joinpath("assets/digits_8x8.npz").open("rb") as f:
     with np.load(f, allow_pickle=False) as z:
       images, labels = z["images"], z["labels"]
-  return (images.astype(np.float32) / 16.0 * 2.0 - 1.0), labels.astype(np.int32)
+  return np.round(images.astype(np.float32) * (255.0 / 16.0)).astype(np.uint8), labels.astype(np.int32)
+
+
+def load_npz(path: str) -> ArraySource:
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"No .npz file at {path!r}; set data.path to an .npz with an "
+                            f"'images' array.")
+  with np.load(path, allow_pickle=False) as z:
+    if "images" not in z:
+      raise ValueError(f"{path} has no 'images' array (it has {sorted(z.keys())}); save the "
+                       f"images under the key 'images'.")
+    images = np.asarray(z["images"])
+    labels = np.asarray(z["labels"]).astype(np.int32) if "labels" in z else None
+  if images.dtype != np.uint8:
+    raise ValueError(f"{path}: 'images' must be uint8 in 0..255, got {images.dtype}.")
+  return ArraySource(images[..., None] if images.ndim == 3 else images, labels)
+
+
+def load_folder(path: str) -> ArraySource:
+  """Every image file under `path`; with sub-folders, their sorted names are the classes."""
+  if not os.path.isdir(path):
+    raise FileNotFoundError(f"No image folder at {path!r}; set data.path to a directory of "
+                            f"images.")
+  files = sorted(os.path.join(root, f) for root, _, names in os.walk(path) for f in names
+                 if f.lower().endswith(IMAGE_EXTENSIONS))
+  if not files:
+    raise ValueError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) under {path!r}.")
+  classes = sorted({os.path.relpath(os.path.dirname(f), path) for f in files})
+  images = [np.asarray(Image.open(f).convert("RGB")) for f in files]
+  if len({im.shape for im in images}) > 1:
+    raise ValueError(f"Images under {path!r} differ in size; resize them to one size first.")
+  labels = (np.array([classes.index(os.path.relpath(os.path.dirname(f), path)) for f in files],
+                     np.int32) if classes != ["."] else None)
+  return ArraySource(np.stack(images), labels)
+
+
+def open_source(dataset: str, split: str = "train", data_dir: str | None = None,
+                path: str | None = None):
+  """The random-access source for a dataset name (see the module docstring)."""
+  if dataset == "digits":
+    return ArraySource(*load_embedded_digits())
+  if dataset == "npz":
+    return load_npz(path or "")
+  if dataset == "folder":
+    return load_folder(path or "")
+  import tensorflow_datasets as tfds  # imported here: only tfds datasets need it
+  try:
+    return TfdsSource(tfds.data_source(dataset, split=split, data_dir=data_dir,
+                                       download=False))
+  except Exception as e:  # tfds raises several types for a missing or unknown dataset
+    raise FileNotFoundError(
+        f"Cannot open tfds dataset {dataset!r} split {split!r} in data_dir={data_dir!r} "
+        f"({type(e).__name__}); prepare it there in array_record format (e.g. `tfds build "
+        f"{dataset} --file_format=array_record --data_dir=DIR`) and set data.data_dir, or "
+        f"use data.dataset='digits'.") from None
+
+
+def preprocess(images: list[np.ndarray], image_size: int, flips: np.ndarray) -> np.ndarray:
+  """uint8 images → float32 [B, S, S, C] in [−1, 1]: center crop to a square, bilinear
+  (antialiased) resize to S, horizontal flip where `flips`."""
+  out = []
+  for img, flip in zip(images, flips):
+    img = img[..., None] if img.ndim == 2 else img
+    h, w = img.shape[:2]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    img = img[top:top + side, left:left + side]
+    if side != image_size:
+      pil = Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img)
+      resized = np.asarray(pil.resize((image_size, image_size), Image.BILINEAR))
+      img = resized[..., None] if resized.ndim == 2 else resized
+    out.append(img[:, ::-1] if flip else img)
+  return np.stack(out).astype(np.float32) / 127.5 - 1.0
+
+
+def batch_indices(num_examples: int, global_batch: int, step: int, seed: int) -> np.ndarray:
+  """The example indices of global batch `step`: slice of epoch ⌊step / steps_per_epoch⌋'s
+  permutation (the last partial batch of each epoch is dropped)."""
+  steps_per_epoch = num_examples // global_batch
+  if steps_per_epoch == 0:
+    raise ValueError(f"The dataset has {num_examples} examples, fewer than the batch size "
+                     f"{global_batch}; lower training.batch_size.")
+  epoch, i = divmod(step, steps_per_epoch)
+  perm = np.random.default_rng([seed, epoch]).permutation(num_examples)
+  return perm[i * global_batch:(i + 1) * global_batch]
+
+
+def get_batch(source, step: int, *, global_batch: int, image_size: int, seed: int,
+              random_flip: bool = False, process_index: int = 0,
+              process_count: int = 1) -> dict[str, np.ndarray]:
+  """This host's part of global batch `step`: {"image": [b, S, S, C] float32 in [−1, 1],
+  "label": [b] int32 (zeros for unlabeled data)}."""
+  idx = batch_indices(len(source), global_batch, step, seed)
+  per_host = global_batch // process_count
+  idx = idx[process_index * per_host:(process_index + 1) * per_host]
+  images, labels = source.get(idx)
+  flips = (np.random.default_rng([seed, step, 1]).random(global_batch) < 0.5
+           if random_flip else np.zeros(global_batch, bool))
+  flips = flips[process_index * per_host:(process_index + 1) * per_host]
+  return {"image": preprocess(images, image_size, flips),
+          "label": np.zeros(len(idx), np.int32) if labels is None else np.asarray(labels, np.int32)}
+
+
+def iterate_batches(source, start_step: int, *, prefetch: int = 2, **batch_kwargs
+                    ) -> Iterator[dict[str, np.ndarray]]:
+  """Batches for steps start_step, start_step + 1, … read ahead by a background thread."""
+  with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+    pending = [pool.submit(get_batch, source, start_step + i, **batch_kwargs)
+               for i in range(prefetch)]
+    step = start_step + prefetch
+    while True:
+      yield pending.pop(0).result()
+      pending.append(pool.submit(get_batch, source, step, **batch_kwargs))
+      step += 1

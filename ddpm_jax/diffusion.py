@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -222,8 +221,3 @@ def timesteps_like(x, t) -> jnp.ndarray:
   """A [B] int32 vector of timestep t for a batch x."""
   return jnp.full(x.shape[:1], t, dtype=jnp.int32)
 
-
-def random_normal_like(keys, shape, dtype=jnp.float32):
-  """Per-example standard normals: row i from keys[i], so values do not depend on how the
-  batch is split over devices."""
-  return jax.vmap(lambda k: jax.random.normal(k, shape, dtype))(keys)

@@ -31,12 +31,10 @@ def make_grid(images, ncol: int | None = None, pad: int = 2, scale: int = 1,
   return grid
 
 
-def save_grid(path: str, images, **grid_kwargs) -> str:
-  """Writes the grid as PNG atomically (temporary file, then rename); returns the path."""
-  grid = make_grid(images, **grid_kwargs)
-  mode = "L" if grid.shape[-1] == 1 else "RGB"
+def save_png(path: str, grid: np.ndarray) -> str:
+  """Writes a uint8 [H, W, C] array as PNG atomically (temporary file, then rename)."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   tmp = f"{path}.tmp.png"
-  Image.fromarray(grid[..., 0] if mode == "L" else grid, mode).save(tmp)
+  Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(tmp)
   os.replace(tmp, path)
   return path

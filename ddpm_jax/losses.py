@@ -20,27 +20,28 @@ LOSS_TYPES = ("simple", "vlb", "hybrid")
 TIMESTEP_SAMPLERS = ("uniform", "antithetic", "importance")
 
 
-def sample_timesteps(key, batch_size: int, num_timesteps: int, method: str = "uniform",
-                     probs=None):
-  """Draws t ∈ {0..T−1} per example and the importance weights 1/(T p_t) that keep the loss
-  an unbiased estimate of the uniform-t average.
+def sample_timesteps(keys, num_timesteps: int, method: str = "uniform", probs=None):
+  """Draws t ∈ {0..T−1} for each example from its own key, and the importance weights
+  1/(T p_t) that keep the loss an unbiased estimate of the uniform-t average.
 
-  uniform: t ~ U; antithetic: first half ~ U, second half T−1−t (needs an even batch);
-  importance: t ~ probs (e.g. from `second_moment_probs`).
+  uniform: t ~ U; antithetic: the first half ~ U, the second half T−1−t (pairs within this
+  batch; needs an even size); importance: t ~ probs (e.g. from `second_moment_probs`).
   """
+  batch_size = keys.shape[0]
+  uniform = lambda k: jax.random.randint(k, (), 0, num_timesteps)  # noqa: E731
+  ones = jnp.ones((batch_size,), jnp.float32)
   if method == "uniform":
-    t = jax.random.randint(key, (batch_size,), 0, num_timesteps)
-    return t, jnp.ones((batch_size,), jnp.float32)
+    return jax.vmap(uniform)(keys), ones
   if method == "antithetic":
     if batch_size % 2:
       raise ValueError(f"Antithetic timesteps need an even batch size, got {batch_size}.")
-    half = jax.random.randint(key, (batch_size // 2,), 0, num_timesteps)
-    return jnp.concatenate([half, num_timesteps - 1 - half]), jnp.ones((batch_size,), jnp.float32)
+    half = jax.vmap(uniform)(keys[:batch_size // 2])
+    return jnp.concatenate([half, num_timesteps - 1 - half]), ones
   if method == "importance":
     if probs is None:
       raise ValueError("Importance-sampled timesteps need probs (length T); "
                        "compute them with second_moment_probs.")
-    t = jax.random.choice(key, num_timesteps, (batch_size,), p=probs)
+    t = jax.vmap(lambda k: jax.random.choice(k, num_timesteps, p=probs))(keys)
     return t, 1.0 / (num_timesteps * probs[t])
   raise ValueError(f"Unknown timestep sampler {method!r}; use one of {TIMESTEP_SAMPLERS}.")
 
@@ -53,17 +54,18 @@ def second_moment_probs(loss_history, uniform_prob: float = 1e-3):
   return p * (1 - uniform_prob) + uniform_prob / loss_history.shape[0]
 
 
-def _noised(schedule: Schedule, x0, key, t_method, probs):
-  t_key, noise_key = jax.random.split(key)
-  t, weights = sample_timesteps(t_key, x0.shape[0], schedule.num_timesteps, t_method, probs)
-  noise = jax.random.normal(noise_key, x0.shape, x0.dtype)
+def _noised(schedule: Schedule, x0, keys, t_method, probs):
+  t_keys, noise_keys = jax.vmap(jax.random.split, out_axes=1)(keys)
+  t, weights = sample_timesteps(t_keys, schedule.num_timesteps, t_method, probs)
+  noise = jax.vmap(lambda k: jax.random.normal(k, x0.shape[1:], x0.dtype))(noise_keys)
   return t, weights, noise, diffusion.q_sample(schedule, x0, t, noise)
 
 
-def diffusion_loss(model: Callable, schedule: Schedule, x0, key, *, loss_type: str = "simple",
+def diffusion_loss(model: Callable, schedule: Schedule, x0, keys, *, loss_type: str = "simple",
                    mean_type: str = "eps", var_type: str = "fixed_small",
                    vlb_weight: float = 1e-3, t_method: str = "uniform", probs=None):
-  """One Monte-Carlo estimate of the chosen objective on a batch x0 (data scaled to [−1, 1]).
+  """One Monte-Carlo estimate of the chosen objective on a batch x0 (data scaled to [−1, 1]),
+  with example i's timestep and noise drawn from keys[i].
 
   Returns (loss, metrics) where metrics holds the batch mean of each term and the per-example
   loss with its timesteps (for importance-sampling bookkeeping).
@@ -74,7 +76,7 @@ def diffusion_loss(model: Callable, schedule: Schedule, x0, key, *, loss_type: s
   if loss_type == "hybrid" and not learned:
     raise ValueError("The hybrid loss trains the variance: set var_type to 'learned' or "
                      f"'learned_range' (got {var_type!r}), or use loss_type 'simple'.")
-  t, weights, noise, x_t = _noised(schedule, x0, key, t_method, probs)
+  t, weights, noise, x_t = _noised(schedule, x0, keys, t_method, probs)
   output = model(x_t, t)
   mean_out, var_out = diffusion.split_output(output, var_type)
   terms = {}

@@ -69,9 +69,48 @@ def run_batched(fn: Callable, replicated, batched, mesh: Mesh | None = None):
   """
   if mesh is not None:
     check_divisible(int(np.shape(jax.tree.leaves(batched)[0])[0]), mesh)
+    replicated = replicate(replicated, mesh)
+    batched = jax.device_put(batched, batch_sharding(mesh))
   key = (_cache_key(fn), mesh)
   if key not in _COMPILED:
     if len(_COMPILED) >= 64:
       _COMPILED.clear()
     _COMPILED[key] = data_parallel(fn, mesh)
   return _COMPILED[key](replicated, batched)
+
+
+def data_parallel_train_step(step_fn: Callable, mesh: Mesh, steps_per_dispatch: int = 1
+                             ) -> Callable:
+  """jit(shard_map(step_fn)) with the state replicated and donated, the batch split on
+  "data"; step_fn(state, batch) -> (state, metrics) must pmean what it returns.
+
+  With steps_per_dispatch = k > 1 the batch carries a leading axis of k steps, run by
+  lax.scan in one dispatch; the metrics are those of the last step.
+  """
+  if steps_per_dispatch == 1:
+    fn, batch_spec = step_fn, P(DATA_AXIS)
+  else:
+    def fn(state, batches):
+      state, metrics = jax.lax.scan(step_fn, state, batches)
+      return state, jax.tree.map(lambda m: m[-1], metrics)
+    batch_spec = P(None, DATA_AXIS)
+  sharded = jax.shard_map(fn, mesh=mesh, in_specs=(P(), batch_spec), out_specs=(P(), P()))
+  return jax.jit(sharded, donate_argnums=(0,))
+
+
+def replicate(tree, mesh: Mesh):
+  """Places every leaf of `tree` on every device of `mesh`."""
+  return jax.device_put(tree, NamedSharding(mesh, P()))
+
+
+def shard_batch(batch, mesh: Mesh, steps_per_dispatch: int = 1):
+  """Places a host batch (leading batch axis, after a steps axis when k > 1) on the mesh.
+
+  On several hosts each passes its own slice and the global array is assembled from them.
+  """
+  spec = P(DATA_AXIS) if steps_per_dispatch == 1 else P(None, DATA_AXIS)
+  sharding = NamedSharding(mesh, spec)
+  if jax.process_count() == 1:
+    return jax.device_put(batch, sharding)
+  return jax.tree.map(
+      lambda x: jax.make_array_from_process_local_data(sharding, x), batch)

@@ -16,3 +16,30 @@ def x64():
   """Float64 for tests that compare against an exact reference."""
   with jax.enable_x64(True):
     yield
+
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the configs/ package
+
+
+def tiny_config(**overrides):
+  """The demo config shrunk to seconds: a one-level U-Net on the 8×8 digits."""
+  from configs import demo
+  config = demo.get_config()
+  config.model.ch_mult = (1,)
+  config.training.batch_size = 16
+  config.training.num_train_steps = 4
+  config.training.log_every = 1
+  config.training.checkpoint_every = 2
+  config.sampling.num_steps = 2
+  config.sampling.num_samples = 8
+  config.sampling.batch_size = 8
+  for key, value in overrides.items():
+    node = config
+    *path, leaf = key.split(".")
+    for p in path:
+      node = node[p]
+    node[leaf] = value
+  return config

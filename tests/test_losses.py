@@ -35,7 +35,7 @@ def test_simple_loss_of_exact_model_is_the_bayes_error(sched, mean_type):
   n = 100_000
   x0 = MU + SD * jax.random.normal(jax.random.key(0), (n, DIM))
   loss, metrics = jax.jit(lambda x, k: losses.diffusion_loss(model, sched, x, k, mean_type=mean_type))(
-      x0, jax.random.key(1))
+      x0, jax.random.split(jax.random.key(1), n))
   ab = np.cumprod(1 - schedules.beta_schedule("linear", 1000))
   v0 = _posterior_x0_var(ab)
   expected = {"x0": v0, "eps": v0 * ab / (1 - ab), "v": v0 / (1 - ab)}[mean_type]
@@ -82,18 +82,19 @@ def test_vlb_of_exact_reverse_process_matches_true_nll(sched):
 
 
 def test_timestep_samplers():
-  t, w = losses.sample_timesteps(jax.random.key(0), 8, 1000, "antithetic")
+  keys = lambda n: jax.random.split(jax.random.key(0), n)  # noqa: E731
+  t, w = losses.sample_timesteps(keys(8), 1000, "antithetic")
   np.testing.assert_array_equal(t[:4] + t[4:], 999)
   assert np.all(w == 1.0)
-  t, _ = losses.sample_timesteps(jax.random.key(0), 100_000, 10, "uniform")
+  t, _ = losses.sample_timesteps(keys(100_000), 10, "uniform")
   counts = np.bincount(np.asarray(t), minlength=10)
   assert stats.chisquare(counts).pvalue > 1e-4
   with pytest.raises(ValueError, match="even batch"):
-    losses.sample_timesteps(jax.random.key(0), 7, 1000, "antithetic")
+    losses.sample_timesteps(keys(7), 1000, "antithetic")
   with pytest.raises(ValueError, match="second_moment_probs"):
-    losses.sample_timesteps(jax.random.key(0), 8, 1000, "importance")
+    losses.sample_timesteps(keys(8), 1000, "importance")
   with pytest.raises(ValueError, match="uniform"):
-    losses.sample_timesteps(jax.random.key(0), 8, 1000, "sobol")
+    losses.sample_timesteps(keys(8), 1000, "sobol")
 
 
 def test_importance_sampling_is_unbiased():
@@ -103,7 +104,7 @@ def test_importance_sampling_is_unbiased():
   probs = losses.second_moment_probs(history)
   assert float(probs.sum()) == pytest.approx(1.0, abs=1e-6)
   assert float(probs[-1] / probs[0]) > 100  # follows √E[L²]
-  t, w = losses.sample_timesteps(jax.random.key(3), 400_000, 50, "importance", probs)
+  t, w = losses.sample_timesteps(jax.random.split(jax.random.key(3), 400_000), 50, "importance", probs)
   estimate = jnp.mean(w * f[t])
   assert float(estimate) == pytest.approx(float(f.mean()), rel=5e-3)
 
@@ -115,9 +116,10 @@ def test_hybrid_loss_trains_variance_only_through_vlb(sched):
 
   params = {"a": jnp.array(0.3), "b": jnp.array(0.2)}
   x0 = jax.random.uniform(jax.random.key(0), (64, 3), minval=-1, maxval=1)
+  keys = jax.random.split(jax.random.key(1), 64)
 
   def loss(p, loss_type):
-    return losses.diffusion_loss(make_model(p), sched, x0, jax.random.key(1), loss_type=loss_type,
+    return losses.diffusion_loss(make_model(p), sched, x0, keys, loss_type=loss_type,
                                  var_type="learned_range")[0]
 
   g_hybrid = jax.grad(loss)(params, "hybrid")
@@ -127,9 +129,9 @@ def test_hybrid_loss_trains_variance_only_through_vlb(sched):
   assert float(g_simple["b"]) == 0.0 and float(g_hybrid["b"]) != 0.0
   assert float(g_vlb["a"]) != 0.0  # the pure VLB trains the mean too
   # The VLB part is weighted by λ·T.
-  _, m = losses.diffusion_loss(make_model(params), sched, x0, jax.random.key(1), loss_type="hybrid",
+  _, m = losses.diffusion_loss(make_model(params), sched, x0, keys, loss_type="hybrid",
                                var_type="learned_range")
-  _, m_vlb = losses.diffusion_loss(make_model(params), sched, x0, jax.random.key(1), loss_type="vlb",
+  _, m_vlb = losses.diffusion_loss(make_model(params), sched, x0, keys, loss_type="vlb",
                                    var_type="learned_range")
   assert float(m["vb"]) == pytest.approx(1e-3 * float(m_vlb["vb"]), rel=1e-5)
 
@@ -138,6 +140,6 @@ def test_bad_loss_options(sched):
   model = lambda x, t: x  # noqa: E731
   x0 = jnp.zeros((4, 2))
   with pytest.raises(ValueError, match="hybrid"):
-    losses.diffusion_loss(model, sched, x0, jax.random.key(0), loss_type="l1")
+    losses.diffusion_loss(model, sched, x0, jax.random.split(jax.random.key(0), 4), loss_type="l1")
   with pytest.raises(ValueError, match="learned_range"):
-    losses.diffusion_loss(model, sched, x0, jax.random.key(0), loss_type="hybrid")
+    losses.diffusion_loss(model, sched, x0, jax.random.split(jax.random.key(0), 4), loss_type="hybrid")

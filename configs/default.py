@@ -1,0 +1,74 @@
+"""Defaults every config starts from: the DDPM CIFAR-10 recipe's choices, on the embedded
+digits. Variants import this and override fields.
+
+  python -m ddpm_jax.main --config configs/default.py --workdir /tmp/ddpm_default
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  config.data = data = ml_collections.ConfigDict()
+  data.dataset = "digits"      # "digits" (embedded), "npz", "folder", or a tfds name
+  data.split = "train"
+  data.data_dir = None         # tfds data_dir holding the prepared (array_record) dataset
+  data.path = None             # the .npz file or image folder
+  data.image_size = 8
+  data.random_flip = False
+  data.num_classes = 10        # used when model.conditional
+
+  config.diffusion = diffusion = ml_collections.ConfigDict()
+  diffusion.beta_schedule = "linear"  # linear | quadratic | cosine | sigmoid | constant
+  diffusion.beta_start = 1e-4
+  diffusion.beta_end = 0.02
+  diffusion.num_timesteps = 1000
+  diffusion.zero_terminal_snr = False
+
+  config.model = model = ml_collections.ConfigDict()
+  model.ch = 128
+  model.ch_mult = (1, 2, 2, 2)
+  model.num_res_blocks = 2
+  model.attn_resolutions = (16,)
+  model.dropout = 0.1
+  model.resamp_with_conv = True
+  model.mean_type = "eps"      # eps | x0 | v
+  model.var_type = "fixed_large"  # fixed_small | fixed_large | learned | learned_range
+  model.conditional = False    # class labels, with a null label for classifier-free guidance
+  model.dtype = "float32"      # compute dtype: float32 | bfloat16 (parameters stay float32)
+
+  config.training = training = ml_collections.ConfigDict()
+  training.batch_size = 128    # global, over all devices and hosts
+  training.num_train_steps = 800_000
+  training.loss_type = "simple"  # simple | vlb | hybrid
+  training.vlb_weight = 1e-3   # λ of the hybrid loss
+  training.t_sampler = "uniform"  # uniform | antithetic
+  training.ema_decay = 0.9999
+  training.label_dropout = 0.1  # for conditional models
+  training.steps_per_dispatch = 1
+  training.log_every = 100
+  training.checkpoint_every = 10_000
+  training.keep_checkpoints = 3
+  training.sample_every = 50_000  # sample grids during training (0: only at the end)
+
+  config.optim = optim = ml_collections.ConfigDict()
+  optim.learning_rate = 2e-4
+  optim.warmup_steps = 5000
+  optim.grad_clip = 1.0
+  optim.beta1 = 0.9
+  optim.beta2 = 0.999
+  optim.eps = 1e-8
+
+  config.sampling = sampling = ml_collections.ConfigDict()
+  sampling.method = "ddim"     # ddpm | ddim
+  sampling.num_steps = 50      # DDIM steps
+  sampling.skip_type = "uniform"  # uniform | quadratic | trailing
+  sampling.eta = 0.0
+  sampling.clip_x0 = True
+  sampling.num_samples = 64
+  sampling.batch_size = 64
+  sampling.use_ema = True
+  sampling.seed = 0
+  return config

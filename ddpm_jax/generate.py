@@ -1,0 +1,54 @@
+"""`--mode sample`: load the latest checkpoint and write samples as a PNG grid and an .npz."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import jax
+import numpy as np
+
+from ddpm_jax import builders, checkpoint, images, parallel, train
+from ddpm_jax.metrics_writer import log
+
+
+def sample_from_checkpoint(config, workdir: str) -> tuple[str, str]:
+  """Samples config.sampling.num_samples images in batches of sampling.batch_size with the
+  configured sampler (EMA weights unless sampling.use_ema is False). Returns (png, npz)."""
+  workdir = train.prepare_workdir(workdir)
+  builders.validate(config)
+  s = config.sampling
+  mesh = parallel.make_mesh()
+  if s.batch_size % mesh.size:
+    raise ValueError(f"sampling.batch_size={s.batch_size} does not divide over {mesh.size} "
+                     f"devices; use a multiple of {mesh.size}.")
+  source = builders.build_source(config)
+  shape = builders.image_shape(config, source)
+  model = builders.build_model(config, shape[-1])
+  manager = checkpoint.make_manager(os.path.join(workdir, "checkpoints"))
+  state = checkpoint.restore_latest(manager, builders.init_state(config, model, shape))
+  if state is None:
+    raise FileNotFoundError(f"No checkpoint in {workdir}/checkpoints; train first with "
+                            f"--mode train and the same --workdir.")
+  params = state.ema_params if s.use_ema else state.params
+  key = jax.random.key(s.seed)
+  chunks, start = [], time.time()
+  for i in range(0, s.num_samples, s.batch_size):
+    labels = None
+    if config.model.conditional:
+      labels = jax.numpy.arange(i, i + s.batch_size) % config.data.num_classes
+    x = builders.sample(config, model, params, jax.random.fold_in(key, i), s.batch_size, shape,
+                        None if labels is not None else mesh, labels)
+    chunks.append(images.to_uint8(np.asarray(x)))
+    done = min(i + s.batch_size, s.num_samples)
+    log(f"sampled {done}/{s.num_samples} ({done / (time.time() - start):.1f} img/s)")
+  samples = np.concatenate(chunks)[:s.num_samples]
+  stem = os.path.join(workdir, "samples",
+                      f"{s.method}_{s.num_steps if s.method == 'ddim' else 'full'}_step{int(state.step)}")
+  png = images.save_png(stem + ".png", images.make_grid(samples[:256] / 127.5 - 1.0,
+                                                        scale=max(1, 64 // shape[0])))
+  npz = stem + ".npz"
+  np.savez(npz + ".tmp.npz", images=samples)
+  os.replace(npz + ".tmp.npz", npz)
+  log(f"{s.num_samples} samples -> {png}, {npz}")
+  return png, npz

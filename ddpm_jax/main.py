@@ -1,0 +1,62 @@
+"""Command line: python -m ddpm_jax.main --config configs/X.py --workdir DIR [--mode train|sample]
+[--config.field=value ...]."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from ddpm_jax import checkpoint, generate, train
+
+MODES = ("train", "sample")
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).",
+                                lock_config=True)
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and samples.")
+flags.DEFINE_enum("mode", "train", MODES, "What to do.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, checkpoint.CheckpointError,
+               train.NonFiniteLossError)
+
+
+def parse_flags(argv):
+  """absl flag parsing with one-line errors for an unknown config field or a bad value."""
+  try:
+    argv = FLAGS(argv)
+  except (AttributeError, KeyError) as e:  # ml_collections: no such field
+    text = str(e).replace("\\n", "\n").replace("\\'", "'")
+    parts = [p.strip(" '\"") for p in text.splitlines() if p.strip(" '\"")]
+    _fail(f"unknown config field {'; '.join(parts)} (the fields are in configs/default.py)")
+  except flags.Error as e:
+    _fail(str(e).splitlines()[0])
+  path = config_flags.get_config_filename(FLAGS["config"]).split(":")[0]
+  if not os.path.isfile(path):
+    _fail(f"no config file {path!r}; pass one of configs/*.py (run from the repository root).")
+  return argv
+
+
+def _fail(message: str) -> None:
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(2)
+
+
+def main(argv) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments {argv[1:]}; pass options as --flag=value.")
+  logging.set_verbosity(logging.WARNING)  # orbax and tfds are chatty at INFO
+  try:
+    if FLAGS.mode == "train":
+      train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    elif FLAGS.mode == "sample":
+      generate.sample_from_checkpoint(FLAGS.config, FLAGS.workdir)
+  except USER_ERRORS as e:
+    _fail(str(e))
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=parse_flags)

@@ -1,0 +1,57 @@
+"""Where progress goes: a console line, TensorBoard event files (tensorboardX, no TensorFlow)
+and a metrics.jsonl file in the workdir. Only the first host writes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+
+import jax
+import numpy as np
+
+
+class MetricsWriter:
+
+  def __init__(self, workdir: str):
+    self.enabled = jax.process_index() == 0
+    self.tb = None
+    if self.enabled:
+      from tensorboardX import SummaryWriter  # imported here: only the first host writes
+      self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+      self.jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+
+  def scalars(self, step: int, values: dict) -> None:
+    if not self.enabled:
+      return
+    values = {k: float(v) for k, v in values.items()}
+    for k, v in values.items():
+      self.tb.add_scalar(k, v, step)
+    self.jsonl.write(json.dumps({"step": step, "time": time.time(), **values}) + "\n")
+    self.jsonl.flush()
+
+  def image(self, step: int, name: str, grid: np.ndarray) -> None:
+    """grid: uint8 [H, W, C]."""
+    if self.enabled:
+      self.tb.add_image(name, grid, step, dataformats="HWC")
+
+  def close(self) -> None:
+    if self.enabled:
+      self.tb.close()
+      self.jsonl.close()
+
+
+def progress_line(step: int, total: int, metrics: dict, images_per_sec: float,
+                  eta_sec: float) -> str:
+  """'step 1200/5000 (24%) loss 0.0712 | 310 img/s | ETA 3m12s'."""
+  eta = f"{int(eta_sec // 3600)}h{int(eta_sec % 3600 // 60):02d}m" if eta_sec >= 3600 else \
+      f"{int(eta_sec // 60)}m{int(eta_sec % 60):02d}s"
+  return (f"step {step}/{total} ({100 * step / total:.0f}%) loss {metrics['loss']:.4f} | "
+          f"{images_per_sec:.0f} img/s | ETA {eta}")
+
+
+def log(msg: str) -> None:
+  logging.info(msg)
+  if jax.process_index() == 0:
+    print(msg, flush=True)

@@ -1,0 +1,2 @@
+"""Networks. They know nothing of schedules or configs: keyword arguments in,
+(x, t[, y]) -> output."""

@@ -1,0 +1,154 @@
+"""The training loop: data-parallel steps, progress, checkpoints, sample grids, safe stops.
+
+Stopping is always resumable: checkpoints are written atomically every
+`training.checkpoint_every` steps, at the end, and when SIGTERM or SIGINT arrives; a
+non-finite loss stops the run without saving, so the last good checkpoint is what remains.
+Running the same command on the same workdir resumes from the newest readable checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import jax
+import numpy as np
+
+from ddpm_jax import builders, checkpoint, data, images, parallel
+from ddpm_jax.metrics_writer import MetricsWriter, log, progress_line
+
+
+class NonFiniteLossError(FloatingPointError):
+  """Training produced a NaN or infinite loss."""
+
+
+def prepare_workdir(workdir: str) -> str:
+  """Creates the workdir and checks that it is writable, with a one-line error if not."""
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, f".write_test_{os.getpid()}")
+    with open(probe, "w") as f:
+      f.write("ok")
+    os.remove(probe)
+  except OSError as e:
+    raise PermissionError(f"Cannot write to workdir {workdir!r} ({e.strerror}); choose a "
+                          f"writable --workdir.") from None
+  return workdir
+
+
+class _StopSignals:
+  """Turns SIGTERM/SIGINT into a flag the loop checks between steps."""
+
+  def __init__(self):
+    self.received = None
+    self._old = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      try:
+        self._old[sig] = signal.signal(sig, self._handle)
+      except ValueError:  # not the main thread: leave signals alone
+        pass
+    return self
+
+  def _handle(self, signum, _):
+    self.received = signal.Signals(signum).name
+
+  def __exit__(self, *exc):
+    for sig, handler in self._old.items():
+      signal.signal(sig, handler)
+
+
+def train_and_evaluate(config, workdir: str):
+  """Trains per `config`, resuming from `workdir` if it holds a checkpoint; returns the
+  final TrainState (replicated on the mesh)."""
+  workdir = prepare_workdir(workdir)
+  builders.validate(config)
+  t = config.training
+  mesh = parallel.make_mesh()
+  builders.check_batch(config, mesh)
+  k = t.steps_per_dispatch
+  if t.num_train_steps % k or t.checkpoint_every % k or t.log_every % k:
+    raise ValueError(f"training.steps_per_dispatch={k} must divide num_train_steps, "
+                     f"checkpoint_every and log_every; change one of them.")
+  source = builders.build_source(config)
+  shape = builders.image_shape(config, source)
+  model = builders.build_model(config, shape[-1])
+  manager = checkpoint.make_manager(os.path.join(workdir, "checkpoints"), t.keep_checkpoints)
+  state = builders.init_state(config, model, shape)
+  restored = checkpoint.restore_latest(manager, state)
+  if restored is not None:
+    state = restored
+    log(f"Resuming from step {int(state.step)} in {workdir}")
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(config.to_json_best_effort(indent=2))
+  n_params = sum(x.size for x in jax.tree.leaves(state.params))
+  log(f"{n_params / 1e6:.2f}M parameters; {mesh.size} device(s); global batch {t.batch_size}")
+
+  start = int(state.step)
+  state = parallel.replicate(state, mesh)
+  p_step = builders.make_step(config, model, mesh)
+  batches = data.iterate_batches(
+      source, start, global_batch=t.batch_size, image_size=config.data.image_size,
+      seed=config.seed, random_flip=config.data.random_flip,
+      process_index=jax.process_index(), process_count=jax.process_count())
+  writer = MetricsWriter(workdir)
+  step, last_step, last_time = start, start, time.time()
+  with _StopSignals() as stop:
+    while step < t.num_train_steps and stop.received is None:
+      batch = next(batches) if k == 1 else _stack([next(batches) for _ in range(k)])
+      state, metrics = p_step(state, parallel.shard_batch(batch, mesh, k))
+      step += k
+      done = step == t.num_train_steps
+      if step % t.log_every == 0 or done or stop.received or step % t.checkpoint_every == 0:
+        m = {key: float(v) for key, v in jax.device_get(metrics).items()}
+        if not all(np.isfinite(v) for v in m.values()):
+          last_good = manager.latest_step()
+          raise NonFiniteLossError(
+              f"Non-finite loss or gradient at step {step} ({m}); stopped without saving, the "
+              f"last good checkpoint is step {last_good}. Lower optim.learning_rate or "
+              f"check the data.")
+        now = time.time()
+        rate = (step - last_step) * t.batch_size / max(now - last_time, 1e-9)
+        eta = (t.num_train_steps - step) * t.batch_size / max(rate, 1e-9)
+        if step % t.log_every == 0 or done:
+          writer.scalars(step, {**m, "images_per_sec": rate})
+          log(progress_line(step, t.num_train_steps, m, rate, eta))
+          last_step, last_time = step, now
+      if step % t.checkpoint_every == 0 or done or stop.received:
+        checkpoint.save(manager, state)
+      if done or (t.sample_every and step % t.sample_every == 0):
+        write_samples(config, model, state, shape, mesh, workdir, step, writer)
+    if stop.received:
+      log(f"Received {stop.received}: saved step {step}; run the same command to resume.")
+  manager.wait_until_finished()
+  writer.close()
+  return state
+
+
+def _stack(batches):
+  return {key: np.stack([b[key] for b in batches]) for key in batches[0]}
+
+
+def write_samples(config, model, state, shape, mesh, workdir, step, writer) -> str:
+  """A grid of config.sampling.num_samples (at most 64) samples from the EMA parameters."""
+  num = -(-min(config.sampling.num_samples, 64) // mesh.size) * mesh.size
+  params = state.ema_params if config.sampling.use_ema else state.params
+  labels = _labels(config, num)
+  x = builders.sample(config, model, params, jax.random.key(config.sampling.seed), num, shape,
+                      None if labels is not None else mesh, labels)
+  grid = images.make_grid(np.asarray(x), scale=max(1, 64 // shape[0]))
+  path = images.save_png(os.path.join(workdir, "samples", f"step_{step:08d}.png"), grid)
+  writer.image(step, "samples", grid)
+  log(f"Samples at step {step} -> {path}")
+  return path
+
+
+def _labels(config, num):
+  """Class-conditional models are sampled cycling through the classes."""
+  if not config.model.conditional:
+    return None
+  return jax.numpy.arange(num) % config.data.num_classes
+

@@ -1,0 +1,175 @@
+"""Training: the loss falls, 1 and 8 devices agree, checkpoints resume bit for bit, stops are
+safe, and every likely mistake gets a one-line error."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from conftest import ROOT, tiny_config
+
+from ddpm_jax import builders, checkpoint, generate, parallel, train
+
+
+def _params(state):
+  """Every array of the state: step, params, EMA, optimizer moments, key."""
+  return jax.tree.leaves(jax.device_get(state))
+
+
+def test_loss_falls_on_mock_tfds_data_with_8_devices(tmp_path):
+  config = tiny_config(**{"data.dataset": "mnist", "training.num_train_steps": 60,
+                          "training.log_every": 10, "training.checkpoint_every": 60,
+                          "optim.learning_rate": 2e-3, "training.batch_size": 32})
+  with tfds.testing.mock_data(num_examples=256, policy=tfds.testing.MockPolicy.USE_CODE):
+    train.train_and_evaluate(config, str(tmp_path))
+  rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+  assert [r["step"] for r in rows] == list(range(10, 61, 10))
+  assert rows[-1]["loss"] < 0.6 * rows[0]["loss"], [r["loss"] for r in rows]
+  assert {"mse", "grad_norm", "images_per_sec"} <= set(rows[0])
+  assert os.listdir(tmp_path / "tensorboard")
+  assert (tmp_path / "samples" / "step_00000060.png").exists()
+
+
+def test_one_and_eight_devices_compute_the_same_update():
+  config = tiny_config()
+  source = builders.build_source(config)
+  shape = builders.image_shape(config, source)
+  model = builders.build_model(config, shape[-1])
+  from ddpm_jax import data
+  batches = [data.get_batch(source, s, global_batch=16, image_size=8, seed=0) for s in range(3)]
+  results = []
+  for devices in (jax.devices()[:1], jax.devices()):
+    mesh = parallel.make_mesh(devices)
+    step = builders.make_step(config, model, mesh)
+    state = parallel.replicate(builders.init_state(config, model, shape), mesh)
+    for b in batches:
+      state, metrics = step(state, parallel.shard_batch(b, mesh))
+    results.append((_params(state), float(metrics["loss"])))
+  (p1, l1), (p8, l8) = results
+  assert l1 == pytest.approx(l8, rel=1e-5)
+  for a, b in zip(p1, p8, strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)  # measured ≤ 3e-7: reassociation
+
+
+def test_steps_per_dispatch_matches_single_steps(tmp_path):
+  one = train.train_and_evaluate(tiny_config(**{"training.sample_every": 0}), str(tmp_path / "a"))
+  two = train.train_and_evaluate(tiny_config(**{"training.steps_per_dispatch": 2, "training.log_every": 2}),
+                                 str(tmp_path / "b"))
+  for a, b in zip(_params(one), _params(two), strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_resume_is_bitwise_identical(tmp_path):
+  straight = train.train_and_evaluate(tiny_config(**{"training.num_train_steps": 6}), str(tmp_path / "a"))
+  train.train_and_evaluate(tiny_config(**{"training.num_train_steps": 3, "training.checkpoint_every": 1}),
+                           str(tmp_path / "b"))
+  resumed = train.train_and_evaluate(tiny_config(**{"training.num_train_steps": 6}), str(tmp_path / "b"))
+  assert int(resumed.step) == 6
+  for a, b in zip(_params(straight), _params(resumed), strict=True):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_the_previous(tmp_path, caplog):
+  config = tiny_config()
+  train.train_and_evaluate(config, str(tmp_path))
+  ckpt = tmp_path / "checkpoints"
+  assert sorted(int(p) for p in os.listdir(ckpt) if p.isdigit()) == [2, 4]
+  for root, _, files in os.walk(ckpt / "4"):  # damage every data file of step 4
+    for f in files:
+      if f not in ("commit_success.txt",):
+        with open(os.path.join(root, f), "wb") as fh:
+          fh.write(b"garbage")
+  source = builders.build_source(config)
+  shape = builders.image_shape(config, source)
+  model = builders.build_model(config, shape[-1])
+  manager = checkpoint.make_manager(str(ckpt))
+  restored = checkpoint.restore_latest(manager, builders.init_state(config, model, shape))
+  assert int(restored.step) == 2
+  assert any("step 4" in r.getMessage() and "previous" in r.getMessage() for r in caplog.records)
+
+
+def test_sample_mode_writes_png_and_npz(tmp_path):
+  config = tiny_config()
+  train.train_and_evaluate(config, str(tmp_path))
+  config.sampling.method = "ddpm"
+  config.sampling.num_samples = 12
+  png, npz = generate.sample_from_checkpoint(config, str(tmp_path))
+  assert os.path.exists(png)
+  with np.load(npz, allow_pickle=False) as z:
+    assert z["images"].shape == (12, 8, 8, 1) and z["images"].dtype == np.uint8
+  with pytest.raises(FileNotFoundError, match="train first"):
+    generate.sample_from_checkpoint(config, str(tmp_path / "empty"))
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+  train.train_and_evaluate(tiny_config(), str(tmp_path))
+  bad = tiny_config(**{"training.num_train_steps": 8, "optim.learning_rate": 1e38})
+  with pytest.raises(train.NonFiniteLossError, match="last good checkpoint is step 4"):
+    train.train_and_evaluate(bad, str(tmp_path))
+  assert sorted(int(p) for p in os.listdir(tmp_path / "checkpoints") if p.isdigit()) == [2, 4]
+
+
+@pytest.mark.parametrize("overrides,match", [
+    ({"data.image_size": 6, "model.ch_mult": (1, 2, 2)}, "not divisible by 4"),
+    ({"training.batch_size": 12}, "multiple of 8"),
+    ({"data.dataset": "cifar10", "data.data_dir": "/nonexistent"}, "array_record"),
+    ({"model.var_type": "learnt"}, "var_type 'learnt'"),
+    ({"sampling.method": "dpm"}, "ddpm"),
+    ({"training.steps_per_dispatch": 3}, "steps_per_dispatch=3"),
+])
+def test_bad_config_values_give_one_line_errors(tmp_path, overrides, match):
+  with pytest.raises((ValueError, FileNotFoundError), match=match) as e:
+    train.train_and_evaluate(tiny_config(**overrides), str(tmp_path))
+  assert "\n" not in str(e.value)
+
+
+def test_unwritable_workdir(tmp_path):
+  (tmp_path / "file").write_text("")
+  with pytest.raises(PermissionError, match="writable --workdir"):
+    train.train_and_evaluate(tiny_config(), str(tmp_path / "file" / "sub"))
+
+
+def _cli(*args, **kwargs):
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  return subprocess.Popen([sys.executable, "-m", "ddpm_jax.main", *args], cwd=ROOT, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def test_cli_reports_an_unknown_field_and_a_bad_value_in_one_line(tmp_path):
+  proc = _cli("--config", "configs/demo.py", "--workdir", str(tmp_path),
+              "--config.training.batch_sise=8")
+  _, err = proc.communicate(timeout=120)
+  assert proc.returncode == 2
+  assert err.strip() == ('error: unknown config field batch_sise; Did you mean "batch_size" instead '
+                         'of "batch_sise"? (the fields are in configs/default.py)')
+  proc = _cli("--config", "configs/nope.py", "--workdir", str(tmp_path))
+  _, err = proc.communicate(timeout=120)
+  assert proc.returncode == 2 and err.strip().startswith("error: no config file 'configs/nope.py'")
+  proc = _cli("--config", "configs/demo.py", "--workdir", str(tmp_path),
+              "--config.data.image_size=9", "--config.model.ch_mult=(1,2)")
+  out, err = proc.communicate(timeout=120)
+  assert proc.returncode == 2
+  assert err.strip().splitlines()[-1].startswith("error: data.image_size=9 is not divisible by 2")
+
+
+def test_sigterm_saves_a_resumable_checkpoint(tmp_path):
+  proc = _cli("--config", "configs/demo.py", "--workdir", str(tmp_path),
+              "--config.training.num_train_steps=100000", "--config.training.log_every=5",
+              "--config.model.ch_mult=(1,)", "--config.training.checkpoint_every=100000")
+  deadline = time.time() + 180
+  while not (tmp_path / "metrics.jsonl").exists() or not (tmp_path / "metrics.jsonl").read_text():
+    assert time.time() < deadline and proc.poll() is None, proc.communicate()
+    time.sleep(0.5)
+  proc.send_signal(signal.SIGTERM)
+  out, err = proc.communicate(timeout=120)
+  assert proc.returncode == 0, err
+  assert "Received SIGTERM" in out and "run the same command to resume" in out
+  steps = [int(p) for p in os.listdir(tmp_path / "checkpoints") if p.isdigit()]
+  assert len(steps) == 1 and steps[0] >= 5
