@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sys
 
+import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -18,6 +19,8 @@ config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and samples.")
 flags.DEFINE_enum("mode", "train", MODES, "What to do.")
+flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first: one process "
+                  "per host of a multi-host TPU pod or GPU cluster.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, checkpoint.CheckpointError,
@@ -49,6 +52,8 @@ def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments {argv[1:]}; pass options as --flag=value.")
   logging.set_verbosity(logging.WARNING)  # orbax and tfds are chatty at INFO
+  if FLAGS.distributed:
+    jax.distributed.initialize()
   try:
     if FLAGS.mode == "train":
       train.train_and_evaluate(FLAGS.config, FLAGS.workdir)

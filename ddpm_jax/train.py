@@ -82,8 +82,9 @@ def train_and_evaluate(config, workdir: str):
   if restored is not None:
     state = restored
     log(f"Resuming from step {int(state.step)} in {workdir}")
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=2))
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
   n_params = sum(x.size for x in jax.tree.leaves(state.params))
   log(f"{n_params / 1e6:.2f}M parameters; {mesh.size} device(s); global batch {t.batch_size}")
 

@@ -72,3 +72,16 @@ def test_tfds_mock_source_has_images_and_labels():
     batch = data.get_batch(src, 0, global_batch=8, image_size=8, seed=0)
   assert batch["image"].shape == (8, 8, 8, 1) and batch["label"].dtype == np.int32
   assert -1.0 <= batch["image"].min() < batch["image"].max() <= 1.0
+
+
+SHARED = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "tfds_array_record"
+
+
+@pytest.mark.skipif(not SHARED.exists(), reason="../shared/tfds_array_record (real Fashion-MNIST) is absent")
+def test_real_fashion_mnist_through_data_source():
+  src = data.open_source("fashion_mnist", "test", str(SHARED))
+  assert len(src) == 10_000
+  batch = data.get_batch(src, 0, global_batch=32, image_size=32, seed=0, random_flip=True)
+  assert batch["image"].shape == (32, 32, 32, 1) and set(batch["label"]) <= set(range(10))
+  # Real clothing images: dark background, bright objects.
+  assert (batch["image"] < -0.9).mean() > 0.3 and batch["image"].max() > 0.9
