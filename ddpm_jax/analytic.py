@@ -25,10 +25,7 @@ def mixture_eps_model(schedule: Schedule, means, stds, weights=None):
   means: [K, ...] (the data shape); stds: broadcastable to means; weights: [K] (default
   uniform). Returns a `jax.tree_util.Partial`, so it can be passed through jit.
   """
-  means = jnp.asarray(means, jnp.float32)
-  stds = jnp.broadcast_to(jnp.asarray(stds, jnp.float32), means.shape)
-  k = means.shape[0]
-  log_w = jnp.log(jnp.full((k,), 1.0 / k) if weights is None else jnp.asarray(weights, jnp.float32))
+  means, stds, log_w = _mixture_arrays(means, stds, weights)
   return jax.tree_util.Partial(_mixture_eps, schedule, means, stds, log_w)
 
 
@@ -38,12 +35,39 @@ def gaussian_eps_model(schedule: Schedule, mean, std):
   return mixture_eps_model(schedule, mean[None], jnp.broadcast_to(jnp.asarray(std, jnp.float32), mean.shape)[None])
 
 
+def mixture_score_model(sde, means, stds, weights=None):
+  """score(x_t, t) -> ∇ log p_t(x_t) for x_0 ~ Σ_k w_k N(means[k], diag stds[k]²) under a
+  continuous SDE with x_t | x_0 ~ N(α(t) x_0, σ(t)² I) (sde.marginal_coef)."""
+  means, stds, log_w = _mixture_arrays(means, stds, weights)
+  return jax.tree_util.Partial(_sde_score, sde, means, stds, log_w)
+
+
+def _mixture_arrays(means, stds, weights):
+  means = jnp.asarray(means, jnp.float32)
+  stds = jnp.broadcast_to(jnp.asarray(stds, jnp.float32), means.shape)
+  k = means.shape[0]
+  w = jnp.full((k,), 1.0 / k) if weights is None else jnp.asarray(weights, jnp.float32)
+  return means, stds, jnp.log(w)
+
+
+def _sde_score(sde, means, stds, log_w, x, t):
+  alpha, sigma = sde.marginal_coef(t)
+  shape = t.shape + (1,) * x.ndim
+  return _mixture_score(means, stds, log_w, x, alpha.reshape(shape), sigma.reshape(shape))
+
+
 def _mixture_eps(schedule, means, stds, log_w, x, t):
   ab = extract(schedule.alpha_bars, t, x)[:, None]          # [B, 1, 1...]
+  s = jnp.sqrt(1 - ab)
+  return -s[:, 0] * _mixture_score(means, stds, log_w, x, jnp.sqrt(ab), s)
+
+
+def _mixture_score(means, stds, log_w, x, a, s):
+  """Σ_k r_k(x) · −(x − a μ_k) / (a² s_k² + s²), with a, s of shape [B, 1, 1...]."""
   xs = x[:, None]                                           # [B, 1, ...]
-  var = ab * stds[None]**2 + (1 - ab)                       # [B, K, ...]
-  diff = xs - jnp.sqrt(ab) * means[None]
+  var = a**2 * stds[None]**2 + s**2                         # [B, K, ...]
+  diff = xs - a * means[None]
   axes = tuple(range(2, x.ndim + 1))
   log_like = -0.5 * jnp.sum(diff**2 / var + jnp.log(var), axis=axes) + log_w  # [B, K]
   resp = jax.nn.softmax(log_like, axis=1).reshape(log_like.shape + (1,) * (x.ndim - 1))
-  return jnp.sum(resp * jnp.sqrt(1 - ab) * diff / var, axis=1)
+  return -jnp.sum(resp * diff / var, axis=1)

@@ -105,30 +105,30 @@ class _Apply:
   """model.apply as a hashable function, equal for equal modules (so jit caches hit)."""
   model: UNet
 
-  def __call__(self, params, labels, x, t):
-    return self.model.apply({"params": params}, x, t, labels)
+  def __call__(self, params, x, t, y=None):
+    return self.model.apply({"params": params}, x, t, y)
 
 
-def make_model_fn(model, params, labels=None) -> jax.tree_util.Partial:
-  """The network as a sampler callable (x_t, t) -> output; parameters (and labels) are
-  pytree leaves of the Partial, so they are arguments of the compiled sampler."""
-  return jax.tree_util.Partial(_Apply(model), params, labels)
+def make_model_fn(model, params) -> jax.tree_util.Partial:
+  """The network as a sampler callable (x_t, t[, y]) -> output; the parameters are pytree
+  leaves of the Partial, so they are arguments of the compiled sampler."""
+  return jax.tree_util.Partial(_Apply(model), params)
 
 
 def sample(config, model, params, key, num: int, shape, mesh, labels=None):
   """Samples with the configured sampler (config.sampling) from bound parameters."""
   s = config.sampling
   sched = build_schedule(config)
-  fn = make_model_fn(model, params, labels)
+  fn = make_model_fn(model, params)
   batch_shape = (num,) + tuple(shape)
   m = config.model
   if s.method == "ddim":
     return ddim.ddim_sample(fn, sched, key, batch_shape, num_steps=s.num_steps, eta=s.eta,
                             skip_type=s.skip_type, mean_type=m.mean_type, var_type=m.var_type,
-                            clip_x0=s.clip_x0, mesh=mesh)
+                            clip_x0=s.clip_x0, cond=labels, mesh=mesh)
   if s.method == "ddpm":
     return ddpm.ddpm_sample(fn, sched, key, batch_shape, mean_type=m.mean_type,
-                            var_type=m.var_type, clip_x0=s.clip_x0, mesh=mesh)
+                            var_type=m.var_type, clip_x0=s.clip_x0, cond=labels, mesh=mesh)
   raise ValueError(f"Unknown sampling.method {s.method!r}; use one of {SAMPLERS}.")
 
 

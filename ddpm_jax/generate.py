@@ -38,7 +38,7 @@ def sample_from_checkpoint(config, workdir: str) -> tuple[str, str]:
     if config.model.conditional:
       labels = jax.numpy.arange(i, i + s.batch_size) % config.data.num_classes
     x = builders.sample(config, model, params, jax.random.fold_in(key, i), s.batch_size, shape,
-                        None if labels is not None else mesh, labels)
+                        mesh, labels)
     chunks.append(images.to_uint8(np.asarray(x)))
     done = min(i + s.batch_size, s.num_samples)
     log(f"sampled {done}/{s.num_samples} ({done / (time.time() - start):.1f} img/s)")

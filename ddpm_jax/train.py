@@ -139,7 +139,7 @@ def write_samples(config, model, state, shape, mesh, workdir, step, writer) -> s
   params = state.ema_params if config.sampling.use_ema else state.params
   labels = _labels(config, num)
   x = builders.sample(config, model, params, jax.random.key(config.sampling.seed), num, shape,
-                      None if labels is not None else mesh, labels)
+                      mesh, labels)
   grid = images.make_grid(np.asarray(x), scale=max(1, 64 // shape[0]))
   path = images.save_png(os.path.join(workdir, "samples", f"step_{step:08d}.png"), grid)
   writer.image(step, "samples", grid)

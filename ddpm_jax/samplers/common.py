@@ -6,6 +6,7 @@ one device or split over many.
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, Sequence
 
 import jax
@@ -41,15 +42,31 @@ def record(records, record_steps: Sequence[int], t, x, x0):
 
 
 def run(device_fn: Callable, model: Callable, schedule, key, batch_size: int, *,
-        mesh=None, x_init=None):
-  """Runs device_fn((model, schedule), (keys, x_init)) data-parallel over `mesh`.
+        mesh=None, x_init=None, cond=None, extra=None):
+  """Runs device_fn((model, schedule), (keys, x_init, cond, extra)) data-parallel over `mesh`.
 
+  `cond` (e.g. class labels [B]) is split with the batch and passed to the model as its
+  third argument; `extra` is any other per-example pytree (e.g. inpainting data and masks).
   `device_fn` is a functools.partial of a module-level sampler loop with hashable options,
   so repeated calls with equal options reuse one compiled program.
   """
   keys = jax.random.split(key, batch_size)
   return parallel.run_batched(device_fn, (parallel.as_pytree_callable(model), schedule),
-                              (keys, x_init), mesh)
+                              (keys, x_init, cond, extra), mesh)
+
+
+def unpack(replicated, batched):
+  """(model(x, t), schedule, keys, x_init, extra) inside a device function, with any
+  per-example condition bound to the model."""
+  model, schedule = replicated
+  keys, x_init, cond, extra = batched
+  if cond is not None:
+    model = functools.partial(_with_cond, model, cond)
+  return model, schedule, keys, x_init, extra
+
+
+def _with_cond(model, cond, x, t):
+  return model(x, t, cond)
 
 
 def sampler_output(x, records, record_steps):

@@ -69,8 +69,7 @@ def ddim_step(model: Callable, schedule: Schedule, x, t, t_prev, noise, *, eta, 
 
 def _ddim_device(replicated, batched, *, shape, timesteps, eta, mean_type, var_type, clip_x0,
                  record_steps):
-  model, schedule = replicated
-  keys, x = batched
+  model, schedule, keys, x, _ = common.unpack(replicated, batched)
   if x is None:
     x = common.initial_noise(keys, shape)
   records = common.empty_records(x, record_steps)
@@ -93,12 +92,13 @@ def ddim_sample(model: Callable, schedule: Schedule, key, shape: Sequence[int], 
                 num_steps: int = 50, eta: float = 0.0, skip_type: str = "uniform",
                 timesteps: Sequence[int] | None = None, mean_type: str = "eps",
                 var_type: str = "fixed_small", clip_x0: bool = True,
-                record_steps: Sequence[int] = (), x_T=None, mesh=None):
+                record_steps: Sequence[int] = (), x_T=None, cond=None, mesh=None):
   """DDIM sampling on a sub-sequence of `num_steps` timesteps (or explicit `timesteps`).
 
   Starting from x_T (given, e.g. from `ddim_encode`, or N(0, I)); η ∈ [0, 1]. The model's
   variance output, if any, is ignored. With record_steps (members of the sub-sequence),
-  also returns {"x": x_τ, "x0": x̂_0} at those steps, each [B, K, ...].
+  also returns {"x": x_τ, "x0": x̂_0} at those steps, each [B, K, ...]. `cond` (e.g. labels [B])
+  is passed as model(x, t, cond).
   """
   diffusion.check_types(mean_type, var_type)
   if not 0.0 <= eta <= 1.0:
@@ -107,12 +107,11 @@ def ddim_sample(model: Callable, schedule: Schedule, key, shape: Sequence[int], 
   fn = functools.partial(_ddim_device, shape=tuple(shape[1:]), timesteps=seq, eta=float(eta),
                          mean_type=mean_type, var_type=var_type, clip_x0=clip_x0,
                          record_steps=tuple(int(t) for t in record_steps))
-  return common.run(fn, model, schedule, key, shape[0], mesh=mesh, x_init=x_T)
+  return common.run(fn, model, schedule, key, shape[0], mesh=mesh, x_init=x_T, cond=cond)
 
 
 def _encode_device(replicated, batched, *, timesteps, mean_type, var_type):
-  model, schedule = replicated
-  _, x = batched
+  model, schedule, _, x, _ = common.unpack(replicated, batched)
   seq = np.asarray(timesteps)
 
   def body(x, step):
@@ -142,7 +141,7 @@ def _x0_eps_at(schedule, mean_type, x, tt, mean_out, ab_cur, ab_next):
 
 def ddim_encode(model: Callable, schedule: Schedule, x0, *, num_steps: int = 50,
                 skip_type: str = "uniform", timesteps: Sequence[int] | None = None,
-                mean_type: str = "eps", var_type: str = "fixed_small", mesh=None):
+                mean_type: str = "eps", var_type: str = "fixed_small", cond=None, mesh=None):
   """Deterministic DDIM inversion x_0 → x_{τ_S}: the η = 0 sampler run backwards.
 
   Decoding the result with `ddim_sample(..., eta=0, x_T=latent, clip_x0=False)` on the same
@@ -151,7 +150,8 @@ def ddim_encode(model: Callable, schedule: Schedule, x0, *, num_steps: int = 50,
   diffusion.check_types(mean_type, var_type)
   seq = _sequence(schedule, num_steps, skip_type, timesteps)
   fn = functools.partial(_encode_device, timesteps=seq, mean_type=mean_type, var_type=var_type)
-  return common.run(fn, model, schedule, jax.random.key(0), x0.shape[0], mesh=mesh, x_init=x0)
+  return common.run(fn, model, schedule, jax.random.key(0), x0.shape[0], mesh=mesh, x_init=x0,
+                    cond=cond)
 
 
 def _sequence(schedule, num_steps, skip_type, timesteps) -> tuple:

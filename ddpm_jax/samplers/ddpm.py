@@ -28,8 +28,7 @@ def ancestral_step(model: Callable, schedule: Schedule, x, t, noise, *, mean_typ
 
 def _ancestral_device(replicated, batched, *, shape, mean_type, var_type, clip_x0,
                       record_steps):
-  model, schedule = replicated
-  keys, x = batched
+  model, schedule, keys, x, _ = common.unpack(replicated, batched)
   if x is None:
     x = common.initial_noise(keys, shape)
   records = common.empty_records(x, record_steps)
@@ -47,14 +46,15 @@ def _ancestral_device(replicated, batched, *, shape, mean_type, var_type, clip_x
 
 def ddpm_sample(model: Callable, schedule: Schedule, key, shape: Sequence[int], *,
                 mean_type: str = "eps", var_type: str = "fixed_large", clip_x0: bool = True,
-                record_steps: Sequence[int] = (), x_T=None, mesh=None):
+                record_steps: Sequence[int] = (), x_T=None, cond=None, mesh=None):
   """Ancestral sampling over all T steps from x_T ~ N(0, I) (or the given x_T).
 
   shape is the batch shape [B, ...]. With record_steps, also returns {"x": x_t, "x0": x̂_0}
-  at those timesteps, each [B, K, ...]. With a mesh, the batch is split over its devices.
+  at those timesteps, each [B, K, ...]. `cond` (e.g. labels [B]) is passed as model(x, t, cond).
+  With a mesh, the batch is split over its devices.
   """
   diffusion.check_types(mean_type, var_type)
   fn = functools.partial(_ancestral_device, shape=tuple(shape[1:]), mean_type=mean_type,
                          var_type=var_type, clip_x0=clip_x0,
                          record_steps=tuple(int(t) for t in record_steps))
-  return common.run(fn, model, schedule, key, shape[0], mesh=mesh, x_init=x_T)
+  return common.run(fn, model, schedule, key, shape[0], mesh=mesh, x_init=x_T, cond=cond)
