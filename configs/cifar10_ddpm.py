@@ -14,4 +14,5 @@ def get_config():
   config.data.dataset = "cifar10"
   config.data.image_size = 32
   config.data.random_flip = True
+  config.eval.split = "test"
   return config

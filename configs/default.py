@@ -39,7 +39,20 @@ def get_config() -> ml_collections.ConfigDict:
   model.conditional = False    # class labels, with a null label for classifier-free guidance
   model.dtype = "float32"      # compute dtype: float32 | bfloat16 (parameters stay float32)
 
+  config.sde = sde = ml_collections.ConfigDict()  # for training.objective "dsm" / "ncsn"
+  sde.name = "vp"              # vp | subvp | ve
+  sde.beta_min = 0.1
+  sde.beta_max = 20.0
+  sde.sigma_min = 0.01
+  sde.sigma_max = 50.0
+  sde.num_scales = 1000        # N of the discretization (NCSN: the number of levels L)
+  sde.train_eps = 1e-5         # t ~ U(train_eps, 1)
+  sde.likelihood_weighting = False
+  sde.importance_sampling = False
+  sde.reduce = "mean"          # mean | sum over the pixels of each example
+
   config.training = training = ml_collections.ConfigDict()
+  training.objective = "ddpm"  # ddpm (discrete, config.diffusion) | dsm (config.sde) | ncsn
   training.batch_size = 128    # global, over all devices and hosts
   training.num_train_steps = 800_000
   training.loss_type = "simple"  # simple | vlb | hybrid
@@ -62,13 +75,31 @@ def get_config() -> ml_collections.ConfigDict:
   optim.eps = 1e-8
 
   config.sampling = sampling = ml_collections.ConfigDict()
-  sampling.method = "ddim"     # ddpm | ddim
-  sampling.num_steps = 50      # DDIM steps
+  sampling.method = "ddim"     # ddpm | ddim (objective ddpm); pc | ode (dsm); ald (ncsn)
+  sampling.num_steps = 50      # DDIM steps; fixed ODE steps for euler/heun
   sampling.skip_type = "uniform"  # uniform | quadratic | trailing
   sampling.eta = 0.0
   sampling.clip_x0 = True
   sampling.num_samples = 64
   sampling.batch_size = 64
+  sampling.predictor = "reverse_diffusion"  # pc: euler_maruyama | reverse_diffusion | ancestral | none
+  sampling.corrector = "langevin"           # pc: langevin | ald | none
+  sampling.snr = 0.16
+  sampling.n_steps_each = 1    # corrector steps per level (pc); steps per σ (ald)
+  sampling.eps = 1e-3          # the last t of the reverse process
+  sampling.ode_solver = "tsit5"  # tsit5 | dopri5 | heun | euler
+  sampling.rtol = 1e-5
+  sampling.atol = 1e-5
+  sampling.step_lr = 2e-5      # ald: ε of α_i = ε σ_i²/σ_L²
   sampling.use_ema = True
   sampling.seed = 0
+
+  config.eval = evaluation = ml_collections.ConfigDict()  # --mode bpd
+  evaluation.split = "train"   # the embedded digits have one split; "test" for tfds data
+  evaluation.num_examples = 256  # 0: the whole split
+  evaluation.batch_size = 64
+  evaluation.divergence = "rademacher"  # rademacher | gaussian | exact (score models)
+  evaluation.rtol = 1e-5
+  evaluation.atol = 1e-5
+  evaluation.seed = 0
   return config

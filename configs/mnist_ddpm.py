@@ -11,6 +11,7 @@ def get_config():
   config = default.get_config()
   config.data.dataset = "mnist"
   config.data.image_size = 32
+  config.eval.split = "test"
   config.model.ch = 64
   config.model.ch_mult = (1, 2, 2)
   config.model.attn_resolutions = (16,)

@@ -4,27 +4,40 @@ optimizers, data sources and train states. Everything below takes plain argument
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 
-from ddpm_jax import data, diffusion, losses, parallel, schedules, train_step
+from ddpm_jax import data, diffusion, losses, parallel, schedules, score_losses, train_step
+from ddpm_jax import sde as sde_lib
 from ddpm_jax.models.unet import UNet
-from ddpm_jax.samplers import ddim, ddpm
+from ddpm_jax.samplers import ddim, ddpm, langevin, ode, pc
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-SAMPLERS = ("ddpm", "ddim")
+OBJECTIVES = ("ddpm", "dsm", "ncsn")
+SAMPLERS = {"ddpm": ("ddpm", "ddim"), "dsm": ("pc", "ode"), "ncsn": ("ald",)}
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """Rejects bad choices up front, before any data is read or program compiled."""
+  objective = config.training.objective
+  if objective not in OBJECTIVES:
+    raise ValueError(f"Unknown training.objective {objective!r}; use one of {OBJECTIVES}.")
   diffusion.check_types(config.model.mean_type, config.model.var_type)
-  build_loss_kwargs(config)
+  if objective == "ddpm":
+    build_loss_kwargs(config)
+  else:
+    build_sde(config)
   s = config.sampling
-  if s.method not in SAMPLERS:
-    raise ValueError(f"Unknown sampling.method {s.method!r}; use one of {SAMPLERS}.")
+  if s.method not in SAMPLERS[objective]:
+    raise ValueError(f"sampling.method {s.method!r} does not fit training.objective "
+                     f"{objective!r}; use one of {SAMPLERS[objective]}.")
+  if s.method == "ode" and config.model.conditional:
+    raise ValueError("sampling.method 'ode' does not take class labels yet; use 'pc' for a "
+                     "conditional model.")
   if s.method == "ddim":
     ddim.ddim_timesteps(config.diffusion.num_timesteps, s.num_steps, s.skip_type)
   if config.model.dtype not in DTYPES:
@@ -47,11 +60,69 @@ def num_classes(config) -> int | None:
 def build_model(config: ml_collections.ConfigDict, num_channels: int) -> UNet:
   """The U-Net of config.model (after `validate`), with 2C outputs for a learned variance."""
   m = config.model
-  learned = m.var_type in ("learned", "learned_range")
+  learned = m.var_type in ("learned", "learned_range") and config.training.objective == "ddpm"
   return UNet(ch=m.ch, ch_mult=tuple(m.ch_mult), num_res_blocks=m.num_res_blocks,
               attn_resolutions=tuple(m.attn_resolutions), dropout=m.dropout,
               resamp_with_conv=m.resamp_with_conv, out_ch=num_channels * (2 if learned else 1),
-              num_classes=num_classes(config), dtype=DTYPES[m.dtype])
+              num_classes=num_classes(config), dtype=DTYPES[m.dtype],
+              embedding="positional" if _time_input(config) == "index" else "fourier")
+
+
+def build_sde(config):
+  """The SDE of a "dsm" config, or for "ncsn" the VE SDE over its noise levels."""
+  c = config.sde
+  if config.training.objective == "ncsn":
+    return sde_lib.VESDE(c.sigma_min, c.sigma_max, c.num_scales)
+  return sde_lib.make_sde(c.name, beta_min=c.beta_min, beta_max=c.beta_max,
+                          sigma_min=c.sigma_min, sigma_max=c.sigma_max, num_scales=c.num_scales)
+
+
+def ncsn_sigmas(config):
+  """σ_1 > … > σ_L of an "ncsn" config: geometric over sde.num_scales levels."""
+  c = config.sde
+  return schedules.geometric_sigmas(c.sigma_max, c.sigma_min, c.num_scales)
+
+
+def _time_input(config) -> str:
+  """VP-type score networks see t·(N−1) (positional); VE and NCSN networks see log σ."""
+  obj = config.training.objective
+  if obj == "ddpm" or (obj == "dsm" and config.sde.name in ("vp", "subvp")):
+    return "index"
+  return "log_sigma"
+
+
+def score_fn_of(config, net):
+  """score(x, t) of a "dsm" network, or score(x, σ) of an "ncsn" one; both predict ε."""
+  if config.training.objective == "ncsn":
+    return jax.tree_util.Partial(_ncsn_score, parallel.as_pytree_callable(net))
+  return sde_lib.model_score_fn(parallel.as_pytree_callable(net), build_sde(config),
+                                config.model.mean_type, _time_input(config))
+
+
+def _ncsn_score(net, x, sigma, *cond):
+  return -net(x, jnp.log(sigma), *cond) / sigma.reshape((-1,) + (1,) * (x.ndim - 1))
+
+
+def build_loss_fn(config):
+  """loss_fn(net, x0, keys) -> (loss, metrics) for the configured objective."""
+  obj = config.training.objective
+  if obj == "ddpm":
+    return functools.partial(_ddpm_loss, build_schedule(config), build_loss_kwargs(config))
+  return functools.partial(_score_loss, config)
+
+
+def _ddpm_loss(schedule, kwargs, net, x0, keys):
+  return losses.diffusion_loss(net, schedule, x0, keys, **kwargs)
+
+
+def _score_loss(config, net, x0, keys):
+  c = config.sde
+  score = score_fn_of(config, net)
+  if config.training.objective == "ncsn":
+    return score_losses.ncsn_loss(score, ncsn_sigmas(config), x0, keys, reduce=c.reduce)
+  return score_losses.dsm_loss(score, build_sde(config), x0, keys, eps=c.train_eps,
+                               likelihood_weighting=c.likelihood_weighting,
+                               importance_sampling=c.importance_sampling, reduce=c.reduce)
 
 
 def build_loss_kwargs(config: ml_collections.ConfigDict) -> dict:
@@ -129,13 +200,23 @@ def sample(config, model, params, key, num: int, shape, mesh, labels=None):
   if s.method == "ddpm":
     return ddpm.ddpm_sample(fn, sched, key, batch_shape, mean_type=m.mean_type,
                             var_type=m.var_type, clip_x0=s.clip_x0, cond=labels, mesh=mesh)
-  raise ValueError(f"Unknown sampling.method {s.method!r}; use one of {SAMPLERS}.")
+  score = score_fn_of(config, fn)
+  if s.method == "pc":
+    return pc.pc_sample(score, build_sde(config), key, batch_shape, predictor=s.predictor,
+                        corrector=s.corrector, snr=s.snr, n_steps=s.n_steps_each,
+                        eps=s.eps, cond=labels, mesh=mesh)
+  if s.method == "ode":
+    x, _ = ode.ode_sample(score, build_sde(config), key, batch_shape, solver=s.ode_solver,
+                          rtol=s.rtol, atol=s.atol, num_steps=s.num_steps, eps=s.eps, mesh=mesh)
+    return x
+  return langevin.annealed_langevin_sample(score, ncsn_sigmas(config), key, batch_shape,
+                                           step_lr=s.step_lr, n_steps_each=s.n_steps_each,
+                                           cond=labels, mesh=mesh)
 
 
 def make_step(config, model, mesh):
   t = config.training
-  step = train_step.make_train_step(model, build_schedule(config), loss_kwargs=build_loss_kwargs(config),
-                               ema_decay=t.ema_decay, num_classes=num_classes(config),
-                               label_dropout=t.label_dropout)
+  step = train_step.make_train_step(model, build_loss_fn(config), ema_decay=t.ema_decay,
+                                    num_classes=num_classes(config), label_dropout=t.label_dropout)
   return parallel.data_parallel_train_step(step, mesh, t.steps_per_dispatch)
 

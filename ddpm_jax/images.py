@@ -10,8 +10,9 @@ from PIL import Image
 
 
 def to_uint8(images) -> np.ndarray:
-  """[−1, 1] → {0..255}: round((x + 1) · 127.5), clipped."""
-  return np.clip(np.round((np.asarray(images, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+  """[−1, 1] → {0..255}: round((x + 1) · 127.5), clipped; NaN (a diverged sample) → 128."""
+  x = np.nan_to_num(np.asarray(images, np.float32), nan=0.0)
+  return np.clip(np.round((x + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
 def make_grid(images, ncol: int | None = None, pad: int = 2, scale: int = 1,

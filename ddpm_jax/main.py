@@ -10,9 +10,9 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from ddpm_jax import checkpoint, generate, train
+from ddpm_jax import bpd, checkpoint, generate, train
 
-MODES = ("train", "sample")
+MODES = ("train", "sample", "bpd")
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).",
@@ -59,6 +59,8 @@ def main(argv) -> None:
       train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
     elif FLAGS.mode == "sample":
       generate.sample_from_checkpoint(FLAGS.config, FLAGS.workdir)
+    elif FLAGS.mode == "bpd":
+      bpd.evaluate_bpd(FLAGS.config, FLAGS.workdir)
   except USER_ERRORS as e:
     _fail(str(e))
 

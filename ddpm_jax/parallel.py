@@ -47,7 +47,10 @@ def data_parallel(fn: Callable, mesh: Mesh | None) -> Callable:
   """
   if mesh is None or mesh.size == 1:
     return jax.jit(fn)
-  sharded = jax.shard_map(fn, mesh=mesh, in_specs=(P(), P(DATA_AXIS)), out_specs=P(DATA_AXIS))
+  # No collectives here, so the replication check is off (diffrax's internal conds mix
+  # per-device and replicated values, which the check rejects).
+  sharded = jax.shard_map(fn, mesh=mesh, in_specs=(P(), P(DATA_AXIS)), out_specs=P(DATA_AXIS),
+                          check_vma=False)
   return jax.jit(sharded)
 
 

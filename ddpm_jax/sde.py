@@ -159,17 +159,28 @@ def reverse_discretize(sde: SDE, score_fn: Callable, x, t, probability_flow: boo
 
 def model_score_fn(model: Callable, sde: SDE, mean_type: str = "eps", time_input: str = "index"
                    ) -> jax.tree_util.Partial:
-  """score(x, t) from a network output at time t.
+  """score(x, t[, cond]) from a network output at time t (cond, e.g. labels, passed on).
 
   mean_type: "eps" (score = −ε̂/σ(t)), "x0" (score = (α x̂_0 − x)/σ²), "v" (ε̂ = α v + σ x for
   VP-type SDEs), or "score" (the output is the score). time_input: what the network is given:
   "index" t·(N−1) (a DDPM-trained network, or score_sde's continuous VP models),
   "log_sigma" log σ(t) (NCSN++ with Fourier features), or "t".
   """
-  return jax.tree_util.Partial(_score, model, sde, mean_type, time_input)
+  return jax.tree_util.Partial(_ModelScore(sde, mean_type, time_input), model)
 
 
-def _score(model, sde, mean_type, time_input, x, t):
+@dataclasses.dataclass(frozen=True)
+class _ModelScore:
+  """The static part of a model score function: hashable, so compiled samplers are reused."""
+  sde: SDE
+  mean_type: str
+  time_input: str
+
+  def __call__(self, model, x, t, *cond):
+    return _score(model, self.sde, self.mean_type, self.time_input, x, t, *cond)
+
+
+def _score(model, sde, mean_type, time_input, x, t, *cond):
   alpha, sigma = sde.marginal_coef(t)
   if time_input == "index":
     label = t * (sde.N - 1)
@@ -179,7 +190,7 @@ def _score(model, sde, mean_type, time_input, x, t):
     label = t
   else:
     raise ValueError(f"Unknown time_input {time_input!r}; use 'index', 'log_sigma' or 't'.")
-  out = model(x, label)
+  out = model(x, label, *cond)
   a, s = _bcast(alpha, x), _bcast(sigma, x)
   if mean_type == "score":
     return out

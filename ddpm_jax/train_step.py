@@ -17,8 +17,7 @@ import optax
 from flax import linen as nn
 from flax.training import train_state
 
-from ddpm_jax import losses, parallel
-from ddpm_jax.schedules import Schedule
+from ddpm_jax import parallel
 
 
 class TrainState(train_state.TrainState):
@@ -56,10 +55,11 @@ def ema_update(ema, params, decay: float):
   return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema, params)
 
 
-def make_train_step(model: nn.Module, schedule: Schedule, *, loss_kwargs: dict,
-                    ema_decay: float, num_classes: int | None = None,
-                    label_dropout: float = 0.0) -> Callable:
-  """The per-device step. batch = {"image": [b, H, W, C] in [−1, 1], "label": [b]}.
+def make_train_step(model: nn.Module, loss_fn: Callable, *, ema_decay: float,
+                    num_classes: int | None = None, label_dropout: float = 0.0) -> Callable:
+  """The per-device step. batch = {"image": [b, H, W, C] in [−1, 1], "label": [b]};
+  loss_fn(net, x0, keys) -> (loss, metrics) with net(x, t) the network and keys[i] the key
+  of example i (losses.diffusion_loss, score_losses.dsm_loss, … with their options bound).
 
   For class-conditional models, each label is replaced by the null label `num_classes`
   with probability `label_dropout` (classifier-free guidance training).
@@ -78,14 +78,14 @@ def make_train_step(model: nn.Module, schedule: Schedule, *, loss_kwargs: dict,
       drop = jax.vmap(lambda k: jax.random.bernoulli(k, label_dropout))(label_keys)
       y = jnp.where(drop, num_classes, batch["label"])
 
-    def loss_fn(params):
+    def loss_of(params):
       def net(x_t, t):
         return model.apply({"params": params}, x_t, t, y, train=True,
                            rngs={"dropout": dropout_key})
-      loss, metrics = losses.diffusion_loss(net, schedule, batch["image"], loss_keys, **loss_kwargs)
+      loss, metrics = loss_fn(net, batch["image"], loss_keys)
       return loss, {k: v for k, v in metrics.items() if jnp.ndim(v) == 0}
 
-    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (_, metrics), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
     grads = jax.lax.pmean(grads, parallel.DATA_AXIS)
     metrics = jax.lax.pmean(metrics, parallel.DATA_AXIS)
     metrics["grad_norm"] = optax.tree.norm(grads)
