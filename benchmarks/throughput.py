@@ -46,11 +46,15 @@ def _mfu(tflops_per_sec: float, dtype: str) -> float | None:
   return None if peak is None else tflops_per_sec / (peak * jax.device_count())
 
 
+def _image_shape(config):
+  size = config.data.image_size
+  return (size, size, 1 if config.data.dataset in ("digits", "mnist", "fashion_mnist") else 3)
+
+
 def bench_train(config, steps: int) -> dict:
   mesh = parallel.make_mesh()
   bs = config.training.batch_size
-  size = config.data.image_size
-  shape = (size, size, 3 if config.data.dataset not in ("digits", "mnist", "fashion_mnist") else 1)
+  shape = _image_shape(config)
   model = builders.build_model(config, shape[-1])
   state = parallel.replicate(builders.init_state(config, model, shape), mesh)
   step = builders.make_step(config, model, mesh)
@@ -73,8 +77,7 @@ def bench_train(config, steps: int) -> dict:
 def bench_sample(config, num_steps: int) -> dict:
   mesh = parallel.make_mesh()
   bs = config.sampling.batch_size
-  size = config.data.image_size
-  shape = (size, size, 3 if config.data.dataset not in ("digits", "mnist", "fashion_mnist") else 1)
+  shape = _image_shape(config)
   model = builders.build_model(config, shape[-1])
   params = builders.init_state(config, model, shape).params
   fn = builders.make_model_fn(model, params)

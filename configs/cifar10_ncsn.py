@@ -10,7 +10,11 @@ from configs import cifar10_ddpm
 
 
 def get_config():
-  config = cifar10_ddpm.get_config()
+  return ncsn(cifar10_ddpm.get_config())
+
+
+def ncsn(config):
+  """The NCSN objective and sampler on top of any DDPM config."""
   config.training.objective = "ncsn"
   config.sde.sigma_max = 1.0
   config.sde.sigma_min = 0.01

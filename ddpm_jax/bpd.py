@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ddpm_jax import builders, checkpoint, data, likelihood, losses, parallel, train
+from ddpm_jax import builders, data, likelihood, losses, parallel, train
 from ddpm_jax.metrics_writer import log
 
 
@@ -37,17 +37,8 @@ def evaluate_bpd(config, workdir: str) -> dict:
   if config.training.objective == "ncsn":
     raise ValueError("NCSN has no likelihood; use training.objective 'ddpm' or 'dsm'.")
   mesh = parallel.make_mesh()
-  if e.batch_size % mesh.size:
-    raise ValueError(f"eval.batch_size={e.batch_size} does not divide over {mesh.size} "
-                     f"devices; use a multiple of {mesh.size}.")
-  source = builders.build_source(config, e.split)
-  shape = builders.image_shape(config, source)
-  model = builders.build_model(config, shape[-1])
-  manager = checkpoint.make_manager(os.path.join(workdir, "checkpoints"))
-  state = checkpoint.restore_latest(manager, builders.init_state(config, model, shape))
-  if state is None:
-    raise FileNotFoundError(f"No checkpoint in {workdir}/checkpoints; train first with "
-                            f"--mode train and the same --workdir.")
+  builders.check_divides(e.batch_size, "eval.batch_size", mesh)
+  source, shape, model, state = builders.load_trained(config, workdir, e.split)
   net = builders.make_model_fn(model, state.ema_params if config.sampling.use_ema else state.params)
   total = len(source) if e.num_examples <= 0 else min(e.num_examples, len(source))
   key = jax.random.key(e.seed)

@@ -11,7 +11,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from ddpm_jax import data, diffusion, losses, parallel, schedules, score_losses, train_step
+from ddpm_jax import (checkpoint, data, diffusion, losses, parallel, schedules, score_losses,
+                      train_step)
 from ddpm_jax import sde as sde_lib
 from ddpm_jax.models.unet import UNet
 from ddpm_jax.samplers import ddim, ddpm, langevin, ode, pc
@@ -159,11 +160,27 @@ def image_shape(config, source) -> tuple[int, int, int]:
 
 
 def check_batch(config, mesh) -> None:
-  bs = config.training.batch_size
-  n = mesh.size
-  if bs % n or bs % jax.process_count():
-    raise ValueError(f"training.batch_size={bs} does not divide over {n} devices; use a "
-                     f"multiple of {n}.")
+  check_divides(config.training.batch_size, "training.batch_size", mesh)
+
+
+def load_trained(config, workdir: str, split: str | None = None):
+  """(source, image shape, model, params) of the newest readable checkpoint in workdir, the
+  EMA parameters unless config.sampling.use_ema is False."""
+  source = build_source(config, split)
+  shape = image_shape(config, source)
+  model = build_model(config, shape[-1])
+  manager = checkpoint.make_manager(os.path.join(workdir, "checkpoints"))
+  state = checkpoint.restore_latest(manager, init_state(config, model, shape))
+  if state is None:
+    raise FileNotFoundError(f"No checkpoint in {workdir}/checkpoints; train first with "
+                            f"--mode train and the same --workdir.")
+  return source, shape, model, state
+
+
+def check_divides(batch_size: int, field: str, mesh) -> None:
+  if batch_size % mesh.size:
+    raise ValueError(f"{field}={batch_size} does not divide over {mesh.size} devices; use a "
+                     f"multiple of {mesh.size}.")
 
 
 def init_state(config, model, shape) -> train_step.TrainState:

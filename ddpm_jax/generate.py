@@ -8,7 +8,7 @@ import time
 import jax
 import numpy as np
 
-from ddpm_jax import builders, checkpoint, images, parallel, train
+from ddpm_jax import builders, images, parallel, train
 from ddpm_jax.metrics_writer import log
 
 
@@ -19,17 +19,8 @@ def sample_from_checkpoint(config, workdir: str) -> tuple[str, str]:
   builders.validate(config)
   s = config.sampling
   mesh = parallel.make_mesh()
-  if s.batch_size % mesh.size:
-    raise ValueError(f"sampling.batch_size={s.batch_size} does not divide over {mesh.size} "
-                     f"devices; use a multiple of {mesh.size}.")
-  source = builders.build_source(config)
-  shape = builders.image_shape(config, source)
-  model = builders.build_model(config, shape[-1])
-  manager = checkpoint.make_manager(os.path.join(workdir, "checkpoints"))
-  state = checkpoint.restore_latest(manager, builders.init_state(config, model, shape))
-  if state is None:
-    raise FileNotFoundError(f"No checkpoint in {workdir}/checkpoints; train first with "
-                            f"--mode train and the same --workdir.")
+  builders.check_divides(s.batch_size, "sampling.batch_size", mesh)
+  _, shape, model, state = builders.load_trained(config, workdir)
   params = state.ema_params if s.use_ema else state.params
   key = jax.random.key(s.seed)
   chunks, start = [], time.time()
