@@ -75,7 +75,7 @@ def get_config() -> ml_collections.ConfigDict:
   optim.eps = 1e-8
 
   config.sampling = sampling = ml_collections.ConfigDict()
-  sampling.method = "ddim"     # ddpm | ddim (objective ddpm); pc | ode (dsm); ald (ncsn)
+  sampling.method = "ddim"     # ddpm | ddim | pc | ode (objective ddpm); pc | ode (dsm); ald (ncsn)
   sampling.num_steps = 50      # DDIM steps; fixed ODE steps for euler/heun
   sampling.skip_type = "uniform"  # uniform | quadratic | trailing
   sampling.eta = 0.0
@@ -91,6 +91,7 @@ def get_config() -> ml_collections.ConfigDict:
   sampling.rtol = 1e-5
   sampling.atol = 1e-5
   sampling.step_lr = 2e-5      # ald: ε of α_i = ε σ_i²/σ_L²
+  sampling.guidance_weight = 0.0  # classifier-free guidance w for conditional models
   sampling.use_ema = True
   sampling.seed = 0
 

@@ -15,11 +15,11 @@ from ddpm_jax import (checkpoint, data, diffusion, losses, parallel, schedules, 
                       train_step)
 from ddpm_jax import sde as sde_lib
 from ddpm_jax.models.unet import UNet
-from ddpm_jax.samplers import ddim, ddpm, langevin, ode, pc
+from ddpm_jax.samplers import ddim, ddpm, guidance, langevin, ode, pc
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 OBJECTIVES = ("ddpm", "dsm", "ncsn")
-SAMPLERS = {"ddpm": ("ddpm", "ddim"), "dsm": ("pc", "ode"), "ncsn": ("ald",)}
+SAMPLERS = {"ddpm": ("ddpm", "ddim", "pc", "ode"), "dsm": ("pc", "ode"), "ncsn": ("ald",)}
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -30,7 +30,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   diffusion.check_types(config.model.mean_type, config.model.var_type)
   if objective == "ddpm":
     build_loss_kwargs(config)
-  else:
+  if objective != "ddpm" or config.sampling.method in ("pc", "ode"):
     build_sde(config)
   s = config.sampling
   if s.method not in SAMPLERS[objective]:
@@ -70,10 +70,19 @@ def build_model(config: ml_collections.ConfigDict, num_channels: int) -> UNet:
 
 
 def build_sde(config):
-  """The SDE of a "dsm" config, or for "ncsn" the VE SDE over its noise levels."""
+  """The SDE of a "dsm" config; for "ncsn" the VE SDE over its noise levels; for "ddpm" the
+  VP SDE whose N-step discretization is the linear β schedule (β_min = T β_start,
+  β_max = T β_end), so a DDPM-trained network samples with the SDE samplers."""
   c = config.sde
   if config.training.objective == "ncsn":
     return sde_lib.VESDE(c.sigma_min, c.sigma_max, c.num_scales)
+  if config.training.objective == "ddpm":
+    d = config.diffusion
+    if d.beta_schedule != "linear" or d.zero_terminal_snr:
+      raise ValueError("SDE samplers for a DDPM model need diffusion.beta_schedule='linear' "
+                       "(the VP SDE's discretization); use sampling.method 'ddpm' or 'ddim'.")
+    n = d.num_timesteps
+    return sde_lib.VPSDE(d.beta_start * n, d.beta_end * n, n)
   return sde_lib.make_sde(c.name, beta_min=c.beta_min, beta_max=c.beta_max,
                           sigma_min=c.sigma_min, sigma_max=c.sigma_max, num_scales=c.num_scales)
 
@@ -93,11 +102,18 @@ def _time_input(config) -> str:
 
 
 def score_fn_of(config, net):
-  """score(x, t) of a "dsm" network, or score(x, σ) of an "ncsn" one; both predict ε."""
+  """score(x, t) of a "dsm" or "ddpm" network (the mean part of a learned-variance output),
+  or score(x, σ) of an "ncsn" one."""
+  net = parallel.as_pytree_callable(net)
   if config.training.objective == "ncsn":
-    return jax.tree_util.Partial(_ncsn_score, parallel.as_pytree_callable(net))
-  return sde_lib.model_score_fn(parallel.as_pytree_callable(net), build_sde(config),
-                                config.model.mean_type, _time_input(config))
+    return jax.tree_util.Partial(_ncsn_score, net)
+  if config.training.objective == "ddpm" and config.model.var_type in ("learned", "learned_range"):
+    net = jax.tree_util.Partial(_mean_part, net)
+  return sde_lib.model_score_fn(net, build_sde(config), config.model.mean_type, _time_input(config))
+
+
+def _mean_part(net, x, t, *cond):
+  return jnp.split(net(x, t, *cond), 2, axis=-1)[0]
 
 
 def _ncsn_score(net, x, sigma, *cond):
@@ -208,6 +224,8 @@ def sample(config, model, params, key, num: int, shape, mesh, labels=None):
   s = config.sampling
   sched = build_schedule(config)
   fn = make_model_fn(model, params)
+  if labels is not None and s.guidance_weight:
+    fn = guidance.classifier_free_guidance(fn, s.guidance_weight, config.data.num_classes)
   batch_shape = (num,) + tuple(shape)
   m = config.model
   if s.method == "ddim":

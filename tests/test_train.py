@@ -218,3 +218,18 @@ def test_bpd_mode(tmp_path, objective):
   assert 0 < result["bpd"] < 20  # 4 training steps: a finite, poor density
   saved = json.loads((tmp_path / "bpd_train_step4.json").read_text())
   assert saved["bpd"] == pytest.approx(result["bpd"])
+
+
+def test_ddpm_model_samples_with_sde_samplers_and_guidance(tmp_path):
+  config = tiny_config(**{"model.conditional": True, "model.var_type": "learned_range",
+                          "training.loss_type": "hybrid"})
+  train.train_and_evaluate(config, str(tmp_path))
+  for method, extra in (("pc", {"sampling.predictor": "ancestral", "sampling.corrector": "none"}),
+                        ("ddim", {"sampling.guidance_weight": 2.0})):
+    c = tiny_config(**{"model.conditional": True, "model.var_type": "learned_range",
+                       "training.loss_type": "hybrid", "sampling.method": method, **extra})
+    png, npz = generate.sample_from_checkpoint(c, str(tmp_path))
+    with np.load(npz, allow_pickle=False) as z:
+      assert z["images"].shape == (8, 8, 8, 1)
+  with pytest.raises(ValueError, match="beta_schedule='linear'"):
+    builders.validate(tiny_config(**{"sampling.method": "ode", "diffusion.beta_schedule": "cosine"}))
