@@ -14,6 +14,7 @@ import ml_collections
 from ddpm_jax import (checkpoint, data, diffusion, losses, parallel, schedules, score_losses,
                       train_step)
 from ddpm_jax import sde as sde_lib
+from ddpm_jax.metrics_writer import log
 from ddpm_jax.models.unet import UNet
 from ddpm_jax.samplers import ddim, ddpm, guidance, langevin, ode, pc
 
@@ -241,8 +242,10 @@ def sample(config, model, params, key, num: int, shape, mesh, labels=None):
                         corrector=s.corrector, snr=s.snr, n_steps=s.n_steps_each,
                         eps=s.eps, cond=labels, mesh=mesh)
   if s.method == "ode":
-    x, _ = ode.ode_sample(score, build_sde(config), key, batch_shape, solver=s.ode_solver,
-                          rtol=s.rtol, atol=s.atol, num_steps=s.num_steps, eps=s.eps, mesh=mesh)
+    x, nfe = ode.ode_sample(score, build_sde(config), key, batch_shape, solver=s.ode_solver,
+                            rtol=s.rtol, atol=s.atol, num_steps=s.num_steps, eps=s.eps, mesh=mesh)
+    log(f"probability-flow ODE ({s.ode_solver}): {float(jnp.mean(nfe)):.0f} function "
+        f"evaluations per sample")
     return x
   return langevin.annealed_langevin_sample(score, ncsn_sigmas(config), key, batch_shape,
                                            step_lr=s.step_lr, n_steps_each=s.n_steps_each,
