@@ -5,9 +5,10 @@ For x_0 ~ Σ_k w_k N(μ_k, diag s_k²) the marginal of x_t = √ᾱ x_0 + √(1�
 
   E[ε | x_t] = Σ_k r_k(x_t) √(1−ᾱ) (x_t − √ᾱ μ_k) / (ᾱ s_k² + 1 − ᾱ),
 
-with r_k the posterior component weights. A single Gaussian is K = 1; a dataset itself is
-the mixture with s_k = 0 (the model that reproduces its training images). These serve as
-ground-truth models for the samplers and as the demo model before any training.
+with r_k the posterior component weights; under a continuous SDE with x_t | x_0 ~
+N(α x_0, σ² I) the score is Σ_k r_k · −(x_t − α μ_k)/(α² s_k² + σ²) (= −ε/σ). A single
+Gaussian is K = 1; a dataset itself is the mixture with s_k = 0. These are the ground-truth
+models of the tests.
 """
 
 from __future__ import annotations
