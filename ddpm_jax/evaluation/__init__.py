@@ -1,0 +1,1 @@
+"""Sample-quality evaluation: the FID Inception network and the metrics on its features."""

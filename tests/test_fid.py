@@ -1,0 +1,55 @@
+"""The FID Inception network against the reference features, and FID/KID against closed forms."""
+
+import pathlib
+
+import jax
+import numpy as np
+import pytest
+from scipy import linalg
+
+from ddpm_jax.evaluation import fid, inception
+
+WEIGHTS = pathlib.Path(__file__).resolve().parents[2] / "shared" / "weights"
+
+
+@pytest.mark.skipif(not (WEIGHTS / "inception_fid.npz").exists(),
+                    reason="../shared/weights (the FID Inception weights) is absent")
+def test_inception_reproduces_the_reference_features():
+  ref = np.load(WEIGHTS / "inception_fid_reference.npz", allow_pickle=False)
+  params = inception.load_params(str(WEIGHTS / "inception_fid.npz"))
+  out = np.asarray(jax.jit(inception.InceptionV3().apply)(params, ref["images_uint8_nhwc"]))
+  err = np.abs(out - ref["features"]).max()
+  assert err < 1e-4 * np.abs(ref["features"]).max()  # measured 3.0e-6 (relative 6.6e-7)
+  assert inception.file_sha256(str(WEIGHTS / "inception_fid.npz")).startswith("1e4c8cc4")
+
+
+def test_frechet_distance_equals_the_closed_form():
+  rng = np.random.default_rng(0)
+  d = 16
+  a, b = rng.normal(size=(2, d, d))
+  s1, s2 = a @ a.T / d, b @ b.T / d + 0.1 * np.eye(d)
+  mu1, mu2 = rng.normal(size=(2, d))
+  expected = np.sum((mu1 - mu2)**2) + np.trace(s1 + s2 - 2 * linalg.sqrtm(s1 @ s2).real)
+  assert fid.frechet_distance(mu1, s1, mu2, s2) == pytest.approx(expected, rel=1e-9)
+  # Commuting (diagonal) covariances: Tr(Σ₁Σ₂)^½ = Σ √(σ₁σ₂).
+  v1, v2 = rng.uniform(0.1, 2, d), rng.uniform(0.1, 2, d)
+  assert fid.frechet_distance(mu1, np.diag(v1), mu1, np.diag(v2)) == pytest.approx(
+      np.sum((np.sqrt(v1) - np.sqrt(v2))**2), rel=1e-9)
+
+
+def test_fid_of_samples_and_of_a_set_with_itself():
+  rng = np.random.default_rng(1)
+  x = rng.normal(size=(5000, 8))
+  assert abs(fid.fid_from_features(x, x)) < 1e-6
+  y = rng.normal(size=(20_000, 8)) * 1.5 + 0.5
+  # N(0, I) vs N(0.5, 2.25 I): 8·0.25 + 8·(1 − 1.5)² = 4.
+  assert fid.fid_from_features(rng.normal(size=(20_000, 8)), y) == pytest.approx(4.0, abs=0.15)
+
+
+def test_kid_is_zero_for_identical_distributions_and_positive_otherwise():
+  rng = np.random.default_rng(2)
+  x, y = rng.normal(size=(2, 2000, 16))
+  mean, std = fid.kernel_inception_distance(x, y, num_subsets=20, subset_size=500)
+  assert abs(mean) < 3 * std + 1e-3 and std > 0
+  far, far_std = fid.kernel_inception_distance(x, y + 1.0, num_subsets=20, subset_size=500)
+  assert far > 10 * far_std
