@@ -103,4 +103,15 @@ def get_config() -> ml_collections.ConfigDict:
   evaluation.rtol = 1e-5
   evaluation.atol = 1e-5
   evaluation.seed = 0
+
+  config.fid = fid = ml_collections.ConfigDict()  # --mode eval
+  fid.num_samples = 50_000
+  fid.chunk_size = 512         # samples per resumable chunk (a multiple of the devices)
+  fid.inception_batch_size = 256
+  fid.inception_weights = "../shared/weights/inception_fid.npz"
+  fid.ref_split = "test"
+  fid.ref_num_examples = 10_000  # 0: the whole split
+  fid.cache_dir = None         # default WORKDIR/fid_cache
+  fid.kid_subsets = 100
+  fid.kid_subset_size = 1000
   return config

@@ -11,8 +11,9 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from ddpm_jax import bpd, checkpoint, generate, train
+from ddpm_jax.evaluation import evaluate
 
-MODES = ("train", "sample", "bpd")
+MODES = ("train", "sample", "bpd", "eval")
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).",
@@ -61,6 +62,8 @@ def main(argv) -> None:
       generate.sample_from_checkpoint(FLAGS.config, FLAGS.workdir)
     elif FLAGS.mode == "bpd":
       bpd.evaluate_bpd(FLAGS.config, FLAGS.workdir)
+    elif FLAGS.mode == "eval":
+      evaluate.evaluate(FLAGS.config, FLAGS.workdir)
   except USER_ERRORS as e:
     _fail(str(e))
 
