@@ -37,7 +37,7 @@ def evaluate_bpd(config, workdir: str) -> dict:
   if config.training.objective == "ncsn":
     raise ValueError("NCSN has no likelihood; use training.objective 'ddpm' or 'dsm'.")
   mesh = parallel.make_mesh()
-  builders.check_divides(e.batch_size, "eval.batch_size", mesh)
+  parallel.check_divisible(e.batch_size, mesh, "eval.batch_size")
   source, shape, model, state = builders.load_trained(config, workdir, e.split)
   net = builders.make_model_fn(model, state.ema_params if config.sampling.use_ema else state.params)
   total = len(source) if e.num_examples <= 0 else min(e.num_examples, len(source))

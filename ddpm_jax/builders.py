@@ -177,7 +177,7 @@ def image_shape(config, source) -> tuple[int, int, int]:
 
 
 def check_batch(config, mesh) -> None:
-  check_divides(config.training.batch_size, "training.batch_size", mesh)
+  parallel.check_divisible(config.training.batch_size, mesh, "training.batch_size")
 
 
 def load_trained(config, workdir: str, split: str | None = None):
@@ -192,12 +192,6 @@ def load_trained(config, workdir: str, split: str | None = None):
     raise FileNotFoundError(f"No checkpoint in {workdir}/checkpoints; train first with "
                             f"--mode train and the same --workdir.")
   return source, shape, model, state
-
-
-def check_divides(batch_size: int, field: str, mesh) -> None:
-  if batch_size % mesh.size:
-    raise ValueError(f"{field}={batch_size} does not divide over {mesh.size} devices; use a "
-                     f"multiple of {mesh.size}.")
 
 
 def init_state(config, model, shape) -> train_step.TrainState:
@@ -220,9 +214,16 @@ def make_model_fn(model, params) -> jax.tree_util.Partial:
   return jax.tree_util.Partial(_Apply(model), params)
 
 
-def sample(config, model, params, key, num: int, shape, mesh, labels=None):
-  """Samples with the configured sampler (config.sampling) from bound parameters."""
+def sample(config, model, params, key, num: int, shape, mesh, first_index: int = 0):
+  """Samples with the configured sampler (config.sampling) from bound parameters.
+
+  Class-conditional models get labels cycling through the classes: sample i of the whole
+  run (i = first_index, first_index + 1, …) has label i mod num_classes.
+  """
   s = config.sampling
+  labels = None
+  if config.model.conditional:
+    labels = jnp.arange(first_index, first_index + num) % config.data.num_classes
   sched = build_schedule(config)
   fn = make_model_fn(model, params)
   if labels is not None and s.guidance_weight:

@@ -19,17 +19,14 @@ def sample_from_checkpoint(config, workdir: str) -> tuple[str, str]:
   builders.validate(config)
   s = config.sampling
   mesh = parallel.make_mesh()
-  builders.check_divides(s.batch_size, "sampling.batch_size", mesh)
+  parallel.check_divisible(s.batch_size, mesh, "sampling.batch_size")
   _, shape, model, state = builders.load_trained(config, workdir)
   params = state.ema_params if s.use_ema else state.params
   key = jax.random.key(s.seed)
   chunks, start = [], time.time()
   for i in range(0, s.num_samples, s.batch_size):
-    labels = None
-    if config.model.conditional:
-      labels = jax.numpy.arange(i, i + s.batch_size) % config.data.num_classes
     x = builders.sample(config, model, params, jax.random.fold_in(key, i), s.batch_size, shape,
-                        mesh, labels)
+                        mesh, first_index=i)
     chunks.append(images.to_uint8(np.asarray(x)))
     done = min(i + s.batch_size, s.num_samples)
     log(f"sampled {done}/{s.num_samples} ({done / (time.time() - start):.1f} img/s)")

@@ -23,10 +23,11 @@ def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
                        axis_types=(jax.sharding.AxisType.Auto,))
 
 
-def check_divisible(batch_size: int, mesh: Mesh | None) -> None:
+def check_divisible(batch_size: int, mesh: Mesh | None, name: str = "batch size") -> None:
+  """A one-line error naming `name` (e.g. the config field) when the batch does not split."""
   n = 1 if mesh is None else mesh.shape[DATA_AXIS]
   if batch_size % n:
-    raise ValueError(f"Batch size {batch_size} does not divide over {n} devices; use a "
+    raise ValueError(f"{name}={batch_size} does not divide over {n} devices; use a "
                      f"multiple of {n}.")
 
 

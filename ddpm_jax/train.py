@@ -137,19 +137,10 @@ def write_samples(config, model, state, shape, mesh, workdir, step, writer) -> s
   """A grid of config.sampling.num_samples (at most 64) samples from the EMA parameters."""
   num = -(-min(config.sampling.num_samples, 64) // mesh.size) * mesh.size
   params = state.ema_params if config.sampling.use_ema else state.params
-  labels = _labels(config, num)
   x = builders.sample(config, model, params, jax.random.key(config.sampling.seed), num, shape,
-                      mesh, labels)
+                      mesh)
   grid = images.make_grid(np.asarray(x), scale=max(1, 64 // shape[0]))
   path = images.save_png(os.path.join(workdir, "samples", f"step_{step:08d}.png"), grid)
   writer.image(step, "samples", grid)
   log(f"Samples at step {step} -> {path}")
   return path
-
-
-def _labels(config, num):
-  """Class-conditional models are sampled cycling through the classes."""
-  if not config.model.conditional:
-    return None
-  return jax.numpy.arange(num) % config.data.num_classes
-

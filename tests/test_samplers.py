@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ddpm_jax import analytic, diffusion, parallel, schedules
+from ddpm_jax import analytic, parallel, schedules
 from ddpm_jax.samplers import ddim, ddpm
 
 MU = np.array([0.5, -0.3, 0.1, 0.0])

@@ -83,7 +83,7 @@ def evaluate(config, workdir: str) -> dict:
   builders.validate(config)
   f, s = config.fid, config.sampling
   mesh = parallel.make_mesh()
-  builders.check_divides(f.chunk_size, "fid.chunk_size", mesh)
+  parallel.check_divisible(f.chunk_size, mesh, "fid.chunk_size")
   params, checksum = _load_weights(f.inception_weights)
   _, shape, model, state = builders.load_trained(config, workdir)
   net_params = state.ema_params if s.use_ema else state.params
@@ -96,11 +96,8 @@ def evaluate(config, workdir: str) -> dict:
   for i in range(num_chunks):
     path = os.path.join(run_dir, f"chunk_{i:05d}.npz")
     if not os.path.exists(path):
-      labels = None
-      if config.model.conditional:
-        labels = jax.numpy.arange(i * f.chunk_size, (i + 1) * f.chunk_size) % config.data.num_classes
       x = builders.sample(config, model, net_params, jax.random.fold_in(key, i), f.chunk_size,
-                          shape, mesh, labels)
+                          shape, mesh, first_index=i * f.chunk_size)
       imgs = images.to_uint8(np.asarray(x))
       _save_npz(path, images=imgs, features=inception_features(params, imgs, mesh,
                                                                f.inception_batch_size))
