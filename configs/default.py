@@ -14,8 +14,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.data = data = ml_collections.ConfigDict()
   data.dataset = "digits"      # "digits" (embedded), "npz", "folder", or a tfds name
   data.split = "train"
-  data.data_dir = None         # tfds data_dir holding the prepared (array_record) dataset
-  data.path = None             # the .npz file or image folder
+  data.data_dir = ""           # tfds data_dir holding the prepared (array_record) dataset
+  data.path = ""               # the .npz file or image folder; "{split}" → the split
   data.image_size = 8
   data.random_flip = False
   data.num_classes = 10        # used when model.conditional
@@ -111,7 +111,7 @@ def get_config() -> ml_collections.ConfigDict:
   fid.inception_weights = "../shared/weights/inception_fid.npz"
   fid.ref_split = "test"
   fid.ref_num_examples = 10_000  # 0: the whole split
-  fid.cache_dir = None         # default WORKDIR/fid_cache
+  fid.cache_dir = ""           # default WORKDIR/fid_cache
   fid.kid_subsets = 100
   fid.kid_subset_size = 1000
   return config

@@ -7,6 +7,7 @@ Sources give random access to uint8 images [H, W, C] (and integer labels):
   - "npz": an .npz file with an `images` array [N, H, W, C] or [N, H, W] uint8 and optional
     `labels` [N] (read with allow_pickle=False);
   - "folder": a directory of PNG/JPEG files, labels from sub-folder names if there are any;
+    for both, a `{split}` in the path is replaced by the split ("train", "test", …);
   - any other name: a tfds dataset read through `tfds.data_source` (array_record; no
     TensorFlow needed), prepared beforehand in `data_dir`.
 
@@ -105,6 +106,7 @@ def open_source(dataset: str, split: str = "train", data_dir: str | None = None,
   """The random-access source for a dataset name (see the module docstring)."""
   if dataset == "digits":
     return ArraySource(*load_embedded_digits())
+  path = path.replace("{split}", split) if path else path
   if dataset == "npz":
     return load_npz(path or "")
   if dataset == "folder":

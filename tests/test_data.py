@@ -43,6 +43,11 @@ def test_npz_and_folder_sources(tmp_path):
   got, labels = src.get(np.array([3, 1]))
   np.testing.assert_array_equal(got, imgs[[3, 1]])
   assert labels.tolist() == [3, 1]
+  np.savez(tmp_path / "d_test.npz", images=imgs[:2])
+  per_split = str(tmp_path / "d_{split}.npz")
+  assert len(data.open_source("npz", "test", path=per_split)) == 2
+  with pytest.raises(FileNotFoundError, match="d_train.npz"):
+    data.open_source("npz", "train", path=per_split)
   for cls in ("cat", "dog"):
     (tmp_path / "f" / cls).mkdir(parents=True)
   Image.fromarray(imgs[0]).save(tmp_path / "f" / "cat" / "a.png")

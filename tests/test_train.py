@@ -201,6 +201,30 @@ def test_every_config_file_builds():
     builders.validate(config)
     model = builders.build_model(config, 3)
     assert model.ch == config.model.ch
+    leaves = _none_leaves(config)
+    assert not leaves, f"{name}: None fields cannot be set from the command line: {leaves}"
+
+
+def _none_leaves(config, prefix=""):
+  out = []
+  for k, v in config.items():
+    if hasattr(v, "items"):
+      out += _none_leaves(v, f"{prefix}{k}.")
+    elif v is None:
+      out.append(prefix + k)
+  return out
+
+
+def test_path_fields_are_set_from_the_command_line():
+  from absl import flags
+  from ml_collections import config_flags
+  argv = ["prog", f"--config={ROOT / 'configs' / 'default.py'}", "--config.data.path=/x/{split}.npz",
+          "--config.data.data_dir=/d", "--config.fid.cache_dir=/c"]
+  fv = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", flag_values=fv, sys_argv=argv)
+  fv(argv)
+  assert (fv.config.data.path, fv.config.data.data_dir, fv.config.fid.cache_dir) == (
+      "/x/{split}.npz", "/d", "/c")
 
 
 @pytest.mark.parametrize("objective", ["ddpm", "dsm"])

@@ -39,7 +39,7 @@ def inception_features(params, imgs_uint8: np.ndarray, mesh, batch_size: int) ->
   return np.concatenate(out)
 
 
-def _load_weights(path: str):
+def load_weights(path: str):
   if not path or not os.path.isfile(path):
     raise FileNotFoundError(f"No Inception weights at {path!r}; set fid.inception_weights to "
                             f"the converted .npz (see the README: `python -m "
@@ -84,7 +84,7 @@ def evaluate(config, workdir: str) -> dict:
   f, s = config.fid, config.sampling
   mesh = parallel.make_mesh()
   parallel.check_divisible(f.chunk_size, mesh, "fid.chunk_size")
-  params, checksum = _load_weights(f.inception_weights)
+  params, checksum = load_weights(f.inception_weights)
   _, shape, model, state = builders.load_trained(config, workdir)
   net_params = state.ema_params if s.use_ema else state.params
   steps = s.num_steps if s.method in ("ddim", "ode") else "full"
