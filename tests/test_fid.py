@@ -87,3 +87,61 @@ def test_eval_mode_names_missing_weights(tmp_path):
   with pytest.raises(FileNotFoundError, match="fid.inception_weights"):
     evaluate.evaluate(tiny_config(**{"fid.inception_weights": str(tmp_path / "none.npz")}),
                       str(tmp_path))
+
+
+# torchvision's Inception-v3 (what pytorch-fid's .pth names): kernel (kh, kw) of each
+# BasicConv2d, written from its definition, independently of the converter's table.
+_TV_KERNELS = {
+    "Conv2d_1a_3x3": (3, 3), "Conv2d_2a_3x3": (3, 3), "Conv2d_2b_3x3": (3, 3),
+    "Conv2d_3b_1x1": (1, 1), "Conv2d_4a_3x3": (3, 3),
+    **{f"Mixed_5{c}.{b}": k for c in "bcd" for b, k in [
+        ("branch1x1", (1, 1)), ("branch5x5_1", (1, 1)), ("branch5x5_2", (5, 5)),
+        ("branch3x3dbl_1", (1, 1)), ("branch3x3dbl_2", (3, 3)), ("branch3x3dbl_3", (3, 3)),
+        ("branch_pool", (1, 1))]},
+    "Mixed_6a.branch3x3": (3, 3), "Mixed_6a.branch3x3dbl_1": (1, 1),
+    "Mixed_6a.branch3x3dbl_2": (3, 3), "Mixed_6a.branch3x3dbl_3": (3, 3),
+    **{f"Mixed_6{c}.{b}": k for c in "bcde" for b, k in [
+        ("branch1x1", (1, 1)), ("branch7x7_1", (1, 1)), ("branch7x7_2", (1, 7)),
+        ("branch7x7_3", (7, 1)), ("branch7x7dbl_1", (1, 1)), ("branch7x7dbl_2", (7, 1)),
+        ("branch7x7dbl_3", (1, 7)), ("branch7x7dbl_4", (7, 1)), ("branch7x7dbl_5", (1, 7)),
+        ("branch_pool", (1, 1))]},
+    "Mixed_7a.branch3x3_1": (1, 1), "Mixed_7a.branch3x3_2": (3, 3),
+    "Mixed_7a.branch7x7x3_1": (1, 1), "Mixed_7a.branch7x7x3_2": (1, 7),
+    "Mixed_7a.branch7x7x3_3": (7, 1), "Mixed_7a.branch7x7x3_4": (3, 3),
+    **{f"Mixed_7{c}.{b}": k for c in "bc" for b, k in [
+        ("branch1x1", (1, 1)), ("branch3x3_1", (1, 1)), ("branch3x3_2a", (1, 3)),
+        ("branch3x3_2b", (3, 1)), ("branch3x3dbl_1", (1, 1)), ("branch3x3dbl_2", (3, 3)),
+        ("branch3x3dbl_3a", (1, 3)), ("branch3x3dbl_3b", (3, 1)), ("branch_pool", (1, 1))]},
+}
+
+
+@pytest.mark.skipif(not (WEIGHTS / "inception_fid.npz").exists(),
+                    reason="../shared/weights/inception_fid.npz is absent (see the README)")
+def test_pytorch_fid_converter_maps_every_layer_and_folds_the_bn_scale():
+  from ddpm_jax.evaluation import convert_inception
+  names = convert_inception.conv_names()
+  assert set(names) == set(_TV_KERNELS)  # all 94 torchvision convolutions, nothing else
+  with np.load(WEIGHTS / "inception_fid.npz", allow_pickle=False) as z:
+    ours = {k: z[k] for k in z.files}
+  assert {f"{o}.{leaf}" for o in names.values() for leaf in ("weight", "beta", "mean", "var")
+          } == set(ours)
+  for theirs, o in names.items():  # each pairing has torchvision's kernel shape
+    assert ours[f"{o}.weight"].shape[2:] == _TV_KERNELS[theirs], (theirs, o)
+  # A pytorch-fid-style state dict with a BatchNorm scale γ of either sign: the converter
+  # must fold it back to the graph's (unscaled) parameters.
+  rng = np.random.default_rng(0)
+  state = {"fc.weight": np.zeros((1008, 2048), np.float32), "fc.bias": np.zeros(1008, np.float32)}
+  for theirs, o in names.items():
+    gamma = rng.choice([-1, 1], len(ours[f"{o}.beta"])) * rng.uniform(0.5, 2, len(ours[f"{o}.beta"]))
+    state[f"{theirs}.conv.weight"] = ours[f"{o}.weight"] / gamma[:, None, None, None]
+    state[f"{theirs}.bn.weight"] = gamma
+    state[f"{theirs}.bn.bias"] = ours[f"{o}.beta"]
+    state[f"{theirs}.bn.running_mean"] = ours[f"{o}.mean"] / gamma
+    state[f"{theirs}.bn.running_var"] = ours[f"{o}.var"]
+    state[f"{theirs}.bn.num_batches_tracked"] = np.array(0)
+  converted = convert_inception.convert_state_dict(state)
+  for k, v in ours.items():
+    np.testing.assert_allclose(converted[k], v, rtol=1e-6, atol=1e-9, err_msg=k)
+  del state["Mixed_7c.branch_pool.bn.running_var"]
+  with pytest.raises(ValueError, match="pt_inception-2015-12-05"):
+    convert_inception.convert_state_dict(state)
