@@ -214,11 +214,28 @@ def make_model_fn(model, params) -> jax.tree_util.Partial:
   return jax.tree_util.Partial(_Apply(model), params)
 
 
-def sample(config, model, params, key, num: int, shape, mesh, first_index: int = 0):
+def nfe_per_sample(config) -> int:
+  """Network evaluations per sample of a fixed-step sampler (×2 under classifier-free
+  guidance); the adaptive ODE solver reports its own count through `sample(stats=…)`."""
+  s = config.sampling
+  if s.method == "ddim":
+    n = s.num_steps
+  elif s.method == "ddpm":
+    n = config.diffusion.num_timesteps
+  elif s.method == "pc":
+    n = build_sde(config).N * ((s.predictor != "none") + (s.corrector != "none") * s.n_steps_each)
+  else:  # ald: every level's Langevin steps and the final denoising step
+    n = len(ncsn_sigmas(config)) * s.n_steps_each + 1
+  return n * (2 if config.model.conditional and s.guidance_weight else 1)
+
+
+def sample(config, model, params, key, num: int, shape, mesh, first_index: int = 0,
+           stats: dict | None = None):
   """Samples with the configured sampler (config.sampling) from bound parameters.
 
   Class-conditional models get labels cycling through the classes: sample i of the whole
-  run (i = first_index, first_index + 1, …) has label i mod num_classes.
+  run (i = first_index, first_index + 1, …) has label i mod num_classes. If `stats` is a
+  dict, stats["nfe"] gets the mean network evaluations per sample.
   """
   s = config.sampling
   labels = None
@@ -228,6 +245,8 @@ def sample(config, model, params, key, num: int, shape, mesh, first_index: int =
   fn = make_model_fn(model, params)
   if labels is not None and s.guidance_weight:
     fn = guidance.classifier_free_guidance(fn, s.guidance_weight, config.data.num_classes)
+  if stats is not None and s.method != "ode":
+    stats["nfe"] = float(nfe_per_sample(config))
   batch_shape = (num,) + tuple(shape)
   m = config.model
   if s.method == "ddim":
@@ -247,6 +266,8 @@ def sample(config, model, params, key, num: int, shape, mesh, first_index: int =
                             rtol=s.rtol, atol=s.atol, num_steps=s.num_steps, eps=s.eps, mesh=mesh)
     log(f"probability-flow ODE ({s.ode_solver}): {float(jnp.mean(nfe)):.0f} function "
         f"evaluations per sample")
+    if stats is not None:
+      stats["nfe"] = float(jnp.mean(nfe))
     return x
   return langevin.annealed_langevin_sample(score, ncsn_sigmas(config), key, batch_shape,
                                            step_lr=s.step_lr, n_steps_each=s.n_steps_each,

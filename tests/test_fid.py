@@ -78,6 +78,7 @@ def test_eval_mode_resumes_to_the_uninterrupted_result(tmp_path):
   assert resumed["fid"] == pytest.approx(straight["fid"], rel=1e-6)
   assert resumed["kid"] == pytest.approx(straight["kid"], rel=1e-6, abs=1e-9)
   assert resumed["fid"] > 0 and resumed["sampler"] == "ddim"
+  assert resumed["nfe_per_sample"] == tiny_config().sampling.num_steps
   assert len(list((tmp_path / "cache").glob("*.npz"))) == 1  # reference features cached once
 
 
@@ -145,3 +146,16 @@ def test_pytorch_fid_converter_maps_every_layer_and_folds_the_bn_scale():
   del state["Mixed_7c.branch_pool.bn.running_var"]
   with pytest.raises(ValueError, match="pt_inception-2015-12-05"):
     convert_inception.convert_state_dict(state)
+
+
+def test_nfe_per_sample_counts_each_samplers_network_calls():
+  from conftest import tiny_config
+  from ddpm_jax import builders
+  assert builders.nfe_per_sample(tiny_config(**{"sampling.method": "ddpm"})) == \
+      tiny_config().diffusion.num_timesteps
+  pc = tiny_config(**{"sampling.method": "pc", "training.objective": "dsm",
+                      "sampling.n_steps_each": 2})
+  assert builders.nfe_per_sample(pc) == builders.build_sde(pc).N * 3  # predictor + 2 corrector
+  cfg = tiny_config(**{"sampling.method": "ddim", "sampling.num_steps": 7,
+                       "model.conditional": True, "sampling.guidance_weight": 1.5})
+  assert builders.nfe_per_sample(cfg) == 14  # guided and unguided pass per step

@@ -92,28 +92,31 @@ def evaluate(config, workdir: str) -> dict:
   os.makedirs(run_dir, exist_ok=True)
   key = jax.random.key(s.seed)
   start = time.time()
-  feats, num_chunks = [], -(-f.num_samples // f.chunk_size)
+  feats, nfes, num_chunks = [], [], -(-f.num_samples // f.chunk_size)
   for i in range(num_chunks):
     path = os.path.join(run_dir, f"chunk_{i:05d}.npz")
     if not os.path.exists(path):
+      stats = {}
       x = builders.sample(config, model, net_params, jax.random.fold_in(key, i), f.chunk_size,
-                          shape, mesh, first_index=i * f.chunk_size)
+                          shape, mesh, first_index=i * f.chunk_size, stats=stats)
       imgs = images.to_uint8(np.asarray(x))
-      _save_npz(path, images=imgs, features=inception_features(params, imgs, mesh,
-                                                               f.inception_batch_size))
+      _save_npz(path, images=imgs, nfe=np.float64(stats["nfe"]),
+                features=inception_features(params, imgs, mesh, f.inception_batch_size))
       done = (i + 1) * f.chunk_size
       rate = done / (time.time() - start)
       log(f"eval samples {min(done, f.num_samples)}/{f.num_samples} | {rate:.2f} img/s | "
           f"ETA {(f.num_samples - done) / rate:.0f}s")
     with np.load(path, allow_pickle=False) as z:
       feats.append(z["features"])
+      nfes.append(float(z["nfe"]))
   sample_feats = np.concatenate(feats)[:f.num_samples]
   ref = reference_features(config, params, checksum, f.cache_dir or os.path.join(workdir, "fid_cache"), mesh)
   kid, kid_std = fid.kernel_inception_distance(sample_feats, ref, num_subsets=f.kid_subsets,
                                                subset_size=f.kid_subset_size)
   result = {"fid": fid.fid_from_features(sample_feats, ref), "kid": kid, "kid_std": kid_std,
             "num_samples": int(len(sample_feats)), "num_reference": int(len(ref)),
-            "sampler": s.method, "num_steps": steps, "eta": s.eta, "seed": s.seed,
+            "sampler": s.method, "num_steps": steps, "nfe_per_sample": float(np.mean(nfes)),
+            "eta": s.eta, "seed": s.seed,
             "step": int(state.step), "reference": f"{config.data.dataset}/{f.ref_split}",
             "inception_sha256": checksum, "seconds": time.time() - start}
   out = run_dir + ".json"
