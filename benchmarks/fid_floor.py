@@ -39,10 +39,13 @@ def main(_) -> None:
   other = evaluate.reference_features(config, params, checksum, flags.FLAGS.cache_dir, mesh)
   kid, kid_std = fid.kernel_inception_distance(other, ref, num_subsets=f.kid_subsets,
                                                subset_size=f.kid_subset_size)
+  n = min(len(other), len(ref))
+  precision, recall = fid.precision_recall(ref[:n], other[:n])
   print(json.dumps({"what": "fid_floor", "dataset": config.data.dataset,
                     "split": flags.FLAGS.split, "reference": ref_split,
                     "num": len(other), "num_reference": len(ref),
                     "fid": fid.fid_from_features(other, ref), "kid": kid, "kid_std": kid_std,
+                    "precision": precision, "recall": recall,
                     "seconds": time.time() - start}), flush=True)
 
 

@@ -41,6 +41,8 @@ def test_fid_of_samples_and_of_a_set_with_itself():
   rng = np.random.default_rng(1)
   x = rng.normal(size=(5000, 8))
   assert abs(fid.fid_from_features(x, x)) < 1e-6
+  few = rng.normal(size=(100, 2048)) * rng.uniform(0.1, 3, 2048)  # N < d: Σ rank-deficient
+  assert abs(fid.fid_from_features(few, few)) < 1e-6
   y = rng.normal(size=(20_000, 8)) * 1.5 + 0.5
   # N(0, I) vs N(0.5, 2.25 I): 8·0.25 + 8·(1 − 1.5)² = 4.
   assert fid.fid_from_features(rng.normal(size=(20_000, 8)), y) == pytest.approx(4.0, abs=0.15)
@@ -79,6 +81,7 @@ def test_eval_mode_resumes_to_the_uninterrupted_result(tmp_path):
   assert resumed["kid"] == pytest.approx(straight["kid"], rel=1e-6, abs=1e-9)
   assert resumed["fid"] > 0 and resumed["sampler"] == "ddim"
   assert resumed["nfe_per_sample"] == tiny_config().sampling.num_steps
+  assert resumed["precision"] == straight["precision"] and 0 <= resumed["recall"] <= 1
   assert len(list((tmp_path / "cache").glob("*.npz"))) == 1  # reference features cached once
 
 
@@ -159,3 +162,24 @@ def test_nfe_per_sample_counts_each_samplers_network_calls():
   cfg = tiny_config(**{"sampling.method": "ddim", "sampling.num_steps": 7,
                        "model.conditional": True, "sampling.guidance_weight": 1.5})
   assert builders.nfe_per_sample(cfg) == 14  # guided and unguided pass per step
+
+
+def test_precision_recall_match_a_brute_force_count():
+  from scipy.spatial.distance import cdist
+  rng = np.random.default_rng(0)
+  real = rng.normal(size=(300, 5))
+  fake = rng.normal(0.7, 1.3, size=(200, 5))
+  k = 3
+  rr, ff, fr = cdist(real, real), cdist(fake, fake), cdist(fake, real)
+  rad_r = np.sort(rr, axis=1)[:, k]  # the k-th neighbour other than the point itself
+  rad_f = np.sort(ff, axis=1)[:, k]
+  want_p = np.mean([(fr[j] <= rad_r).any() for j in range(len(fake))])
+  want_r = np.mean([(fr[:, i] <= rad_f).any() for i in range(len(real))])
+  got = fid.precision_recall(real, fake, k=k, chunk=64)
+  assert got == pytest.approx((want_p, want_r), abs=1e-12)
+  assert 0.3 < want_p < 1 and 0.3 < want_r < 1  # a case where both are informative
+  # Limits: identical sets cover each other; half the fakes far away halve the precision.
+  assert fid.precision_recall(real, real, k=k) == (1.0, 1.0)
+  half = np.concatenate([real[:150], real[:150] + 100.0])
+  p, r = fid.precision_recall(real, half, k=k)
+  assert p == 0.5 and r < 1.0

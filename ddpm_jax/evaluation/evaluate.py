@@ -1,4 +1,4 @@
-"""`--mode eval`: FID and KID of generated samples against a dataset split.
+"""`--mode eval`: FID, KID, precision and recall of generated samples against a dataset split.
 
 Samples are generated in chunks of config.fid.chunk_size, each written (uint8 images with
 their Inception features) to WORKDIR/eval/<sampler>_step<N>_seed<S>/chunk_XXXXX.npz before
@@ -113,7 +113,10 @@ def evaluate(config, workdir: str) -> dict:
   ref = reference_features(config, params, checksum, f.cache_dir or os.path.join(workdir, "fid_cache"), mesh)
   kid, kid_std = fid.kernel_inception_distance(sample_feats, ref, num_subsets=f.kid_subsets,
                                                subset_size=f.kid_subset_size)
+  n_pr = min(len(sample_feats), len(ref))  # equal-sized sets, as the k-NN estimate wants
+  precision, recall = fid.precision_recall(ref[:n_pr], sample_feats[:n_pr])
   result = {"fid": fid.fid_from_features(sample_feats, ref), "kid": kid, "kid_std": kid_std,
+            "precision": precision, "recall": recall, "precision_recall_n": n_pr,
             "num_samples": int(len(sample_feats)), "num_reference": int(len(ref)),
             "sampler": s.method, "num_steps": steps, "nfe_per_sample": float(np.mean(nfes)),
             "eta": s.eta, "seed": s.seed,
@@ -123,5 +126,6 @@ def evaluate(config, workdir: str) -> dict:
   with open(out + ".tmp", "w") as fh:
     json.dump(result, fh, indent=2)
   os.replace(out + ".tmp", out)
-  log(f"FID {result['fid']:.3f}, KID {kid:.5f} ± {kid_std:.5f} -> {out}")
+  log(f"FID {result['fid']:.3f}, KID {kid:.5f} ± {kid_std:.5f}, precision {precision:.3f}, "
+      f"recall {recall:.3f} -> {out}")
   return result

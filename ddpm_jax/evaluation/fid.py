@@ -4,6 +4,9 @@
   Tr (Σ₁Σ₂)^½ = Σ √λ_i(Σ₁^½ Σ₂ Σ₁^½), a symmetric PSD eigenproblem, so no complex sqrtm
   KID = unbiased MMD² with k(x, y) = (xᵀy/d + 1)³, averaged over random subsets (Bińkowski
         et al. 2018), reported with its standard deviation over the subsets
+  precision = P_fake[∃ real r: ‖f − r‖ ≤ ρ_k(r)], recall = P_real[∃ fake f: ‖r − f‖ ≤ ρ_k(f)]
+        with ρ_k the distance to the k-th nearest neighbour in the point's own set
+        (k-NN manifolds, Kynkäänniemi et al. 2019; k = 3)
 """
 
 from __future__ import annotations
@@ -28,7 +31,11 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
   s1, s2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
   root = _sqrtm_psd(s1)
   m = root @ s2 @ root
-  tr_sqrt = np.sum(np.sqrt(np.clip(np.linalg.eigvalsh((m + m.T) / 2), 0, None)))
+  w = np.linalg.eigvalsh((m + m.T) / 2)
+  # Eigenvalues below the rounding floor (d·ε·λ_max) are zeros of a rank-deficient Σ₁Σ₂
+  # (N < d features); their √noise would otherwise add up to a spurious Tr (Σ₁Σ₂)^½.
+  w = np.where(w > len(w) * np.finfo(np.float64).eps * max(w.max(), 0.0), w, 0.0)
+  tr_sqrt = np.sum(np.sqrt(w))
   return float(np.sum((mu1 - mu2)**2) + np.trace(s1) + np.trace(s2) - 2 * tr_sqrt)
 
 
@@ -52,3 +59,31 @@ def kernel_inception_distance(f1, f2, *, num_subsets: int = 100, subset_size: in
            - 2 * kxy.mean())
     values.append(mmd)
   return float(np.mean(values)), float(np.std(values))
+
+
+def _sq_dists(a, b):
+  """‖a_i − b_j‖² [len(a), len(b)] via ‖a‖² + ‖b‖² − 2 a·b, clipped at 0."""
+  d2 = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * a @ b.T
+  return np.maximum(d2, 0.0)
+
+
+def _kth_neighbour_sq_radii(x, k: int, chunk: int):
+  out = np.empty(len(x))
+  for i in range(0, len(x), chunk):  # column 0 of the sorted row is the point itself
+    out[i:i + chunk] = np.partition(_sq_dists(x[i:i + chunk], x), k, axis=1)[:, k]
+  return out
+
+
+def _fraction_inside(queries, centres, sq_radii, chunk: int) -> float:
+  inside = [(_sq_dists(queries[i:i + chunk], centres) <= sq_radii[None, :]).any(1)
+            for i in range(0, len(queries), chunk)]
+  return float(np.concatenate(inside).mean())
+
+
+def precision_recall(real, fake, *, k: int = 3, chunk: int = 1024) -> tuple[float, float]:
+  """(precision, recall) of fake features against real ones by k-NN manifolds (float64)."""
+  r, f = np.asarray(real, np.float64), np.asarray(fake, np.float64)
+  if min(len(r), len(f)) <= k:
+    raise ValueError(f"precision/recall needs more than k={k} features per set.")
+  return (_fraction_inside(f, r, _kth_neighbour_sq_radii(r, k, chunk), chunk),
+          _fraction_inside(r, f, _kth_neighbour_sq_radii(f, k, chunk), chunk))
