@@ -15,7 +15,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ddpm_jax import data  # noqa: E402
+from ddpm_jax import data, files  # noqa: E402
 
 
 def main() -> None:
@@ -30,9 +30,8 @@ def main() -> None:
     source = data.open_source(args.name, split, args.data_dir)
     images, labels = source.get(np.arange(len(source)))
     path = os.path.join(args.out, f"{args.name}_{split}.npz")
-    np.savez_compressed(path + ".tmp.npz", images=np.stack(images),
-                        labels=np.asarray(labels, np.int32))
-    os.replace(path + ".tmp.npz", path)
+    files.save_npz(path, compressed=True, images=np.stack(images),
+                   labels=np.asarray(labels, np.int32))
     print(f"{split}: {len(source)} images -> {path}")
 
 

@@ -9,7 +9,6 @@ to WORKDIR/bpd_<split>_step<N>.json.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import time
 
@@ -17,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ddpm_jax import builders, data, likelihood, losses, parallel, train
+from ddpm_jax import builders, data, files, likelihood, losses, parallel, train
 from ddpm_jax.metrics_writer import log
 
 
@@ -74,8 +73,6 @@ def evaluate_bpd(config, workdir: str) -> dict:
             "method": "vlb" if config.training.objective == "ddpm" else f"pf_ode_{e.divergence}",
             "seconds": time.time() - start}
   path = os.path.join(workdir, f"bpd_{e.split}_step{int(state.step)}.json")
-  with open(path + ".tmp", "w") as f:
-    json.dump(result, f, indent=2)
-  os.replace(path + ".tmp", path)
+  files.save_json(path, result)
   log(f"bits/dim {result['bpd']:.4f} ± {result['stderr']:.4f} -> {path}")
   return result

@@ -8,7 +8,7 @@ import time
 import jax
 import numpy as np
 
-from ddpm_jax import builders, images, parallel, train
+from ddpm_jax import builders, files, images, parallel, train
 from ddpm_jax.metrics_writer import log
 
 
@@ -36,7 +36,6 @@ def sample_from_checkpoint(config, workdir: str) -> tuple[str, str]:
   png = images.save_png(stem + ".png", images.make_grid(samples[:256] / 127.5 - 1.0,
                                                         scale=max(1, 64 // shape[0])))
   npz = stem + ".npz"
-  np.savez(npz + ".tmp.npz", images=samples)
-  os.replace(npz + ".tmp.npz", npz)
+  files.save_npz(npz, images=samples)
   log(f"{s.num_samples} samples -> {png}, {npz}")
   return png, npz

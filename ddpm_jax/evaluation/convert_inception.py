@@ -14,11 +14,11 @@ convolution: γ(w∗x − m)/√(v + ε) + β = (γw∗x − γm)/√(v + ε) + 
 from __future__ import annotations
 
 import argparse
-import os
 from typing import Mapping
 
 import numpy as np
 
+from ddpm_jax import files
 from ddpm_jax.evaluation import inception
 
 _STEM = {"Conv2d_1a_3x3": "conv", "Conv2d_2a_3x3": "conv_1", "Conv2d_2b_3x3": "conv_2",
@@ -90,9 +90,7 @@ def main() -> None:
                      "this again.") from None
   state = torch.load(args.pth, map_location="cpu", weights_only=True)
   arrays = convert_state_dict({k: v.numpy() for k, v in state.items()})
-  tmp = args.out + ".tmp.npz"
-  np.savez(tmp, **arrays)
-  os.replace(tmp, args.out)
+  files.save_npz(args.out, **arrays)
   print(f"{len(arrays)} arrays -> {args.out} (sha256 {inception.file_sha256(args.out)})")
 
 

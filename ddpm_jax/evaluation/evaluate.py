@@ -11,14 +11,13 @@ by dataset, split, resolution, count and the weights' checksum. Images are resiz
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
 import jax
 import numpy as np
 
-from ddpm_jax import builders, data, images, parallel, train
+from ddpm_jax import builders, data, files, images, parallel, train
 from ddpm_jax.evaluation import fid, inception
 from ddpm_jax.metrics_writer import log
 
@@ -47,12 +46,6 @@ def load_weights(path: str):
   return inception.load_params(path), inception.file_sha256(path)
 
 
-def _save_npz(path: str, **arrays) -> None:
-  tmp = path + ".tmp.npz"
-  np.savez(tmp, **arrays)
-  os.replace(tmp, path)
-
-
 def reference_features(config, params, checksum: str, cache_dir: str, mesh) -> np.ndarray:
   f = config.fid
   source = builders.build_source(config, f.ref_split)
@@ -73,7 +66,7 @@ def reference_features(config, params, checksum: str, cache_dir: str, mesh) -> n
     log(f"reference features {min(i + f.chunk_size, n)}/{n} "
         f"({min(i + f.chunk_size, n) / (time.time() - start):.1f} img/s)")
   features = np.concatenate(feats)
-  _save_npz(path, features=features)
+  files.save_npz(path, features=features)
   return features
 
 
@@ -100,7 +93,7 @@ def evaluate(config, workdir: str) -> dict:
       x = builders.sample(config, model, net_params, jax.random.fold_in(key, i), f.chunk_size,
                           shape, mesh, first_index=i * f.chunk_size, stats=stats)
       imgs = images.to_uint8(np.asarray(x))
-      _save_npz(path, images=imgs, nfe=np.float64(stats["nfe"]),
+      files.save_npz(path, images=imgs, nfe=np.float64(stats["nfe"]),
                 features=inception_features(params, imgs, mesh, f.inception_batch_size))
       done = (i + 1) * f.chunk_size
       rate = done / (time.time() - start)
@@ -123,9 +116,7 @@ def evaluate(config, workdir: str) -> dict:
             "step": int(state.step), "reference": f"{config.data.dataset}/{f.ref_split}",
             "inception_sha256": checksum, "seconds": time.time() - start}
   out = run_dir + ".json"
-  with open(out + ".tmp", "w") as fh:
-    json.dump(result, fh, indent=2)
-  os.replace(out + ".tmp", out)
+  files.save_json(out, result)
   log(f"FID {result['fid']:.3f}, KID {kid:.5f} ± {kid_std:.5f}, precision {precision:.3f}, "
       f"recall {recall:.3f} -> {out}")
   return result
