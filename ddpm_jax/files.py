@@ -17,7 +17,8 @@ def save_npz(path: str, *, compressed: bool = False, **arrays) -> str:
 
 
 def save_json(path: str, obj) -> str:
+  text = json.dumps(obj, indent=2)  # serialize first: a bad value raises before any write
   with open(path + ".tmp", "w") as f:
-    json.dump(obj, f, indent=2)
+    f.write(text)
   os.replace(path + ".tmp", path)
   return path
