@@ -21,7 +21,7 @@ from ml_collections import config_flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ddpm_jax import parallel  # noqa: E402
-from ddpm_jax.evaluation import evaluate, fid  # noqa: E402
+from ddpm_jax.evaluation import evaluate  # noqa: E402
 
 config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
 flags.DEFINE_string("split", "train", "The split scored against fid.ref_split.")
@@ -37,16 +37,10 @@ def main(_) -> None:
   ref = evaluate.reference_features(config, params, checksum, flags.FLAGS.cache_dir, mesh)
   ref_split, f.ref_split = f.ref_split, flags.FLAGS.split
   other = evaluate.reference_features(config, params, checksum, flags.FLAGS.cache_dir, mesh)
-  kid, kid_std = fid.kernel_inception_distance(other, ref, num_subsets=f.kid_subsets,
-                                               subset_size=f.kid_subset_size)
-  n = min(len(other), len(ref))
-  precision, recall = fid.precision_recall(ref[:n], other[:n])
   print(json.dumps({"what": "fid_floor", "dataset": config.data.dataset,
                     "split": flags.FLAGS.split, "reference": ref_split,
                     "num": len(other), "num_reference": len(ref),
-                    "fid": fid.fid_from_features(other, ref), "kid": kid, "kid_std": kid_std,
-                    "precision": precision, "recall": recall,
-                    "seconds": time.time() - start}), flush=True)
+                    **evaluate.metrics(other, ref, f), "seconds": time.time() - start}), flush=True)
 
 
 if __name__ == "__main__":

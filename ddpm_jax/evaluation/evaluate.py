@@ -70,6 +70,17 @@ def reference_features(config, params, checksum: str, cache_dir: str, mesh) -> n
   return features
 
 
+def metrics(features, ref, f) -> dict:
+  """FID, KID (± std over subsets) and k-NN precision/recall of features against ref;
+  `f` is config.fid. Precision/recall use equal-sized sets, as the k-NN estimate wants."""
+  kid, kid_std = fid.kernel_inception_distance(features, ref, num_subsets=f.kid_subsets,
+                                               subset_size=f.kid_subset_size)
+  n = min(len(features), len(ref))
+  precision, recall = fid.precision_recall(ref[:n], features[:n])
+  return {"fid": fid.fid_from_features(features, ref), "kid": kid, "kid_std": kid_std,
+          "precision": precision, "recall": recall, "precision_recall_n": n}
+
+
 def evaluate(config, workdir: str) -> dict:
   """Generates config.fid.num_samples samples (resumably), then FID/KID; writes a JSON."""
   workdir = train.prepare_workdir(workdir)
@@ -94,7 +105,7 @@ def evaluate(config, workdir: str) -> dict:
                           shape, mesh, first_index=i * f.chunk_size, stats=stats)
       imgs = images.to_uint8(np.asarray(x))
       files.save_npz(path, images=imgs, nfe=np.float64(stats["nfe"]),
-                features=inception_features(params, imgs, mesh, f.inception_batch_size))
+                     features=inception_features(params, imgs, mesh, f.inception_batch_size))
       done = (i + 1) * f.chunk_size
       rate = done / (time.time() - start)
       log(f"eval samples {min(done, f.num_samples)}/{f.num_samples} | {rate:.2f} img/s | "
@@ -104,12 +115,7 @@ def evaluate(config, workdir: str) -> dict:
       nfes.append(float(z["nfe"]))
   sample_feats = np.concatenate(feats)[:f.num_samples]
   ref = reference_features(config, params, checksum, f.cache_dir or os.path.join(workdir, "fid_cache"), mesh)
-  kid, kid_std = fid.kernel_inception_distance(sample_feats, ref, num_subsets=f.kid_subsets,
-                                               subset_size=f.kid_subset_size)
-  n_pr = min(len(sample_feats), len(ref))  # equal-sized sets, as the k-NN estimate wants
-  precision, recall = fid.precision_recall(ref[:n_pr], sample_feats[:n_pr])
-  result = {"fid": fid.fid_from_features(sample_feats, ref), "kid": kid, "kid_std": kid_std,
-            "precision": precision, "recall": recall, "precision_recall_n": n_pr,
+  result = {**metrics(sample_feats, ref, f),
             "num_samples": int(len(sample_feats)), "num_reference": int(len(ref)),
             "sampler": s.method, "num_steps": steps, "nfe_per_sample": float(np.mean(nfes)),
             "eta": s.eta, "seed": s.seed,
@@ -117,6 +123,6 @@ def evaluate(config, workdir: str) -> dict:
             "inception_sha256": checksum, "seconds": time.time() - start}
   out = run_dir + ".json"
   files.save_json(out, result)
-  log(f"FID {result['fid']:.3f}, KID {kid:.5f} ± {kid_std:.5f}, precision {precision:.3f}, "
-      f"recall {recall:.3f} -> {out}")
+  log(f"FID {result['fid']:.3f}, KID {result['kid']:.5f} ± {result['kid_std']:.5f}, "
+      f"precision {result['precision']:.3f}, recall {result['recall']:.3f} -> {out}")
   return result
