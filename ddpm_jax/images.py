@@ -8,6 +8,8 @@ import os
 import numpy as np
 from PIL import Image
 
+from ddpm_jax import files
+
 
 def to_uint8(images) -> np.ndarray:
   """[−1, 1] → {0..255}: round((x + 1) · 127.5), clipped; NaN (a diverged sample) → 128."""
@@ -35,7 +37,6 @@ def make_grid(images, ncol: int | None = None, pad: int = 2, scale: int = 1,
 def save_png(path: str, grid: np.ndarray) -> str:
   """Writes a uint8 [H, W, C] array as PNG atomically (temporary file, then rename)."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = f"{path}.tmp.png"
-  Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(tmp)
-  os.replace(tmp, path)
+  with files.atomic_path(path, ".tmp.png") as tmp:
+    Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(tmp)
   return path
