@@ -98,7 +98,10 @@ def data_parallel_train_step(step_fn: Callable, mesh: Mesh, steps_per_dispatch: 
       state, metrics = jax.lax.scan(step_fn, state, batches)
       return state, jax.tree.map(lambda m: m[-1], metrics)
     batch_spec = P(None, DATA_AXIS)
-  sharded = jax.shard_map(fn, mesh=mesh, in_specs=(P(), batch_spec), out_specs=(P(), P()))
+  # check_vma on: replicated inputs are typed invariant, so gradients with respect to them
+  # come out summed over devices (make_train_step relies on this).
+  sharded = jax.shard_map(fn, mesh=mesh, in_specs=(P(), batch_spec), out_specs=(P(), P()),
+                          check_vma=True)
   return jax.jit(sharded, donate_argnums=(0,))
 
 

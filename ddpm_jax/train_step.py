@@ -86,7 +86,10 @@ def make_train_step(model: nn.Module, loss_fn: Callable, *, ema_decay: float,
       return loss, {k: v for k, v in metrics.items() if jnp.ndim(v) == 0}
 
     (_, metrics), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
-    grads = jax.lax.pmean(grads, parallel.DATA_AXIS)
+    # The parameters are replicated (device-invariant), so shard_map returns their gradient
+    # already summed over devices (the transpose of the implicit broadcast is a psum): divide
+    # by the device count for the gradient of the mean loss over the global batch.
+    grads = jax.tree.map(lambda g: g / jax.lax.axis_size(parallel.DATA_AXIS), grads)
     metrics = jax.lax.pmean(metrics, parallel.DATA_AXIS)
     metrics["grad_norm"] = optax.tree.norm(grads)
     new_state = state.apply_gradients(grads=grads)

@@ -57,6 +57,25 @@ def test_one_and_eight_devices_compute_the_same_update():
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)  # measured ≤ 3e-7: reassociation
 
 
+def test_the_gradient_is_the_global_batch_mean_on_any_device_count():
+  """shard_map sums the gradient of the replicated parameters over devices; the step divides
+  by the device count, so the gradient norm on 8 devices is the 1-device one (it was 8×,
+  hidden in the parameters by clipping and Adam's scale invariance)."""
+  config = tiny_config()
+  source = builders.build_source(config)
+  shape = builders.image_shape(config, source)
+  model = builders.build_model(config, shape[-1])
+  from ddpm_jax import data
+  batch = data.get_batch(source, 0, global_batch=16, image_size=8, seed=0)
+  norms = []
+  for devices in (jax.devices()[:1], jax.devices()):
+    mesh = parallel.make_mesh(devices)
+    state = parallel.replicate(builders.init_state(config, model, shape), mesh)
+    _, metrics = builders.make_step(config, model, mesh)(state, parallel.shard_batch(batch, mesh))
+    norms.append(float(metrics["grad_norm"]))
+  np.testing.assert_allclose(norms[1], norms[0], rtol=1e-5)
+
+
 def test_steps_per_dispatch_matches_single_steps(tmp_path):
   one = train.train_and_evaluate(tiny_config(**{"training.sample_every": 0}), str(tmp_path / "a"))
   two = train.train_and_evaluate(tiny_config(**{"training.steps_per_dispatch": 2, "training.log_every": 2}),
