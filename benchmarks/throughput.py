@@ -22,7 +22,6 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ddpm_jax import builders, parallel  # noqa: E402
-from ddpm_jax.samplers import ddim  # noqa: E402
 
 PEAK_TFLOPS = {"bfloat16": {"H100": 989.0, "H200": 989.0}, "float32": {"H100": 67.0, "H200": 67.0}}
 
@@ -74,21 +73,19 @@ def bench_train(config, steps: int) -> dict:
           "tflops_per_step": flops / 1e12, "mfu": _mfu(flops / dt / 1e12, config.model.dtype)}
 
 
-def bench_sample(config, num_steps: int) -> dict:
+def bench_sample(config) -> dict:
+  """DDIM with config.sampling.num_steps steps, one batch of sampling.batch_size."""
   mesh = parallel.make_mesh()
   bs = config.sampling.batch_size
   shape = _image_shape(config)
   model = builders.build_model(config, shape[-1])
   params = builders.init_state(config, model, shape).params
-  fn = builders.make_model_fn(model, params)
-  sched = builders.build_schedule(config)
-  run = lambda seed: ddim.ddim_sample(fn, sched, jax.random.key(seed), (bs,) + shape,  # noqa: E731
-                                      num_steps=num_steps, mesh=mesh)
-  jax.block_until_ready(run(0))
+  sample_fn = builders.make_sampler(config, model, shape, mesh)
+  jax.block_until_ready(sample_fn(params, jax.random.key(0), bs)[0])
   start = time.perf_counter()
-  jax.block_until_ready(run(1))
+  jax.block_until_ready(sample_fn(params, jax.random.key(1), bs)[0])
   dt = time.perf_counter() - start
-  return {"what": "sample", "sampler": f"ddim{num_steps}", "img_per_sec": bs / dt,
+  return {"what": "sample", "sampler": f"ddim{config.sampling.num_steps}", "img_per_sec": bs / dt,
           "batch": bs, "seconds": dt}
 
 
@@ -105,12 +102,14 @@ def main() -> None:
     config.training.batch_size = config.sampling.batch_size = args.batch
   if args.dtype:
     config.model.dtype = args.dtype
+  if args.sample_steps:
+    config.sampling.method, config.sampling.num_steps = "ddim", args.sample_steps
   builders.validate(config)
   info = {"config": os.path.basename(args.config), "devices": jax.device_count(),
           "platform": jax.devices()[0].device_kind, "dtype": config.model.dtype}
   print(json.dumps({**info, **bench_train(config, args.steps)}), flush=True)
   if args.sample_steps:
-    print(json.dumps({**info, **bench_sample(config, args.sample_steps)}), flush=True)
+    print(json.dumps({**info, **bench_sample(config)}), flush=True)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from ddpm_jax.broadcast import per_example
 from ddpm_jax.diffusion import extract
 from ddpm_jax.schedules import Schedule
 
@@ -53,8 +54,8 @@ def _mixture_arrays(means, stds, weights):
 
 def _sde_score(sde, means, stds, log_w, x, t):
   alpha, sigma = sde.marginal_coef(t)
-  shape = t.shape + (1,) * x.ndim
-  return _mixture_score(means, stds, log_w, x, alpha.reshape(shape), sigma.reshape(shape))
+  xs = x[:, None]  # [B, 1, ...]: the mixture axis
+  return _mixture_score(means, stds, log_w, x, per_example(alpha, xs), per_example(sigma, xs))
 
 
 def _mixture_eps(schedule, means, stds, log_w, x, t):
@@ -70,5 +71,5 @@ def _mixture_score(means, stds, log_w, x, a, s):
   diff = xs - a * means[None]
   axes = tuple(range(2, x.ndim + 1))
   log_like = -0.5 * jnp.sum(diff**2 / var + jnp.log(var), axis=axes) + log_w  # [B, K]
-  resp = jax.nn.softmax(log_like, axis=1).reshape(log_like.shape + (1,) * (x.ndim - 1))
+  resp = per_example(jax.nn.softmax(log_like, axis=1), diff)  # [B, K, 1...]
   return -jnp.sum(resp * diff / var, axis=1)

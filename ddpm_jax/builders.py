@@ -1,9 +1,13 @@
-"""Config → objects: the one place that turns a ConfigDict into schedules, models, losses,
-optimizers, data sources and train states. Everything below takes plain arguments."""
+"""Config → objects: the one place that turns a ConfigDict into schedules, SDEs, models, the
+loss and train step, samplers, the bits/dim function, optimizers and data sources.
+
+What `make_*` returns is built once per run and closes over plain objects (schedule, SDE,
+model, options), never over the config; the step, sampler and bits/dim function are each
+compiled once by `jax.jit` where they are built. Everything below takes plain arguments.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
 
@@ -11,16 +15,17 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from ddpm_jax import (checkpoint, data, diffusion, losses, parallel, schedules, score_losses,
+from ddpm_jax import (data, diffusion, likelihood, losses, parallel, schedules, score_losses,
                       train_step)
 from ddpm_jax import sde as sde_lib
-from ddpm_jax.metrics_writer import log
+from ddpm_jax.broadcast import per_example
 from ddpm_jax.models.unet import UNet
-from ddpm_jax.samplers import ddim, ddpm, guidance, langevin, ode, pc
+from ddpm_jax.samplers import common, ddim, ddpm, guidance, langevin, ode, pc
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 OBJECTIVES = ("ddpm", "dsm", "ncsn")
 SAMPLERS = {"ddpm": ("ddpm", "ddim", "pc", "ode"), "dsm": ("pc", "ode"), "ncsn": ("ald",)}
+SCORE_SAMPLERS = ("pc", "ode", "ald")  # their model is the score, not the network's output
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -30,7 +35,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"Unknown training.objective {objective!r}; use one of {OBJECTIVES}.")
   diffusion.check_types(config.model.mean_type, config.model.var_type)
   if objective == "ddpm":
-    build_loss_kwargs(config)
+    _ddpm_loss_options(config)
   if objective != "ddpm" or config.sampling.method in ("pc", "ode"):
     build_sde(config)
   s = config.sampling
@@ -44,7 +49,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
     ddim.ddim_timesteps(config.diffusion.num_timesteps, s.num_steps, s.skip_type)
   if config.model.dtype not in DTYPES:
     raise ValueError(f"Unknown model.dtype {config.model.dtype!r}; use one of {tuple(DTYPES)}.")
+  t, k = config.training, config.training.steps_per_dispatch
+  if t.num_train_steps % k or t.checkpoint_every % k or t.log_every % k:
+    raise ValueError(f"training.steps_per_dispatch={k} must divide num_train_steps, "
+                     f"checkpoint_every and log_every; change one of them.")
 
+
+# ------------------------------------------------------------------ the diffusion
 
 def build_schedule(config: ml_collections.ConfigDict) -> schedules.Schedule:
   c = config.diffusion
@@ -53,21 +64,6 @@ def build_schedule(config: ml_collections.ConfigDict) -> schedules.Schedule:
   if c.zero_terminal_snr:
     betas = schedules.rescale_zero_terminal_snr(betas)
   return schedules.make_schedule(betas)
-
-
-def num_classes(config) -> int | None:
-  return config.data.num_classes if config.model.conditional else None
-
-
-def build_model(config: ml_collections.ConfigDict, num_channels: int) -> UNet:
-  """The U-Net of config.model (after `validate`), with 2C outputs for a learned variance."""
-  m = config.model
-  learned = m.var_type in ("learned", "learned_range") and config.training.objective == "ddpm"
-  return UNet(ch=m.ch, ch_mult=tuple(m.ch_mult), num_res_blocks=m.num_res_blocks,
-              attn_resolutions=tuple(m.attn_resolutions), dropout=m.dropout,
-              resamp_with_conv=m.resamp_with_conv, out_ch=num_channels * (2 if learned else 1),
-              num_classes=num_classes(config), dtype=DTYPES[m.dtype],
-              embedding="positional" if _time_input(config) == "index" else "fourier")
 
 
 def build_sde(config):
@@ -94,6 +90,27 @@ def ncsn_sigmas(config):
   return schedules.geometric_sigmas(c.sigma_max, c.sigma_min, c.num_scales)
 
 
+# ------------------------------------------------------------------ the network
+
+def num_classes(config) -> int | None:
+  return config.data.num_classes if config.model.conditional else None
+
+
+def _learned_variance(config) -> bool:
+  return config.training.objective == "ddpm" and diffusion.learns_variance(config.model.var_type)
+
+
+def build_model(config: ml_collections.ConfigDict, num_channels: int) -> UNet:
+  """The U-Net of config.model (after `validate`), with 2C outputs for a learned variance."""
+  m = config.model
+  return UNet(ch=m.ch, ch_mult=tuple(m.ch_mult), num_res_blocks=m.num_res_blocks,
+              attn_resolutions=tuple(m.attn_resolutions), dropout=m.dropout,
+              resamp_with_conv=m.resamp_with_conv,
+              out_ch=num_channels * (2 if _learned_variance(config) else 1),
+              num_classes=num_classes(config), dtype=DTYPES[m.dtype],
+              embedding="positional" if _time_input(config) == "index" else "fourier")
+
+
 def _time_input(config) -> str:
   """VP-type score networks see t·(N−1) (positional); VE and NCSN networks see log σ."""
   obj = config.training.objective
@@ -102,48 +119,29 @@ def _time_input(config) -> str:
   return "log_sigma"
 
 
-def score_fn_of(config, net):
-  """score(x, t) of a "dsm" or "ddpm" network (the mean part of a learned-variance output),
-  or score(x, σ) of an "ncsn" one."""
-  net = parallel.as_pytree_callable(net)
+def _score_of(config):
+  """net ↦ score(x, t[, y]) for a "dsm" or "ddpm" network (the mean part of a
+  learned-variance output), or score(x, σ[, y]) for an "ncsn" one; the SDE built once."""
   if config.training.objective == "ncsn":
-    return jax.tree_util.Partial(_ncsn_score, net)
-  if config.training.objective == "ddpm" and config.model.var_type in ("learned", "learned_range"):
-    net = jax.tree_util.Partial(_mean_part, net)
-  return sde_lib.model_score_fn(net, build_sde(config), config.model.mean_type, _time_input(config))
+    return lambda net: functools.partial(_ncsn_score, net)
+  sde = build_sde(config)
+  mean_type, time_input = config.model.mean_type, _time_input(config)
+  var_type = config.model.var_type if _learned_variance(config) else "fixed_small"
 
-
-def _mean_part(net, x, t, *cond):
-  return jnp.split(net(x, t, *cond), 2, axis=-1)[0]
+  def score_of(net):
+    mean_part = lambda x, t, *cond: diffusion.split_output(net(x, t, *cond), var_type)[0]  # noqa: E731
+    return sde_lib.model_score_fn(mean_part, sde, mean_type, time_input)
+  return score_of
 
 
 def _ncsn_score(net, x, sigma, *cond):
-  return -net(x, jnp.log(sigma), *cond) / sigma.reshape((-1,) + (1,) * (x.ndim - 1))
+  """s(x, σ) = −net(x, log σ)/σ: the NCSN network predicts −σ s (unit-variance target)."""
+  return -net(x, jnp.log(sigma), *cond) / per_example(sigma, x)
 
 
-def build_loss_fn(config):
-  """loss_fn(net, x0, keys) -> (loss, metrics) for the configured objective."""
-  obj = config.training.objective
-  if obj == "ddpm":
-    return functools.partial(_ddpm_loss, build_schedule(config), build_loss_kwargs(config))
-  return functools.partial(_score_loss, config)
+# ------------------------------------------------------------------ training
 
-
-def _ddpm_loss(schedule, kwargs, net, x0, keys):
-  return losses.diffusion_loss(net, schedule, x0, keys, **kwargs)
-
-
-def _score_loss(config, net, x0, keys):
-  c = config.sde
-  score = score_fn_of(config, net)
-  if config.training.objective == "ncsn":
-    return score_losses.ncsn_loss(score, ncsn_sigmas(config), x0, keys, reduce=c.reduce)
-  return score_losses.dsm_loss(score, build_sde(config), x0, keys, eps=c.train_eps,
-                               likelihood_weighting=c.likelihood_weighting,
-                               importance_sampling=c.importance_sampling, reduce=c.reduce)
-
-
-def build_loss_kwargs(config: ml_collections.ConfigDict) -> dict:
+def _ddpm_loss_options(config: ml_collections.ConfigDict) -> dict:
   t = config.training
   if t.t_sampler not in ("uniform", "antithetic"):
     raise ValueError(f"Unknown training.t_sampler {t.t_sampler!r}; use 'uniform' or 'antithetic'.")
@@ -153,11 +151,159 @@ def build_loss_kwargs(config: ml_collections.ConfigDict) -> dict:
               var_type=config.model.var_type, vlb_weight=t.vlb_weight, t_method=t.t_sampler)
 
 
+def build_loss(config):
+  """loss_fn(net, x0, keys) -> (loss, metrics) for the configured objective."""
+  obj = config.training.objective
+  if obj == "ddpm":
+    schedule, options = build_schedule(config), _ddpm_loss_options(config)
+    return lambda net, x0, keys: losses.diffusion_loss(net, schedule, x0, keys, **options)
+  score_of, c = _score_of(config), config.sde
+  if obj == "ncsn":
+    sigmas = ncsn_sigmas(config)
+    return lambda net, x0, keys: score_losses.ncsn_loss(score_of(net), sigmas, x0, keys,
+                                                        reduce=c.reduce)
+  sde = build_sde(config)
+  options = dict(eps=c.train_eps, likelihood_weighting=c.likelihood_weighting,
+                 importance_sampling=c.importance_sampling, reduce=c.reduce)
+  return lambda net, x0, keys: score_losses.dsm_loss(score_of(net), sde, x0, keys, **options)
+
+
 def build_optimizer(config: ml_collections.ConfigDict):
   o = config.optim
   return train_step.make_optimizer(learning_rate=o.learning_rate, warmup_steps=o.warmup_steps,
-                              grad_clip=o.grad_clip, beta1=o.beta1, beta2=o.beta2, eps=o.eps)
+                                   grad_clip=o.grad_clip, beta1=o.beta1, beta2=o.beta2, eps=o.eps)
 
+
+def init_state(config, model, shape) -> train_step.TrainState:
+  return train_step.create_train_state(model, build_optimizer(config), jax.random.key(config.seed),
+                                       shape, num_classes(config))
+
+
+def make_step(config, model, mesh):
+  """The data-parallel training step (state, batch) -> (state, metrics), state donated."""
+  t = config.training
+  step = train_step.make_train_step(model, build_loss(config), ema_decay=t.ema_decay,
+                                    num_classes=num_classes(config), label_dropout=t.label_dropout)
+  return parallel.data_parallel_train_step(step, mesh, t.steps_per_dispatch)
+
+
+# ------------------------------------------------------------------ sampling
+
+def nfe_per_sample(config) -> int | None:
+  """Network evaluations per sample of a fixed-step sampler (×2 under classifier-free
+  guidance); None for the probability-flow ODE, whose solver counts its own."""
+  s = config.sampling
+  if s.method == "ddim":
+    n = s.num_steps
+  elif s.method == "ddpm":
+    n = config.diffusion.num_timesteps
+  elif s.method == "pc":
+    n = build_sde(config).N * ((s.predictor != "none") + (s.corrector != "none") * s.n_steps_each)
+  elif s.method == "ald":  # every level's Langevin steps and the final denoising step
+    n = len(ncsn_sigmas(config)) * s.n_steps_each + 1
+  else:
+    return None
+  return n * (2 if _guided(config) else 1)
+
+
+def _guided(config) -> bool:
+  return bool(config.model.conditional and config.sampling.guidance_weight)
+
+
+def _sampler_loop(config, shape):
+  """The per-device loop of config.sampling.method (samplers/common.py) for images of
+  `shape`; the methods of SCORE_SAMPLERS take the score as their model."""
+  s, m = config.sampling, config.model
+  if s.method == "ddim":
+    return ddim.ddim_loop(build_schedule(config), shape, num_steps=s.num_steps, eta=s.eta,
+                          skip_type=s.skip_type, mean_type=m.mean_type, var_type=m.var_type,
+                          clip_x0=s.clip_x0)
+  if s.method == "ddpm":
+    return ddpm.ddpm_loop(build_schedule(config), shape, mean_type=m.mean_type,
+                          var_type=m.var_type, clip_x0=s.clip_x0)
+  if s.method == "pc":
+    return pc.pc_loop(build_sde(config), shape, predictor=s.predictor, corrector=s.corrector,
+                      snr=s.snr, n_steps=s.n_steps_each, eps=s.eps)
+  if s.method == "ode":
+    return ode.ode_loop(build_sde(config), shape, solver=s.ode_solver, rtol=s.rtol,
+                        atol=s.atol, num_steps=s.num_steps, eps=s.eps)
+  return langevin.ald_loop(ncsn_sigmas(config), shape, step_lr=s.step_lr,
+                           n_steps_each=s.n_steps_each)
+
+
+def _apply(model):
+  """net(params, x, t[, y]): the network's forward in inference mode."""
+  return lambda params, x, t, *cond: model.apply({"params": params}, x, t, *cond)
+
+
+def make_sampler(config, model, shape, mesh):
+  """sample_fn(params, key, num, first_index=0) -> (samples [num, *shape], network
+  evaluations per sample) with the configured sampler (config.sampling, after `validate`),
+  compiled once (for each distinct num) and data-parallel over `mesh`.
+
+  Class-conditional models get labels cycling through the classes: sample i of the whole
+  run (i = first_index, first_index + 1, …) has label i mod num_classes; with
+  sampling.guidance_weight, classifier-free guidance.
+  """
+  s = config.sampling
+  loop = _sampler_loop(config, tuple(shape))
+  apply = _apply(model)
+  score_of = _score_of(config) if s.method in SCORE_SAMPLERS else None
+  classes, guided, fixed_nfe = num_classes(config), _guided(config), nfe_per_sample(config)
+
+  def sampler_model(params):
+    net = functools.partial(apply, params)
+    if guided:
+      net = guidance.classifier_free_guidance(net, s.guidance_weight, classes)
+    return net if score_of is None else score_of(net)
+
+  run = common.compile_loop(loop, sampler_model, mesh)
+
+  def sample_fn(params, key, num: int, first_index: int = 0):
+    labels = None if classes is None else jnp.arange(first_index, first_index + num) % classes
+    out = run(params, key, num, cond=labels)
+    if fixed_nfe is None:  # the ODE: (samples, evaluations per sample)
+      return out[0], float(jnp.mean(out[1]))
+    return out, float(fixed_nfe)
+  return sample_fn
+
+
+# ------------------------------------------------------------------ likelihood
+
+def make_bpd(config, model, mesh):
+  """bpd_fn(params, key, x) -> bits/dim [B] of data x in [−1, 1], data-parallel and compiled
+  once: the full variational bound (Σ_t L_t + L_prior, one noise draw per t) for "ddpm"
+  models, the probability-flow NLL of uniformly dequantized x for "dsm" ones. Each example's
+  noise and probe come from its own key, so the values do not depend on the device count."""
+  obj, e, m = config.training.objective, config.eval, config.model
+  if obj == "ncsn":
+    raise ValueError("NCSN has no likelihood; use training.objective 'ddpm' or 'dsm'.")
+  apply = _apply(model)
+  if obj == "ddpm":
+    schedule = build_schedule(config)
+
+    def vlb(params, batched):
+      keys, x = batched
+      total, _, _ = losses.vlb_bpd(functools.partial(apply, params), schedule, x, keys,
+                                   mean_type=m.mean_type, var_type=m.var_type)
+      return total
+
+    program = parallel.data_parallel(vlb, mesh)
+    return lambda params, key, x: program(params, (jax.random.split(key, x.shape[0]), x))
+
+  score_of = _score_of(config)
+  nll = common.compile_loop(
+      likelihood.nll_loop(build_sde(config), method=e.divergence, rtol=e.rtol, atol=e.atol),
+      lambda params: score_of(functools.partial(apply, params)), mesh)
+
+  def pf_ode_bpd(params, key, x):
+    deq_key, probe_key = jax.random.split(key)
+    logp, _ = nll(params, probe_key, x.shape[0], x_init=likelihood.dequantize(deq_key, x))
+    return likelihood.bits_per_dim(logp, x[0].size)
+  return pf_ode_bpd
+
+
+# ------------------------------------------------------------------ data
 
 def build_source(config: ml_collections.ConfigDict, split: str | None = None):
   d = config.data
@@ -174,109 +320,3 @@ def image_shape(config, source) -> tuple[int, int, int]:
                      f"(2^(len(model.ch_mult)-1)); use a multiple of {levels} or fewer levels.")
   first, _ = source.get([0])
   return (size, size, first[0].shape[-1] if first[0].ndim == 3 else 1)
-
-
-def check_batch(config, mesh) -> None:
-  parallel.check_divisible(config.training.batch_size, mesh, "training.batch_size")
-
-
-def load_trained(config, workdir: str, split: str | None = None):
-  """(source, image shape, model, params) of the newest readable checkpoint in workdir, the
-  EMA parameters unless config.sampling.use_ema is False."""
-  source = build_source(config, split)
-  shape = image_shape(config, source)
-  model = build_model(config, shape[-1])
-  manager = checkpoint.make_manager(os.path.join(workdir, "checkpoints"))
-  state = checkpoint.restore_latest(manager, init_state(config, model, shape))
-  if state is None:
-    raise FileNotFoundError(f"No checkpoint in {workdir}/checkpoints; train first with "
-                            f"--mode train and the same --workdir.")
-  return source, shape, model, state
-
-
-def init_state(config, model, shape) -> train_step.TrainState:
-  return train_step.create_train_state(model, build_optimizer(config), jax.random.key(config.seed),
-                                  shape, num_classes(config))
-
-
-@dataclasses.dataclass(frozen=True)
-class _Apply:
-  """model.apply as a hashable function, equal for equal modules (so jit caches hit)."""
-  model: UNet
-
-  def __call__(self, params, x, t, y=None):
-    return self.model.apply({"params": params}, x, t, y)
-
-
-def make_model_fn(model, params) -> jax.tree_util.Partial:
-  """The network as a sampler callable (x_t, t[, y]) -> output; the parameters are pytree
-  leaves of the Partial, so they are arguments of the compiled sampler."""
-  return jax.tree_util.Partial(_Apply(model), params)
-
-
-def nfe_per_sample(config) -> int:
-  """Network evaluations per sample of a fixed-step sampler (×2 under classifier-free
-  guidance); the adaptive ODE solver reports its own count through `sample(stats=…)`."""
-  s = config.sampling
-  if s.method == "ddim":
-    n = s.num_steps
-  elif s.method == "ddpm":
-    n = config.diffusion.num_timesteps
-  elif s.method == "pc":
-    n = build_sde(config).N * ((s.predictor != "none") + (s.corrector != "none") * s.n_steps_each)
-  else:  # ald: every level's Langevin steps and the final denoising step
-    n = len(ncsn_sigmas(config)) * s.n_steps_each + 1
-  return n * (2 if config.model.conditional and s.guidance_weight else 1)
-
-
-def sample(config, model, params, key, num: int, shape, mesh, first_index: int = 0,
-           stats: dict | None = None):
-  """Samples with the configured sampler (config.sampling) from bound parameters.
-
-  Class-conditional models get labels cycling through the classes: sample i of the whole
-  run (i = first_index, first_index + 1, …) has label i mod num_classes. If `stats` is a
-  dict, stats["nfe"] gets the mean network evaluations per sample.
-  """
-  s = config.sampling
-  labels = None
-  if config.model.conditional:
-    labels = jnp.arange(first_index, first_index + num) % config.data.num_classes
-  sched = build_schedule(config)
-  fn = make_model_fn(model, params)
-  if labels is not None and s.guidance_weight:
-    fn = guidance.classifier_free_guidance(fn, s.guidance_weight, config.data.num_classes)
-  if stats is not None and s.method != "ode":
-    stats["nfe"] = float(nfe_per_sample(config))
-  batch_shape = (num,) + tuple(shape)
-  m = config.model
-  if s.method == "ddim":
-    return ddim.ddim_sample(fn, sched, key, batch_shape, num_steps=s.num_steps, eta=s.eta,
-                            skip_type=s.skip_type, mean_type=m.mean_type, var_type=m.var_type,
-                            clip_x0=s.clip_x0, cond=labels, mesh=mesh)
-  if s.method == "ddpm":
-    return ddpm.ddpm_sample(fn, sched, key, batch_shape, mean_type=m.mean_type,
-                            var_type=m.var_type, clip_x0=s.clip_x0, cond=labels, mesh=mesh)
-  score = score_fn_of(config, fn)
-  if s.method == "pc":
-    return pc.pc_sample(score, build_sde(config), key, batch_shape, predictor=s.predictor,
-                        corrector=s.corrector, snr=s.snr, n_steps=s.n_steps_each,
-                        eps=s.eps, cond=labels, mesh=mesh)
-  if s.method == "ode":
-    x, nfe = ode.ode_sample(score, build_sde(config), key, batch_shape, solver=s.ode_solver,
-                            rtol=s.rtol, atol=s.atol, num_steps=s.num_steps, eps=s.eps, mesh=mesh)
-    log(f"probability-flow ODE ({s.ode_solver}): {float(jnp.mean(nfe)):.0f} function "
-        f"evaluations per sample")
-    if stats is not None:
-      stats["nfe"] = float(jnp.mean(nfe))
-    return x
-  return langevin.annealed_langevin_sample(score, ncsn_sigmas(config), key, batch_shape,
-                                           step_lr=s.step_lr, n_steps_each=s.n_steps_each,
-                                           cond=labels, mesh=mesh)
-
-
-def make_step(config, model, mesh):
-  t = config.training
-  step = train_step.make_train_step(model, build_loss_fn(config), ema_decay=t.ema_decay,
-                                    num_classes=num_classes(config), label_dropout=t.label_dropout)
-  return parallel.data_parallel_train_step(step, mesh, t.steps_per_dispatch)
-

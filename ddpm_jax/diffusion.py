@@ -11,6 +11,7 @@ from typing import NamedTuple
 import jax.numpy as jnp
 import numpy as np
 
+from ddpm_jax.broadcast import per_example
 from ddpm_jax.schedules import Schedule
 
 MEAN_TYPES = ("eps", "x0", "v")
@@ -25,9 +26,14 @@ def check_types(mean_type: str, var_type: str) -> None:
     raise ValueError(f"Unknown var_type {var_type!r}; use one of {VAR_TYPES}.")
 
 
+def learns_variance(var_type: str) -> bool:
+  """Whether the network also outputs the variance (2C channels: mean part, variance part)."""
+  return var_type in ("learned", "learned_range")
+
+
 def extract(coef: jnp.ndarray, t: jnp.ndarray, x: jnp.ndarray) -> jnp.ndarray:
   """coef[t] reshaped to broadcast against x of shape [B, ...]."""
-  return coef[t].reshape(t.shape + (1,) * (x.ndim - t.ndim)).astype(x.dtype)
+  return per_example(coef[t], x).astype(x.dtype)
 
 
 # ---------------------------------------------------------------- forward process
@@ -127,11 +133,11 @@ class PMeanVariance(NamedTuple):
 
 def split_output(output, var_type: str):
   """A learned-variance network emits 2C channels (last axis): (mean part, variance part)."""
-  if var_type in ("learned", "learned_range"):
+  if var_type not in VAR_TYPES:
+    raise ValueError(f"Unknown var_type {var_type!r}; use one of {VAR_TYPES}.")
+  if learns_variance(var_type):
     return jnp.split(output, 2, axis=-1)
-  if var_type in ("fixed_small", "fixed_large"):
-    return output, None
-  raise ValueError(f"Unknown var_type {var_type!r}; use one of {VAR_TYPES}.")
+  return output, None
 
 
 def p_mean_variance(s: Schedule, output, x_t, t, *, mean_type: str = "eps",

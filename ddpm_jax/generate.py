@@ -8,33 +8,29 @@ import time
 import jax
 import numpy as np
 
-from ddpm_jax import builders, files, images, parallel, train
+from ddpm_jax import builders, files, images, runs
 from ddpm_jax.metrics_writer import log
 
 
 def sample_from_checkpoint(config, workdir: str) -> tuple[str, str]:
   """Samples config.sampling.num_samples images in batches of sampling.batch_size with the
   configured sampler (EMA weights unless sampling.use_ema is False). Returns (png, npz)."""
-  workdir = train.prepare_workdir(workdir)
-  builders.validate(config)
+  run, params, step = runs.load_run(config, workdir, batch_field="sampling.batch_size")
   s = config.sampling
-  mesh = parallel.make_mesh()
-  parallel.check_divisible(s.batch_size, mesh, "sampling.batch_size")
-  _, shape, model, state = builders.load_trained(config, workdir)
-  params = state.ema_params if s.use_ema else state.params
+  sample_fn = builders.make_sampler(config, run.model, run.shape, run.mesh)
   key = jax.random.key(s.seed)
   chunks, start = [], time.time()
   for i in range(0, s.num_samples, s.batch_size):
-    x = builders.sample(config, model, params, jax.random.fold_in(key, i), s.batch_size, shape,
-                        mesh, first_index=i)
+    x, nfe = sample_fn(params, jax.random.fold_in(key, i), s.batch_size, first_index=i)
     chunks.append(images.to_uint8(np.asarray(x)))
     done = min(i + s.batch_size, s.num_samples)
-    log(f"sampled {done}/{s.num_samples} ({done / (time.time() - start):.1f} img/s)")
+    log(f"sampled {done}/{s.num_samples} ({done / (time.time() - start):.1f} img/s, "
+        f"{nfe:.0f} network evaluations each)")
   samples = np.concatenate(chunks)[:s.num_samples]
-  stem = os.path.join(workdir, "samples",
-                      f"{s.method}_{s.num_steps if s.method == 'ddim' else 'full'}_step{int(state.step)}")
+  stem = os.path.join(run.workdir, "samples",
+                      f"{s.method}_{s.num_steps if s.method == 'ddim' else 'full'}_step{step}")
   png = images.save_png(stem + ".png", images.make_grid(samples[:256] / 127.5 - 1.0,
-                                                        scale=max(1, 64 // shape[0])))
+                                                        scale=max(1, 64 // run.shape[0])))
   npz = stem + ".npz"
   files.save_npz(npz, images=samples)
   log(f"{s.num_samples} samples -> {png}, {npz}")

@@ -17,9 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ddpm_jax import parallel
 from ddpm_jax import sde as sde_lib
-from ddpm_jax.samplers import ode
+from ddpm_jax.samplers import common, ode
 
 DIVERGENCES = ("rademacher", "gaussian", "exact")
 
@@ -33,36 +32,48 @@ def divergence(fn: Callable, x, probe, method: str):
   return jnp.sum(probe * jz)
 
 
+def check_divergence(method: str) -> None:
+  if method not in DIVERGENCES:
+    raise ValueError(f"Unknown divergence estimator {method!r}; use one of {DIVERGENCES}.")
+
+
 def hutchinson_probe(key, shape, method: str):
+  """The probe z of Hutchinson's estimator (zeros for the exact divergence, which needs none)."""
+  check_divergence(method)
   if method == "rademacher":
     return jax.random.rademacher(key, shape, jnp.float32)
   if method == "gaussian":
     return jax.random.normal(key, shape)
-  if method == "exact":
-    return jnp.zeros(shape)
-  raise ValueError(f"Unknown divergence estimator {method!r}; use one of {DIVERGENCES}.")
+  return jnp.zeros(shape)
 
 
-def _nll_device(replicated, batched, *, sde, method, solver, rtol, atol, num_steps, eps):
-  score_fn, _ = replicated
-  keys, x = batched
+def nll_loop(sde, *, method: str = "rademacher", solver: str = "tsit5", rtol: float = 1e-5,
+             atol: float = 1e-5, num_steps: int = 100, eps: float = 1e-5):
+  """The per-device likelihood loop (samplers/common.py): x [b, ...] data, keys [b] one probe
+  key per example, the model score(x, t). Returns (log p [b] in nats, nfe [b])."""
+  check_divergence(method)
+  ode.make_solver(solver)
+  rtol, atol, num_steps, eps = float(rtol), float(atol), int(num_steps), float(eps)
 
-  def one(key, x1):
-    probe = hutchinson_probe(key, x1.shape, method)
+  def loop(score_fn, keys, x, _):
+    def one(key, x1):
+      probe = hutchinson_probe(key, x1.shape, method)
 
-    def drift(t, y):
-      d, _ = sde_lib.reverse_sde(sde, score_fn, y[None], jnp.full((1,), t), probability_flow=True)
-      return d[0]
+      def drift(t, y):
+        d, _ = sde_lib.reverse_sde(sde, score_fn, y[None], jnp.full((1,), t),
+                                   probability_flow=True)
+        return d[0]
 
-    def field(t, state):
-      y, _ = state
-      return drift(t, y), divergence(functools.partial(drift, t), y, probe, method)
+      def field(t, state):
+        y, _ = state
+        return drift(t, y), divergence(functools.partial(drift, t), y, probe, method)
 
-    (x_t, delta), nfe = ode.solve(field, (x1, jnp.zeros(())), eps, sde.T, solver=solver,
-                                  rtol=rtol, atol=atol, num_steps=num_steps)
-    return sde_lib.prior_logp(sde, x_t[None])[0] + delta, nfe
+      (x_t, delta), nfe = ode.solve(field, (x1, jnp.zeros(())), eps, sde.T, solver=solver,
+                                    rtol=rtol, atol=atol, num_steps=num_steps)
+      return sde_lib.prior_logp(sde, x_t[None])[0] + delta, nfe
 
-  return jax.vmap(one)(keys, x)
+    return jax.vmap(one)(keys, x)
+  return loop
 
 
 def ode_log_likelihood(score_fn: Callable, sde, x, key, *, method: str = "rademacher",
@@ -70,12 +81,9 @@ def ode_log_likelihood(score_fn: Callable, sde, x, key, *, method: str = "radema
                        num_steps: int = 100, eps: float = 1e-5, mesh=None):
   """log p(x) in nats per example [B] under the model's probability-flow ODE, and the
   function evaluations per example."""
-  hutchinson_probe(key, (1,), method)
-  ode.make_solver(solver)
-  fn = functools.partial(_nll_device, sde=sde, method=method, solver=solver, rtol=float(rtol),
-                         atol=float(atol), num_steps=int(num_steps), eps=float(eps))
-  keys = jax.random.split(key, x.shape[0])
-  return parallel.run_batched(fn, (parallel.as_pytree_callable(score_fn), None), (keys, x), mesh)
+  loop = nll_loop(sde, method=method, solver=solver, rtol=rtol, atol=atol,
+                  num_steps=num_steps, eps=eps)
+  return common.run(loop, score_fn, key, x.shape[0], mesh=mesh, x_init=x)
 
 
 def dequantize(key, x):

@@ -72,8 +72,7 @@ def diffusion_loss(model: Callable, schedule: Schedule, x0, keys, *, loss_type: 
   """
   if loss_type not in LOSS_TYPES:
     raise ValueError(f"Unknown loss_type {loss_type!r}; use one of {LOSS_TYPES}.")
-  learned = var_type in ("learned", "learned_range")
-  if loss_type == "hybrid" and not learned:
+  if loss_type == "hybrid" and not diffusion.learns_variance(var_type):
     raise ValueError("The hybrid loss trains the variance: set var_type to 'learned' or "
                      f"'learned_range' (got {var_type!r}), or use loss_type 'simple'.")
   t, weights, noise, x_t = _noised(schedule, x0, keys, t_method, probs)
@@ -102,17 +101,21 @@ def vlb_bpd(model: Callable, schedule: Schedule, x0, key, *, mean_type: str = "e
   """The full variational bound in bits/dim per example: Σ_{t=0}^{T−1} L_t + L_prior, each
   L_t evaluated at one x_t ~ q(x_t | x_0) (improved DDPM `calc_bpd_loop`).
 
+  `key` is one (typed) key, split per example, or [B] keys, one per example; example i's noise at
+  step t comes from fold_in(its key, t), so its bound does not depend on the batch it is in.
   Returns (total [B], terms [T, B], prior [B]).
   """
-  def term(_, t_and_key):
-    t, k = t_and_key
+  keys = jax.random.split(key, x0.shape[0]) if jnp.ndim(key) == 0 else key
+
+  def term(_, t):
     tt = diffusion.timesteps_like(x0, t)
-    x_t = diffusion.q_sample(schedule, x0, tt, jax.random.normal(k, x0.shape, x0.dtype))
+    noise = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, t), x0.shape[1:],
+                                                 x0.dtype))(keys)
+    x_t = diffusion.q_sample(schedule, x0, tt, noise)
     p = diffusion.p_mean_variance(schedule, model(x_t, tt), x_t, tt, mean_type=mean_type,
                                   var_type=var_type, clip_x0=clip_x0)
     return None, diffusion.vlb_term_bpd(schedule, p, x0, x_t, tt)
 
-  num = schedule.num_timesteps
-  _, terms = jax.lax.scan(term, None, (jnp.arange(num), jax.random.split(key, num)))
+  _, terms = jax.lax.scan(term, None, jnp.arange(schedule.num_timesteps))
   prior = diffusion.prior_bpd(schedule, x0)
   return jnp.sum(terms, axis=0) + prior, terms, prior

@@ -1,5 +1,11 @@
-"""Command line: python -m ddpm_jax.main --config configs/X.py --workdir DIR [--mode train|sample]
-[--config.field=value ...]."""
+"""Command line: python -m ddpm_jax.main --config configs/X.py --workdir DIR
+[--mode train|sample|bpd|eval] [--config.field=value ...].
+
+  train   train, or resume from the newest readable checkpoint (train.py)
+  sample  samples from the latest checkpoint as a PNG grid and an .npz (generate.py)
+  bpd     bits/dim of a data split (bpd.py)
+  eval    FID, KID, precision and recall of samples against a data split (evaluation/)
+"""
 
 from __future__ import annotations
 

@@ -1,12 +1,12 @@
-"""Device mesh and the data-parallel wrapper: shard_map over the 1-D mesh axis "data".
+"""Device mesh and the data-parallel wrappers: shard_map over the 1-D mesh axis "data".
 
 A batched function runs per device on its slice of the batch while replicated arguments
-(parameters, schedules, model closures as `jax.tree_util.Partial`) are copied to every device.
+(parameters, the arrays of a model callable) are copied to every device. Each wrapper returns
+a function compiled once by `jax.jit`; build it once and call it many times.
 """
 
 from __future__ import annotations
 
-import functools
 from typing import Callable, Sequence
 
 import jax
@@ -35,52 +35,37 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(DATA_AXIS))
 
 
-def as_pytree_callable(fn: Callable) -> jax.tree_util.Partial:
-  """Wraps a callable so it can be a jit/shard_map argument: a `Partial` stays one (its bound
-  arrays are leaves), anything else becomes a leafless Partial."""
-  return fn if isinstance(fn, jax.tree_util.Partial) else jax.tree_util.Partial(fn)
+def partition_arrays(tree) -> tuple[list, Callable]:
+  """(arrays, rebuild): the array leaves of a pytree (e.g. the parameters bound in a
+  `jax.tree_util.Partial`) and the function that puts them back beside its other leaves, so
+  the arrays can be arguments of a compiled program while everything else stays static."""
+  leaves, treedef = jax.tree.flatten(tree)
+  is_array = [isinstance(v, (jax.Array, np.ndarray, np.generic)) for v in leaves]
+  arrays = [v for v, a in zip(leaves, is_array) if a]
+
+  def rebuild(new_arrays):
+    it = iter(new_arrays)
+    return treedef.unflatten([next(it) if a else v for v, a in zip(leaves, is_array)])
+  return arrays, rebuild
 
 
 def data_parallel(fn: Callable, mesh: Mesh | None) -> Callable:
-  """jit(fn(replicated, batched)) with `batched` split on axis 0 over mesh axis "data".
-
-  The output is batched the same way. With no mesh (or one device) it is plain jit.
+  """fn(replicated, batched) compiled once as jit(shard_map(fn)) over `mesh`: `replicated` is
+  copied to every device, `batched` (and the output) split on axis 0 over "data". The returned
+  function checks that the batch divides and places its inputs. With no mesh (or one device)
+  it is plain jit.
   """
   if mesh is None or mesh.size == 1:
     return jax.jit(fn)
   # No collectives here, so the replication check is off (diffrax's internal conds mix
   # per-device and replicated values, which the check rejects).
-  sharded = jax.shard_map(fn, mesh=mesh, in_specs=(P(), P(DATA_AXIS)), out_specs=P(DATA_AXIS),
-                          check_vma=False)
-  return jax.jit(sharded)
+  program = jax.jit(jax.shard_map(fn, mesh=mesh, in_specs=(P(), P(DATA_AXIS)),
+                                  out_specs=P(DATA_AXIS), check_vma=False))
 
-
-_COMPILED: dict = {}
-
-
-def _cache_key(fn: Callable):
-  """Value-equal functools.partials of the same function share one compiled program."""
-  if isinstance(fn, functools.partial):
-    return (fn.func, fn.args, tuple(sorted(fn.keywords.items())))
-  return fn
-
-
-def run_batched(fn: Callable, replicated, batched, mesh: Mesh | None = None):
-  """Calls fn(replicated, batched) data-parallel over `mesh`.
-
-  The compiled program is reused for the same mesh and the same fn, where a
-  functools.partial counts as the same when its function and (hashable) arguments are.
-  """
-  if mesh is not None:
+  def call(replicated, batched):
     check_divisible(int(np.shape(jax.tree.leaves(batched)[0])[0]), mesh)
-    replicated = replicate(replicated, mesh)
-    batched = jax.device_put(batched, batch_sharding(mesh))
-  key = (_cache_key(fn), mesh)
-  if key not in _COMPILED:
-    if len(_COMPILED) >= 64:
-      _COMPILED.clear()
-    _COMPILED[key] = data_parallel(fn, mesh)
-  return _COMPILED[key](replicated, batched)
+    return program(replicate(replicated, mesh), jax.device_put(batched, batch_sharding(mesh)))
+  return call
 
 
 def data_parallel_train_step(step_fn: Callable, mesh: Mesh, steps_per_dispatch: int = 1

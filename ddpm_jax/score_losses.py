@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ddpm_jax import sde as sde_lib
+from ddpm_jax.broadcast import per_example
 
 REDUCTIONS = ("mean", "sum")
 
@@ -64,7 +65,7 @@ def dsm_loss(score_fn: Callable, sde, x0, keys, *, eps: float = 1e-5,
     t = eps + u * (sde.T - eps)
   z = jax.vmap(lambda k: jax.random.normal(k, x0.shape[1:], x0.dtype))(z_keys)
   mean, std = sde_lib.marginal_prob(sde, x0, t)
-  s = sde_lib._bcast(std, x0)
+  s = per_example(std, x0)
   score = score_fn(mean + s * z, t).astype(jnp.float32)
   if importance_sampling:
     per = z_norm * _reduce((score * s + z)**2, reduce)
@@ -84,7 +85,7 @@ def ncsn_loss(score_fn: Callable, sigmas, x0, keys, *, reduce: str = "sum"):
   i = jax.vmap(lambda k: jax.random.randint(k, (), 0, sigmas.shape[0]))(i_keys)
   z = jax.vmap(lambda k: jax.random.normal(k, x0.shape[1:], x0.dtype))(z_keys)
   sigma = sigmas[i]
-  s = sde_lib._bcast(sigma, x0)
+  s = per_example(sigma, x0)
   score = score_fn(x0 + s * z, sigma).astype(jnp.float32)
   per = 0.5 * _reduce((score * s + z)**2, reduce)
   loss = jnp.mean(per)

@@ -6,24 +6,31 @@ Each SDE is a frozen (hashable) dataclass; its marginal is x_t | x_0 ~ N(α(t) x
   sub-VP: f as VP,  g = √(β(t) (1 − α(t)⁴)),  σ = 1 − α².
   VE:     f = 0,  g = σ(t) √(2 log(σ_max/σ_min)),  σ(t) = σ_min (σ_max/σ_min)^t,  α = 1.
 `discretize` gives the N-step chains: VP is the DDPM chain with β_i = β(i/N)/N spaced linearly,
-VE the NCSN chain over geometric σ levels.
+VE the NCSN chain over geometric σ levels (both from `schedules`). A time t ∈ [0, T] maps to
+step i = ⌊t (N − 1)/T⌋ of the chain (`time_index`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ddpm_jax import schedules
+from ddpm_jax.broadcast import per_example
+
 SDE_NAMES = ("vp", "subvp", "ve")
+MEAN_TYPES = ("eps", "x0", "v", "score")
+TIME_INPUTS = ("index", "log_sigma", "t")
 
 
-def _bcast(v, x):
-  """A per-example [B] value broadcast against x [B, ...]."""
-  return jnp.reshape(v, jnp.shape(v) + (1,) * (x.ndim - jnp.ndim(v)))
+def time_index(sde, t):
+  """The step i = ⌊t (N − 1)/T⌋ of the N-step chain at time t (floor, as score_sde)."""
+  return (t * (sde.N - 1) / sde.T).astype(jnp.int32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,10 +45,15 @@ class VPSDE:
 
   def discrete_betas(self) -> np.ndarray:
     """β_i = linspace(β_min/N, β_max/N): with the defaults, DDPM's 1e-4 → 0.02."""
-    return np.linspace(self.beta_min / self.N, self.beta_max / self.N, self.N)
+    return schedules.beta_schedule("linear", self.N, beta_start=self.beta_min / self.N,
+                                   beta_end=self.beta_max / self.N)
+
+  def discrete_beta(self, t):
+    """β_i of the chain's step at time t."""
+    return jnp.asarray(self.discrete_betas(), jnp.float32)[time_index(self, t)]
 
   def sde(self, x, t):
-    beta = _bcast(self.beta(t), x)
+    beta = per_example(self.beta(t), x)
     return -0.5 * beta * x, jnp.sqrt(self.beta(t))
 
   def marginal_coef(self, t):
@@ -54,9 +66,8 @@ class VPSDE:
 
   def discretize(self, x, t):
     """x_{i+1} = √(1 − β_i) x_i + √β_i z as x + f_i + G_i z."""
-    i = (t * (self.N - 1) / self.T).astype(jnp.int32)  # floor, as score_sde
-    beta = jnp.asarray(self.discrete_betas(), jnp.float32)[i]
-    return (_bcast(jnp.sqrt(1 - beta), x) - 1) * x, jnp.sqrt(beta)
+    beta = self.discrete_beta(t)
+    return (per_example(jnp.sqrt(1 - beta), x) - 1) * x, jnp.sqrt(beta)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +99,13 @@ class VESDE:
 
   def discrete_sigmas(self) -> np.ndarray:
     """σ_0 < … < σ_{N−1}: geometric from σ_min to σ_max (the NCSN levels, reversed)."""
-    return np.exp(np.linspace(np.log(self.sigma_min), np.log(self.sigma_max), self.N))
+    return schedules.geometric_sigmas(self.sigma_max, self.sigma_min, self.N)[::-1]
+
+  def adjacent_sigmas(self, t):
+    """(σ_i, σ_{i−1}) of the chain's step at time t, with σ_{−1} = 0."""
+    i = time_index(self, t)
+    sigmas = jnp.asarray(self.discrete_sigmas(), jnp.float32)
+    return sigmas[i], jnp.where(i == 0, 0.0, sigmas[jnp.maximum(i - 1, 0)])
 
   def sde(self, x, t):
     g = self.sigma(t) * np.sqrt(2 * (np.log(self.sigma_max) - np.log(self.sigma_min)))
@@ -102,10 +119,8 @@ class VESDE:
 
   def discretize(self, x, t):
     """x_{i+1} = x_i + √(σ_{i+1}² − σ_i²) z (NCSN noise levels; σ_{−1} = 0)."""
-    i = (t * (self.N - 1) / self.T).astype(jnp.int32)  # floor, as score_sde
-    sigmas = jnp.asarray(self.discrete_sigmas(), jnp.float32)
-    adjacent = jnp.where(i == 0, 0.0, sigmas[jnp.maximum(i - 1, 0)])
-    return jnp.zeros_like(x), jnp.sqrt(sigmas[i]**2 - adjacent**2)
+    sigma, adjacent = self.adjacent_sigmas(t)
+    return jnp.zeros_like(x), jnp.sqrt(sigma**2 - adjacent**2)
 
 
 SDE = VPSDE | SubVPSDE | VESDE
@@ -127,11 +142,7 @@ def make_sde(name: str, *, beta_min=0.1, beta_max=20.0, sigma_min=0.01, sigma_ma
 def marginal_prob(sde: SDE, x0, t):
   """(mean, std) of x_t | x_0."""
   alpha, sigma = sde.marginal_coef(t)
-  return _bcast(alpha, x0) * x0, sigma
-
-
-def prior_sample(sde: SDE, key, shape):
-  return sde.prior_std() * jax.random.normal(key, shape)
+  return per_example(alpha, x0) * x0, sigma
 
 
 def prior_logp(sde: SDE, z):
@@ -145,7 +156,7 @@ def reverse_sde(sde: SDE, score_fn: Callable, x, t, probability_flow: bool = Fal
   """Drift and diffusion of the reverse-time SDE dx = [f − g² ∇log p_t] dt + g dw̄, or of the
   probability-flow ODE dx = [f − ½ g² ∇log p_t] dt (diffusion 0)."""
   drift, g = sde.sde(x, t)
-  g2 = _bcast(g**2, x)
+  g2 = per_example(g**2, x)
   drift = drift - g2 * score_fn(x, t) * (0.5 if probability_flow else 1.0)
   return drift, jnp.zeros_like(g) if probability_flow else g
 
@@ -153,7 +164,7 @@ def reverse_sde(sde: SDE, score_fn: Callable, x, t, probability_flow: bool = Fal
 def reverse_discretize(sde: SDE, score_fn: Callable, x, t, probability_flow: bool = False):
   """The discrete reverse step x_{i} = x_{i+1} − f_i + G_i² s + G_i z (reverse diffusion)."""
   f, big_g = sde.discretize(x, t)
-  rev_f = f - _bcast(big_g**2, x) * score_fn(x, t) * (0.5 if probability_flow else 1.0)
+  rev_f = f - per_example(big_g**2, x) * score_fn(x, t) * (0.5 if probability_flow else 1.0)
   return rev_f, jnp.zeros_like(big_g) if probability_flow else big_g
 
 
@@ -164,40 +175,31 @@ def model_score_fn(model: Callable, sde: SDE, mean_type: str = "eps", time_input
   mean_type: "eps" (score = −ε̂/σ(t)), "x0" (score = (α x̂_0 − x)/σ²), "v" (ε̂ = α v + σ x for
   VP-type SDEs), or "score" (the output is the score). time_input: what the network is given:
   "index" t·(N−1) (a DDPM-trained network, or score_sde's continuous VP models),
-  "log_sigma" log σ(t) (NCSN++ with Fourier features), or "t".
+  "log_sigma" log σ(t) (NCSN++ with Fourier features), or "t". The model is a child of the
+  returned Partial, so its bound arrays stay arguments of a compiled sampler.
   """
-  return jax.tree_util.Partial(_ModelScore(sde, mean_type, time_input), model)
+  if mean_type not in MEAN_TYPES:
+    raise ValueError(f"Unknown mean_type {mean_type!r}; use one of {MEAN_TYPES}.")
+  if time_input not in TIME_INPUTS:
+    raise ValueError(f"Unknown time_input {time_input!r}; use one of {TIME_INPUTS}.")
+  return jax.tree_util.Partial(
+      functools.partial(_score, sde=sde, mean_type=mean_type, time_input=time_input), model)
 
 
-@dataclasses.dataclass(frozen=True)
-class _ModelScore:
-  """The static part of a model score function: hashable, so compiled samplers are reused."""
-  sde: SDE
-  mean_type: str
-  time_input: str
-
-  def __call__(self, model, x, t, *cond):
-    return _score(model, self.sde, self.mean_type, self.time_input, x, t, *cond)
-
-
-def _score(model, sde, mean_type, time_input, x, t, *cond):
+def _score(model, x, t, *cond, sde, mean_type, time_input):
   alpha, sigma = sde.marginal_coef(t)
   if time_input == "index":
     label = t * (sde.N - 1)
   elif time_input == "log_sigma":
     label = jnp.log(sigma)
-  elif time_input == "t":
-    label = t
   else:
-    raise ValueError(f"Unknown time_input {time_input!r}; use 'index', 'log_sigma' or 't'.")
+    label = t
   out = model(x, label, *cond)
-  a, s = _bcast(alpha, x), _bcast(sigma, x)
+  a, s = per_example(alpha, x), per_example(sigma, x)
   if mean_type == "score":
     return out
   if mean_type == "eps":
     return -out / s
   if mean_type == "x0":
     return (a * out - x) / s**2
-  if mean_type == "v":
-    return -(a * out + s * x) / s
-  raise ValueError(f"Unknown mean_type {mean_type!r}; use 'eps', 'x0', 'v' or 'score'.")
+  return -(a * out + s * x) / s

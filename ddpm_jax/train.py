@@ -15,27 +15,12 @@ import time
 import jax
 import numpy as np
 
-from ddpm_jax import builders, checkpoint, data, images, parallel
+from ddpm_jax import builders, checkpoint, data, images, parallel, runs
 from ddpm_jax.metrics_writer import MetricsWriter, log, progress_line
 
 
 class NonFiniteLossError(FloatingPointError):
   """Training produced a NaN or infinite loss."""
-
-
-def prepare_workdir(workdir: str) -> str:
-  """Creates the workdir and checks that it is writable, with a one-line error if not."""
-  workdir = os.path.abspath(os.path.expanduser(workdir))
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, f".write_test_{os.getpid()}")
-    with open(probe, "w") as f:
-      f.write("ok")
-    os.remove(probe)
-  except OSError as e:
-    raise PermissionError(f"Cannot write to workdir {workdir!r} ({e.strerror}); choose a "
-                          f"writable --workdir.") from None
-  return workdir
 
 
 class _StopSignals:
@@ -64,38 +49,29 @@ class _StopSignals:
 def train_and_evaluate(config, workdir: str):
   """Trains per `config`, resuming from `workdir` if it holds a checkpoint; returns the
   final TrainState (replicated on the mesh)."""
-  workdir = prepare_workdir(workdir)
-  builders.validate(config)
-  t = config.training
-  mesh = parallel.make_mesh()
-  builders.check_batch(config, mesh)
-  k = t.steps_per_dispatch
-  if t.num_train_steps % k or t.checkpoint_every % k or t.log_every % k:
-    raise ValueError(f"training.steps_per_dispatch={k} must divide num_train_steps, "
-                     f"checkpoint_every and log_every; change one of them.")
-  source = builders.build_source(config)
-  shape = builders.image_shape(config, source)
-  model = builders.build_model(config, shape[-1])
-  manager = checkpoint.make_manager(os.path.join(workdir, "checkpoints"), t.keep_checkpoints)
-  state = builders.init_state(config, model, shape)
+  run = runs.start_run(config, workdir, batch_field="training.batch_size")
+  t, mesh, k = config.training, run.mesh, config.training.steps_per_dispatch
+  manager = checkpoint.make_manager(run.checkpoint_dir, t.keep_checkpoints)
+  state = builders.init_state(config, run.model, run.shape)
   restored = checkpoint.restore_latest(manager, state)
   if restored is not None:
     state = restored
-    log(f"Resuming from step {int(state.step)} in {workdir}")
+    log(f"Resuming from step {int(state.step)} in {run.workdir}")
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
+    with open(os.path.join(run.workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2))
   n_params = sum(x.size for x in jax.tree.leaves(state.params))
   log(f"{n_params / 1e6:.2f}M parameters; {mesh.size} device(s); global batch {t.batch_size}")
 
   start = int(state.step)
   state = parallel.replicate(state, mesh)
-  p_step = builders.make_step(config, model, mesh)
+  p_step = builders.make_step(config, run.model, mesh)
+  sample_fn = builders.make_sampler(config, run.model, run.shape, mesh)
   batches = data.iterate_batches(
-      source, start, global_batch=t.batch_size, image_size=config.data.image_size,
+      run.source, start, global_batch=t.batch_size, image_size=config.data.image_size,
       seed=config.seed, random_flip=config.data.random_flip,
       process_index=jax.process_index(), process_count=jax.process_count())
-  writer = MetricsWriter(workdir)
+  writer = MetricsWriter(run.workdir)
   step, last_step, last_time = start, start, time.time()
   with _StopSignals() as stop:
     while step < t.num_train_steps and stop.received is None:
@@ -121,7 +97,8 @@ def train_and_evaluate(config, workdir: str):
       if step % t.checkpoint_every == 0 or done or stop.received:
         checkpoint.save(manager, state)
       if done or (t.sample_every and step % t.sample_every == 0):
-        write_samples(config, model, state, shape, mesh, workdir, step, writer)
+        params = state.ema_params if config.sampling.use_ema else state.params
+        write_samples(sample_fn, params, config.sampling, run, step, writer)
     if stop.received:
       log(f"Received {stop.received}: saved step {step}; run the same command to resume.")
   manager.wait_until_finished()
@@ -133,14 +110,13 @@ def _stack(batches):
   return {key: np.stack([b[key] for b in batches]) for key in batches[0]}
 
 
-def write_samples(config, model, state, shape, mesh, workdir, step, writer) -> str:
-  """A grid of config.sampling.num_samples (at most 64) samples from the EMA parameters."""
-  num = -(-min(config.sampling.num_samples, 64) // mesh.size) * mesh.size
-  params = state.ema_params if config.sampling.use_ema else state.params
-  x = builders.sample(config, model, params, jax.random.key(config.sampling.seed), num, shape,
-                      mesh)
-  grid = images.make_grid(np.asarray(x), scale=max(1, 64 // shape[0]))
-  path = images.save_png(os.path.join(workdir, "samples", f"step_{step:08d}.png"), grid)
+def write_samples(sample_fn, params, sampling, run, step, writer) -> str:
+  """A grid of sampling.num_samples (at most 64, rounded up to the devices) samples with
+  sampling.seed."""
+  num = -(-min(sampling.num_samples, 64) // run.mesh.size) * run.mesh.size
+  x, nfe = sample_fn(params, jax.random.key(sampling.seed), num)
+  grid = images.make_grid(np.asarray(x), scale=max(1, 64 // run.shape[0]))
+  path = images.save_png(os.path.join(run.workdir, "samples", f"step_{step:08d}.png"), grid)
   writer.image(step, "samples", grid)
-  log(f"Samples at step {step} -> {path}")
+  log(f"Samples at step {step} ({nfe:.0f} network evaluations each) -> {path}")
   return path

@@ -13,11 +13,14 @@ from ddpm_jax import sde as sde_lib
 
 def test_vp_discretization_is_the_ddpm_chain():
   vp = sde_lib.VPSDE()
-  np.testing.assert_allclose(vp.discrete_betas(), schedules.beta_schedule("linear", 1000), rtol=1e-12)
+  ddpm_betas = 1e-4 + np.arange(1000) * (0.02 - 1e-4) / 999  # DDPM: linear from 1e-4 to 0.02
+  np.testing.assert_allclose(vp.discrete_betas(), ddpm_betas, rtol=1e-12)
+  # β_i = β(t_i)/N on the grid t_i = i/(N−1) of the continuous β(t).
+  np.testing.assert_allclose(vp.discrete_betas(), vp.beta(np.arange(1000) / 999) / 1000, rtol=1e-12)
   x = jnp.ones((3, 2))
   i = jnp.array([0, 500, 999])
   f, g = vp.discretize(x, i / 999.0)
-  betas = schedules.beta_schedule("linear", 1000)[np.asarray(i)]
+  betas = ddpm_betas[np.asarray(i)]
   np.testing.assert_allclose(x + f, np.sqrt(1 - betas)[:, None] * np.ones((3, 2)), rtol=1e-6)
   np.testing.assert_allclose(g, np.sqrt(betas), rtol=1e-6)
   # The continuous α(t)² = exp(−∫β) tracks the discrete ᾱ_i = ∏(1 − β_i) to 2e-3; their log
@@ -30,8 +33,8 @@ def test_vp_discretization_is_the_ddpm_chain():
 
 def test_ve_discretization_is_the_ncsn_chain():
   ve = sde_lib.VESDE(0.01, 50.0, 232)
-  np.testing.assert_allclose(ve.discrete_sigmas()[::-1], schedules.geometric_sigmas(50.0, 0.01, 232),
-                             rtol=1e-12)
+  # σ_i = σ_min (σ_max/σ_min)^{i/(N−1)}: the continuous σ(t) on the grid t_i = i/(N−1).
+  np.testing.assert_allclose(ve.discrete_sigmas(), 0.01 * 5000.0**(np.arange(232) / 231), rtol=1e-12)
   sig = ve.discrete_sigmas()
   i = jnp.array([0, 1, 231])
   f, g = ve.discretize(jnp.ones((3, 1)), i / 231.0)

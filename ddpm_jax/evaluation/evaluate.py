@@ -17,25 +17,26 @@ import time
 import jax
 import numpy as np
 
-from ddpm_jax import builders, data, files, images, parallel, train
+from ddpm_jax import builders, data, files, images, parallel, runs
 from ddpm_jax.evaluation import fid, inception
 from ddpm_jax.metrics_writer import log
 
 
-def _features_device(params, batched):
-  return inception.InceptionV3().apply(params, batched)
+def make_inception_features(params, mesh, batch_size: int):
+  """features(imgs_uint8) -> pool3 features [N, 2048] (np.ndarray) of uint8 images [N, H, W, 3],
+  in batches of `batch_size` split over the mesh; compiled once (per batch shape)."""
+  program = parallel.data_parallel(
+      lambda p, x: inception.InceptionV3().apply(p, x), mesh)
 
-
-def inception_features(params, imgs_uint8: np.ndarray, mesh, batch_size: int) -> np.ndarray:
-  """pool3 features [N, 2048] of uint8 images, in batches split over the mesh."""
-  out = []
-  for i in range(0, len(imgs_uint8), batch_size):
-    chunk = imgs_uint8[i:i + batch_size]
-    pad = (-len(chunk)) % mesh.size
-    padded = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
-    feats = parallel.run_batched(_features_device, params, padded.astype(np.float32), mesh)
-    out.append(np.asarray(feats)[:len(chunk)])
-  return np.concatenate(out)
+  def features(imgs_uint8: np.ndarray) -> np.ndarray:
+    out = []
+    for i in range(0, len(imgs_uint8), batch_size):
+      chunk = imgs_uint8[i:i + batch_size]
+      pad = (-len(chunk)) % mesh.size
+      padded = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
+      out.append(np.asarray(program(params, padded.astype(np.float32)))[:len(chunk)])
+    return np.concatenate(out)
+  return features
 
 
 def load_weights(path: str):
@@ -46,7 +47,9 @@ def load_weights(path: str):
   return inception.load_params(path), inception.file_sha256(path)
 
 
-def reference_features(config, params, checksum: str, cache_dir: str, mesh) -> np.ndarray:
+def reference_features(config, features_fn, checksum: str, cache_dir: str) -> np.ndarray:
+  """Inception features of fid.ref_split (fid.ref_num_examples of it), computed with
+  `features_fn` once and cached under cache_dir by dataset, split, size, count and weights."""
   f = config.fid
   source = builders.build_source(config, f.ref_split)
   n = len(source) if f.ref_num_examples <= 0 else min(f.ref_num_examples, len(source))
@@ -62,7 +65,7 @@ def reference_features(config, params, checksum: str, cache_dir: str, mesh) -> n
     idx = np.arange(i, min(i + f.chunk_size, n))
     imgs, _ = source.get(idx)
     x = images.to_uint8(data.preprocess(imgs, config.data.image_size, np.zeros(len(idx), bool)))
-    feats.append(inception_features(params, x, mesh, f.inception_batch_size))
+    feats.append(features_fn(x))
     log(f"reference features {min(i + f.chunk_size, n)}/{n} "
         f"({min(i + f.chunk_size, n) / (time.time() - start):.1f} img/s)")
   features = np.concatenate(feats)
@@ -83,16 +86,14 @@ def metrics(features, ref, f) -> dict:
 
 def evaluate(config, workdir: str) -> dict:
   """Generates config.fid.num_samples samples (resumably), then FID/KID; writes a JSON."""
-  workdir = train.prepare_workdir(workdir)
-  builders.validate(config)
   f, s = config.fid, config.sampling
-  mesh = parallel.make_mesh()
-  parallel.check_divisible(f.chunk_size, mesh, "fid.chunk_size")
+  run = runs.start_run(config, workdir, batch_field="fid.chunk_size")
   params, checksum = load_weights(f.inception_weights)
-  _, shape, model, state = builders.load_trained(config, workdir)
-  net_params = state.ema_params if s.use_ema else state.params
+  net_params, step = runs.restore_params(config, run)
+  features_fn = make_inception_features(params, run.mesh, f.inception_batch_size)
+  sample_fn = builders.make_sampler(config, run.model, run.shape, run.mesh)
   steps = s.num_steps if s.method in ("ddim", "ode") else "full"
-  run_dir = os.path.join(workdir, "eval", f"{s.method}{steps}_step{int(state.step)}_seed{s.seed}")
+  run_dir = os.path.join(run.workdir, "eval", f"{s.method}{steps}_step{step}_seed{s.seed}")
   os.makedirs(run_dir, exist_ok=True)
   key = jax.random.key(s.seed)
   start = time.time()
@@ -100,26 +101,25 @@ def evaluate(config, workdir: str) -> dict:
   for i in range(num_chunks):
     path = os.path.join(run_dir, f"chunk_{i:05d}.npz")
     if not os.path.exists(path):
-      stats = {}
-      x = builders.sample(config, model, net_params, jax.random.fold_in(key, i), f.chunk_size,
-                          shape, mesh, first_index=i * f.chunk_size, stats=stats)
+      x, nfe = sample_fn(net_params, jax.random.fold_in(key, i), f.chunk_size,
+                         first_index=i * f.chunk_size)
       imgs = images.to_uint8(np.asarray(x))
-      files.save_npz(path, images=imgs, nfe=np.float64(stats["nfe"]),
-                     features=inception_features(params, imgs, mesh, f.inception_batch_size))
+      files.save_npz(path, images=imgs, nfe=np.float64(nfe), features=features_fn(imgs))
       done = (i + 1) * f.chunk_size
       rate = done / (time.time() - start)
       log(f"eval samples {min(done, f.num_samples)}/{f.num_samples} | {rate:.2f} img/s | "
-          f"ETA {(f.num_samples - done) / rate:.0f}s")
+          f"{nfe:.0f} network evaluations each | ETA {(f.num_samples - done) / rate:.0f}s")
     with np.load(path, allow_pickle=False) as z:
       feats.append(z["features"])
       nfes.append(float(z["nfe"]))
   sample_feats = np.concatenate(feats)[:f.num_samples]
-  ref = reference_features(config, params, checksum, f.cache_dir or os.path.join(workdir, "fid_cache"), mesh)
+  ref = reference_features(config, features_fn, checksum,
+                           f.cache_dir or os.path.join(run.workdir, "fid_cache"))
   result = {**metrics(sample_feats, ref, f),
             "num_samples": int(len(sample_feats)), "num_reference": int(len(ref)),
             "sampler": s.method, "num_steps": steps, "nfe_per_sample": float(np.mean(nfes)),
             "eta": s.eta, "seed": s.seed,
-            "step": int(state.step), "reference": f"{config.data.dataset}/{f.ref_split}",
+            "step": step, "reference": f"{config.data.dataset}/{f.ref_split}",
             "inception_sha256": checksum, "seconds": time.time() - start}
   out = run_dir + ".json"
   files.save_json(out, result)

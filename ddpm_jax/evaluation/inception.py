@@ -12,8 +12,6 @@ Weights come from an .npz of named float32 arrays (`conv.weight` OIHW, `conv.bet
 from __future__ import annotations
 
 import hashlib
-from typing import Sequence
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -54,12 +52,6 @@ def avg_pool_exclude_pad(x, window=3, stride=1, pad=1):
   total = jax.lax.reduce_window(x, 0.0, jax.lax.add, dims, strides, padding)
   count = jax.lax.reduce_window(jnp.ones_like(x[:1, ..., :1]), 0.0, jax.lax.add, dims, strides, padding)
   return total / count
-
-
-def _seq(x, specs: Sequence[tuple], prefix: str | None = None):
-  for name, features, kernel, stride, padding in specs:
-    x = ConvBN(features, kernel, stride, padding, name=name if prefix is None else f"{prefix}_{name}")(x)
-  return x
 
 
 class Tower(nn.Module):

@@ -54,11 +54,10 @@ def _norm(dtype, name=None):
 
 
 class ResnetBlock(nn.Module):
-  """x + conv(drop(swish(GN(conv(swish(GN(x))) + Dense(swish(temb)))))), with a 1×1 (or 3×3)
-  projection of x when the channel count changes."""
+  """x + conv(drop(swish(GN(conv(swish(GN(x))) + Dense(swish(temb)))))), with a 1×1
+  projection (Dense over channels) of x when the channel count changes."""
   out_ch: int
   dropout: float = 0.0
-  conv_shortcut: bool = False
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -69,8 +68,7 @@ class ResnetBlock(nn.Module):
     h = nn.Dropout(self.dropout, deterministic=not train)(h)
     h = _conv(self.out_ch, self.dtype, init_scale=0.0)(h)
     if x.shape[-1] != self.out_ch:
-      x = (_conv(self.out_ch, self.dtype) if self.conv_shortcut else
-           nn.Dense(self.out_ch, dtype=self.dtype, kernel_init=default_init()))(x)
+      x = nn.Dense(self.out_ch, dtype=self.dtype, kernel_init=default_init())(x)
     return x + h
 
 

@@ -18,9 +18,9 @@ EMBEDDINGS = ("positional", "fourier")
 
 
 class UNet(nn.Module):
-  """Keyword arguments only. t: [B] integer or real timesteps (scaled by `time_scale` before
-  the positional embedding, e.g. 999 for t ∈ [0, 1]; for "fourier" t is used as given, e.g.
-  log σ). y: [B] labels in [0, num_classes], where num_classes is the null label of
+  """Keyword arguments only. t: [B] integer or real timesteps, embedded as given: "positional"
+  for a timestep index (real-valued for continuous VP models, t·(N−1)), "fourier" for e.g.
+  log σ. y: [B] labels in [0, num_classes], where num_classes is the null label of
   classifier-free guidance. Parameters are float32; `dtype` is the compute dtype."""
   ch: int = 128
   ch_mult: Sequence[int] = (1, 2, 2, 2)
@@ -31,7 +31,6 @@ class UNet(nn.Module):
   resamp_with_conv: bool = True
   num_classes: int | None = None
   embedding: str = "positional"
-  time_scale: float = 1.0
   fourier_scale: float = 16.0
   dtype: Any = jnp.float32
 
@@ -45,7 +44,7 @@ class UNet(nn.Module):
                        f"(2^(len(ch_mult)-1) for ch_mult={tuple(self.ch_mult)}); resize the "
                        f"data or use fewer levels.")
     if self.embedding == "positional":
-      temb = timestep_embedding(jnp.asarray(t, jnp.float32) * self.time_scale, self.ch)
+      temb = timestep_embedding(t, self.ch)
     elif self.embedding == "fourier":
       temb = GaussianFourierProjection(self.ch, self.fourier_scale)(t)
     else:

@@ -1,12 +1,20 @@
-"""Pieces shared by the samplers: per-example randomness and recording chosen steps.
+"""What the samplers share: per-example noise streams, recorded steps, and running a
+per-device sampling loop data-parallel.
 
-Randomness is drawn per example from its own key, so a batch gives the same samples on
-one device or split over many.
+A *loop* is a pure function loop(model, keys, x, extra) -> output for one device's slice of
+the batch: model(x, t) the network (any per-example condition already bound), keys [b] the
+examples' keys (None for deterministic maps), x [b, ...] a given start (x_T, or data to
+encode) or None, extra any other per-example pytree (inpainting data and masks) or None.
+Each sampler module builds its loop from its options once (`ddim.ddim_loop`, `pc.pc_loop`,
+…); `compile_loop` makes it one data-parallel program, and `builders.make_sampler` does that
+once per run with the network inside.
+
+Randomness is drawn per example from its own key, so a batch gives the same samples on one
+device or split over many.
 """
 
 from __future__ import annotations
 
-import functools
 from typing import Callable, Sequence
 
 import jax
@@ -26,6 +34,13 @@ def step_noise(keys, step, shape: Sequence[int]):
       jax.random.fold_in(jax.random.split(k)[1], step), tuple(shape)))(keys)
 
 
+def data_noise(keys, step, shape: Sequence[int]):
+  """z ~ N(0, I) per example for noising known data at step `step` (inpainting,
+  colorization): a stream of its own, the third key of split(k, 3)."""
+  return jax.vmap(lambda k: jax.random.normal(
+      jax.random.fold_in(jax.random.split(k, 3)[2], step), tuple(shape)))(keys)
+
+
 def empty_records(x, record_steps: Sequence[int]):
   """Buffers [B, K, ...] for the states and x̂_0 predictions at K chosen timesteps."""
   buf = jnp.zeros((x.shape[0], len(record_steps)) + x.shape[1:], x.dtype)
@@ -41,34 +56,41 @@ def record(records, record_steps: Sequence[int], t, x, x0):
           "x0": jnp.where(hit, x0[:, None], records["x0"])}
 
 
-def run(device_fn: Callable, model: Callable, schedule, key, batch_size: int, *,
-        mesh=None, x_init=None, cond=None, extra=None):
-  """Runs device_fn((model, schedule), (keys, x_init, cond, extra)) data-parallel over `mesh`.
-
-  `cond` (e.g. class labels [B]) is split with the batch and passed to the model as its
-  third argument; `extra` is any other per-example pytree (e.g. inpainting data and masks).
-  `device_fn` is a functools.partial of a module-level sampler loop with hashable options,
-  so repeated calls with equal options reuse one compiled program.
-  """
-  keys = jax.random.split(key, batch_size)
-  return parallel.run_batched(device_fn, (parallel.as_pytree_callable(model), schedule),
-                              (keys, x_init, cond, extra), mesh)
-
-
-def unpack(replicated, batched):
-  """(model(x, t), schedule, keys, x_init, extra) inside a device function, with any
-  per-example condition bound to the model."""
-  model, schedule = replicated
-  keys, x_init, cond, extra = batched
-  if cond is not None:
-    model = functools.partial(_with_cond, model, cond)
-  return model, schedule, keys, x_init, extra
-
-
-def _with_cond(model, cond, x, t):
-  return model(x, t, cond)
-
-
 def sampler_output(x, records, record_steps):
   return (x, records) if record_steps else x
 
+
+def bind_condition(model: Callable, cond) -> Callable:
+  """model(x, t, cond) as model(x, t); the model itself when there is no condition."""
+  if cond is None:
+    return model
+  return lambda x, t: model(x, t, cond)
+
+
+def compile_loop(loop: Callable, make_model: Callable, mesh=None) -> Callable:
+  """One compiled, data-parallel program of `loop`:
+  run(model_args, key, batch_size, *, x_init=None, cond=None, extra=None), where
+  make_model(model_args) gives the model callable inside the program (model_args are its
+  arrays, e.g. network parameters) and `key` (None for a deterministic loop) is split into
+  one key per example. `cond` (e.g. labels [B]) is split with the batch and passed to the
+  model as its third argument."""
+  def device(model_args, batched):
+    keys, x, cond, extra = batched
+    return loop(bind_condition(make_model(model_args), cond), keys, x, extra)
+
+  program = parallel.data_parallel(device, mesh)
+
+  def run(model_args, key, batch_size: int, *, x_init=None, cond=None, extra=None):
+    keys = None if key is None else jax.random.split(key, batch_size)
+    return program(model_args, (keys, x_init, cond, extra))
+  return run
+
+
+def run(loop: Callable, model: Callable, key, batch_size: int, *, mesh=None, x_init=None,
+        cond=None, extra=None):
+  """Runs `loop` once with any model callable: its arrays (those bound in a
+  `jax.tree_util.Partial`) are arguments of the program, the rest static. This compiles for
+  the call; to sample repeatedly, compile once with `compile_loop`."""
+  arrays, rebuild = parallel.partition_arrays(model)
+  return compile_loop(loop, rebuild, mesh)(arrays, key, batch_size, x_init=x_init, cond=cond,
+                                           extra=extra)

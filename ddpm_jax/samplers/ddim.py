@@ -10,7 +10,6 @@ DDPM ancestral sampling with σ² = β̃.
 
 from __future__ import annotations
 
-import functools
 from typing import Callable, Sequence
 
 import jax
@@ -18,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ddpm_jax import diffusion
+from ddpm_jax.broadcast import per_example
 from ddpm_jax.samplers import common
 from ddpm_jax.schedules import Schedule
 
@@ -67,25 +67,36 @@ def ddim_step(model: Callable, schedule: Schedule, x, t, t_prev, noise, *, eta, 
   return x_prev, x0
 
 
-def _ddim_device(replicated, batched, *, shape, timesteps, eta, mean_type, var_type, clip_x0,
-                 record_steps):
-  model, schedule, keys, x, _ = common.unpack(replicated, batched)
-  if x is None:
-    x = common.initial_noise(keys, shape)
-  records = common.empty_records(x, record_steps)
-  seq = np.asarray(timesteps)[::-1]
+def ddim_loop(schedule: Schedule, shape: Sequence[int], *, num_steps: int = 50,
+              eta: float = 0.0, skip_type: str = "uniform",
+              timesteps: Sequence[int] | None = None, mean_type: str = "eps",
+              var_type: str = "fixed_small", clip_x0: bool = True,
+              record_steps: Sequence[int] = ()):
+  """The per-device DDIM loop (samplers/common.py) on the sub-sequence for examples of
+  `shape`, from x_T ~ N(0, I) unless x is given."""
+  diffusion.check_types(mean_type, var_type)
+  if not 0.0 <= eta <= 1.0:
+    raise ValueError(f"eta must be in [0, 1] (0: deterministic DDIM, 1: DDPM-like), got {eta}.")
+  eta, shape, record_steps = float(eta), tuple(shape), tuple(int(t) for t in record_steps)
+  seq = np.asarray(_sequence(schedule, num_steps, skip_type, timesteps))[::-1]
   prev = np.append(seq[1:], -1)
 
-  def body(carry, step):
-    x, records = carry
-    t, t_prev = step
-    noise = common.step_noise(keys, t, shape) if eta else jnp.zeros_like(x)
-    x_prev, x0 = ddim_step(model, schedule, x, t, t_prev, noise, eta=eta, mean_type=mean_type,
-                           var_type=var_type, clip_x0=clip_x0)
-    return (x_prev, common.record(records, record_steps, t, x, x0)), None
+  def loop(model, keys, x, _):
+    if x is None:
+      x = common.initial_noise(keys, shape)
+    records = common.empty_records(x, record_steps)
 
-  (x, records), _ = jax.lax.scan(body, (x, records), (jnp.asarray(seq), jnp.asarray(prev)))
-  return common.sampler_output(x, records, record_steps)
+    def body(carry, step):
+      x, records = carry
+      t, t_prev = step
+      noise = common.step_noise(keys, t, shape) if eta else jnp.zeros_like(x)
+      x_prev, x0 = ddim_step(model, schedule, x, t, t_prev, noise, eta=eta, mean_type=mean_type,
+                             var_type=var_type, clip_x0=clip_x0)
+      return (x_prev, common.record(records, record_steps, t, x, x0)), None
+
+    (x, records), _ = jax.lax.scan(body, (x, records), (jnp.asarray(seq), jnp.asarray(prev)))
+    return common.sampler_output(x, records, record_steps)
+  return loop
 
 
 def ddim_sample(model: Callable, schedule: Schedule, key, shape: Sequence[int], *,
@@ -100,33 +111,34 @@ def ddim_sample(model: Callable, schedule: Schedule, key, shape: Sequence[int], 
   also returns {"x": x_τ, "x0": x̂_0} at those steps, each [B, K, ...]. `cond` (e.g. labels [B])
   is passed as model(x, t, cond).
   """
+  loop = ddim_loop(schedule, shape[1:], num_steps=num_steps, eta=eta, skip_type=skip_type,
+                   timesteps=timesteps, mean_type=mean_type, var_type=var_type,
+                   clip_x0=clip_x0, record_steps=record_steps)
+  return common.run(loop, model, key, shape[0], mesh=mesh, x_init=x_T, cond=cond)
+
+
+def encode_loop(schedule: Schedule, *, num_steps: int = 50, skip_type: str = "uniform",
+                timesteps: Sequence[int] | None = None, mean_type: str = "eps",
+                var_type: str = "fixed_small"):
+  """The per-device DDIM inversion loop (samplers/common.py): x = x_0 → x_{τ_S}; no keys."""
   diffusion.check_types(mean_type, var_type)
-  if not 0.0 <= eta <= 1.0:
-    raise ValueError(f"eta must be in [0, 1] (0: deterministic DDIM, 1: DDPM-like), got {eta}.")
-  seq = _sequence(schedule, num_steps, skip_type, timesteps)
-  fn = functools.partial(_ddim_device, shape=tuple(shape[1:]), timesteps=seq, eta=float(eta),
-                         mean_type=mean_type, var_type=var_type, clip_x0=clip_x0,
-                         record_steps=tuple(int(t) for t in record_steps))
-  return common.run(fn, model, schedule, key, shape[0], mesh=mesh, x_init=x_T, cond=cond)
+  seq = np.asarray(_sequence(schedule, num_steps, skip_type, timesteps))
 
+  def loop(model, _, x, __):
+    def body(x, step):
+      t_cur, t_next = step
+      # ε is evaluated at the current state and the target timestep: the standard
+      # approximation of the implicit inverse, exact as the steps shrink.
+      tt = diffusion.timesteps_like(x, t_next)
+      mean_out, _ = diffusion.split_output(model(x, tt), var_type)
+      ab_cur = jnp.where(t_cur >= 0, schedule.alpha_bars[jnp.maximum(t_cur, 0)], 1.0)
+      ab_next = schedule.alpha_bars[t_next]
+      x0, eps = _x0_eps_at(schedule, mean_type, x, tt, mean_out, ab_cur, ab_next)
+      return jnp.sqrt(ab_next) * x0 + jnp.sqrt(1 - ab_next) * eps, None
 
-def _encode_device(replicated, batched, *, timesteps, mean_type, var_type):
-  model, schedule, _, x, _ = common.unpack(replicated, batched)
-  seq = np.asarray(timesteps)
-
-  def body(x, step):
-    t_cur, t_next = step
-    # ε is evaluated at the current state and the target timestep: the standard
-    # approximation of the implicit inverse, exact as the steps shrink.
-    tt = diffusion.timesteps_like(x, t_next)
-    mean_out, _ = diffusion.split_output(model(x, tt), var_type)
-    ab_cur = jnp.where(t_cur >= 0, schedule.alpha_bars[jnp.maximum(t_cur, 0)], 1.0)
-    ab_next = schedule.alpha_bars[t_next]
-    x0, eps = _x0_eps_at(schedule, mean_type, x, tt, mean_out, ab_cur, ab_next)
-    return jnp.sqrt(ab_next) * x0 + jnp.sqrt(1 - ab_next) * eps, None
-
-  x, _ = jax.lax.scan(body, x, (jnp.asarray(np.append(-1, seq[:-1])), jnp.asarray(seq)))
-  return x
+    x, _ = jax.lax.scan(body, x, (jnp.asarray(np.append(-1, seq[:-1])), jnp.asarray(seq)))
+    return x
+  return loop
 
 
 def _x0_eps_at(schedule, mean_type, x, tt, mean_out, ab_cur, ab_next):
@@ -147,11 +159,9 @@ def ddim_encode(model: Callable, schedule: Schedule, x0, *, num_steps: int = 50,
   Decoding the result with `ddim_sample(..., eta=0, x_T=latent, clip_x0=False)` on the same
   sub-sequence gives x_0 back up to the discretization error.
   """
-  diffusion.check_types(mean_type, var_type)
-  seq = _sequence(schedule, num_steps, skip_type, timesteps)
-  fn = functools.partial(_encode_device, timesteps=seq, mean_type=mean_type, var_type=var_type)
-  return common.run(fn, model, schedule, jax.random.key(0), x0.shape[0], mesh=mesh, x_init=x0,
-                    cond=cond)
+  loop = encode_loop(schedule, num_steps=num_steps, skip_type=skip_type, timesteps=timesteps,
+                     mean_type=mean_type, var_type=var_type)
+  return common.run(loop, model, None, x0.shape[0], mesh=mesh, x_init=x0, cond=cond)
 
 
 def _sequence(schedule, num_steps, skip_type, timesteps) -> tuple:
@@ -171,6 +181,6 @@ def slerp(z0, z1, alpha):
   flat0 = z0.reshape(z0.shape[0], -1)
   flat1 = z1.reshape(z1.shape[0], -1)
   cos = jnp.sum(flat0 * flat1, -1) / (jnp.linalg.norm(flat0, axis=-1) * jnp.linalg.norm(flat1, axis=-1))
-  theta = jnp.arccos(jnp.clip(cos, -1.0, 1.0)).reshape((-1,) + (1,) * (z0.ndim - 1))
+  theta = per_example(jnp.arccos(jnp.clip(cos, -1.0, 1.0)), z0)
   alpha = jnp.asarray(alpha, z0.dtype)
   return (jnp.sin((1 - alpha) * theta) * z0 + jnp.sin(alpha * theta) * z1) / jnp.sin(theta)

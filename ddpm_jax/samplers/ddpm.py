@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Callable, Sequence
 
 import jax
@@ -26,22 +25,29 @@ def ancestral_step(model: Callable, schedule: Schedule, x, t, noise, *, mean_typ
   return x_prev, p.x0
 
 
-def _ancestral_device(replicated, batched, *, shape, mean_type, var_type, clip_x0,
-                      record_steps):
-  model, schedule, keys, x, _ = common.unpack(replicated, batched)
-  if x is None:
-    x = common.initial_noise(keys, shape)
-  records = common.empty_records(x, record_steps)
+def ddpm_loop(schedule: Schedule, shape: Sequence[int], *, mean_type: str = "eps",
+              var_type: str = "fixed_large", clip_x0: bool = True,
+              record_steps: Sequence[int] = ()):
+  """The per-device ancestral loop (samplers/common.py) over all T steps for examples of
+  `shape`, from x_T ~ N(0, I) unless x is given."""
+  diffusion.check_types(mean_type, var_type)
+  shape, record_steps = tuple(shape), tuple(int(t) for t in record_steps)
 
-  def body(carry, t):
-    x, records = carry
-    x_prev, x0 = ancestral_step(model, schedule, x, t, common.step_noise(keys, t, shape),
-                                mean_type=mean_type, var_type=var_type, clip_x0=clip_x0)
-    return (x_prev, common.record(records, record_steps, t, x, x0)), None
+  def loop(model, keys, x, _):
+    if x is None:
+      x = common.initial_noise(keys, shape)
+    records = common.empty_records(x, record_steps)
 
-  steps = jnp.arange(schedule.num_timesteps - 1, -1, -1)
-  (x, records), _ = jax.lax.scan(body, (x, records), steps)
-  return common.sampler_output(x, records, record_steps)
+    def body(carry, t):
+      x, records = carry
+      x_prev, x0 = ancestral_step(model, schedule, x, t, common.step_noise(keys, t, shape),
+                                  mean_type=mean_type, var_type=var_type, clip_x0=clip_x0)
+      return (x_prev, common.record(records, record_steps, t, x, x0)), None
+
+    steps = jnp.arange(schedule.num_timesteps - 1, -1, -1)
+    (x, records), _ = jax.lax.scan(body, (x, records), steps)
+    return common.sampler_output(x, records, record_steps)
+  return loop
 
 
 def ddpm_sample(model: Callable, schedule: Schedule, key, shape: Sequence[int], *,
@@ -53,8 +59,6 @@ def ddpm_sample(model: Callable, schedule: Schedule, key, shape: Sequence[int], 
   at those timesteps, each [B, K, ...]. `cond` (e.g. labels [B]) is passed as model(x, t, cond).
   With a mesh, the batch is split over its devices.
   """
-  diffusion.check_types(mean_type, var_type)
-  fn = functools.partial(_ancestral_device, shape=tuple(shape[1:]), mean_type=mean_type,
-                         var_type=var_type, clip_x0=clip_x0,
-                         record_steps=tuple(int(t) for t in record_steps))
-  return common.run(fn, model, schedule, key, shape[0], mesh=mesh, x_init=x_T, cond=cond)
+  loop = ddpm_loop(schedule, shape[1:], mean_type=mean_type, var_type=var_type,
+                   clip_x0=clip_x0, record_steps=record_steps)
+  return common.run(loop, model, key, shape[0], mesh=mesh, x_init=x_T, cond=cond)

@@ -10,15 +10,13 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from ddpm_jax import parallel
-
 
 def classifier_free_guidance(model: Callable, weight: float, null_label: int
                              ) -> jax.tree_util.Partial:
   """model(x, t, y) → the guided model (x, t, y); `null_label` is the label the model was
-  trained with for "no class" (the U-Net's num_classes). weight 0 is plain conditioning."""
-  return jax.tree_util.Partial(_guided, parallel.as_pytree_callable(model), jnp.float32(weight),
-                               jnp.int32(null_label))
+  trained with for "no class" (the U-Net's num_classes). weight 0 is plain conditioning. The
+  model is a child of the returned Partial, so its bound arrays stay program arguments."""
+  return jax.tree_util.Partial(_guided, model, jnp.float32(weight), jnp.int32(null_label))
 
 
 def _guided(model, weight, null_label, x, t, y):

@@ -6,7 +6,6 @@ function evaluations and the samples do not depend on the batch or the device sp
 
 from __future__ import annotations
 
-import functools
 from typing import Callable, Sequence
 
 import diffrax
@@ -43,19 +42,27 @@ def solve(vector_field: Callable, y0, t0: float, t1: float, *, solver: str, rtol
   return jax.tree.map(lambda v: v[0], sol.ys), nfe
 
 
-def _ode_device(replicated, batched, *, sde, shape, solver, rtol, atol, num_steps, eps):
-  score_fn, _, keys, x, _ = common.unpack(replicated, batched)
-  if x is None:
-    x = sde.prior_std() * common.initial_noise(keys, shape)
+def ode_loop(sde, shape: Sequence[int], *, solver: str = "tsit5", rtol: float = 1e-5,
+             atol: float = 1e-5, num_steps: int = 100, eps: float = 1e-3):
+  """The per-device probability-flow loop (samplers/common.py) for examples of `shape`, from
+  x_T ~ N(0, σ_T² I) unless x is given; the model is score(x, t). Returns (samples, nfe [b])."""
+  make_solver(solver)
+  shape, rtol, atol, num_steps, eps = tuple(shape), float(rtol), float(atol), int(num_steps), float(eps)
 
-  def one(x1):
-    def field(t, y):
-      drift, _ = sde_lib.reverse_sde(sde, score_fn, y[None], jnp.full((1,), t),
-                                     probability_flow=True)
-      return drift[0]
-    return solve(field, x1, sde.T, eps, solver=solver, rtol=rtol, atol=atol, num_steps=num_steps)
+  def loop(score_fn, keys, x, _):
+    if x is None:
+      x = sde.prior_std() * common.initial_noise(keys, shape)
 
-  return jax.vmap(one)(x)
+    def one(x1):
+      def field(t, y):
+        drift, _ = sde_lib.reverse_sde(sde, score_fn, y[None], jnp.full((1,), t),
+                                       probability_flow=True)
+        return drift[0]
+      return solve(field, x1, sde.T, eps, solver=solver, rtol=rtol, atol=atol,
+                   num_steps=num_steps)
+
+    return jax.vmap(one)(x)
+  return loop
 
 
 def ode_sample(score_fn: Callable, sde, key, shape: Sequence[int], *, solver: str = "tsit5",
@@ -63,8 +70,6 @@ def ode_sample(score_fn: Callable, sde, key, shape: Sequence[int], *, solver: st
                x_T=None, mesh=None):
   """Samples by integrating the probability-flow ODE from x_T ~ N(0, σ_T² I) (or x_T) at T
   to ε. Returns (samples, nfe [B]), the function evaluations per example."""
-  make_solver(solver)
-  fn = functools.partial(_ode_device, sde=sde, shape=tuple(shape[1:]), solver=solver,
-                         rtol=float(rtol), atol=float(atol), num_steps=int(num_steps),
-                         eps=float(eps))
-  return common.run(fn, score_fn, None, key, shape[0], mesh=mesh, x_init=x_T)
+  loop = ode_loop(sde, shape[1:], solver=solver, rtol=rtol, atol=atol, num_steps=num_steps,
+                  eps=eps)
+  return common.run(loop, score_fn, key, shape[0], mesh=mesh, x_init=x_T)

@@ -15,7 +15,6 @@ colorization replace the known part by the data noised to t after every step.
 
 from __future__ import annotations
 
-import functools
 from typing import Callable, Sequence
 
 import jax
@@ -23,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ddpm_jax import sde as sde_lib
+from ddpm_jax.broadcast import per_example
 from ddpm_jax.samplers import common
 
 PREDICTORS = ("euler_maruyama", "reverse_diffusion", "ancestral", "none")
@@ -37,13 +37,12 @@ def _alpha_i(sde, t):
   """α_i = 1 − β_i of the discrete chain for VP-type SDEs, 1 for VE."""
   if isinstance(sde, sde_lib.VESDE):
     return jnp.ones_like(t)
-  i = (t * (sde.N - 1) / sde.T).astype(jnp.int32)
-  return 1 - jnp.asarray(sde.discrete_betas(), jnp.float32)[i]
+  return 1 - sde.discrete_beta(t)
 
 
 def predictor_step(name, sde, score_fn, x, t, z):
   """One predictor update; returns (x, x_mean)."""
-  b = lambda v: sde_lib._bcast(v, x)  # noqa: E731
+  b = lambda v: per_example(v, x)  # noqa: E731
   if name == "none":
     return x, x
   if name == "euler_maruyama":
@@ -56,15 +55,13 @@ def predictor_step(name, sde, score_fn, x, t, z):
     x_mean = x - rev_f
     return x_mean + b(rev_g) * z, x_mean
   if name == "ancestral":
-    i = (t * (sde.N - 1) / sde.T).astype(jnp.int32)
     score = score_fn(x, t)
     if isinstance(sde, sde_lib.VESDE):
-      sigmas = jnp.asarray(sde.discrete_sigmas(), jnp.float32)
-      sigma, adj = sigmas[i], jnp.where(i == 0, 0.0, sigmas[jnp.maximum(i - 1, 0)])
+      sigma, adj = sde.adjacent_sigmas(t)
       x_mean = x + b(sigma**2 - adj**2) * score
       return x_mean + b(jnp.sqrt(adj**2 * (sigma**2 - adj**2) / sigma**2)) * z, x_mean
     if type(sde) is sde_lib.VPSDE:
-      beta = jnp.asarray(sde.discrete_betas(), jnp.float32)[i]
+      beta = sde.discrete_beta(t)
       x_mean = (x + b(beta) * score) / b(jnp.sqrt(1 - beta))
       return x_mean + b(jnp.sqrt(beta)) * z, x_mean
     raise ValueError("The ancestral predictor needs a VP or VE SDE; use 'reverse_diffusion' "
@@ -84,34 +81,44 @@ def corrector_step(name, sde, score_fn, x, t, z, snr):
     step = 2 * alpha * (snr * sde.marginal_coef(t)[1])**2
   else:
     raise ValueError(f"Unknown corrector {name!r}; use one of {CORRECTORS}.")
-  step = sde_lib._bcast(step, x)
+  step = per_example(step, x)
   x_mean = x + step * score
   return x_mean + jnp.sqrt(2 * step) * z, x_mean
 
 
-def _pc_device(replicated, batched, *, sde, shape, predictor, corrector, snr, n_steps, eps,
-               denoise, task):
-  score_fn, _, keys, x, extra = common.unpack(replicated, batched)
-  if x is None:
-    x = sde.prior_std() * common.initial_noise(keys, shape)
-  timesteps = jnp.linspace(sde.T, eps, sde.N)
-  known = _known_fn(sde, task, extra, keys, shape)
-  x = known(x, timesteps[0], 0)
+def pc_loop(sde, shape: Sequence[int], *, predictor: str = "reverse_diffusion",
+            corrector: str = "langevin", snr: float = 0.16, n_steps: int = 1,
+            eps: float = 1e-3, denoise: bool = True, task: str | None = None):
+  """The per-device PC loop (samplers/common.py) for examples of `shape` from
+  x_T ~ N(0, σ_T² I) unless x is given; the model is score(x, t). With a `task`
+  ("inpaint" or "colorize"), extra = (data, mask) and the known part follows the data."""
+  if predictor not in PREDICTORS:
+    raise ValueError(f"Unknown predictor {predictor!r}; use one of {PREDICTORS}.")
+  if corrector not in CORRECTORS:
+    raise ValueError(f"Unknown corrector {corrector!r}; use one of {CORRECTORS}.")
+  shape, snr, n_steps, eps = tuple(shape), float(snr), int(n_steps), float(eps)
 
-  def body(carry, i):
-    x, _ = carry
-    t = jnp.full(x.shape[:1], timesteps[i])
-    for j in range(n_steps):
-      x, _ = corrector_step(corrector, sde, score_fn, x, t,
-                            common.step_noise(keys, i * (n_steps + 1) + j, shape), snr)
-      x = known(x, timesteps[i], 1 + i * (n_steps + 1) + j)
-    x, x_mean = predictor_step(predictor, sde, score_fn, x, t,
-                               common.step_noise(keys, i * (n_steps + 1) + n_steps, shape))
-    return (known(x, timesteps[i], 1 + i * (n_steps + 1) + n_steps), x_mean), None
+  def loop(score_fn, keys, x, extra):
+    if x is None:
+      x = sde.prior_std() * common.initial_noise(keys, shape)
+    timesteps = jnp.linspace(sde.T, eps, sde.N)
+    known = _known_fn(sde, task, extra, keys, shape)
+    x = known(x, timesteps[0], 0)
 
-  (x, x_mean), _ = jax.lax.scan(body, (x, x), jnp.arange(sde.N))
-  out = x_mean if denoise else x
-  return _finish(task, extra, out)
+    def body(carry, i):
+      x, _ = carry
+      t = jnp.full(x.shape[:1], timesteps[i])
+      for j in range(n_steps):
+        x, _ = corrector_step(corrector, sde, score_fn, x, t,
+                              common.step_noise(keys, i * (n_steps + 1) + j, shape), snr)
+        x = known(x, timesteps[i], 1 + i * (n_steps + 1) + j)
+      x, x_mean = predictor_step(predictor, sde, score_fn, x, t,
+                                 common.step_noise(keys, i * (n_steps + 1) + n_steps, shape))
+      return (known(x, timesteps[i], 1 + i * (n_steps + 1) + n_steps), x_mean), None
+
+    (x, x_mean), _ = jax.lax.scan(body, (x, x), jnp.arange(sde.N))
+    return _finish(task, extra, x_mean if denoise else x)
+  return loop
 
 
 # ------------------------------------------------------------------ conditional tasks
@@ -142,8 +149,7 @@ def _known_fn(sde, task, extra, keys, shape):
   def known(x, t, step):
     tt = jnp.full(x.shape[:1], t)
     mean, std = sde_lib.marginal_prob(sde, _to_task_space(task, data), tt)
-    # a noise stream of its own: sampler steps use indices below N·(n_steps + 1) < 10⁶
-    noisy = mean + sde_lib._bcast(std, x) * common.step_noise(keys, 1_000_000 + step, shape)
+    noisy = mean + per_example(std, x) * common.data_noise(keys, step, shape)
     y = _to_task_space(task, x)
     return _from_task_space(task, y * (1 - mask) + noisy * mask)
   return known
@@ -168,8 +174,9 @@ def pc_sample(score_fn: Callable, sde, key, shape: Sequence[int], *,
   is passed to score_fn as its third argument. Defaults are score_sde's VE settings; for VP
   use corrector='none' or snr=0.01 (their recommendation).
   """
-  return _run(score_fn, sde, key, shape, predictor, corrector, snr, n_steps, eps, denoise,
-              cond, mesh, None, None)
+  loop = pc_loop(sde, shape[1:], predictor=predictor, corrector=corrector, snr=snr,
+                 n_steps=n_steps, eps=eps, denoise=denoise)
+  return common.run(loop, score_fn, key, shape[0], mesh=mesh, cond=cond)
 
 
 def pc_inpaint(score_fn: Callable, sde, key, data, mask, *, predictor="reverse_diffusion",
@@ -177,8 +184,10 @@ def pc_inpaint(score_fn: Callable, sde, key, data, mask, *, predictor="reverse_d
   """Fills the pixels where mask = 0 (mask broadcastable to data, 1 = known). The known
   pixels of the result equal `data` exactly."""
   mask = jnp.broadcast_to(jnp.asarray(mask, data.dtype), data.shape)
-  return _run(score_fn, sde, key, data.shape, predictor, corrector, snr, n_steps, eps, True,
-              cond, mesh, "inpaint", (data, mask))
+  loop = pc_loop(sde, data.shape[1:], predictor=predictor, corrector=corrector, snr=snr,
+                 n_steps=n_steps, eps=eps, task="inpaint")
+  return common.run(loop, score_fn, key, data.shape[0], mesh=mesh, cond=cond,
+                    extra=(data, mask))
 
 
 def pc_colorize(score_fn: Callable, sde, key, gray, *, predictor="reverse_diffusion",
@@ -188,17 +197,7 @@ def pc_colorize(score_fn: Callable, sde, key, gray, *, predictor="reverse_diffus
   result's channel mean equals it to float precision."""
   mask = jnp.zeros(gray.shape, gray.dtype).at[..., 0].set(1.0)
   data = jnp.broadcast_to(jnp.mean(gray, axis=-1, keepdims=True), gray.shape)
-  return _run(score_fn, sde, key, gray.shape, predictor, corrector, snr, n_steps, eps, True,
-              cond, mesh, "colorize", (data, mask))
-
-
-def _run(score_fn, sde, key, shape, predictor, corrector, snr, n_steps, eps, denoise, cond,
-         mesh, task, extra):
-  if predictor not in PREDICTORS:
-    raise ValueError(f"Unknown predictor {predictor!r}; use one of {PREDICTORS}.")
-  if corrector not in CORRECTORS:
-    raise ValueError(f"Unknown corrector {corrector!r}; use one of {CORRECTORS}.")
-  fn = functools.partial(_pc_device, sde=sde, shape=tuple(shape[1:]), predictor=predictor,
-                         corrector=corrector, snr=float(snr), n_steps=int(n_steps),
-                         eps=float(eps), denoise=bool(denoise), task=task)
-  return common.run(fn, score_fn, None, key, shape[0], mesh=mesh, cond=cond, extra=extra)
+  loop = pc_loop(sde, gray.shape[1:], predictor=predictor, corrector=corrector, snr=snr,
+                 n_steps=n_steps, eps=eps, task="colorize")
+  return common.run(loop, score_fn, key, gray.shape[0], mesh=mesh, cond=cond,
+                    extra=(data, mask))

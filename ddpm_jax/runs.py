@@ -1,0 +1,80 @@
+"""What every mode starts with: the workdir prepared, the config validated, the mesh, the
+data source, the model, and for the modes that use a trained model its parameters.
+
+  run = start_run(config, workdir, batch_field="training.batch_size")   # --mode train
+  run, params, step = load_run(config, workdir, batch_field="sampling.batch_size")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from typing import Any
+
+import jax
+from jax.sharding import Mesh
+
+from ddpm_jax import builders, checkpoint, parallel
+from ddpm_jax.models.unet import UNet
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  workdir: str       # absolute, created, writable
+  mesh: Mesh         # every device of every host, axis "data"
+  source: Any        # random access to the split's images (data.py)
+  shape: tuple       # (S, S, C) of the preprocessed images
+  model: UNet
+
+  @property
+  def checkpoint_dir(self) -> str:
+    return os.path.join(self.workdir, "checkpoints")
+
+
+def prepare_workdir(workdir: str) -> str:
+  """Creates the workdir and checks that it is writable, with a one-line error if not."""
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, f".write_test_{os.getpid()}")
+    with open(probe, "w") as f:
+      f.write("ok")
+    os.remove(probe)
+  except OSError as e:
+    raise PermissionError(f"Cannot write to workdir {workdir!r} ({e.strerror}); choose a "
+                          f"writable --workdir.") from None
+  return workdir
+
+
+def start_run(config, workdir: str, *, batch_field: str, split: str | None = None) -> Run:
+  """Prepares the workdir, validates the config, checks that the batch size named by
+  `batch_field` (e.g. "sampling.batch_size") divides over the devices, opens the data split
+  (default data.split) and builds the model."""
+  workdir = prepare_workdir(workdir)
+  builders.validate(config)
+  mesh = parallel.make_mesh()
+  batch_size = functools.reduce(getattr, batch_field.split("."), config)
+  parallel.check_divisible(batch_size, mesh, batch_field)
+  source = builders.build_source(config, split)
+  shape = builders.image_shape(config, source)
+  return Run(workdir, mesh, source, shape, builders.build_model(config, shape[-1]))
+
+
+def load_run(config, workdir: str, *, batch_field: str, split: str | None = None
+             ) -> tuple[Run, Any, int]:
+  """`start_run`, then `restore_params`: (run, params, step)."""
+  run = start_run(config, workdir, batch_field=batch_field, split=split)
+  return (run, *restore_params(config, run))
+
+
+def restore_params(config, run: Run) -> tuple[Any, int]:
+  """(params, step) of the newest readable checkpoint of the run's workdir: the EMA
+  parameters unless config.sampling.use_ema is False."""
+  manager = checkpoint.make_manager(run.checkpoint_dir)
+  state = checkpoint.restore_latest(manager, builders.init_state(config, run.model, run.shape))
+  if state is None:
+    raise FileNotFoundError(f"No checkpoint in {run.checkpoint_dir}; train first with "
+                            f"--mode train and the same --workdir.")
+  params = state.ema_params if config.sampling.use_ema else state.params
+  return params, int(jax.device_get(state.step))
