@@ -1,7 +1,8 @@
 """The FID/KID floor of a dataset: real images of one split against the reference split.
 
   python benchmarks/fid_floor.py --config configs/fashion_mnist_ddpm.py --split train \
-      --config.data.data_dir=../shared/tfds_array_record
+      --config.data.data_dir=../shared/tfds_array_record \
+      --config.fid.inception_weights=../shared/weights/inception_fid.npz
 
 Uses the first fid.ref_num_examples images of --split (same preprocessing as training:
 resize to data.image_size) against the cached reference features of fid.ref_split, so a

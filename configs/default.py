@@ -6,6 +6,8 @@ digits. Variants import this and override fields.
 
 import ml_collections
 
+from ddpm_jax.evaluation.inception import DEFAULT_WEIGHTS
+
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
@@ -108,7 +110,7 @@ def get_config() -> ml_collections.ConfigDict:
   fid.num_samples = 50_000
   fid.chunk_size = 512         # samples per resumable chunk (a multiple of the devices)
   fid.inception_batch_size = 256
-  fid.inception_weights = "../shared/weights/inception_fid.npz"
+  fid.inception_weights = DEFAULT_WEIGHTS  # ~/.cache/ddpm_jax/…; the README says how to fill it
   fid.ref_split = "test"
   fid.ref_num_examples = 10_000  # 0: the whole split
   fid.cache_dir = ""           # default WORKDIR/fid_cache

@@ -2,7 +2,9 @@
 `inception.load_params` reads (the FID Inception weights every published FID uses).
 
   pip install torch   # only for this conversion
-  python -m ddpm_jax.evaluation.convert_inception pt_inception-2015-12-05-6726825d.pth inception_fid.npz
+  python -m ddpm_jax.evaluation.convert_inception pt_inception-2015-12-05-6726825d.pth [OUT.npz]
+
+OUT defaults to ~/.cache/ddpm_jax/inception_fid.npz, where fid.inception_weights points.
 
 The .pth is read with `torch.load(weights_only=True)`, which unpickles tensors only and
 never executes code from the file. Names follow torchvision's Inception-v3
@@ -14,6 +16,7 @@ convolution: γ(w∗x − m)/√(v + ε) + β = (γw∗x − γm)/√(v + ε) + 
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Mapping
 
 import numpy as np
@@ -81,7 +84,9 @@ def convert_state_dict(state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]
 def main() -> None:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("pth", help="pt_inception-2015-12-05-6726825d.pth from the pytorch-fid release")
-  p.add_argument("out", help="the .npz to write (set fid.inception_weights to it)")
+  p.add_argument("out", nargs="?", default=inception.DEFAULT_WEIGHTS,
+                 help=f"the .npz to write (default {inception.DEFAULT_WEIGHTS}, where "
+                      f"fid.inception_weights points by default)")
   args = p.parse_args()
   try:
     import torch
@@ -90,8 +95,10 @@ def main() -> None:
                      "this again.") from None
   state = torch.load(args.pth, map_location="cpu", weights_only=True)
   arrays = convert_state_dict({k: v.numpy() for k, v in state.items()})
-  files.save_npz(args.out, **arrays)
-  print(f"{len(arrays)} arrays -> {args.out} (sha256 {inception.file_sha256(args.out)})")
+  out = os.path.expanduser(args.out)
+  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+  files.save_npz(out, **arrays)
+  print(f"{len(arrays)} arrays -> {out} (sha256 {inception.file_sha256(out)})")
 
 
 if __name__ == "__main__":

@@ -40,10 +40,13 @@ def make_inception_features(params, mesh, batch_size: int):
 
 
 def load_weights(path: str):
+  """(Inception params, sha256 of the file) of the .npz at `path` (~ expanded)."""
+  path = os.path.expanduser(path)
   if not path or not os.path.isfile(path):
-    raise FileNotFoundError(f"No Inception weights at {path!r}; set fid.inception_weights to "
-                            f"the converted .npz (see the README: `python -m "
-                            f"ddpm_jax.evaluation.convert_inception`).")
+    raise FileNotFoundError(f"No Inception weights at {path!r}; convert pytorch-fid's "
+                            f"pt_inception-2015-12-05-6726825d.pth there with `python -m "
+                            f"ddpm_jax.evaluation.convert_inception PTH {path}` (see the "
+                            f"README) or set fid.inception_weights to the converted .npz.")
   return inception.load_params(path), inception.file_sha256(path)
 
 

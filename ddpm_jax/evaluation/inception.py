@@ -18,6 +18,7 @@ import numpy as np
 from flax import linen as nn
 
 BN_EPS = 1e-3
+DEFAULT_WEIGHTS = "~/.cache/ddpm_jax/inception_fid.npz"  # where convert_inception writes them
 
 
 class ConvBN(nn.Module):
