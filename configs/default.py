@@ -59,7 +59,7 @@ def get_config() -> ml_collections.ConfigDict:
   training.num_train_steps = 800_000
   training.loss_type = "simple"  # simple | vlb | hybrid
   training.vlb_weight = 1e-3   # λ of the hybrid loss
-  training.t_sampler = "uniform"  # uniform | antithetic
+  training.t_sampler = "uniform"  # uniform | antithetic | importance (p_t ∝ √E[L_t²], objective ddpm)
   training.ema_decay = 0.9999
   training.label_dropout = 0.1  # for conditional models
   training.steps_per_dispatch = 1

@@ -36,6 +36,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
   diffusion.check_types(config.model.mean_type, config.model.var_type)
   if objective == "ddpm":
     _ddpm_loss_options(config)
+  elif config.training.t_sampler == "importance":
+    raise ValueError("training.t_sampler 'importance' draws the timesteps of objective 'ddpm'; "
+                     "for 'dsm' set sde.importance_sampling=True (with likelihood weighting).")
   if objective != "ddpm" or config.sampling.method in ("pc", "ode"):
     build_sde(config)
   s = config.sampling
@@ -143,8 +146,9 @@ def _ncsn_score(net, x, sigma, *cond):
 
 def _ddpm_loss_options(config: ml_collections.ConfigDict) -> dict:
   t = config.training
-  if t.t_sampler not in ("uniform", "antithetic"):
-    raise ValueError(f"Unknown training.t_sampler {t.t_sampler!r}; use 'uniform' or 'antithetic'.")
+  if t.t_sampler not in losses.TIMESTEP_SAMPLERS:
+    raise ValueError(f"Unknown training.t_sampler {t.t_sampler!r}; use one of "
+                     f"{losses.TIMESTEP_SAMPLERS}.")
   if t.loss_type not in losses.LOSS_TYPES:
     raise ValueError(f"Unknown training.loss_type {t.loss_type!r}; use one of {losses.LOSS_TYPES}.")
   return dict(loss_type=t.loss_type, mean_type=config.model.mean_type,
@@ -152,20 +156,23 @@ def _ddpm_loss_options(config: ml_collections.ConfigDict) -> dict:
 
 
 def build_loss(config):
-  """loss_fn(net, x0, keys) -> (loss, metrics) for the configured objective."""
+  """loss_fn(net, x0, keys, probs=None) -> (loss, metrics) for the configured objective;
+  probs is the importance distribution of t (training.t_sampler 'importance')."""
   obj = config.training.objective
   if obj == "ddpm":
     schedule, options = build_schedule(config), _ddpm_loss_options(config)
-    return lambda net, x0, keys: losses.diffusion_loss(net, schedule, x0, keys, **options)
+    return lambda net, x0, keys, probs=None: losses.diffusion_loss(
+        net, schedule, x0, keys, probs=probs, **options)
   score_of, c = _score_of(config), config.sde
   if obj == "ncsn":
     sigmas = ncsn_sigmas(config)
-    return lambda net, x0, keys: score_losses.ncsn_loss(score_of(net), sigmas, x0, keys,
-                                                        reduce=c.reduce)
+    return lambda net, x0, keys, probs=None: score_losses.ncsn_loss(
+        score_of(net), sigmas, x0, keys, reduce=c.reduce)
   sde = build_sde(config)
   options = dict(eps=c.train_eps, likelihood_weighting=c.likelihood_weighting,
                  importance_sampling=c.importance_sampling, reduce=c.reduce)
-  return lambda net, x0, keys: score_losses.dsm_loss(score_of(net), sde, x0, keys, **options)
+  return lambda net, x0, keys, probs=None: score_losses.dsm_loss(score_of(net), sde, x0, keys,
+                                                                 **options)
 
 
 def build_optimizer(config: ml_collections.ConfigDict):
@@ -175,8 +182,12 @@ def build_optimizer(config: ml_collections.ConfigDict):
 
 
 def init_state(config, model, shape) -> train_step.TrainState:
+  """A fresh TrainState (with a loss history when training.t_sampler is 'importance')."""
+  history = None
+  if config.training.objective == "ddpm" and config.training.t_sampler == "importance":
+    history = losses.empty_loss_history(config.diffusion.num_timesteps)
   return train_step.create_train_state(model, build_optimizer(config), jax.random.key(config.seed),
-                                       shape, num_classes(config))
+                                       shape, num_classes(config), history)
 
 
 def make_step(config, model, mesh):

@@ -30,11 +30,18 @@ def save(manager: ocp.CheckpointManager, state, *, wait: bool = True) -> int:
   """Saves the state at its step (a no-op if that step is already saved)."""
   step = int(jax.device_get(state.step))
   if step not in manager.all_steps():
-    manager.save(step, args=ocp.args.StandardSave(serialization.to_state_dict(state)),
+    manager.save(step, args=ocp.args.StandardSave(_written(serialization.to_state_dict(state))),
                  force=True)
   if wait:
     manager.wait_until_finished()
   return step
+
+
+def _written(state_dict: dict) -> dict:
+  """The entries of a state dict that are saved: optional fields that are None (e.g. the loss
+  history of importance-sampled timesteps, when off) are left out, so checkpoints written
+  before such a field existed restore unchanged."""
+  return {k: v for k, v in state_dict.items() if v is not None}
 
 
 def restore_latest(manager: ocp.CheckpointManager, template):
@@ -42,7 +49,7 @@ def restore_latest(manager: ocp.CheckpointManager, template):
   when there is none. A step that fails to load is reported and the previous one tried."""
   steps = sorted(manager.all_steps(), reverse=True)
   target = serialization.to_state_dict(template)
-  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _written(target))
   for step in steps:
     try:
       restored = manager.restore(step, args=ocp.args.StandardRestore(abstract))
@@ -50,7 +57,7 @@ def restore_latest(manager: ocp.CheckpointManager, template):
       logging.warning("Checkpoint step %d in %s cannot be read (%s: %s); trying the previous "
                       "one.", step, manager.directory, type(e).__name__, str(e).splitlines()[0])
       continue
-    return serialization.from_state_dict(template, restored)
+    return serialization.from_state_dict(template, {**target, **restored})
   if steps:
     raise CheckpointError(f"None of the checkpoints {steps} in {manager.directory} can be read; "
                           f"move them aside to start afresh.")

@@ -18,6 +18,7 @@ from ddpm_jax.schedules import Schedule
 
 LOSS_TYPES = ("simple", "vlb", "hybrid")
 TIMESTEP_SAMPLERS = ("uniform", "antithetic", "importance")
+HISTORY_PER_TIMESTEP = 10  # losses kept per timestep for importance sampling (improved DDPM)
 
 
 def sample_timesteps(keys, num_timesteps: int, method: str = "uniform", probs=None):
@@ -52,6 +53,37 @@ def second_moment_probs(loss_history, uniform_prob: float = 1e-3):
   w = jnp.sqrt(jnp.mean(loss_history**2, axis=-1))
   p = w / jnp.sum(w)
   return p * (1 - uniform_prob) + uniform_prob / loss_history.shape[0]
+
+
+def empty_loss_history(num_timesteps: int, per_timestep: int = HISTORY_PER_TIMESTEP) -> dict:
+  """{"losses": [T, K] the last K losses seen at each t, "counts": [T] how many are held}."""
+  return {"losses": jnp.zeros((num_timesteps, per_timestep), jnp.float32),
+          "counts": jnp.zeros((num_timesteps,), jnp.int32)}
+
+
+def update_loss_history(history: dict, t, per_example_loss) -> dict:
+  """Appends each example's loss to its timestep's history in batch order, the oldest of a
+  full row dropped (improved DDPM's LossSecondMomentResampler.update_with_all_losses)."""
+  k = history["losses"].shape[1]
+
+  def add(h, t_and_loss):
+    ti, loss = t_and_loss
+    row, n = h["losses"][ti], h["counts"][ti]
+    row = jnp.where(n == k, jnp.roll(row, -1).at[-1].set(loss),
+                    row.at[jnp.minimum(n, k - 1)].set(loss))
+    return {"losses": h["losses"].at[ti].set(row),
+            "counts": h["counts"].at[ti].set(jnp.minimum(n + 1, k))}, None
+
+  history, _ = jax.lax.scan(add, history, (t, per_example_loss.astype(jnp.float32)))
+  return history
+
+
+def history_probs(history: dict):
+  """The importance distribution of t: uniform until every timestep holds K losses (the
+  warm-up), then `second_moment_probs` of the history."""
+  losses, counts = history["losses"], history["counts"]
+  warm = jnp.all(counts == losses.shape[1])
+  return jnp.where(warm, second_moment_probs(losses), 1.0 / losses.shape[0])
 
 
 def _noised(schedule: Schedule, x0, keys, t_method, probs):

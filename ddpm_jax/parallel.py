@@ -90,6 +90,15 @@ def data_parallel_train_step(step_fn: Callable, mesh: Mesh, steps_per_dispatch: 
   return jax.jit(sharded, donate_argnums=(0,))
 
 
+def all_gather_invariant(x):
+  """Inside shard_map: the global batch [n·b, ...] of a per-device [b, ...] value, in device
+  order and typed as the same on every device (each device's slice placed in zeros, then
+  psum; `lax.all_gather` gives the same values typed as varying)."""
+  n, i = jax.lax.axis_size(DATA_AXIS), jax.lax.axis_index(DATA_AXIS)
+  full = jax.numpy.zeros((n * x.shape[0],) + x.shape[1:], x.dtype)
+  return jax.lax.psum(jax.lax.dynamic_update_slice_in_dim(full, x, i * x.shape[0], 0), DATA_AXIS)
+
+
 def replicate(tree, mesh: Mesh):
   """Places every leaf of `tree` on every device of `mesh`."""
   return jax.device_put(tree, NamedSharding(mesh, P()))

@@ -17,13 +17,15 @@ import optax
 from flax import linen as nn
 from flax.training import train_state
 
-from ddpm_jax import parallel
+from ddpm_jax import losses, parallel
 
 
 class TrainState(train_state.TrainState):
-  """params, opt_state and step (flax) + EMA parameters and the run's key (raw key data)."""
+  """params, opt_state and step (flax) + EMA parameters, the run's key (raw key data) and,
+  for importance-sampled timesteps, the recent losses per timestep (losses.py)."""
   ema_params: Any = None
   rng: jax.Array = None
+  loss_history: Any = None
 
 
 def make_optimizer(*, learning_rate: float, warmup_steps: int, grad_clip: float,
@@ -38,8 +40,9 @@ def make_optimizer(*, learning_rate: float, warmup_steps: int, grad_clip: float,
 
 
 def create_train_state(model: nn.Module, tx: optax.GradientTransformation, key,
-                       image_shape, num_classes: int | None) -> TrainState:
-  """Initializes parameters on a dummy batch of one; EMA starts equal to the parameters."""
+                       image_shape, num_classes: int | None, loss_history=None) -> TrainState:
+  """Initializes parameters on a dummy batch of one; EMA starts equal to the parameters.
+  `loss_history` (losses.empty_loss_history) turns on importance-sampled timesteps."""
   init_key, run_key = jax.random.split(key)
   x = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
   t = jnp.zeros((1,), jnp.float32)
@@ -47,7 +50,7 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation, key,
   params = jax.jit(model.init)(init_key, x, t, y)["params"]
   return TrainState.create(apply_fn=model.apply, params=params, tx=tx,
                            ema_params=jax.tree.map(jnp.copy, params),  # distinct buffers to donate
-                           rng=jax.random.key_data(run_key))
+                           rng=jax.random.key_data(run_key), loss_history=loss_history)
 
 
 def ema_update(ema, params, decay: float):
@@ -58,8 +61,11 @@ def ema_update(ema, params, decay: float):
 def make_train_step(model: nn.Module, loss_fn: Callable, *, ema_decay: float,
                     num_classes: int | None = None, label_dropout: float = 0.0) -> Callable:
   """The per-device step. batch = {"image": [b, H, W, C] in [−1, 1], "label": [b]};
-  loss_fn(net, x0, keys) -> (loss, metrics) with net(x, t) the network and keys[i] the key
-  of example i (losses.diffusion_loss, score_losses.dsm_loss, … with their options bound).
+  loss_fn(net, x0, keys, probs) -> (loss, metrics) with net(x, t) the network, keys[i] the key
+  of example i and probs the importance distribution of t (None unless the state keeps a
+  loss history); metrics hold "per_example_loss" and "t" (losses.diffusion_loss,
+  score_losses.dsm_loss, … with their options bound). The history takes the losses of the
+  whole global batch in order, so every device keeps the same one.
 
   For class-conditional models, each label is replaced by the null label `num_classes`
   with probability `label_dropout` (classifier-free guidance training).
@@ -78,22 +84,30 @@ def make_train_step(model: nn.Module, loss_fn: Callable, *, ema_decay: float,
       drop = jax.vmap(lambda k: jax.random.bernoulli(k, label_dropout))(label_keys)
       y = jnp.where(drop, num_classes, batch["label"])
 
+    history = state.loss_history
+    probs = None if history is None else losses.history_probs(history)
+
     def loss_of(params):
       def net(x_t, t):
         return model.apply({"params": params}, x_t, t, y, train=True,
                            rngs={"dropout": dropout_key})
-      loss, metrics = loss_fn(net, batch["image"], loss_keys)
-      return loss, {k: v for k, v in metrics.items() if jnp.ndim(v) == 0}
+      loss, metrics = loss_fn(net, batch["image"], loss_keys, probs)
+      return loss, metrics
 
     (_, metrics), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
     # The parameters are replicated (device-invariant), so shard_map returns their gradient
     # already summed over devices (the transpose of the implicit broadcast is a psum): divide
     # by the device count for the gradient of the mean loss over the global batch.
     grads = jax.tree.map(lambda g: g / jax.lax.axis_size(parallel.DATA_AXIS), grads)
-    metrics = jax.lax.pmean(metrics, parallel.DATA_AXIS)
+    if history is not None:
+      gathered = [parallel.all_gather_invariant(metrics[k]) for k in ("t", "per_example_loss")]
+      history = losses.update_loss_history(history, *gathered)
+    metrics = jax.lax.pmean({k: v for k, v in metrics.items() if jnp.ndim(v) == 0},
+                            parallel.DATA_AXIS)
     metrics["grad_norm"] = optax.tree.norm(grads)
     new_state = state.apply_gradients(grads=grads)
-    new_state = new_state.replace(ema_params=ema_update(state.ema_params, new_state.params, ema_decay))
+    new_state = new_state.replace(ema_params=ema_update(state.ema_params, new_state.params, ema_decay),
+                                  loss_history=history)
     return new_state, metrics
 
   return step

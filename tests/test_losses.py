@@ -143,3 +143,38 @@ def test_bad_loss_options(sched):
     losses.diffusion_loss(model, sched, x0, jax.random.split(jax.random.key(0), 4), loss_type="l1")
   with pytest.raises(ValueError, match="learned_range"):
     losses.diffusion_loss(model, sched, x0, jax.random.split(jax.random.key(0), 4), loss_type="hybrid")
+
+
+def _improved_ddpm_history(num_timesteps, per_term, ts, values):
+  """improved DDPM's LossSecondMomentResampler bookkeeping, written out as its loop."""
+  history = np.zeros((num_timesteps, per_term))
+  counts = np.zeros(num_timesteps, int)
+  for t, v in zip(ts, values):
+    if counts[t] == per_term:
+      history[t, :-1] = history[t, 1:]
+      history[t, -1] = v
+    else:
+      history[t, counts[t]] = v
+      counts[t] += 1
+  return history, counts
+
+
+def test_loss_history_is_improved_ddpms_bookkeeping():
+  rng = np.random.default_rng(0)
+  h = losses.empty_loss_history(6, per_timestep=4)
+  ts, values = [], []
+  for _ in range(5):  # batches with repeated timesteps, some rows overflowing
+    t = rng.integers(0, 6, 12)
+    v = rng.uniform(0, 3, 12).astype(np.float32)
+    h = jax.jit(losses.update_loss_history)(h, jnp.asarray(t), jnp.asarray(v))
+    ts += list(t)
+    values += list(v)
+    want, counts = _improved_ddpm_history(6, 4, ts, values)
+    np.testing.assert_allclose(h["losses"], want, rtol=1e-6)
+    np.testing.assert_array_equal(h["counts"], counts)
+  # Uniform until every timestep holds 4 losses, then √E[L²] mixed with 1e-3 uniform.
+  cold = losses.empty_loss_history(6, per_timestep=4)
+  np.testing.assert_allclose(losses.history_probs(cold), np.full(6, 1 / 6))
+  assert np.all(counts == 4)
+  w = np.sqrt(np.mean(want**2, axis=-1))
+  np.testing.assert_allclose(losses.history_probs(h), 0.999 * w / w.sum() + 1e-3 / 6, rtol=1e-5)

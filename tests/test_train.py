@@ -57,23 +57,46 @@ def test_one_and_eight_devices_compute_the_same_update():
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)  # measured ≤ 3e-7: reassociation
 
 
-def test_the_gradient_is_the_global_batch_mean_on_any_device_count():
-  """shard_map sums the gradient of the replicated parameters over devices; the step divides
-  by the device count, so the gradient norm on 8 devices is the 1-device one (it was 8×,
-  hidden in the parameters by clipping and Adam's scale invariance)."""
-  config = tiny_config()
+def test_one_and_eight_devices_agree_on_gradient_norm_and_loss_history(tmp_path):
+  """Two invariants of the step beyond its parameters. (1) The gradient is the global-batch
+  mean: shard_map sums the gradient of the replicated parameters over devices and the step
+  divides by their number (it was 8× on 8 devices, hidden in the parameters by clipping and
+  Adam's scale invariance). (2) With importance-sampled t (improved DDPM: t ~ p_t ∝ √E[L_t²]
+  once every t holds 10 losses) the loss history takes the whole global batch in order, and
+  is checkpointed. Four steps: later draws depend on p_t, whose rounding differs with the
+  device count."""
+  config = tiny_config(**{"training.t_sampler": "importance", "diffusion.num_timesteps": 4})
   source = builders.build_source(config)
   shape = builders.image_shape(config, source)
   model = builders.build_model(config, shape[-1])
-  from ddpm_jax import data
-  batch = data.get_batch(source, 0, global_batch=16, image_size=8, seed=0)
-  norms = []
+  from ddpm_jax import data, losses
+  batches = [data.get_batch(source, s, global_batch=16, image_size=8, seed=0) for s in range(4)]
+  states, norms = [], []
   for devices in (jax.devices()[:1], jax.devices()):
     mesh = parallel.make_mesh(devices)
+    step = builders.make_step(config, model, mesh)
     state = parallel.replicate(builders.init_state(config, model, shape), mesh)
-    _, metrics = builders.make_step(config, model, mesh)(state, parallel.shard_batch(batch, mesh))
-    norms.append(float(metrics["grad_norm"]))
+    norms.append([])
+    for b in batches:
+      state, metrics = step(state, parallel.shard_batch(b, mesh))
+      norms[-1].append(float(metrics["grad_norm"]))
+    states.append(jax.device_get(state))
   np.testing.assert_allclose(norms[1], norms[0], rtol=1e-5)
+  one, eight = states
+  np.testing.assert_array_equal(one.loss_history["counts"], [10] * 4)  # warm after 64 draws
+  assert np.asarray(losses.history_probs(one.loss_history)).std() > 1e-3  # no longer uniform
+  np.testing.assert_array_equal(one.loss_history["counts"], eight.loss_history["counts"])
+  np.testing.assert_allclose(one.loss_history["losses"], eight.loss_history["losses"], rtol=1e-5)
+  for a, b in zip(_params(one), _params(eight), strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  manager = checkpoint.make_manager(str(tmp_path / "checkpoints"))
+  checkpoint.save(manager, one)
+  restored = checkpoint.restore_latest(manager, builders.init_state(config, model, shape))
+  for a, b in zip(_params(restored), _params(one), strict=True):
+    np.testing.assert_array_equal(a, b)
+  with pytest.raises(ValueError, match="sde.importance_sampling"):
+    builders.validate(tiny_config(**{"training.t_sampler": "importance",
+                                     "training.objective": "dsm", "sampling.method": "pc"}))
 
 
 def test_steps_per_dispatch_matches_single_steps(tmp_path):
