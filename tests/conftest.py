@@ -1,8 +1,14 @@
 """Tests run on the CPU backend with 8 fake devices."""
 
 import os
+import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Many tests compile the same small programs (the tiny U-Net's step and samplers): a
+# compilation cache for this session (also inherited by the CLI subprocesses) compiles each
+# once. It starts empty, so no test depends on an earlier run.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="ddpm_jax_xla_"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 import jax  # noqa: E402
 
