@@ -41,22 +41,23 @@ def data_noise(keys, step, shape: Sequence[int]):
       jax.random.fold_in(jax.random.split(k, 3)[2], step), tuple(shape)))(keys)
 
 
-def empty_records(x, record_steps: Sequence[int]):
-  """Buffers [B, K, ...] for the states and x̂_0 predictions at K chosen timesteps."""
+def scan_recorded(step: Callable, x, steps, record_steps: Sequence[int]):
+  """x ← step(x, s)[0] for each s along the leading axis of `steps` (one lax.scan), where
+  step(x, s) -> (x_next, x̂_0, t). With record_steps (K timesteps) it also returns
+  {"x", "x0"} [B, K, ...]: the state entering step t and its x̂_0, for each listed t."""
   buf = jnp.zeros((x.shape[0], len(record_steps)) + x.shape[1:], x.dtype)
-  return {"x": buf, "x0": buf}
+  slots = jnp.asarray(record_steps, jnp.int32)
 
+  def body(carry, s):
+    x, records = carry
+    x_next, x0, t = step(x, s)
+    if record_steps:
+      hit = (slots == t).reshape((1, -1) + (1,) * (x.ndim - 1))
+      records = {"x": jnp.where(hit, x[:, None], records["x"]),
+                 "x0": jnp.where(hit, x0[:, None], records["x0"])}
+    return (x_next, records), None
 
-def record(records, record_steps: Sequence[int], t, x, x0):
-  """Stores x and x0 in the slots whose timestep equals t (a no-op for other t)."""
-  if not record_steps:
-    return records
-  hit = (jnp.asarray(record_steps) == t).reshape((1, -1) + (1,) * (x.ndim - 1))
-  return {"x": jnp.where(hit, x[:, None], records["x"]),
-          "x0": jnp.where(hit, x0[:, None], records["x0"])}
-
-
-def sampler_output(x, records, record_steps):
+  (x, records), _ = jax.lax.scan(body, (x, {"x": buf, "x0": buf}), steps)
   return (x, records) if record_steps else x
 
 

@@ -84,18 +84,15 @@ def ddim_loop(schedule: Schedule, shape: Sequence[int], *, num_steps: int = 50,
   def loop(model, keys, x, _):
     if x is None:
       x = common.initial_noise(keys, shape)
-    records = common.empty_records(x, record_steps)
 
-    def body(carry, step):
-      x, records = carry
-      t, t_prev = step
+    def step(x, s):
+      t, t_prev = s
       noise = common.step_noise(keys, t, shape) if eta else jnp.zeros_like(x)
       x_prev, x0 = ddim_step(model, schedule, x, t, t_prev, noise, eta=eta, mean_type=mean_type,
                              var_type=var_type, clip_x0=clip_x0)
-      return (x_prev, common.record(records, record_steps, t, x, x0)), None
+      return x_prev, x0, t
 
-    (x, records), _ = jax.lax.scan(body, (x, records), (jnp.asarray(seq), jnp.asarray(prev)))
-    return common.sampler_output(x, records, record_steps)
+    return common.scan_recorded(step, x, (jnp.asarray(seq), jnp.asarray(prev)), record_steps)
   return loop
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-import jax
 import jax.numpy as jnp
 
 from ddpm_jax import diffusion
@@ -36,17 +35,14 @@ def ddpm_loop(schedule: Schedule, shape: Sequence[int], *, mean_type: str = "eps
   def loop(model, keys, x, _):
     if x is None:
       x = common.initial_noise(keys, shape)
-    records = common.empty_records(x, record_steps)
 
-    def body(carry, t):
-      x, records = carry
+    def step(x, t):
       x_prev, x0 = ancestral_step(model, schedule, x, t, common.step_noise(keys, t, shape),
                                   mean_type=mean_type, var_type=var_type, clip_x0=clip_x0)
-      return (x_prev, common.record(records, record_steps, t, x, x0)), None
+      return x_prev, x0, t
 
     steps = jnp.arange(schedule.num_timesteps - 1, -1, -1)
-    (x, records), _ = jax.lax.scan(body, (x, records), steps)
-    return common.sampler_output(x, records, record_steps)
+    return common.scan_recorded(step, x, steps, record_steps)
   return loop
 
 
