@@ -20,6 +20,7 @@ def get_config() -> ml_collections.ConfigDict:
   data.path = ""               # the .npz file or image folder; "{split}" → the split
   data.image_size = 8
   data.random_flip = False
+  data.num_workers = 4         # grain processes for sources read per batch (tfds); arrays need none
   data.num_classes = 10        # used when model.conditional
 
   config.diffusion = diffusion = ml_collections.ConfigDict()

@@ -14,6 +14,7 @@ import os
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from ddpm_jax import (data, diffusion, likelihood, losses, parallel, schedules, score_losses,
                       train_step)
@@ -34,6 +35,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if objective not in OBJECTIVES:
     raise ValueError(f"Unknown training.objective {objective!r}; use one of {OBJECTIVES}.")
   diffusion.check_types(config.model.mean_type, config.model.var_type)
+  if config.data.num_workers < 0:
+    raise ValueError(f"data.num_workers={config.data.num_workers}; use 0 (a thread) or more "
+                     f"worker processes.")
   if objective == "ddpm":
     _ddpm_loss_options(config)
   elif config.training.t_sampler == "importance":
@@ -271,10 +275,10 @@ def make_sampler(config, model, shape, mesh):
   run = common.compile_loop(loop, sampler_model, mesh)
 
   def sample_fn(params, key, num: int, first_index: int = 0):
-    labels = None if classes is None else jnp.arange(first_index, first_index + num) % classes
+    labels = None if classes is None else np.arange(first_index, first_index + num) % classes
     out = run(params, key, num, cond=labels)
     if fixed_nfe is None:  # the ODE: (samples, evaluations per sample)
-      return out[0], float(jnp.mean(out[1]))
+      return out[0], float(np.mean(jax.device_get(out[1])))
     return out, float(fixed_nfe)
   return sample_fn
 
@@ -317,9 +321,11 @@ def make_bpd(config, model, mesh):
 # ------------------------------------------------------------------ data
 
 def build_source(config: ml_collections.ConfigDict, split: str | None = None):
+  """The split's source (default data.split); in-memory images already at data.image_size."""
   d = config.data
   data_dir = os.path.expanduser(d.data_dir) if d.data_dir else None
-  return data.open_source(d.dataset, split or d.split, data_dir, d.path)
+  return data.at_size(data.open_source(d.dataset, split or d.split, data_dir, d.path),
+                      d.image_size)
 
 
 def image_shape(config, source) -> tuple[int, int, int]:

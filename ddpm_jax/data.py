@@ -14,14 +14,23 @@ Sources give random access to uint8 images [H, W, C] (and integer labels):
 The batch of global step s is a pure function of (seed, s): epoch e = ⌊s / steps_per_epoch⌋
 is a fixed permutation of the examples, so the data position is the training step and resumes
 with it. Each host reads only its slice of the global batch.
+
+Speed: in-memory sources are cropped and resized to data.image_size once (`at_size`, in
+threads), so a batch is a vectorized gather and flip; sources read per batch (tfds) are
+decoded and resized in grain worker processes (`iterate_batches`).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import importlib.resources
 import os
+import sys
 from typing import Iterator
+
+import grain
+from absl import flags
 
 import numpy as np
 from PIL import Image
@@ -38,9 +47,9 @@ class ArraySource:
   def __len__(self) -> int:
     return len(self.images)
 
-  def get(self, indices) -> tuple[list[np.ndarray], np.ndarray | None]:
+  def get(self, indices) -> tuple[np.ndarray, np.ndarray | None]:
     labels = None if self.labels is None else self.labels[indices]
-    return list(self.images[indices]), labels
+    return self.images[indices], labels
 
 
 class TfdsSource:
@@ -123,22 +132,46 @@ def open_source(dataset: str, split: str = "train", data_dir: str | None = None,
         f"use data.dataset='digits'.") from None
 
 
-def preprocess(images: list[np.ndarray], image_size: int, flips: np.ndarray) -> np.ndarray:
+def _fit(img: np.ndarray, image_size: int) -> np.ndarray:
+  """uint8 [H, W, C] (or [H, W]) → [S, S, C]: center crop to a square, bilinear (antialiased)
+  resize to S."""
+  img = img[..., None] if img.ndim == 2 else img
+  h, w = img.shape[:2]
+  side = min(h, w)
+  top, left = (h - side) // 2, (w - side) // 2
+  img = img[top:top + side, left:left + side]
+  if side == image_size:
+    return img
+  pil = Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img)
+  resized = np.asarray(pil.resize((image_size, image_size), Image.BILINEAR))
+  return resized[..., None] if resized.ndim == 2 else resized
+
+
+def _fit_all(images, image_size: int, threads: int = 1) -> np.ndarray:
+  """`_fit` of each image, stacked; PIL releases the GIL while resizing, so threads help."""
+  if threads <= 1 or len(images) < 2 * threads:
+    return np.stack([_fit(img, image_size) for img in images])
+  with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+    return np.stack(list(pool.map(functools.partial(_fit, image_size=image_size), images,
+                                  chunksize=256)))
+
+
+def at_size(source, image_size: int):
+  """An in-memory source with every image cropped and resized to image_size once (in
+  threads), so batches need no per-image work; other sources are returned as they are."""
+  if not isinstance(source, ArraySource) or source.images.shape[1:3] == (image_size,) * 2:
+    return source
+  return ArraySource(_fit_all(source.images, image_size, os.cpu_count() or 1), source.labels)
+
+
+def preprocess(images, image_size: int, flips: np.ndarray) -> np.ndarray:
   """uint8 images → float32 [B, S, S, C] in [−1, 1]: center crop to a square, bilinear
-  (antialiased) resize to S, horizontal flip where `flips`."""
-  out = []
-  for img, flip in zip(images, flips):
-    img = img[..., None] if img.ndim == 2 else img
-    h, w = img.shape[:2]
-    side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
-    img = img[top:top + side, left:left + side]
-    if side != image_size:
-      pil = Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img)
-      resized = np.asarray(pil.resize((image_size, image_size), Image.BILINEAR))
-      img = resized[..., None] if resized.ndim == 2 else resized
-    out.append(img[:, ::-1] if flip else img)
-  return np.stack(out).astype(np.float32) / 127.5 - 1.0
+  (antialiased) resize to S, horizontal flip where `flips`. `images` is a list of [H, W, C]
+  or an array [B, H, W, C]; one already at [B, S, S, C] takes no per-image work."""
+  if not (isinstance(images, np.ndarray) and images.shape[1:3] == (image_size,) * 2):
+    images = _fit_all(images, image_size)
+  flipped = np.where(np.asarray(flips)[:, None, None, None], images[:, :, ::-1], images)
+  return flipped.astype(np.float32) / 127.5 - 1.0
 
 
 def batch_indices(num_examples: int, global_batch: int, step: int, seed: int) -> np.ndarray:
@@ -169,14 +202,26 @@ def get_batch(source, step: int, *, global_batch: int, image_size: int, seed: in
           "label": np.zeros(len(idx), np.int32) if labels is None else np.asarray(labels, np.int32)}
 
 
-def iterate_batches(source, start_step: int, *, prefetch: int = 2, **batch_kwargs
-                    ) -> Iterator[dict[str, np.ndarray]]:
-  """Batches for steps start_step, start_step + 1, … read ahead by a background thread."""
-  with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-    pending = [pool.submit(get_batch, source, start_step + i, **batch_kwargs)
-               for i in range(prefetch)]
-    step = start_step + prefetch
-    while True:
-      yield pending.pop(0).result()
-      pending.append(pool.submit(get_batch, source, step, **batch_kwargs))
-      step += 1
+def iterate_batches(source, start_step: int, *, num_workers: int = 0, prefetch: int = 2,
+                    steps_per_item: int = 1, **batch_kwargs) -> Iterator[dict[str, np.ndarray]]:
+  """`get_batch` for steps start_step, start_step + 1, … read ahead by grain: `num_workers`
+  processes (0: a thread) each making whole batches, delivered in step order. In-memory
+  sources (a gather per batch) always use the thread. With steps_per_item = k each item
+  stacks k consecutive batches on a leading axis."""
+  ds = grain.MapDataset.range(start_step, sys.maxsize).map(
+      functools.partial(get_batch, source, **batch_kwargs))
+  if steps_per_item > 1:
+    ds = ds.batch(steps_per_item)
+  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=prefetch))
+  if num_workers > 0 and not isinstance(source, ArraySource):
+    if not flags.FLAGS.is_parsed():  # grain's workers read absl flags (defaults suffice)
+      flags.FLAGS.mark_as_parsed()
+    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers,
+                                                     per_worker_buffer_size=prefetch))
+  iterator = iter(it)
+  try:
+    yield from iterator
+  finally:
+    close = getattr(iterator, "close", None)
+    if close is not None:
+      close()

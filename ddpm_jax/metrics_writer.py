@@ -43,12 +43,13 @@ class MetricsWriter:
 
 
 def progress_line(step: int, total: int, metrics: dict, images_per_sec: float,
-                  eta_sec: float) -> str:
-  """'step 1200/5000 (24%) loss 0.0712 | 310 img/s | ETA 3m12s'."""
+                  eta_sec: float, data_wait: float = 0.0) -> str:
+  """'step 1200/5000 (24%) loss 0.0712 | 310 img/s | data wait 1% | ETA 3m12s', data_wait
+  the fraction of the time the loop waited for its next batch."""
   eta = f"{int(eta_sec // 3600)}h{int(eta_sec % 3600 // 60):02d}m" if eta_sec >= 3600 else \
       f"{int(eta_sec // 60)}m{int(eta_sec % 60):02d}s"
   return (f"step {step}/{total} ({100 * step / total:.0f}%) loss {metrics['loss']:.4f} | "
-          f"{images_per_sec:.0f} img/s | ETA {eta}")
+          f"{images_per_sec:.0f} img/s | data wait {100 * data_wait:.0f}% | ETA {eta}")
 
 
 def log(msg: str) -> None:

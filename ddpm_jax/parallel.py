@@ -7,7 +7,8 @@ a function compiled once by `jax.jit`; build it once and call it many times.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+import collections
+from typing import Callable, Iterator, Sequence
 
 import jax
 import numpy as np
@@ -52,19 +53,33 @@ def partition_arrays(tree) -> tuple[list, Callable]:
 def data_parallel(fn: Callable, mesh: Mesh | None) -> Callable:
   """fn(replicated, batched) compiled once as jit(shard_map(fn)) over `mesh`: `replicated` is
   copied to every device, `batched` (and the output) split on axis 0 over "data". The returned
-  function checks that the batch divides and places its inputs. With no mesh (or one device)
-  it is plain jit.
+  function checks that the batch divides, places its inputs explicitly and, once a call with
+  the same input types has traced and compiled it (tracing may create constants), runs the
+  program under `jax.transfer_guard("disallow")`: a call moves nothing else between host and
+  device. With no mesh (or one device) it is plain jit.
   """
   if mesh is None or mesh.size == 1:
-    return jax.jit(fn)
-  # No collectives here, so the replication check is off (diffrax's internal conds mix
-  # per-device and replicated values, which the check rejects).
-  program = jax.jit(jax.shard_map(fn, mesh=mesh, in_specs=(P(), P(DATA_AXIS)),
-                                  out_specs=P(DATA_AXIS), check_vma=False))
+    program, place_replicated, place_batched = jax.jit(fn), jax.device_put, jax.device_put
+  else:
+    # No collectives here, so the replication check is off (diffrax's internal conds mix
+    # per-device and replicated values, which the check rejects).
+    program = jax.jit(jax.shard_map(fn, mesh=mesh, in_specs=(P(), P(DATA_AXIS)),
+                                    out_specs=P(DATA_AXIS), check_vma=False))
+    place_replicated = lambda tree: replicate(tree, mesh)  # noqa: E731
+    place_batched = lambda tree: jax.device_put(tree, batch_sharding(mesh))  # noqa: E731
+
+  compiled_for = set()  # the input types of the calls that traced and compiled the program
 
   def call(replicated, batched):
     check_divisible(int(np.shape(jax.tree.leaves(batched)[0])[0]), mesh)
-    return program(replicate(replicated, mesh), jax.device_put(batched, batch_sharding(mesh)))
+    args = (place_replicated(replicated), place_batched(batched))
+    leaves, tree = jax.tree.flatten(args)
+    types = (tree, tuple(jax.typeof(x) for x in leaves))
+    if types not in compiled_for:
+      compiled_for.add(types)
+      return program(*args)
+    with jax.transfer_guard("disallow"):
+      return program(*args)
   return call
 
 
@@ -115,3 +130,16 @@ def shard_batch(batch, mesh: Mesh, steps_per_dispatch: int = 1):
     return jax.device_put(batch, sharding)
   return jax.tree.map(
       lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
+
+
+def prefetch_to_device(batches: Iterator, mesh: Mesh, size: int = 2,
+                       steps_per_dispatch: int = 1) -> Iterator:
+  """Host batches placed on the mesh `size` ahead: the copy of the next batch (asynchronous,
+  like every device_put) overlaps the step that runs before it needs it."""
+  queue = collections.deque()
+  for batch in batches:
+    queue.append(shard_batch(batch, mesh, steps_per_dispatch))
+    if len(queue) > size:
+      yield queue.popleft()
+  while queue:
+    yield queue.popleft()

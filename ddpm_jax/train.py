@@ -8,6 +8,8 @@ Running the same command on the same workdir resumes from the newest readable ch
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import os
 import signal
 import time
@@ -17,6 +19,9 @@ import numpy as np
 
 from ddpm_jax import builders, checkpoint, data, images, parallel, runs
 from ddpm_jax.metrics_writer import MetricsWriter, log, progress_line
+
+
+MAX_STEPS_AHEAD = 2  # dispatched steps the loop may run ahead of the device
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -67,16 +72,25 @@ def train_and_evaluate(config, workdir: str):
   state = parallel.replicate(state, mesh)
   p_step = builders.make_step(config, run.model, mesh)
   sample_fn = builders.make_sampler(config, run.model, run.shape, mesh)
-  batches = data.iterate_batches(
-      run.source, start, global_batch=t.batch_size, image_size=config.data.image_size,
-      seed=config.seed, random_flip=config.data.random_flip,
-      process_index=jax.process_index(), process_count=jax.process_count())
+  host_batches = data.iterate_batches(
+      run.source, start, num_workers=config.data.num_workers, steps_per_item=k,
+      global_batch=t.batch_size, image_size=config.data.image_size, seed=config.seed,
+      random_flip=config.data.random_flip, process_index=jax.process_index(),
+      process_count=jax.process_count())
+  batches = parallel.prefetch_to_device(host_batches, mesh, steps_per_dispatch=k)
   writer = MetricsWriter(run.workdir)
-  step, last_step, last_time = start, start, time.time()
-  with _StopSignals() as stop:
+  in_flight = collections.deque()  # metrics of the dispatched steps, newest last
+  step, last_step, last_time, waited = start, start, time.time(), 0.0
+  with _StopSignals() as stop, contextlib.closing(host_batches):
     while step < t.num_train_steps and stop.received is None:
-      batch = next(batches) if k == 1 else _stack([next(batches) for _ in range(k)])
-      state, metrics = p_step(state, parallel.shard_batch(batch, mesh, k))
+      before = time.perf_counter()
+      batch = next(batches)
+      waited += time.perf_counter() - before
+      with jax.transfer_guard("disallow"):  # the step moves nothing between host and device
+        state, metrics = p_step(state, batch)
+      in_flight.append(metrics)
+      if len(in_flight) > MAX_STEPS_AHEAD:  # wait (no transfer) so dispatch stays near the device
+        jax.block_until_ready(in_flight.popleft())
       step += k
       done = step == t.num_train_steps
       if step % t.log_every == 0 or done or stop.received or step % t.checkpoint_every == 0:
@@ -91,9 +105,10 @@ def train_and_evaluate(config, workdir: str):
         rate = (step - last_step) * t.batch_size / max(now - last_time, 1e-9)
         eta = (t.num_train_steps - step) * t.batch_size / max(rate, 1e-9)
         if step % t.log_every == 0 or done:
-          writer.scalars(step, {**m, "images_per_sec": rate})
-          log(progress_line(step, t.num_train_steps, m, rate, eta))
-          last_step, last_time = step, now
+          wait = waited / max(now - last_time, 1e-9)
+          writer.scalars(step, {**m, "images_per_sec": rate, "data_wait_fraction": wait})
+          log(progress_line(step, t.num_train_steps, m, rate, eta, wait))
+          last_step, last_time, waited = step, now, 0.0
       if step % t.checkpoint_every == 0 or done or stop.received:
         checkpoint.save(manager, state)
       if done or (t.sample_every and step % t.sample_every == 0):
@@ -104,10 +119,6 @@ def train_and_evaluate(config, workdir: str):
   manager.wait_until_finished()
   writer.close()
   return state
-
-
-def _stack(batches):
-  return {key: np.stack([b[key] for b in batches]) for key in batches[0]}
 
 
 def write_samples(sample_fn, params, sampling, run, step, writer) -> str:

@@ -23,6 +23,53 @@ def test_batches_are_a_function_of_seed_and_step():
   it = data.iterate_batches(src, 7, **kw)
   np.testing.assert_array_equal(next(it)["image"], a["image"])
   np.testing.assert_array_equal(next(it)["image"], data.get_batch(src, 8, **kw)["image"])
+  stacked = next(data.iterate_batches(src, 6, steps_per_item=3, **kw))  # steps_per_dispatch
+  for i in range(3):
+    np.testing.assert_array_equal(stacked["image"][i], data.get_batch(src, 6 + i, **kw)["image"])
+
+
+class PerImageSource:
+  """A source read image by image, as tfds is (a list of arrays per batch)."""
+
+  def __init__(self, images, labels):
+    self.images, self.labels = images, labels
+
+  def __len__(self):
+    return len(self.images)
+
+  def get(self, indices):
+    return [self.images[i] for i in indices], self.labels[indices]
+
+
+def test_worker_processes_deliver_the_batches_of_seed_and_step_in_order():
+  images, labels = data.load_embedded_digits()
+  src = PerImageSource(images, labels)
+  kw = dict(global_batch=32, image_size=16, seed=1, random_flip=True)
+  it = data.iterate_batches(src, 5, num_workers=2, **kw)
+  try:
+    for step in range(5, 10):
+      got = next(it)
+      want = data.get_batch(src, step, **kw)
+      np.testing.assert_array_equal(got["image"], want["image"])
+      np.testing.assert_array_equal(got["label"], want["label"])
+  finally:
+    it.close()
+
+
+def test_the_vectorized_batch_equals_preprocessing_each_image():
+  """In-memory images are resized once (`at_size`); a batch is then a gather and flip. Both
+  must equal cropping, resizing and flipping each image on its own."""
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (40, 10, 12, 3), dtype=np.uint8)
+  src = data.ArraySource(images, np.arange(40, dtype=np.int32))
+  fast = data.at_size(src, 8)
+  assert fast.images.shape == (40, 8, 8, 3) and data.at_size(fast, 8) is fast
+  kw = dict(global_batch=16, image_size=8, seed=2, random_flip=True)
+  for step in range(3):
+    got = data.get_batch(fast, step, **kw)
+    want = data.get_batch(PerImageSource(images, src.labels), step, **kw)
+    np.testing.assert_array_equal(got["image"], want["image"])
+    np.testing.assert_array_equal(got["label"], want["label"])
 
 
 def test_preprocess_crop_resize_flip_scale():

@@ -25,13 +25,14 @@ def _params(state):
 def test_loss_falls_on_mock_tfds_data_with_8_devices(tmp_path):
   config = tiny_config(**{"data.dataset": "mnist", "training.num_train_steps": 60,
                           "training.log_every": 10, "training.checkpoint_every": 60,
-                          "optim.learning_rate": 2e-3, "training.batch_size": 32})
+                          "optim.learning_rate": 2e-3, "training.batch_size": 32,
+                          "data.num_workers": 0})  # the mock lives in this process only
   with tfds.testing.mock_data(num_examples=256, policy=tfds.testing.MockPolicy.USE_CODE):
     train.train_and_evaluate(config, str(tmp_path))
   rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
   assert [r["step"] for r in rows] == list(range(10, 61, 10))
   assert rows[-1]["loss"] < 0.6 * rows[0]["loss"], [r["loss"] for r in rows]
-  assert {"mse", "grad_norm", "images_per_sec"} <= set(rows[0])
+  assert {"mse", "grad_norm", "images_per_sec", "data_wait_fraction"} <= set(rows[0])
   assert os.listdir(tmp_path / "tensorboard")
   assert (tmp_path / "samples" / "step_00000060.png").exists()
 
