@@ -1,10 +1,14 @@
-"""Training and sampling throughput of the U-Net on whatever devices exist, as JSON lines.
+"""Training, network-forward and sampling throughput of the U-Net on whatever devices exist,
+as JSON lines.
 
-  python benchmarks/throughput.py --config configs/cifar10_ddpm.py --batch 128 --steps 20
+  python benchmarks/throughput.py --config configs/cifar10_ddpm.py --batch 128 --steps 50 \
+      [--forward_batch 1024] [--sample_steps 50] [--dtype bfloat16]
 
-Each line: {"what": "train"|"sample", "config", "devices", "platform", "batch", "dtype",
-"img_per_sec", "step_ms", "tflops_per_step" (XLA cost analysis), "mfu" (if the peak is known)}.
-Timing starts after compilation and one warm-up call and blocks on the result.
+Each line: {"what": "train"|"forward"|"sample", "config", "devices", "platform", "batch",
+"dtype", "img_per_sec", "step_ms", "gflop_per_image" (ddpm_jax.flops: counted from the
+program, so the same on every backend), "tflops" achieved, "peak_tflops" (dense, per device,
+for the dtype; None where unknown) and "mfu" = tflops / (peak × devices)}. Timing starts
+after compilation and one warm-up call, runs `steps` calls and blocks on the result.
 """
 
 from __future__ import annotations
@@ -17,13 +21,12 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ddpm_jax import builders, parallel  # noqa: E402
-
-PEAK_TFLOPS = {"bfloat16": {"H100": 989.0, "H200": 989.0}, "float32": {"H100": 67.0, "H200": 67.0}}
+from ddpm_jax import builders, flops, parallel  # noqa: E402
 
 
 def load_config(path: str):
@@ -33,16 +36,22 @@ def load_config(path: str):
   return module.get_config()
 
 
-def _flops(compiled) -> float:
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  return float(cost.get("flops", 0.0)) if cost else 0.0
+def _rates(flop_per_image: float, images: int, seconds: float, dtype: str) -> dict:
+  peak = flops.peak_tflops(jax.devices()[0].device_kind, dtype)
+  tflops = flop_per_image * images / seconds / 1e12
+  return {"img_per_sec": images / seconds, "gflop_per_image": flop_per_image / 1e9,
+          "tflops": tflops, "peak_tflops": peak,
+          "mfu": None if peak is None else tflops / (peak * jax.device_count())}
 
 
-def _mfu(tflops_per_sec: float, dtype: str) -> float | None:
-  kind = jax.devices()[0].device_kind
-  peak = next((v for k, v in PEAK_TFLOPS.get(dtype, {}).items() if k in kind), None)
-  return None if peak is None else tflops_per_sec / (peak * jax.device_count())
+def _timed(fn, steps: int) -> float:
+  """Seconds per call of fn() (which returns arrays) after one warm-up call."""
+  jax.block_until_ready(fn())
+  start = time.perf_counter()
+  for _ in range(steps):
+    out = fn()
+  jax.block_until_ready(out)
+  return (time.perf_counter() - start) / steps
 
 
 def _image_shape(config):
@@ -60,33 +69,50 @@ def bench_train(config, steps: int) -> dict:
   rng = np.random.default_rng(0)
   batch = parallel.shard_batch({"image": rng.uniform(-1, 1, (bs,) + shape).astype(np.float32),
                                 "label": np.zeros(bs, np.int32)}, mesh)
-  compiled = step.lower(state, batch).compile()
-  flops = _flops(compiled)
-  state, m = step(state, batch)
-  jax.block_until_ready(m)
-  start = time.perf_counter()
-  for _ in range(steps):
-    state, m = step(state, batch)
-  jax.block_until_ready(m)
-  dt = (time.perf_counter() - start) / steps
-  return {"what": "train", "img_per_sec": bs / dt, "step_ms": 1e3 * dt, "batch": bs,
-          "tflops_per_step": flops / 1e12, "mfu": _mfu(flops / dt / 1e12, config.model.dtype)}
+  flop = flops.count(step, state, batch) * mesh.size / bs  # the count is per device
+
+  def run():
+    nonlocal state
+    state, metrics = step(state, batch)
+    return metrics
+  dt = _timed(run, steps)
+  return {"what": "train", "batch": bs, "step_ms": 1e3 * dt,
+          **_rates(flop, bs, dt, config.model.dtype)}
+
+
+def bench_forward(config, batch: int, steps: int) -> dict:
+  """The network alone (what a sampler step costs) on `batch` images, data-parallel."""
+  mesh = parallel.make_mesh()
+  shape = _image_shape(config)
+  model = builders.build_model(config, shape[-1])
+  params = builders.init_state(config, model, shape).params
+  y = jnp.zeros((batch,), jnp.int32) if config.model.conditional else None
+  forward = parallel.data_parallel(
+      lambda p, xt: model.apply({"params": p}, xt[0], xt[1], xt[2]), mesh)
+  x = jax.random.normal(jax.random.key(0), (batch,) + shape)
+  t = jnp.full((batch,), 500.0)
+  flop = flops.count(lambda p: model.apply({"params": p}, x, t, y), params) / batch
+  dt = _timed(lambda: forward(params, (x, t, y)), steps)
+  return {"what": "forward", "batch": batch, "step_ms": 1e3 * dt,
+          **_rates(flop, batch, dt, config.model.dtype)}
 
 
 def bench_sample(config) -> dict:
-  """DDIM with config.sampling.num_steps steps, one batch of sampling.batch_size."""
+  """config.sampling.method with its steps, one batch of sampling.batch_size."""
   mesh = parallel.make_mesh()
   bs = config.sampling.batch_size
   shape = _image_shape(config)
   model = builders.build_model(config, shape[-1])
   params = builders.init_state(config, model, shape).params
   sample_fn = builders.make_sampler(config, model, shape, mesh)
-  jax.block_until_ready(sample_fn(params, jax.random.key(0), bs)[0])
-  start = time.perf_counter()
-  jax.block_until_ready(sample_fn(params, jax.random.key(1), bs)[0])
-  dt = time.perf_counter() - start
-  return {"what": "sample", "sampler": f"ddim{config.sampling.num_steps}", "img_per_sec": bs / dt,
-          "batch": bs, "seconds": dt}
+  x, t = jnp.zeros((bs,) + shape), jnp.zeros((bs,))
+  y = jnp.zeros((bs,), jnp.int32) if config.model.conditional else None
+  forward = flops.count(lambda p: model.apply({"params": p}, x, t, y), params) / bs
+  _, nfe = sample_fn(params, jax.random.key(0), bs)
+  dt = _timed(lambda: sample_fn(params, jax.random.key(1), bs)[0], 1)
+  return {"what": "sample", "sampler": f"{config.sampling.method}{config.sampling.num_steps}",
+          "batch": bs, "seconds": dt, "nfe": nfe,
+          **_rates(forward * nfe, bs, dt, config.model.dtype)}
 
 
 def main() -> None:
@@ -95,6 +121,7 @@ def main() -> None:
   p.add_argument("--batch", type=int, default=None)
   p.add_argument("--steps", type=int, default=20)
   p.add_argument("--dtype", default=None, choices=(None, "float32", "bfloat16"))
+  p.add_argument("--forward_batch", type=int, default=0, help="also time the network forward")
   p.add_argument("--sample_steps", type=int, default=0, help="also time DDIM with this many steps")
   args = p.parse_args()
   config = load_config(args.config)
@@ -108,6 +135,9 @@ def main() -> None:
   info = {"config": os.path.basename(args.config), "devices": jax.device_count(),
           "platform": jax.devices()[0].device_kind, "dtype": config.model.dtype}
   print(json.dumps({**info, **bench_train(config, args.steps)}), flush=True)
+  if args.forward_batch:
+    print(json.dumps({**info, **bench_forward(config, args.forward_batch, args.steps)}),
+          flush=True)
   if args.sample_steps:
     print(json.dumps({**info, **bench_sample(config)}), flush=True)
 

@@ -21,7 +21,7 @@ LAYERS = [  # top to bottom
     ["diffusion", "sde"],
     ["schedules", "parallel", "broadcast"],
 ]
-APART = ["models.layers", "models.unet", "data", "files", "images", "metrics_writer",
+APART = ["models.layers", "models.unet", "data", "files", "flops", "images", "metrics_writer",
          "checkpoint", "evaluation.inception", "evaluation.fid", "evaluation.convert_inception"]
 
 
