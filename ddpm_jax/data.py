@@ -170,8 +170,13 @@ def preprocess(images, image_size: int, flips: np.ndarray) -> np.ndarray:
   or an array [B, H, W, C]; one already at [B, S, S, C] takes no per-image work."""
   if not (isinstance(images, np.ndarray) and images.shape[1:3] == (image_size,) * 2):
     images = _fit_all(images, image_size)
-  flipped = np.where(np.asarray(flips)[:, None, None, None], images[:, :, ::-1], images)
-  return flipped.astype(np.float32) / 127.5 - 1.0
+  flips = np.asarray(flips, bool)
+  if flips.any():
+    images = images.copy()
+    images[flips] = images[flips][:, :, ::-1]
+  out = np.divide(images, np.float32(127.5), dtype=np.float32)  # one pass, then in place
+  out -= np.float32(1.0)
+  return out
 
 
 def batch_indices(num_examples: int, global_batch: int, step: int, seed: int) -> np.ndarray:
