@@ -41,6 +41,7 @@ def get_config() -> ml_collections.ConfigDict:
   model.var_type = "fixed_large"  # fixed_small | fixed_large | learned | learned_range
   model.conditional = False    # class labels, with a null label for classifier-free guidance
   model.dtype = "float32"      # compute dtype: float32 | bfloat16 (parameters stay float32)
+  model.attention = "einsum"   # einsum | xla | cudnn (jax.nn.dot_product_attention; GPU)
 
   config.sde = sde = ml_collections.ConfigDict()  # for training.objective "dsm" / "ncsn"
   sde.name = "vp"              # vp | subvp | ve

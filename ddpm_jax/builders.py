@@ -20,6 +20,7 @@ from ddpm_jax import (data, diffusion, likelihood, losses, parallel, schedules, 
                       train_step)
 from ddpm_jax import sde as sde_lib
 from ddpm_jax.broadcast import per_example
+from ddpm_jax.models.layers import ATTENTION
 from ddpm_jax.models.unet import UNet
 from ddpm_jax.samplers import common, ddim, ddpm, guidance, langevin, ode, pc
 
@@ -56,6 +57,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     ddim.ddim_timesteps(config.diffusion.num_timesteps, s.num_steps, s.skip_type)
   if config.model.dtype not in DTYPES:
     raise ValueError(f"Unknown model.dtype {config.model.dtype!r}; use one of {tuple(DTYPES)}.")
+  if config.model.attention not in ATTENTION:
+    raise ValueError(f"Unknown model.attention {config.model.attention!r}; use one of "
+                     f"{ATTENTION}.")
   t, k = config.training, config.training.steps_per_dispatch
   if t.num_train_steps % k or t.checkpoint_every % k or t.log_every % k:
     raise ValueError(f"training.steps_per_dispatch={k} must divide num_train_steps, "
@@ -114,7 +118,7 @@ def build_model(config: ml_collections.ConfigDict, num_channels: int) -> UNet:
               attn_resolutions=tuple(m.attn_resolutions), dropout=m.dropout,
               resamp_with_conv=m.resamp_with_conv,
               out_ch=num_channels * (2 if _learned_variance(config) else 1),
-              num_classes=num_classes(config), dtype=DTYPES[m.dtype],
+              num_classes=num_classes(config), dtype=DTYPES[m.dtype], attention=m.attention,
               embedding="positional" if _time_input(config) == "index" else "fourier")
 
 

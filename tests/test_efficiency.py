@@ -85,7 +85,25 @@ def test_bf16_compute_keeps_master_state_and_loss_in_float32():
     assert dtypes == {jnp.dtype(jnp.float32)}, (name, dtypes)
   assert metrics["loss"].dtype == jnp.float32
   # ... while the convolutions and matrix products of the network run in bfloat16.
+  # GroupNorm statistics and the attention softmax reduce in float32.
   x, t = jnp.zeros((2,) + shape), jnp.zeros((2,))
-  jaxpr = jax.make_jaxpr(lambda p: model.apply({"params": p}, x, t))(state.params)
-  heavy = [e for e in jaxpr.jaxpr.eqns if e.primitive.name in ("conv_general_dilated", "dot_general")]
-  assert heavy and all(v.aval.dtype == jnp.bfloat16 for e in heavy for v in e.invars)
+  for attention in ATTENTION_ON_CPU:
+    model = model.clone(attention=attention)
+    eqns = list(_equations(jax.make_jaxpr(lambda p: model.apply({"params": p}, x, t))(state.params).jaxpr))
+    heavy = [e for e in eqns if e.primitive.name in ("conv_general_dilated", "dot_general")]
+    assert heavy and all(v.aval.dtype == jnp.bfloat16 for e in heavy for v in e.invars)
+    reductions = [e for e in eqns if e.primitive.name in ("reduce_sum", "reduce_max")]
+    assert reductions and all(v.aval.dtype == jnp.float32 for e in reductions for v in e.invars)
+
+
+ATTENTION_ON_CPU = ("einsum", "xla")
+
+
+def _equations(jaxpr):
+  """Every equation of a jaxpr, those of nested jaxprs (pjit, custom_jvp, …) included."""
+  for eqn in jaxpr.eqns:
+    yield eqn
+    for param in eqn.params.values():
+      for sub in param if isinstance(param, (tuple, list)) else (param,):
+        if hasattr(sub, "eqns") or hasattr(sub, "jaxpr"):
+          yield from _equations(getattr(sub, "jaxpr", sub))

@@ -74,3 +74,29 @@ def test_fourier_embedding_and_bad_options():
     UNet(ch=32, ch_mult=(1,), embedding="learned").init(jax.random.key(0), x, jnp.zeros(2))
   with pytest.raises(ValueError, match="pass labels y"):
     UNet(ch=32, ch_mult=(1,), num_classes=10).init(jax.random.key(0), x, jnp.zeros(2))
+
+
+@pytest.mark.parametrize("attention", ["einsum", "xla"])
+def test_attention_block_is_softmax_attention_over_positions(attention):
+  """Both CPU implementations against the formula written in numpy (float64)."""
+  b, h, w, c = 2, 4, 4, 32
+  x = jax.random.normal(jax.random.key(0), (b, h, w, c))
+  block = layers.AttnBlock(attention=attention)
+  params = block.init(jax.random.key(1), x)["params"]
+  # proj_out starts at ~0 (zero init): give it weights so the branch shows in the output.
+  params["proj_out"]["kernel"] = jax.random.normal(jax.random.key(2), (c, c)) / np.sqrt(c)
+  out = np.asarray(block.apply({"params": params}, x), np.float64)
+
+  p = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
+  xn = np.asarray(x, np.float64)
+  g = xn.reshape(b, h * w, 32, c // 32)  # GroupNorm, 32 groups
+  mean, var = g.mean(axis=(1, 3), keepdims=True), g.var(axis=(1, 3), keepdims=True)
+  y = ((g - mean) / np.sqrt(var + 1e-6)).reshape(b, h * w, c) * p["GroupNorm_0"]["scale"] + p["GroupNorm_0"]["bias"]
+  q, k, v = (y @ p[n]["kernel"] + p[n]["bias"] for n in ("q", "k", "v"))
+  logits = q @ k.transpose(0, 2, 1) / np.sqrt(c)
+  a = np.exp(logits - logits.max(-1, keepdims=True))
+  a /= a.sum(-1, keepdims=True)
+  expected = xn + ((a @ v) @ p["proj_out"]["kernel"] + p["proj_out"]["bias"]).reshape(b, h, w, c)
+  np.testing.assert_allclose(out, expected, atol=2e-5)
+  with pytest.raises(ValueError, match="model.attention"):
+    layers.AttnBlock(attention="flash").init(jax.random.key(1), x)

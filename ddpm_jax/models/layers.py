@@ -72,20 +72,31 @@ class ResnetBlock(nn.Module):
     return x + h
 
 
+ATTENTION = ("einsum", "xla", "cudnn")
+
+
 class AttnBlock(nn.Module):
-  """x + W_o softmax(q kᵀ/√C) v over the H·W positions, single head (DDPM)."""
+  """x + W_o softmax(q kᵀ/√C) v over the H·W positions, single head (DDPM). `attention`:
+  "einsum" (two einsums, softmax in float32) or jax.nn.dot_product_attention with
+  implementation "xla" or "cudnn" (fused; GPU only)."""
   dtype: Dtype = jnp.float32
+  attention: str = "einsum"
 
   @nn.compact
   def __call__(self, x):
     b, h, w, c = x.shape
     y = _norm(self.dtype)(x)
     dense = lambda name, scale=1.0: nn.Dense(c, dtype=self.dtype, kernel_init=default_init(scale), name=name)  # noqa: E731
-    q, k, v = dense("q")(y), dense("k")(y), dense("v")(y)
-    logits = jnp.einsum("bhwc,bHWc->bhwHW", q, k).reshape(b, h, w, h * w) * (c**-0.5)
-    weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(self.dtype).reshape(b, h, w, h, w)
-    y = jnp.einsum("bhwHW,bHWc->bhwc", weights, v)
-    return x + dense("proj_out", 0.0)(y)
+    q, k, v = (dense(n)(y).reshape(b, h * w, 1, c) for n in ("q", "k", "v"))
+    if self.attention == "einsum":
+      logits = jnp.einsum("bqhc,bkhc->bqk", q, k) * (c**-0.5)
+      weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(self.dtype)
+      y = jnp.einsum("bqk,bkhc->bqhc", weights, v)
+    elif self.attention in ATTENTION:
+      y = jax.nn.dot_product_attention(q, k, v, implementation=self.attention)
+    else:
+      raise ValueError(f"Unknown model.attention {self.attention!r}; use one of {ATTENTION}.")
+    return x + dense("proj_out", 0.0)(y.reshape(b, h, w, c))
 
 
 class Downsample(nn.Module):

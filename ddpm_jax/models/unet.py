@@ -21,7 +21,9 @@ class UNet(nn.Module):
   """Keyword arguments only. t: [B] integer or real timesteps, embedded as given: "positional"
   for a timestep index (real-valued for continuous VP models, t·(N−1)), "fourier" for e.g.
   log σ. y: [B] labels in [0, num_classes], where num_classes is the null label of
-  classifier-free guidance. Parameters are float32; `dtype` is the compute dtype."""
+  classifier-free guidance. Parameters are float32; `dtype` is the compute dtype (GroupNorm
+statistics and the attention softmax stay float32); `attention` picks layers.AttnBlock's
+implementation."""
   ch: int = 128
   ch_mult: Sequence[int] = (1, 2, 2, 2)
   num_res_blocks: int = 2
@@ -33,6 +35,7 @@ class UNet(nn.Module):
   embedding: str = "positional"
   fourier_scale: float = 16.0
   dtype: Any = jnp.float32
+  attention: str = "einsum"
 
   @nn.compact
   def __call__(self, x, t, y=None, train: bool = False):
@@ -64,20 +67,20 @@ class UNet(nn.Module):
       for _ in range(self.num_res_blocks):
         h = res(hs[-1], mult)
         if h.shape[1] in self.attn_resolutions:
-          h = AttnBlock(self.dtype)(h)
+          h = AttnBlock(self.dtype, self.attention)(h)
         hs.append(h)
       if level != num_res - 1:
         hs.append(Downsample(self.resamp_with_conv, self.dtype)(hs[-1]))
 
     h = res(hs[-1], self.ch_mult[-1])
-    h = AttnBlock(self.dtype)(h)
+    h = AttnBlock(self.dtype, self.attention)(h)
     h = res(h, self.ch_mult[-1])
 
     for level, mult in reversed(list(enumerate(self.ch_mult))):
       for _ in range(self.num_res_blocks + 1):
         h = res(jnp.concatenate([h, hs.pop()], axis=-1), mult)
         if h.shape[1] in self.attn_resolutions:
-          h = AttnBlock(self.dtype)(h)
+          h = AttnBlock(self.dtype, self.attention)(h)
       if level != 0:
         h = Upsample(self.resamp_with_conv, self.dtype)(h)
     assert not hs
