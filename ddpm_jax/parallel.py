@@ -88,14 +88,15 @@ def data_parallel_train_step(step_fn: Callable, mesh: Mesh, steps_per_dispatch: 
   """jit(shard_map(step_fn)) with the state replicated and donated, the batch split on
   "data"; step_fn(state, batch) -> (state, metrics) must pmean what it returns.
 
-  With steps_per_dispatch = k > 1 the batch carries a leading axis of k steps, run by
-  lax.scan in one dispatch; the metrics are those of the last step.
+  With steps_per_dispatch = k > 1 the batch carries a leading axis of k steps, run by an
+  unrolled lax.scan in one dispatch; the metrics are those of the last step. (Unrolled: XLA's
+  CPU backend runs the gradient convolutions inside a while loop about 30× slower.)
   """
   if steps_per_dispatch == 1:
     fn, batch_spec = step_fn, P(DATA_AXIS)
   else:
     def fn(state, batches):
-      state, metrics = jax.lax.scan(step_fn, state, batches)
+      state, metrics = jax.lax.scan(step_fn, state, batches, unroll=True)
       return state, jax.tree.map(lambda m: m[-1], metrics)
     batch_spec = P(None, DATA_AXIS)
   # check_vma on: replicated inputs are typed invariant, so gradients with respect to them
