@@ -164,6 +164,8 @@ def main() -> None:
   p.add_argument("--steps", type=int, default=50)
   p.add_argument("--warmup", type=int, default=5)
   p.add_argument("--reference", default=",".join(REFERENCE_CONFIGS))
+  p.add_argument("--ours_dtype", default="bfloat16", choices=("bfloat16", "float32"),
+                 help="float32 for a like-for-like CPU comparison (no bf16 fast path there)")
   args = p.parse_args()
   ours_n, theirs_n = ours_params(), reference_params()
   print(json.dumps({"what": "parameters", "ours": ours_n, "reference": theirs_n}), flush=True)
@@ -177,8 +179,9 @@ def main() -> None:
   if args.forward_batch:
     jobs.append(("forward", args.forward_batch, ours_forward, reference_forward))
   for what, batch, ours_fn, reference_fn in jobs:
-    ours = ours_fn(batch, args.steps, args.warmup)
-    print(json.dumps({**info, "what": what, "framework": "ddpm_jax", "config": "jit_bf16",
+    ours = ours_fn(batch, args.steps, args.warmup, args.ours_dtype)
+    config = "jit_" + ("bf16" if args.ours_dtype == "bfloat16" else "fp32")
+    print(json.dumps({**info, "what": what, "framework": "ddpm_jax", "config": config,
                       "batch": batch, "img_per_sec": ours}), flush=True)
     best = (None, 0.0)
     for name in args.reference.split(","):

@@ -2,7 +2,8 @@
 as JSON lines.
 
   python benchmarks/throughput.py --config configs/cifar10_ddpm.py --batch 128 --steps 50 \
-      [--forward_batch 1024] [--sample_steps 50] [--dtype bfloat16]
+      [--forward_batch 1024] [--sample_steps 50] [--dtype bfloat16] \
+      [--set model.attention=cudnn --set training.steps_per_dispatch=4]
 
 Each line: {"what": "train"|"forward"|"sample", "config", "devices", "platform", "batch",
 "dtype", "img_per_sec", "step_ms", "gflop_per_image" (ddpm_jax.flops: counted from the
@@ -14,6 +15,7 @@ after compilation and one warm-up call, runs `steps` calls and blocks on the res
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib.util
 import json
 import os
@@ -59,24 +61,42 @@ def _image_shape(config):
   return (size, size, 1 if config.data.dataset in ("digits", "mnist", "fashion_mnist") else 3)
 
 
+def set_fields(config, assignments) -> None:
+  """Applies "a.b=value" overrides, each value parsed as a Python literal where it is one."""
+  for item in assignments:
+    path, _, text = item.partition("=")
+    *parents, name = path.split(".")
+    node = config
+    for parent in parents:
+      node = node[parent]
+    if name not in node:
+      raise SystemExit(f"--set {item}: the config has no field {path!r}.")
+    try:
+      node[name] = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      node[name] = text
+
+
 def bench_train(config, steps: int) -> dict:
+  """One dispatch = training.steps_per_dispatch steps of training.batch_size each."""
   mesh = parallel.make_mesh()
-  bs = config.training.batch_size
+  bs, k = config.training.batch_size, config.training.steps_per_dispatch
+  lead = (bs,) if k == 1 else (k, bs)
   shape = _image_shape(config)
   model = builders.build_model(config, shape[-1])
   state = parallel.replicate(builders.init_state(config, model, shape), mesh)
   step = builders.make_step(config, model, mesh)
   rng = np.random.default_rng(0)
-  batch = parallel.shard_batch({"image": rng.uniform(-1, 1, (bs,) + shape).astype(np.float32),
-                                "label": np.zeros(bs, np.int32)}, mesh)
-  flop = flops.count(step, state, batch) * mesh.size / bs  # the count is per device
+  batch = parallel.shard_batch({"image": rng.uniform(-1, 1, lead + shape).astype(np.float32),
+                                "label": np.zeros(lead, np.int32)}, mesh, k)
+  flop = flops.count(step, state, batch) * mesh.size / (bs * k)  # the count is per device
 
   def run():
     nonlocal state
     state, metrics = step(state, batch)
     return metrics
-  dt = _timed(run, steps)
-  return {"what": "train", "batch": bs, "step_ms": 1e3 * dt,
+  dt = _timed(run, steps) / k
+  return {"what": "train", "batch": bs, "steps_per_dispatch": k, "step_ms": 1e3 * dt,
           **_rates(flop, bs, dt, config.model.dtype)}
 
 
@@ -123,8 +143,11 @@ def main() -> None:
   p.add_argument("--dtype", default=None, choices=(None, "float32", "bfloat16"))
   p.add_argument("--forward_batch", type=int, default=0, help="also time the network forward")
   p.add_argument("--sample_steps", type=int, default=0, help="also time DDIM with this many steps")
+  p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                 help="a config override, e.g. model.attention=cudnn (repeatable)")
   args = p.parse_args()
   config = load_config(args.config)
+  set_fields(config, args.set)
   if args.batch:
     config.training.batch_size = config.sampling.batch_size = args.batch
   if args.dtype:
@@ -133,7 +156,8 @@ def main() -> None:
     config.sampling.method, config.sampling.num_steps = "ddim", args.sample_steps
   builders.validate(config)
   info = {"config": os.path.basename(args.config), "devices": jax.device_count(),
-          "platform": jax.devices()[0].device_kind, "dtype": config.model.dtype}
+          "platform": jax.devices()[0].device_kind, "dtype": config.model.dtype,
+          "set": args.set, "xla_flags": os.environ.get("XLA_FLAGS", "")}
   print(json.dumps({**info, **bench_train(config, args.steps)}), flush=True)
   if args.forward_batch:
     print(json.dumps({**info, **bench_forward(config, args.forward_batch, args.steps)}),
