@@ -12,10 +12,9 @@ import os
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from ddpm_jax import builders, data, files, runs
+from ddpm_jax import builders, data, files, parallel, runs
 from ddpm_jax.metrics_writer import log
 
 
@@ -31,10 +30,11 @@ def evaluate_bpd(config, workdir: str) -> dict:
   key = jax.random.key(e.seed)
   values, start = [], time.time()
   for i, first in enumerate(range(0, total - e.batch_size + 1, e.batch_size)):
-    idx = np.arange(first, first + e.batch_size)
-    images, _ = source.get(idx)
-    x = jnp.asarray(data.preprocess(images, config.data.image_size, np.zeros(len(idx), bool)))
-    values.append(np.asarray(bpd_fn(params, jax.random.fold_in(key, i), x)))
+    idx = np.arange(first, first + e.batch_size)[parallel.local_rows(e.batch_size)]
+    images, _ = source.get(idx)  # this process's rows of the batch
+    x = data.preprocess(images, config.data.image_size, np.zeros(len(idx), bool))
+    x = parallel.shard_batch(x, run.mesh)
+    values.append(parallel.to_host(bpd_fn(params, jax.random.fold_in(key, i), x)))
     done = first + e.batch_size
     rate = done / (time.time() - start)
     log(f"bpd {done}/{total}: running mean {np.concatenate(values).mean():.4f} | "
@@ -48,6 +48,7 @@ def evaluate_bpd(config, workdir: str) -> dict:
             "method": "vlb" if config.training.objective == "ddpm" else f"pf_ode_{e.divergence}",
             "seconds": time.time() - start}
   path = os.path.join(run.workdir, f"bpd_{e.split}_step{step}.json")
-  files.save_json(path, result)
+  if parallel.is_main_process():
+    files.save_json(path, result)
   log(f"bits/dim {result['bpd']:.4f} ± {result['stderr']:.4f} -> {path}")
   return result

@@ -7,11 +7,13 @@ The data position needs no entry of its own: batches are a pure function of (see
 from __future__ import annotations
 
 import logging
-import os
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 from flax import serialization
+
+from ddpm_jax import files
 
 
 class CheckpointError(RuntimeError):
@@ -21,9 +23,8 @@ class CheckpointError(RuntimeError):
 def make_manager(directory: str, max_to_keep: int = 3) -> ocp.CheckpointManager:
   """A manager writing step folders under `directory`; a step becomes visible only once
   completely written (orbax writes to a temporary folder and renames it)."""
-  directory = os.path.abspath(directory)
   return ocp.CheckpointManager(
-      directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
+      epath.Path(files.resolve(directory)), options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
 
 
 def save(manager: ocp.CheckpointManager, state, *, wait: bool = True) -> int:
@@ -48,17 +49,21 @@ def restore_latest(manager: ocp.CheckpointManager, template):
   """Restores the newest readable checkpoint into `template`'s structure, or returns None
   when there is none. A step that fails to load is reported and the previous one tried."""
   steps = sorted(manager.all_steps(), reverse=True)
-  target = serialization.to_state_dict(template)
-  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _written(target))
   for step in steps:
     try:
-      restored = manager.restore(step, args=ocp.args.StandardRestore(abstract))
+      return restore(manager, step, template)
     except Exception as e:  # orbax raises many types for a damaged checkpoint
       logging.warning("Checkpoint step %d in %s cannot be read (%s: %s); trying the previous "
                       "one.", step, manager.directory, type(e).__name__, str(e).splitlines()[0])
-      continue
-    return serialization.from_state_dict(template, {**target, **restored})
   if steps:
     raise CheckpointError(f"None of the checkpoints {steps} in {manager.directory} can be read; "
                           f"move them aside to start afresh.")
   return None
+
+
+def restore(manager: ocp.CheckpointManager, step: int, template):
+  """Checkpoint `step` restored into `template`'s structure (raises if it cannot be read)."""
+  target = serialization.to_state_dict(template)
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _written(target))
+  restored = manager.restore(step, args=ocp.args.StandardRestore(abstract))
+  return serialization.from_state_dict(template, {**target, **restored})

@@ -1,32 +1,60 @@
-"""Atomic writes: a temporary file in the same folder, then os.replace, so a crash or a
-SIGTERM never leaves a half-written result where a finished one is expected."""
+"""Files anywhere etils.epath reaches (local paths, gs:// where gcsfs is installed), written
+atomically: a temporary file in the same folder, then a rename, so a crash or a SIGTERM never
+leaves a half-written result where a finished one is expected. (On object stores a rename
+is a copy; the temporary name still keeps readers from a partial file.)"""
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 
 import numpy as np
+from etils import epath
+
+
+def resolve(path: str) -> str:
+  """A local path made absolute (~ expanded); a URI such as gs://bucket/dir as given."""
+  return path if "://" in path else os.path.abspath(os.path.expanduser(path))
 
 
 @contextlib.contextmanager
-def atomic_path(path: str, suffix: str = ".tmp"):
-  """Yields a temporary path beside `path`; moves it onto `path` only if the block succeeds.
-  `suffix` keeps the extension writers infer the format from (".tmp.png", ".tmp.npz")."""
-  tmp = path + suffix
-  yield tmp
-  os.replace(tmp, path)
+def atomic_open(path: str, mode: str = "wb"):
+  """A file open for writing beside `path`, moved onto `path` only if the block succeeds;
+  the parent folder is created."""
+  target = epath.Path(path)
+  target.parent.mkdir(parents=True, exist_ok=True)
+  tmp = target.parent / f".{target.name}.tmp"
+  try:
+    with tmp.open(mode) as f:
+      yield f
+  except BaseException:
+    tmp.unlink(missing_ok=True)
+    raise
+  tmp.replace(target)
 
 
 def save_npz(path: str, *, compressed: bool = False, **arrays) -> str:
-  with atomic_path(path, ".tmp.npz") as tmp:
-    (np.savez_compressed if compressed else np.savez)(tmp, **arrays)
+  buffer = io.BytesIO()  # np.savez seeks; object-store files do not
+  (np.savez_compressed if compressed else np.savez)(buffer, **arrays)
+  with atomic_open(path) as f:
+    f.write(buffer.getvalue())
   return path
+
+
+def load_npz(path: str) -> dict[str, np.ndarray]:
+  """The arrays of an .npz file (no pickled objects)."""
+  with epath.Path(path).open("rb") as f, np.load(io.BytesIO(f.read()), allow_pickle=False) as z:
+    return dict(z)
 
 
 def save_json(path: str, obj) -> str:
   text = json.dumps(obj, indent=2)  # serialize first: a bad value raises before any write
-  with atomic_path(path) as tmp, open(tmp, "w") as f:
+  with atomic_open(path, "w") as f:
     f.write(text)
   return path
+
+
+def exists(path: str) -> bool:
+  return epath.Path(path).exists()

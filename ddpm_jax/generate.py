@@ -8,7 +8,7 @@ import time
 import jax
 import numpy as np
 
-from ddpm_jax import builders, files, images, runs
+from ddpm_jax import builders, files, images, parallel, runs
 from ddpm_jax.metrics_writer import log
 
 
@@ -22,16 +22,17 @@ def sample_from_checkpoint(config, workdir: str) -> tuple[str, str]:
   chunks, start = [], time.time()
   for i in range(0, s.num_samples, s.batch_size):
     x, nfe = sample_fn(params, jax.random.fold_in(key, i), s.batch_size, first_index=i)
-    chunks.append(images.to_uint8(np.asarray(x)))
+    chunks.append(images.to_uint8(parallel.to_host(x)))
     done = min(i + s.batch_size, s.num_samples)
     log(f"sampled {done}/{s.num_samples} ({done / (time.time() - start):.1f} img/s, "
         f"{nfe:.0f} network evaluations each)")
   samples = np.concatenate(chunks)[:s.num_samples]
   stem = os.path.join(run.workdir, "samples",
                       f"{s.method}_{s.num_steps if s.method == 'ddim' else 'full'}_step{step}")
-  png = images.save_png(stem + ".png", images.make_grid(samples[:256] / 127.5 - 1.0,
-                                                        scale=max(1, 64 // run.shape[0])))
-  npz = stem + ".npz"
-  files.save_npz(npz, images=samples)
+  png, npz = stem + ".png", stem + ".npz"
+  if parallel.is_main_process():
+    images.save_png(png, images.make_grid(samples[:256] / 127.5 - 1.0,
+                                          scale=max(1, 64 // run.shape[0])))
+    files.save_npz(npz, images=samples)
   log(f"{s.num_samples} samples -> {png}, {npz}")
   return png, npz

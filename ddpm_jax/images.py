@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 from PIL import Image
@@ -36,7 +35,6 @@ def make_grid(images, ncol: int | None = None, pad: int = 2, scale: int = 1,
 
 def save_png(path: str, grid: np.ndarray) -> str:
   """Writes a uint8 [H, W, C] array as PNG atomically (temporary file, then rename)."""
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with files.atomic_path(path, ".tmp.png") as tmp:
-    Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(tmp)
+  with files.atomic_open(path) as f:
+    Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(f, format="PNG")
   return path

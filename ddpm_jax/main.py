@@ -12,11 +12,10 @@ from __future__ import annotations
 import os
 import sys
 
-import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from ddpm_jax import bpd, checkpoint, generate, train
+from ddpm_jax import bpd, checkpoint, generate, parallel, train
 from ddpm_jax.evaluation import evaluate
 
 MODES = ("train", "sample", "bpd", "eval")
@@ -26,8 +25,16 @@ config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and samples.")
 flags.DEFINE_enum("mode", "train", MODES, "What to do.")
-flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first: one process "
-                  "per host of a multi-host TPU pod or GPU cluster.")
+flags.DEFINE_bool("distributed", False, "Join a multi-process run first (one process per host "
+                  "of a TPU pod slice, or per GPU or node of a GPU cluster): see the three "
+                  "flags below; where they are unset, JAX detects them on Cloud TPU, SLURM "
+                  "and Open MPI.")
+flags.DEFINE_string("coordinator_address", None, "host:port of process 0, with --distributed "
+                    "(default: $JAX_COORDINATOR_ADDRESS, else auto-detected).")
+flags.DEFINE_integer("num_processes", None, "Processes in the run, with --distributed "
+                     "(default: $JAX_NUM_PROCESSES, else auto-detected).")
+flags.DEFINE_integer("process_id", None, "This process's index, with --distributed "
+                     "(default: $JAX_PROCESS_ID, else auto-detected).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, checkpoint.CheckpointError,
@@ -60,7 +67,9 @@ def main(argv) -> None:
     raise app.UsageError(f"Unexpected arguments {argv[1:]}; pass options as --flag=value.")
   logging.set_verbosity(logging.WARNING)  # orbax and tfds are chatty at INFO
   if FLAGS.distributed:
-    jax.distributed.initialize()
+    parallel.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+  elif FLAGS.coordinator_address or FLAGS.num_processes or FLAGS.process_id is not None:
+    _fail("--coordinator_address, --num_processes and --process_id need --distributed.")
   try:
     if FLAGS.mode == "train":
       train.train_and_evaluate(FLAGS.config, FLAGS.workdir)

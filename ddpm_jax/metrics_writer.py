@@ -10,17 +10,22 @@ import time
 
 import jax
 import numpy as np
+from etils import epath
 
 
 class MetricsWriter:
+  """Scalars to TensorBoard and to WORKDIR/metrics.jsonl (appended; on an object store such
+  as gs://, which cannot append, the file is rewritten whole at each call)."""
 
   def __init__(self, workdir: str):
     self.enabled = jax.process_index() == 0
-    self.tb = None
     if self.enabled:
       from tensorboardX import SummaryWriter  # imported here: only the first host writes
       self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
-      self.jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+      self.jsonl = epath.Path(workdir) / "metrics.jsonl"
+      self.appends = "://" not in workdir
+      self.lines = [] if self.appends or not self.jsonl.exists() else \
+          self.jsonl.read_text().splitlines(keepends=True)
 
   def scalars(self, step: int, values: dict) -> None:
     if not self.enabled:
@@ -28,8 +33,13 @@ class MetricsWriter:
     values = {k: float(v) for k, v in values.items()}
     for k, v in values.items():
       self.tb.add_scalar(k, v, step)
-    self.jsonl.write(json.dumps({"step": step, "time": time.time(), **values}) + "\n")
-    self.jsonl.flush()
+    line = json.dumps({"step": step, "time": time.time(), **values}) + "\n"
+    if self.appends:
+      with self.jsonl.open("a") as f:
+        f.write(line)
+    else:
+      self.lines.append(line)
+      self.jsonl.write_text("".join(self.lines))
 
   def image(self, step: int, name: str, grid: np.ndarray) -> None:
     """grid: uint8 [H, W, C]."""
@@ -39,7 +49,6 @@ class MetricsWriter:
   def close(self) -> None:
     if self.enabled:
       self.tb.close()
-      self.jsonl.close()
 
 
 def progress_line(step: int, total: int, metrics: dict, images_per_sec: float,

@@ -1,20 +1,70 @@
-"""Device mesh and the data-parallel wrappers: shard_map over the 1-D mesh axis "data".
+"""Device mesh and the data-parallel wrappers: shard_map over the 1-D mesh axis "data";
+multi-host initialization and what processes share.
 
 A batched function runs per device on its slice of the batch while replicated arguments
 (parameters, the arrays of a model callable) are copied to every device. Each wrapper returns
 a function compiled once by `jax.jit`; build it once and call it many times.
+
+On several processes (one per host, or per GPU) the mesh holds every process's devices; each
+process feeds its own rows of a global batch (`local_rows`, `shard_batch`), results come back
+to every process with `to_host`, decisions that read the filesystem are taken once and shared
+with `agree`, and only `is_main_process()` writes files.
 """
 
 from __future__ import annotations
 
 import collections
+import os
 from typing import Callable, Iterator, Sequence
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
+ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
+
+
+def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
+               process_id: int | None = None) -> None:
+  """jax.distributed.initialize with each value given, else read from the environment
+  (JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID), else left to JAX's
+  auto-detection (Cloud TPU, SLURM, Open MPI, Kubernetes). CPU processes talk through gloo."""
+  def from_env(value, name, kind):
+    text = os.environ.get(name)
+    return value if value is not None else (kind(text) if text else None)
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(coordinator_address=from_env(coordinator_address, ENV[0], str),
+                             num_processes=from_env(num_processes, ENV[1], int),
+                             process_id=from_env(process_id, ENV[2], int))
+
+
+def is_main_process() -> bool:
+  """The process that writes files (logs, images, results): process 0."""
+  return jax.process_index() == 0
+
+
+def local_rows(global_size: int) -> slice:
+  """This process's rows of a global batch (equal, contiguous, in process order)."""
+  n = global_size // jax.process_count()
+  return slice(jax.process_index() * n, (jax.process_index() + 1) * n)
+
+
+def to_host(x) -> np.ndarray:
+  """The whole of a (possibly multi-host sharded) array as numpy, on every process."""
+  if getattr(x, "is_fully_addressable", True):
+    return np.asarray(x)
+  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def agree(value):
+  """Process 0's value (a bool, number or array) on every process: for choices that read the
+  filesystem (which checkpoint or chunk exists), so that every process takes the same path."""
+  if jax.process_count() == 1:
+    return value
+  shared = multihost_utils.broadcast_one_to_all(np.asarray(value))
+  return shared.item() if np.ndim(value) == 0 else shared
 
 
 def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
@@ -28,7 +78,9 @@ def check_divisible(batch_size: int, mesh: Mesh | None, name: str = "batch size"
   """A one-line error naming `name` (e.g. the config field) when the batch does not split."""
   n = 1 if mesh is None else mesh.shape[DATA_AXIS]
   if batch_size % n:
-    raise ValueError(f"{name}={batch_size} does not divide over {n} devices; use a "
+    where = (f"{jax.process_count()} processes × {n // jax.process_count()} local devices"
+             if jax.process_count() > 1 else f"{n} devices")
+    raise ValueError(f"{name}={batch_size} does not divide over {where}; use a "
                      f"multiple of {n}.")
 
 
@@ -66,7 +118,7 @@ def data_parallel(fn: Callable, mesh: Mesh | None) -> Callable:
     program = jax.jit(jax.shard_map(fn, mesh=mesh, in_specs=(P(), P(DATA_AXIS)),
                                     out_specs=P(DATA_AXIS), check_vma=False))
     place_replicated = lambda tree: replicate(tree, mesh)  # noqa: E731
-    place_batched = lambda tree: jax.device_put(tree, batch_sharding(mesh))  # noqa: E731
+    place_batched = lambda tree: place(tree, batch_sharding(mesh))  # noqa: E731
 
   compiled_for = set()  # the input types of the calls that traced and compiled the program
 
@@ -117,7 +169,23 @@ def all_gather_invariant(x):
 
 def replicate(tree, mesh: Mesh):
   """Places every leaf of `tree` on every device of `mesh`."""
-  return jax.device_put(tree, NamedSharding(mesh, P()))
+  return place(tree, NamedSharding(mesh, P()))
+
+
+def place(tree, sharding: NamedSharding):
+  """jax.device_put of `tree`, whose value every process holds whole, onto `sharding`. On
+  several processes device_put cannot split an array that lives on one local device over
+  other processes' devices, so such arrays go through the host (keys as their key data)."""
+  if jax.process_count() == 1:
+    return jax.device_put(tree, sharding)
+
+  def put(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      return jax.device_put(x, sharding)
+    if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+      return jax.random.wrap_key_data(put(jax.random.key_data(x)), impl=jax.random.key_impl(x))
+    return jax.device_put(np.asarray(x), sharding)
+  return jax.tree.map(put, tree)
 
 
 def shard_batch(batch, mesh: Mesh, steps_per_dispatch: int = 1):

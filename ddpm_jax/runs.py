@@ -13,15 +13,16 @@ import os
 from typing import Any
 
 import jax
+from etils import epath
 from jax.sharding import Mesh
 
-from ddpm_jax import builders, checkpoint, parallel
+from ddpm_jax import builders, checkpoint, files, parallel
 from ddpm_jax.models.unet import UNet
 
 
 @dataclasses.dataclass(frozen=True)
 class Run:
-  workdir: str       # absolute, created, writable
+  workdir: str       # absolute or a URI (gs://…), created, writable
   mesh: Mesh         # every device of every host, axis "data"
   source: Any        # random access to the split's images (data.py)
   shape: tuple       # (S, S, C) of the preprocessed images
@@ -33,17 +34,20 @@ class Run:
 
 
 def prepare_workdir(workdir: str) -> str:
-  """Creates the workdir and checks that it is writable, with a one-line error if not."""
-  workdir = os.path.abspath(os.path.expanduser(workdir))
+  """Creates the workdir and checks that it is writable, with a one-line error if not (the
+  writing process only: the others write nothing but their checkpoint shards)."""
+  workdir = files.resolve(workdir)
+  if not parallel.is_main_process():
+    return workdir
   try:
-    os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, f".write_test_{os.getpid()}")
-    with open(probe, "w") as f:
-      f.write("ok")
-    os.remove(probe)
+    path = epath.Path(workdir)
+    path.mkdir(parents=True, exist_ok=True)
+    probe = path / f".write_test_{os.getpid()}"
+    probe.write_text("ok")
+    probe.unlink()
   except OSError as e:
-    raise PermissionError(f"Cannot write to workdir {workdir!r} ({e.strerror}); choose a "
-                          f"writable --workdir.") from None
+    raise PermissionError(f"Cannot write to workdir {workdir!r} ({e.strerror or e}); choose "
+                          f"a writable --workdir.") from None
   return workdir
 
 

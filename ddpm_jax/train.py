@@ -17,7 +17,7 @@ import time
 import jax
 import numpy as np
 
-from ddpm_jax import builders, checkpoint, data, images, parallel, runs
+from ddpm_jax import builders, checkpoint, data, files, images, parallel, runs
 from ddpm_jax.metrics_writer import MetricsWriter, log, progress_line
 
 
@@ -62,8 +62,8 @@ def train_and_evaluate(config, workdir: str):
   if restored is not None:
     state = restored
     log(f"Resuming from step {int(state.step)} in {run.workdir}")
-  if jax.process_index() == 0:
-    with open(os.path.join(run.workdir, "config.json"), "w") as f:
+  if parallel.is_main_process():
+    with files.atomic_open(os.path.join(run.workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2))
   n_params = sum(x.size for x in jax.tree.leaves(state.params))
   log(f"{n_params / 1e6:.2f}M parameters; {mesh.size} device(s); global batch {t.batch_size}")
@@ -126,8 +126,10 @@ def write_samples(sample_fn, params, sampling, run, step, writer) -> str:
   sampling.seed."""
   num = -(-min(sampling.num_samples, 64) // run.mesh.size) * run.mesh.size
   x, nfe = sample_fn(params, jax.random.key(sampling.seed), num)
-  grid = images.make_grid(np.asarray(x), scale=max(1, 64 // run.shape[0]))
-  path = images.save_png(os.path.join(run.workdir, "samples", f"step_{step:08d}.png"), grid)
+  grid = images.make_grid(parallel.to_host(x), scale=max(1, 64 // run.shape[0]))
+  path = os.path.join(run.workdir, "samples", f"step_{step:08d}.png")
+  if parallel.is_main_process():
+    images.save_png(path, grid)
   writer.image(step, "samples", grid)
   log(f"Samples at step {step} ({nfe:.0f} network evaluations each) -> {path}")
   return path

@@ -57,34 +57,6 @@ def test_kid_is_zero_for_identical_distributions_and_positive_otherwise():
   assert far > 10 * far_std
 
 
-@pytest.mark.skipif(not (WEIGHTS / "inception_fid.npz").exists(),
-                    reason="../shared/weights (the FID Inception weights) is absent")
-def test_eval_mode_resumes_to_the_uninterrupted_result(tmp_path):
-  from conftest import tiny_config
-  from ddpm_jax import train
-  from ddpm_jax.evaluation import evaluate
-  overrides = {"fid.inception_weights": str(WEIGHTS / "inception_fid.npz"), "fid.chunk_size": 8,
-               "fid.ref_num_examples": 16, "fid.kid_subsets": 5, "fid.kid_subset_size": 8,
-               "fid.cache_dir": str(tmp_path / "cache")}
-  train.train_and_evaluate(tiny_config(), str(tmp_path / "run"))
-  # An interrupted run: only the first chunk exists when it stops.
-  first = evaluate.evaluate(tiny_config(**overrides, **{"fid.num_samples": 8}), str(tmp_path / "run"))
-  assert first["num_samples"] == 8
-  resumed = evaluate.evaluate(tiny_config(**overrides, **{"fid.num_samples": 16}), str(tmp_path / "run"))
-  chunks = sorted(p.name for p in (tmp_path / "run" / "eval").glob("*/chunk_*.npz"))
-  assert chunks == ["chunk_00000.npz", "chunk_00001.npz"]
-  # The same in a fresh workdir, uninterrupted, from a copy of the checkpoint.
-  import shutil
-  shutil.copytree(tmp_path / "run" / "checkpoints", tmp_path / "fresh" / "checkpoints")
-  straight = evaluate.evaluate(tiny_config(**overrides, **{"fid.num_samples": 16}), str(tmp_path / "fresh"))
-  assert resumed["fid"] == pytest.approx(straight["fid"], rel=1e-6)
-  assert resumed["kid"] == pytest.approx(straight["kid"], rel=1e-6, abs=1e-9)
-  assert resumed["fid"] > 0 and resumed["sampler"] == "ddim"
-  assert resumed["nfe_per_sample"] == tiny_config().sampling.num_steps
-  assert resumed["precision"] == straight["precision"] and 0 <= resumed["recall"] <= 1
-  assert len(list((tmp_path / "cache").glob("*.npz"))) == 1  # reference features cached once
-
-
 def test_eval_mode_names_missing_weights(tmp_path):
   from conftest import tiny_config
   from ddpm_jax.evaluation import evaluate

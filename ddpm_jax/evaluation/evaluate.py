@@ -23,18 +23,20 @@ from ddpm_jax.metrics_writer import log
 
 
 def make_inception_features(params, mesh, batch_size: int):
-  """features(imgs_uint8) -> pool3 features [N, 2048] (np.ndarray) of uint8 images [N, H, W, 3],
-  in batches of `batch_size` split over the mesh; compiled once (per batch shape)."""
+  """features(read, n) -> pool3 features [n, 2048] (np.ndarray, on every process) of the uint8
+  images [k, H, W, 3] that read(indices) returns for indices in [0, n): in batches of
+  `batch_size` split over the mesh, each process reading only its rows; compiled once (per
+  batch shape)."""
   program = parallel.data_parallel(
       lambda p, x: inception.InceptionV3().apply(p, x), mesh)
 
-  def features(imgs_uint8: np.ndarray) -> np.ndarray:
+  def features(read, n: int) -> np.ndarray:
     out = []
-    for i in range(0, len(imgs_uint8), batch_size):
-      chunk = imgs_uint8[i:i + batch_size]
-      pad = (-len(chunk)) % mesh.size
-      padded = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
-      out.append(np.asarray(program(params, padded.astype(np.float32)))[:len(chunk)])
+    for i in range(0, n, batch_size):
+      idx = np.arange(i, min(i + batch_size, n))
+      padded = np.pad(idx, (0, (-len(idx)) % mesh.size), mode="edge")  # rows dropped below
+      x = read(padded[parallel.local_rows(len(padded))]).astype(np.float32)
+      out.append(parallel.to_host(program(params, parallel.shard_batch(x, mesh)))[:len(idx)])
     return np.concatenate(out)
   return features
 
@@ -59,20 +61,21 @@ def reference_features(config, features_fn, checksum: str, cache_dir: str) -> np
   name = (f"{config.data.dataset}_{f.ref_split}_{config.data.image_size}px_{n}_"
           f"{checksum[:12]}.npz")
   path = os.path.join(cache_dir, name)
-  if os.path.exists(path):
-    with np.load(path, allow_pickle=False) as z:
-      return z["features"]
-  os.makedirs(cache_dir, exist_ok=True)
+  if parallel.agree(files.exists(path)):
+    return files.load_npz(path)["features"]
+
+  def read(rows):
+    imgs, _ = source.get(rows)
+    return images.to_uint8(data.preprocess(imgs, config.data.image_size,
+                                           np.zeros(len(rows), bool)))
   feats, start = [], time.time()
   for i in range(0, n, f.chunk_size):
-    idx = np.arange(i, min(i + f.chunk_size, n))
-    imgs, _ = source.get(idx)
-    x = images.to_uint8(data.preprocess(imgs, config.data.image_size, np.zeros(len(idx), bool)))
-    feats.append(features_fn(x))
-    log(f"reference features {min(i + f.chunk_size, n)}/{n} "
-        f"({min(i + f.chunk_size, n) / (time.time() - start):.1f} img/s)")
+    m = min(f.chunk_size, n - i)
+    feats.append(features_fn(lambda rows: read(rows + i), m))  # noqa: B023 (called at once)
+    log(f"reference features {i + m}/{n} ({(i + m) / (time.time() - start):.1f} img/s)")
   features = np.concatenate(feats)
-  files.save_npz(path, features=features)
+  if parallel.is_main_process():
+    files.save_npz(path, features=features)
   return features
 
 
@@ -97,24 +100,29 @@ def evaluate(config, workdir: str) -> dict:
   sample_fn = builders.make_sampler(config, run.model, run.shape, run.mesh)
   steps = s.num_steps if s.method in ("ddim", "ode") else "full"
   run_dir = os.path.join(run.workdir, "eval", f"{s.method}{steps}_step{step}_seed{s.seed}")
-  os.makedirs(run_dir, exist_ok=True)
   key = jax.random.key(s.seed)
   start = time.time()
-  feats, nfes, num_chunks = [], [], -(-f.num_samples // f.chunk_size)
-  for i in range(num_chunks):
-    path = os.path.join(run_dir, f"chunk_{i:05d}.npz")
-    if not os.path.exists(path):
-      x, nfe = sample_fn(net_params, jax.random.fold_in(key, i), f.chunk_size,
-                         first_index=i * f.chunk_size)
-      imgs = images.to_uint8(np.asarray(x))
-      files.save_npz(path, images=imgs, nfe=np.float64(nfe), features=features_fn(imgs))
-      done = (i + 1) * f.chunk_size
-      rate = done / (time.time() - start)
-      log(f"eval samples {min(done, f.num_samples)}/{f.num_samples} | {rate:.2f} img/s | "
-          f"{nfe:.0f} network evaluations each | ETA {(f.num_samples - done) / rate:.0f}s")
-    with np.load(path, allow_pickle=False) as z:
-      feats.append(z["features"])
-      nfes.append(float(z["nfe"]))
+  num_chunks = -(-f.num_samples // f.chunk_size)
+  paths = [os.path.join(run_dir, f"chunk_{i:05d}.npz") for i in range(num_chunks)]
+  written = parallel.agree(np.array([files.exists(p) for p in paths]))  # process 0's view
+  feats, nfes = [], []
+  for i, path in enumerate(paths):
+    if written[i]:
+      chunk = files.load_npz(path)
+      feats.append(chunk["features"])
+      nfes.append(float(chunk["nfe"]))
+      continue
+    x, nfe = sample_fn(net_params, jax.random.fold_in(key, i), f.chunk_size,
+                       first_index=i * f.chunk_size)
+    imgs = images.to_uint8(parallel.to_host(x))
+    feats.append(features_fn(lambda rows: imgs[rows], len(imgs)))  # noqa: B023
+    nfes.append(float(nfe))
+    if parallel.is_main_process():
+      files.save_npz(path, images=imgs, nfe=np.float64(nfe), features=feats[-1])
+    done = (i + 1) * f.chunk_size
+    rate = done / (time.time() - start)
+    log(f"eval samples {min(done, f.num_samples)}/{f.num_samples} | {rate:.2f} img/s | "
+        f"{nfe:.0f} network evaluations each | ETA {(f.num_samples - done) / rate:.0f}s")
   sample_feats = np.concatenate(feats)[:f.num_samples]
   ref = reference_features(config, features_fn, checksum,
                            f.cache_dir or os.path.join(run.workdir, "fid_cache"))
@@ -125,7 +133,8 @@ def evaluate(config, workdir: str) -> dict:
             "step": step, "reference": f"{config.data.dataset}/{f.ref_split}",
             "inception_sha256": checksum, "seconds": time.time() - start}
   out = run_dir + ".json"
-  files.save_json(out, result)
+  if parallel.is_main_process():
+    files.save_json(out, result)
   log(f"FID {result['fid']:.3f}, KID {result['kid']:.5f} ± {result['kid_std']:.5f}, "
       f"precision {result['precision']:.3f}, recall {result['recall']:.3f} -> {out}")
   return result

@@ -1,0 +1,127 @@
+"""Every mode under two real processes (2 fake CPU devices each, gloo collectives): the same
+results as one process, checkpoints that move between process counts both ways, an eval
+interrupted under two processes and finished by one, and only process 0 writing files."""
+
+import json
+import shutil
+
+import jax
+import numpy as np
+import pytest
+from conftest import tiny_config
+from multiprocess import launch
+
+from ddpm_jax import builders, checkpoint, generate, runs, train
+from ddpm_jax.evaluation import evaluate
+from test_fid import WEIGHTS
+
+pytestmark = pytest.mark.xdist_group("multiprocess")  # one xdist worker runs the module fixture
+
+TINY = {"model.ch_mult": "(1,)", "training.batch_size": 16, "training.log_every": 1,
+        "training.checkpoint_every": 2, "sampling.num_steps": 2, "sampling.num_samples": 8,
+        "sampling.batch_size": 8, "eval.batch_size": 16, "eval.num_examples": 32,
+        "diffusion.num_timesteps": 50}
+
+
+def _flags(**overrides) -> list[str]:
+  return ["--config=configs/demo.py"] + [f"--config.{k}={v}" for k, v in
+                                         {**TINY, **overrides}.items()]
+
+
+def _config(**overrides):
+  return tiny_config(**{"eval.batch_size": 16, "eval.num_examples": 32,
+                        "diffusion.num_timesteps": 50, **overrides})
+
+
+def _state(config, workdir, step):
+  run = runs.start_run(config, str(workdir), batch_field="training.batch_size")
+  manager = checkpoint.make_manager(run.checkpoint_dir)
+  template = builders.init_state(config, run.model, run.shape)
+  return jax.device_get(checkpoint.restore(manager, step, template))
+
+
+def _same(a, b):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    np.testing.assert_allclose(np.asarray(x, np.float64), np.asarray(y, np.float64),
+                               rtol=1e-5, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def runs_dir(tmp_path_factory):
+  """A checkpoint moved between process counts both ways: 1 process (this one, 8 devices)
+  trains steps 1–2, 2 processes 3–4, 1 process 5–6; beside it 1 process trains 1–6 straight."""
+  root = tmp_path_factory.mktemp("multiprocess")
+  train.train_and_evaluate(_config(**{"training.num_train_steps": 2}), str(root / "moved"))
+  writes = launch(root / "moved", *_flags(**{"training.num_train_steps": 4}))
+  train.train_and_evaluate(_config(**{"training.num_train_steps": 6}), str(root / "moved"))
+  train.train_and_evaluate(_config(**{"training.num_train_steps": 6}), str(root / "straight"))
+  return root, writes
+
+
+def test_two_processes_train_as_one_and_checkpoints_move_both_ways(runs_dir):
+  root, _ = runs_dir
+  config = _config(**{"training.num_train_steps": 6})
+  for step in (4, 6):  # 4: written by the two processes; 6: one process resumed from it
+    _same(_state(config, root / "moved", step), _state(config, root / "straight", step))
+  logged = [json.loads(line)["step"] for line in open(root / "moved" / "metrics.jsonl")]
+  assert logged == [1, 2, 3, 4, 5, 6]  # each step logged once, by process 0
+
+
+def test_only_process_0_writes_files_the_others_only_their_checkpoint_shards(runs_dir):
+  root, (first, second) = runs_dir
+  written = {w["path"] for w in first}
+  assert {"config.json", "metrics.jsonl", "samples/step_00000004.png"} <= written
+  assert any(p.startswith("tensorboard/") for p in written)
+  others = {w["path"] for w in second}
+  assert others and all(p.startswith("checkpoints/") and "process_1" in p for p in others)
+
+
+def test_sample_and_bpd_modes_under_two_processes_match_one(runs_dir, tmp_path):
+  root, _ = runs_dir
+  flags = _flags(**{"training.num_train_steps": 6})
+  for mode in ("sample", "bpd"):  # bpd: the coordinator and the process index from the environment
+    _, others = launch(root / "moved", *flags, f"--mode={mode}", logs=tmp_path / mode,
+                       from_env=mode == "bpd")
+    assert not others
+  config = _config(**{"training.num_train_steps": 6})
+  two = dict(np.load(next((root / "moved" / "samples").glob("ddim_*_step6.npz"))))
+  shutil.copytree(root / "moved" / "checkpoints", tmp_path / "one" / "checkpoints")
+  _, npz = generate.sample_from_checkpoint(config, str(tmp_path / "one"))
+  assert np.abs(two["images"].astype(int) - np.load(npz)["images"]).max() <= 1
+  from ddpm_jax import bpd
+  one = bpd.evaluate_bpd(config, str(tmp_path / "one"))
+  two = json.loads((root / "moved" / "bpd_train_step6.json").read_text())
+  assert two["num_examples"] == one["num_examples"] == 32
+  assert two["bpd"] == pytest.approx(one["bpd"], rel=1e-5)
+
+
+@pytest.mark.skipif(not (WEIGHTS / "inception_fid.npz").exists(),
+                    reason="../shared/weights (the FID Inception weights) is absent")
+def test_eval_interrupted_under_two_processes_resumes_under_one(runs_dir, tmp_path):
+  """FID/KID/precision/recall of an eval stopped after its first chunk under two processes
+  and resumed by one equal those of an uninterrupted run; the reference is cached once."""
+  root, _ = runs_dir
+  fid = {"fid.inception_weights": str(WEIGHTS / "inception_fid.npz"), "fid.chunk_size": 8,
+         "fid.ref_num_examples": 16, "fid.kid_subsets": 5, "fid.kid_subset_size": 8,
+         "fid.cache_dir": str(tmp_path / "cache"), "training.num_train_steps": 6}
+  work = tmp_path / "work"
+  shutil.copytree(root / "moved" / "checkpoints", work / "checkpoints")
+  _, others = launch(work, *_flags(**fid, **{"fid.num_samples": 8}), "--mode=eval")
+  assert not others
+  resumed = evaluate.evaluate(_config(**fid, **{"fid.num_samples": 16}), str(work))
+  assert sorted(p.name for p in (work / "eval").glob("*/chunk_*.npz")) == [
+      "chunk_00000.npz", "chunk_00001.npz"]
+  shutil.copytree(root / "moved" / "checkpoints", tmp_path / "fresh" / "checkpoints")
+  straight = evaluate.evaluate(_config(**fid, **{"fid.num_samples": 16}), str(tmp_path / "fresh"))
+  for name in ("fid", "kid", "precision", "recall"):
+    assert resumed[name] == pytest.approx(straight[name], rel=1e-4, abs=1e-6), name
+  assert resumed["fid"] > 0 and resumed["sampler"] == "ddim" and resumed["num_samples"] == 16
+  assert resumed["nfe_per_sample"] == _config().sampling.num_steps
+  assert len(list((tmp_path / "cache").glob("*.npz"))) == 1  # reference features cached once
+
+
+def test_a_global_batch_that_does_not_split_over_processes_is_a_one_line_error(tmp_path):
+  with pytest.raises(AssertionError, match=r"exit codes \[2, 2\]") as failure:
+    launch(tmp_path / "w", *_flags(**{"training.batch_size": 6}))
+  assert ("error: training.batch_size=6 does not divide over 2 processes × 2 local devices; "
+          "use a multiple of 4.") in str(failure.value)
