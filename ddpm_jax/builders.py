@@ -30,8 +30,93 @@ SAMPLERS = {"ddpm": ("ddpm", "ddim", "pc", "ode"), "dsm": ("pc", "ode"), "ncsn":
 SCORE_SAMPLERS = ("pc", "ode", "ald")  # their model is the score, not the network's output
 
 
+def _positive(v) -> bool:
+  return v > 0
+
+
+def _at_least(low):
+  return lambda v: v >= low
+
+
+def _between(low, high, *, high_included=False):
+  return lambda v: low <= v <= high if high_included else low <= v < high
+
+
+# (field, test, what it must be): the ranges `validate` checks first, one field at a time.
+RANGES = (
+    ("data.image_size", _positive, "a positive number of pixels"),
+    ("data.num_classes", _positive, "a positive number of classes"),
+    ("diffusion.num_timesteps", _positive, "a positive number of steps, e.g. 1000"),
+    ("diffusion.beta_start", _between(0, 1), "in [0, 1), e.g. 1e-4"),
+    ("diffusion.beta_end", _between(0, 1), "in [0, 1), e.g. 0.02"),
+    ("model.ch", lambda v: v > 0 and v % 32 == 0, "a positive multiple of 32 (GroupNorm's 32 groups)"),
+    ("model.num_res_blocks", _positive, "at least 1"),
+    ("model.dropout", _between(0, 1), "in [0, 1)"),
+    ("training.batch_size", _positive, "a positive global batch size"),
+    ("training.num_train_steps", _positive, "at least 1"),
+    ("training.steps_per_dispatch", _positive, "at least 1"),
+    ("training.log_every", _positive, "at least 1"),
+    ("training.checkpoint_every", _positive, "at least 1"),
+    ("training.keep_checkpoints", _positive, "at least 1 (the newest checkpoint is always kept)"),
+    ("training.sample_every", _at_least(0), "0 (at the end only) or more"),
+    ("training.ema_decay", _between(0, 1), "in [0, 1), e.g. 0.9999"),
+    ("training.label_dropout", _between(0, 1), "in [0, 1)"),
+    ("training.vlb_weight", _at_least(0), "0 or more"),
+    ("optim.learning_rate", _positive, "positive, e.g. 2e-4"),
+    ("optim.warmup_steps", _at_least(0), "0 or more"),
+    ("optim.grad_clip", _at_least(0), "0 (off) or a positive norm"),
+    ("optim.beta1", _between(0, 1), "in [0, 1)"),
+    ("optim.beta2", _between(0, 1), "in [0, 1)"),
+    ("optim.eps", _positive, "positive"),
+    ("sampling.num_steps", _positive, "at least 1"),
+    ("sampling.eta", _between(0, 1, high_included=True), "in [0, 1] (0: deterministic DDIM)"),
+    ("sampling.num_samples", _positive, "at least 1"),
+    ("sampling.batch_size", _positive, "at least 1"),
+    ("sampling.snr", _positive, "positive"),
+    ("sampling.n_steps_each", _positive, "at least 1"),
+    ("sampling.eps", _between(0, 1), "in [0, 1), e.g. 1e-3"),
+    ("sampling.rtol", _positive, "positive"),
+    ("sampling.atol", _positive, "positive"),
+    ("sampling.step_lr", _positive, "positive"),
+    ("sampling.guidance_weight", _at_least(0), "0 (off) or more"),
+    ("sde.beta_min", _positive, "positive"),
+    ("sde.sigma_min", _positive, "positive"),
+    ("sde.num_scales", _positive, "at least 1"),
+    ("sde.train_eps", _between(0, 1), "in [0, 1), e.g. 1e-5"),
+    ("eval.num_examples", _at_least(0), "0 (the whole split) or more"),
+    ("eval.batch_size", _positive, "at least 1"),
+    ("eval.rtol", _positive, "positive"),
+    ("eval.atol", _positive, "positive"),
+    ("fid.num_samples", _positive, "at least 1"),
+    ("fid.chunk_size", _positive, "at least 1"),
+    ("fid.inception_batch_size", _positive, "at least 1"),
+    ("fid.ref_num_examples", _at_least(0), "0 (the whole split) or more"),
+    ("fid.kid_subsets", _positive, "at least 1"),
+    ("fid.kid_subset_size", _at_least(2), "at least 2"),
+)
+# (first, second): fields whose values must be ordered first < second.
+ORDERED = (("diffusion.beta_start", "diffusion.beta_end"), ("sde.beta_min", "sde.beta_max"),
+           ("sde.sigma_min", "sde.sigma_max"))
+
+
+def _field(config, name: str):
+  return functools.reduce(lambda node, part: node[part], name.split("."), config)
+
+
+def _check_ranges(config) -> None:
+  for name, ok, want in RANGES:
+    value = _field(config, name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
+      raise ValueError(f"{name}={value!r} must be {want}; set --config.{name}.")
+  for low, high in ORDERED:
+    if not _field(config, low) < _field(config, high):
+      raise ValueError(f"{low}={_field(config, low)!r} must be below {high}="
+                       f"{_field(config, high)!r}; change one of them.")
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
   """Rejects bad choices up front, before any data is read or program compiled."""
+  _check_ranges(config)
   objective = config.training.objective
   if objective not in OBJECTIVES:
     raise ValueError(f"Unknown training.objective {objective!r}; use one of {OBJECTIVES}.")
@@ -54,6 +139,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ValueError("sampling.method 'ode' does not take class labels yet; use 'pc' for a "
                      "conditional model.")
   if s.method == "ddim":
+    if s.num_steps > config.diffusion.num_timesteps:
+      raise ValueError(f"sampling.num_steps={s.num_steps} must be at most "
+                       f"diffusion.num_timesteps={config.diffusion.num_timesteps}; lower it.")
     ddim.ddim_timesteps(config.diffusion.num_timesteps, s.num_steps, s.skip_type)
   if config.model.dtype not in DTYPES:
     raise ValueError(f"Unknown model.dtype {config.model.dtype!r}; use one of {tuple(DTYPES)}.")
@@ -328,8 +416,16 @@ def build_source(config: ml_collections.ConfigDict, split: str | None = None):
   """The split's source (default data.split); in-memory images already at data.image_size."""
   d = config.data
   data_dir = os.path.expanduser(d.data_dir) if d.data_dir else None
-  return data.at_size(data.open_source(d.dataset, split or d.split, data_dir, d.path),
-                      d.image_size)
+  source = data.open_source(d.dataset, split or d.split, data_dir, d.path)
+  if config.model.conditional:
+    top = data.num_label_values(source)
+    if top is None:
+      raise ValueError(f"model.conditional=True needs labels, and dataset {d.dataset!r} has "
+                       f"none; set model.conditional=False or use labelled data.")
+    if top > d.num_classes:
+      raise ValueError(f"The labels of {d.dataset!r} go up to {top - 1}, beyond "
+                       f"data.num_classes={d.num_classes}; set data.num_classes={top}.")
+  return data.at_size(source, d.image_size)
 
 
 def image_shape(config, source) -> tuple[int, int, int]:

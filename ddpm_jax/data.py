@@ -27,6 +27,7 @@ import functools
 import importlib.resources
 import os
 import sys
+import zipfile
 from typing import Iterator
 
 import grain
@@ -69,6 +70,16 @@ class TfdsSource:
     return images, labels
 
 
+def num_label_values(source) -> int | None:
+  """1 + the largest label a source can hold (tfds: its declared class count); None for
+  unlabelled data."""
+  if isinstance(source, ArraySource):
+    return None if source.labels is None else int(source.labels.max()) + 1
+  if not source.has_labels:
+    return None
+  return int(source.source.dataset_info.features["label"].num_classes)
+
+
 def load_embedded_digits() -> tuple[np.ndarray, np.ndarray]:
   """(images [1797, 8, 8, 1] uint8 in 0..255, labels [1797] int32)."""
   with importlib.resources.files("ddpm_jax").joinpath("assets/digits_8x8.npz").open("rb") as f:
@@ -77,19 +88,51 @@ def load_embedded_digits() -> tuple[np.ndarray, np.ndarray]:
   return np.round(images.astype(np.float32) * (255.0 / 16.0)).astype(np.uint8), labels.astype(np.int32)
 
 
+def checked_source(images: np.ndarray, labels, where: str) -> ArraySource:
+  """An ArraySource of uint8 images [N, H, W] or [N, H, W, C] with C in {1, 3} and integer
+  labels [N] (or None), with a one-line error naming `where` (the file) otherwise."""
+  if images.dtype != np.uint8:
+    raise ValueError(f"{where}: 'images' must be uint8 in 0..255, got {images.dtype}.")
+  if images.ndim == 3:
+    images = images[..., None]
+  if images.ndim != 4 or images.shape[-1] not in (1, 3) or 0 in images.shape:
+    raise ValueError(f"{where}: 'images' has shape {images.shape}; it must be [N, H, W] or "
+                     f"[N, H, W, C] with C 1 or 3.")
+  if labels is not None:
+    labels = np.asarray(labels)
+    if labels.shape != images.shape[:1] or not np.issubdtype(labels.dtype, np.integer):
+      raise ValueError(f"{where}: 'labels' ({labels.dtype}, shape {labels.shape}) must be "
+                       f"integers, one per image ({len(images)}).")
+    if labels.min() < 0:
+      raise ValueError(f"{where}: 'labels' holds {labels.min()}; labels must be 0 or more.")
+    labels = labels.astype(np.int32)
+  return ArraySource(images, labels)
+
+
 def load_npz(path: str) -> ArraySource:
   if not os.path.isfile(path):
     raise FileNotFoundError(f"No .npz file at {path!r}; set data.path to an .npz with an "
                             f"'images' array.")
-  with np.load(path, allow_pickle=False) as z:
-    if "images" not in z:
-      raise ValueError(f"{path} has no 'images' array (it has {sorted(z.keys())}); save the "
-                       f"images under the key 'images'.")
-    images = np.asarray(z["images"])
-    labels = np.asarray(z["labels"]).astype(np.int32) if "labels" in z else None
-  if images.dtype != np.uint8:
-    raise ValueError(f"{path}: 'images' must be uint8 in 0..255, got {images.dtype}.")
-  return ArraySource(images[..., None] if images.ndim == 3 else images, labels)
+  with open(path, "rb") as f:
+    if f.read(4) != b"PK\x03\x04":
+      raise ValueError(f"{path} is not an .npz file (not a zip archive); save the arrays "
+                       f"with numpy.savez.")
+  try:
+    with np.load(path, allow_pickle=False) as z:
+      if "images" not in z:
+        raise ValueError(f"{path} has no 'images' array (it has {sorted(z.keys())}); save "
+                         f"the images under the key 'images'.")
+      images = np.asarray(z["images"])
+      labels = np.asarray(z["labels"]) if "labels" in z else None
+  except ValueError as e:
+    if "allow_pickle" in str(e):
+      raise ValueError(f"{path} holds Python objects, which are refused for safety (loading "
+                       f"them could run code); save plain uint8 arrays.") from None
+    raise
+  except (OSError, EOFError, zipfile.BadZipFile) as e:
+    raise ValueError(f"{path} is not a readable .npz file ({e}); re-create it with "
+                     f"numpy.savez.") from None
+  return checked_source(images, labels, path)
 
 
 def load_folder(path: str) -> ArraySource:
@@ -102,12 +145,20 @@ def load_folder(path: str) -> ArraySource:
   if not files:
     raise ValueError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) under {path!r}.")
   classes = sorted({os.path.relpath(os.path.dirname(f), path) for f in files})
-  images = [np.asarray(Image.open(f).convert("RGB")) for f in files]
+  images = [_read_image(f) for f in files]
   if len({im.shape for im in images}) > 1:
     raise ValueError(f"Images under {path!r} differ in size; resize them to one size first.")
   labels = (np.array([classes.index(os.path.relpath(os.path.dirname(f), path)) for f in files],
                      np.int32) if classes != ["."] else None)
-  return ArraySource(np.stack(images), labels)
+  return checked_source(np.stack(images), labels, path)
+
+
+def _read_image(path: str) -> np.ndarray:
+  try:
+    with Image.open(path) as image:
+      return np.asarray(image.convert("RGB"))
+  except OSError as e:  # PIL: truncated, not an image, unreadable
+    raise ValueError(f"Cannot read image {path} ({e}); replace or remove it.") from None
 
 
 def open_source(dataset: str, split: str = "train", data_dir: str | None = None,

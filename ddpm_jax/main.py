@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import traceback
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -45,16 +46,37 @@ def parse_flags(argv):
   """absl flag parsing with one-line errors for an unknown config field or a bad value."""
   try:
     argv = FLAGS(argv)
+  except SyntaxError as e:  # the config file does not parse
+    _fail(f"config file {e.filename} line {e.lineno}: {e.msg}; fix the file.")
   except (AttributeError, KeyError) as e:  # ml_collections: no such field
+    if "get_config" in str(e):
+      _fail(f"config file {_config_argument(argv)} defines no get_config(); define one that "
+            f"returns an ml_collections.ConfigDict (see configs/demo.py).")
     text = str(e).replace("\\n", "\n").replace("\\'", "'")
     parts = [p.strip(" '\"") for p in text.splitlines() if p.strip(" '\"")]
     _fail(f"unknown config field {'; '.join(parts)} (the fields are in configs/default.py)")
   except flags.Error as e:
     _fail(str(e).splitlines()[0])
+  except Exception as e:  # noqa: BLE001 (the config file raised while it was loaded)
+    path = os.path.abspath(_config_argument(argv))
+    lines = [f.lineno for f in traceback.extract_tb(e.__traceback__) if f.filename == path]
+    where = f" line {lines[-1]}" if lines else ""
+    _fail(f"config file {_config_argument(argv)}{where}: {type(e).__name__}: {e}; fix the "
+          f"file.")
   path = config_flags.get_config_filename(FLAGS["config"]).split(":")[0]
   if not os.path.isfile(path):
     _fail(f"no config file {path!r}; pass one of configs/*.py (run from the repository root).")
   return argv
+
+
+def _config_argument(argv) -> str:
+  """The path given to --config (without a ":arguments" suffix)."""
+  for i, arg in enumerate(argv):
+    if arg.startswith("--config="):
+      return arg.split("=", 1)[1].split(":")[0]
+    if arg == "--config" and i + 1 < len(argv):
+      return argv[i + 1].split(":")[0]
+  return "?"
 
 
 def _fail(message: str) -> None:

@@ -97,10 +97,11 @@ def train_and_evaluate(config, workdir: str):
         m = {key: float(v) for key, v in jax.device_get(metrics).items()}
         if not all(np.isfinite(v) for v in m.values()):
           last_good = manager.latest_step()
+          kept = ("there is no checkpoint yet" if last_good is None else
+                  f"the last good checkpoint is step {last_good}")
           raise NonFiniteLossError(
-              f"Non-finite loss or gradient at step {step} ({m}); stopped without saving, the "
-              f"last good checkpoint is step {last_good}. Lower optim.learning_rate or "
-              f"check the data.")
+              f"Non-finite loss or gradient at step {step} ({m}); stopped without saving, "
+              f"{kept}. Lower optim.learning_rate or check the data.")
         now = time.time()
         rate = (step - last_step) * t.batch_size / max(now - last_time, 1e-9)
         eta = (t.num_train_steps - step) * t.batch_size / max(rate, 1e-9)
