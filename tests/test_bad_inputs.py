@@ -1,0 +1,184 @@
+"""Bad inputs through the command line's entry point, in-process: each exits with status 2 and
+one line on stderr that starts with "error:" and names the problem, without a traceback, and
+leaves an existing workdir's checkpoints untouched."""
+
+import hashlib
+import pathlib
+import sys
+
+import numpy as np
+import pytest
+from absl import flags
+from conftest import tiny_config
+from PIL import Image
+
+from ddpm_jax import builders, checkpoint, train
+from ddpm_jax import main as cli
+
+DEMO = "--config=configs/demo.py"
+
+# (id, arguments after the config, what the error line must contain)
+CASES = [
+    # ranges, one field at a time
+    ("batch_zero", ["--config.training.batch_size=0"], "training.batch_size=0 must be a positive"),
+    ("batch_negative", ["--config.training.batch_size=-8"], "training.batch_size=-8 must be"),
+    ("checkpoint_every_zero", ["--config.training.checkpoint_every=0"], "training.checkpoint_every=0"),
+    ("log_every_zero", ["--config.training.log_every=0"], "training.log_every=0 must be at least 1"),
+    ("dispatch_zero", ["--config.training.steps_per_dispatch=0"], "training.steps_per_dispatch=0"),
+    ("steps_zero", ["--config.training.num_train_steps=0"], "training.num_train_steps=0"),
+    ("keep_zero", ["--config.training.keep_checkpoints=0"], "training.keep_checkpoints=0"),
+    ("sample_every_negative", ["--config.training.sample_every=-1"], "training.sample_every=-1"),
+    ("ema_above_one", ["--config.training.ema_decay=1.5"], "training.ema_decay=1.5 must be in [0, 1)"),
+    ("label_dropout_one", ["--config.training.label_dropout=1.0"], "training.label_dropout=1.0"),
+    ("vlb_weight_negative", ["--config.training.vlb_weight=-1.0"], "training.vlb_weight=-1.0"),
+    ("lr_negative", ["--config.optim.learning_rate=-0.001"], "optim.learning_rate=-0.001 must be positive"),
+    ("lr_zero", ["--config.optim.learning_rate=0.0"], "optim.learning_rate=0.0"),
+    ("warmup_negative", ["--config.optim.warmup_steps=-5"], "optim.warmup_steps=-5"),
+    ("beta1_one", ["--config.optim.beta1=1.0"], "optim.beta1=1.0 must be in [0, 1)"),
+    ("adam_eps_zero", ["--config.optim.eps=0.0"], "optim.eps=0.0 must be positive"),
+    ("image_size_zero", ["--config.data.image_size=0"], "data.image_size=0 must be"),
+    ("num_classes_zero", ["--config.data.num_classes=0"], "data.num_classes=0"),
+    ("timesteps_zero", ["--config.diffusion.num_timesteps=0"], "diffusion.num_timesteps=0 must be"),
+    ("beta_end_above_one", ["--config.diffusion.beta_end=1.5"], "diffusion.beta_end=1.5 must be in [0, 1)"),
+    ("betas_reversed", ["--config.diffusion.beta_start=0.05"], "diffusion.beta_start=0.05 must be below diffusion.beta_end=0.02"),
+    ("channels_not_32", ["--config.model.ch=48"], "model.ch=48 must be a positive multiple of 32"),
+    ("res_blocks_zero", ["--config.model.num_res_blocks=0"], "model.num_res_blocks=0"),
+    ("dropout_one", ["--config.model.dropout=1.0"], "model.dropout=1.0 must be in [0, 1)"),
+    ("eta_above_one", ["--config.sampling.eta=1.5"], "sampling.eta=1.5 must be in [0, 1]"),
+    ("ddim_steps_zero", ["--config.sampling.num_steps=0"], "sampling.num_steps=0 must be at least 1"),
+    ("ddim_steps_above_T", ["--config.sampling.num_steps=5000"], "sampling.num_steps=5000 must be at most diffusion.num_timesteps=1000"),
+    ("num_samples_zero", ["--config.sampling.num_samples=0"], "sampling.num_samples=0"),
+    ("sampling_eps_one", ["--config.sampling.eps=1.0"], "sampling.eps=1.0 must be in [0, 1)"),
+    ("guidance_negative", ["--config.sampling.guidance_weight=-1.0"], "sampling.guidance_weight=-1.0"),
+    ("sde_beta_min_zero", ["--config.sde.beta_min=0.0"], "sde.beta_min=0.0 must be positive"),
+    ("sigmas_reversed", ["--config.sde.sigma_min=100.0"], "sde.sigma_min=100.0 must be below sde.sigma_max=50.0"),
+    ("eval_batch_zero", ["--config.eval.batch_size=0"], "eval.batch_size=0"),
+    ("fid_chunk_zero", ["--config.fid.chunk_size=0"], "fid.chunk_size=0"),
+    ("kid_subset_one", ["--config.fid.kid_subset_size=1"], "fid.kid_subset_size=1 must be at least 2"),
+    # choices and relations
+    ("objective_unknown", ["--config.training.objective=gan"], "Unknown training.objective 'gan'"),
+    ("sampler_mismatch", ["--config.training.objective=ncsn"], "sampling.method 'ddim' does not fit training.objective 'ncsn'"),
+    ("dtype_unknown", ["--config.model.dtype=float16"], "Unknown model.dtype 'float16'"),
+    ("attention_unknown", ["--config.model.attention=flash"], "Unknown model.attention 'flash'"),
+    ("loss_unknown", ["--config.training.loss_type=l1"], "Unknown training.loss_type 'l1'"),
+    ("t_sampler_unknown", ["--config.training.t_sampler=sobol"], "Unknown training.t_sampler 'sobol'"),
+    ("mean_type_unknown", ["--config.model.mean_type=score"], "mean_type"),
+    ("workers_negative", ["--config.data.num_workers=-1"], "data.num_workers=-1"),
+    ("dispatch_not_dividing", ["--config.training.steps_per_dispatch=7"], "training.steps_per_dispatch=7 must divide"),
+    ("batch_not_dividing", ["--config.training.batch_size=12"], "training.batch_size=12 does not divide over 8 devices"),
+    ("size_not_halving", ["--config.data.image_size=9"], "data.image_size=9 is not divisible by 2"),
+    ("labels_beyond_classes", ["--config.model.conditional=True", "--config.data.num_classes=5"], "go up to 9, beyond data.num_classes=5; set data.num_classes=10"),
+    # the command line itself
+    ("unknown_field", ["--config.training.batch_sise=8"], "unknown config field batch_sise"),
+    ("bad_value_type", ["--config.training.batch_size=abc"], "batch_size"),
+    ("unknown_mode", ["--mode=fit"], "mode"),
+    ("process_id_alone", ["--process_id=1"], "need --distributed"),
+    ("unknown_dataset", ["--config.data.dataset=no_such_dataset"], "Cannot open tfds dataset 'no_such_dataset'"),
+]
+
+# (id, file to write, what the error line must contain); arguments use {path}
+FILE_CASES = [
+    ("npz_missing", None, ["--config.data.dataset=npz", "--config.data.path={dir}/none.npz"], "No .npz file at"),
+    ("npz_5d", {"images": np.zeros((2, 8, 8, 1, 1), np.uint8)}, None, "it must be [N, H, W] or [N, H, W, C]"),
+    ("npz_2d", {"images": np.zeros((2, 8), np.uint8)}, None, "'images' has shape (2, 8)"),
+    ("npz_two_channels", {"images": np.zeros((2, 8, 8, 2), np.uint8)}, None, "with C 1 or 3"),
+    ("npz_float", {"images": np.zeros((2, 8, 8), np.float32)}, None, "'images' must be uint8"),
+    ("npz_no_images", {"x": np.zeros((2, 8, 8), np.uint8)}, None, "has no 'images' array"),
+    ("npz_objects", {"images": np.array([object()] * 2)}, None, "refused for safety"),
+    ("npz_short_labels", {"images": np.zeros((4, 8, 8), np.uint8), "labels": np.arange(3)}, None, "one per image (4)"),
+    ("npz_negative_labels", {"images": np.zeros((2, 8, 8), np.uint8), "labels": np.array([0, -1])}, None, "labels must be 0 or more"),
+    ("npz_not_a_zip", b"not a zip file", None, "is not an .npz file (not a zip archive)"),
+    ("npz_truncated_zip", b"PK\x03\x04 and then nothing", None, "is not a readable .npz file"),
+    ("folder_missing", None, ["--config.data.dataset=folder", "--config.data.path={dir}/none"], "No image folder at"),
+    ("folder_truncated_png", "truncated", ["--config.data.dataset=folder", "--config.data.path={dir}/images"], "images/b.png"),
+    ("config_syntax_error", "def get_config(:\n", ["--config={dir}/c.py"], "line 1: invalid syntax"),
+    ("config_import_error", "import nosuchmodule\n", ["--config={dir}/c.py"], "line 1: ModuleNotFoundError"),
+    ("config_without_get_config", "x = 1\n", ["--config={dir}/c.py"], "defines no get_config()"),
+    ("config_missing", None, ["--config={dir}/none.py"], "no config file"),
+]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+  """A workdir holding two checkpoints (steps 0 and 1 of the tiny config), shared by every
+  case."""
+  path = tmp_path_factory.mktemp("bad_inputs") / "run"
+  config = tiny_config()
+  source = builders.build_source(config)
+  shape = builders.image_shape(config, source)
+  state = builders.init_state(config, builders.build_model(config, shape[-1]), shape)
+  manager = checkpoint.make_manager(str(path / "checkpoints"))
+  for step in (0, 1):
+    checkpoint.save(manager, state.replace(step=step))
+  return path
+
+
+def _snapshot(path: pathlib.Path) -> dict:
+  return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+          for p in sorted((path / "checkpoints").rglob("*")) if p.is_file()}
+
+
+def _run_cli(args, capsys, monkeypatch) -> tuple[int, str]:
+  """The command line's entry point (main.parse_flags, then main.main) in this process."""
+  argv = ["ddpm_jax.main", *args]
+  monkeypatch.setattr(sys, "argv", argv)  # ml_collections reads the overrides from sys.argv
+  for name in [n for n in flags.FLAGS if n.startswith("config.")]:
+    delattr(flags.FLAGS, name)  # the override flags an earlier parse defined
+  monkeypatch.delitem(sys.modules, "config_config", raising=False)  # ml_collections reuses it
+  flags.FLAGS.unparse_flags()
+  try:
+    cli.main(cli.parse_flags(argv))
+    code = 0
+  except SystemExit as e:
+    code = e.code
+  finally:
+    flags.FLAGS.unparse_flags()
+  return code, capsys.readouterr().err
+
+
+def _check(args, expected, workdir, capsys, monkeypatch):
+  before = _snapshot(workdir)
+  code, err = _run_cli([*args, f"--workdir={workdir}"], capsys, monkeypatch)
+  lines = err.strip().splitlines()
+  assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
+  assert expected in lines[0], lines[0]
+  assert "Traceback" not in err
+  assert _snapshot(workdir) == before
+
+
+@pytest.mark.parametrize("case_id,args,expected", CASES, ids=[c[0] for c in CASES])
+def test_a_bad_config_value_is_a_one_line_error(case_id, args, expected, workdir, capsys,
+                                                monkeypatch):
+  _check([DEMO, *args], expected, workdir, capsys, monkeypatch)
+
+
+@pytest.mark.parametrize("case_id,content,args,expected", FILE_CASES,
+                         ids=[c[0] for c in FILE_CASES])
+def test_a_bad_file_is_a_one_line_error_naming_it(case_id, content, args, expected, workdir,
+                                                  capsys, monkeypatch, tmp_path):
+  if args is None:  # an .npz dataset
+    args = ["--config.data.dataset=npz", "--config.data.path={dir}/data.npz"]
+  if isinstance(content, dict):
+    np.savez(tmp_path / "data.npz", **content)
+  elif isinstance(content, bytes):
+    (tmp_path / "data.npz").write_bytes(content)
+  elif content == "truncated":
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "images" / "a.png")
+    png = (tmp_path / "images" / "a.png").read_bytes()
+    (tmp_path / "images" / "b.png").write_bytes(png[:len(png) // 2])
+  elif isinstance(content, str):
+    (tmp_path / "c.py").write_text(content)
+  args = [a.format(dir=tmp_path) for a in args]
+  config = [] if any(a.startswith("--config=") for a in args) else [DEMO]
+  _check([*config, *args], expected, workdir, capsys, monkeypatch)
+
+
+def test_there_are_at_least_fifty_cases():
+  assert len(CASES) + len(FILE_CASES) >= 50
+
+
+def test_a_nan_loss_without_any_checkpoint_says_so(tmp_path):
+  config = tiny_config(**{"optim.learning_rate": 1e38, "training.checkpoint_every": 4})
+  with pytest.raises(train.NonFiniteLossError, match="there is no checkpoint yet"):
+    train.train_and_evaluate(config, str(tmp_path))
