@@ -4,6 +4,7 @@ leaves an existing workdir's checkpoints untouched."""
 
 import hashlib
 import pathlib
+import re
 import sys
 
 import numpy as np
@@ -182,3 +183,42 @@ def test_a_nan_loss_without_any_checkpoint_says_so(tmp_path):
   config = tiny_config(**{"optim.learning_rate": 1e38, "training.checkpoint_every": 4})
   with pytest.raises(train.NonFiniteLossError, match="there is no checkpoint yet"):
     train.train_and_evaluate(config, str(tmp_path))
+
+
+def test_a_checkpoint_of_another_config_names_the_mismatched_arrays(workdir, capsys,
+                                                                    monkeypatch):
+  """The workdir holds the tiny config's checkpoints; the demo config has a second level."""
+  _check([DEMO, "--mode=sample"], "was written by a different model config", workdir, capsys,
+         monkeypatch)
+  code, err = _run_cli([DEMO, "--mode=sample", f"--workdir={workdir}"], capsys, monkeypatch)
+  assert re.search(r"\(ema_params/\w+(/\w+)*: checkpoint \([\d, ]+\) vs config \([\d, ]+\);", err), err
+  assert re.search(r"and \d+ more\); run with the config it was trained with", err), err
+
+
+def test_mismatches_lists_shapes_and_missing_arrays():
+  saved = {"params": {"a": np.zeros((2, 3)), "b": np.zeros(4)}, "step": np.zeros(())}
+  wanted = {"params": {"a": np.zeros((2, 5)), "c": np.zeros(1)}, "step": np.zeros(())}
+  assert checkpoint.mismatches(saved, wanted) == [
+      "params/a: checkpoint (2, 3) vs config (2, 5)", "params/c: not in the checkpoint",
+      "params/b: not in the config"]
+
+
+def test_a_failed_save_is_one_line_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+  config = tiny_config()
+  source = builders.build_source(config)
+  shape = builders.image_shape(config, source)
+  state = builders.init_state(config, builders.build_model(config, shape[-1]), shape)
+  manager = checkpoint.make_manager(str(tmp_path / "checkpoints"))
+  checkpoint.save(manager, state.replace(step=5))
+
+  def full(*_, **__):
+    raise OSError(28, "No space left on device")
+  monkeypatch.setattr(manager, "save", full)
+  with pytest.raises(checkpoint.CheckpointError) as failure:
+    checkpoint.save(manager, state.replace(step=6))
+  message = str(failure.value)
+  assert "\n" not in message and "No space left on device" in message
+  assert "previous checkpoint (step 5) is intact" in message
+  restored = checkpoint.restore_latest(checkpoint.make_manager(str(tmp_path / "checkpoints")),
+                                       state)
+  assert int(restored.step) == 5
