@@ -65,7 +65,8 @@ def launch(workdir, *args, processes: int = 2, devices: int = 2, timeout: float 
       why = "timed out" if None in codes else f"exit codes {codes}"
       tails = "\n".join(f"--- process {i} stderr:\n{_tail(logs / f'{i}.err')}"
                         for i in range(processes))
-      raise AssertionError(f"{' '.join(args)} {why}\n{tails}")
+      test = os.environ.get("PYTEST_CURRENT_TEST", "")
+      raise AssertionError(f"{test}: {' '.join(args)} {why}\n{tails}")
   finally:
     for p in procs:
       if p.poll() is None:

@@ -46,7 +46,7 @@ def _same(a, b):
                                rtol=1e-5, atol=1e-6)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # not "module": an xdist worker may interleave other modules
 def runs_dir(tmp_path_factory):
   """A checkpoint moved between process counts both ways: 1 process (this one, 8 devices)
   trains steps 1–2, 2 processes 3–4, 1 process 5–6; beside it 1 process trains 1–6 straight."""

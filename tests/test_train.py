@@ -180,25 +180,40 @@ def test_unwritable_workdir(tmp_path):
     train.train_and_evaluate(tiny_config(), str(tmp_path / "file" / "sub"))
 
 
+CHILD_LIMIT = 600  # seconds: generous for a loaded 2-core machine; a healthy child takes ~10
+
+
 def _cli(*args, **kwargs):
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}
   return subprocess.Popen([sys.executable, "-m", "ddpm_jax.main", *args], cwd=ROOT, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
 
 
+def _finish(proc) -> tuple[str, str]:
+  """(stdout, stderr) of a CLI child; past CHILD_LIMIT it is killed and the test fails with
+  the test's name and the child's stderr."""
+  try:
+    return proc.communicate(timeout=CHILD_LIMIT)
+  except subprocess.TimeoutExpired:
+    proc.kill()
+    _, err = proc.communicate()
+    pytest.fail(f"{os.environ.get('PYTEST_CURRENT_TEST')}: the CLI child ran past "
+                f"{CHILD_LIMIT}s; its stderr:\n{err}")
+
+
 def test_cli_reports_an_unknown_field_and_a_bad_value_in_one_line(tmp_path):
   proc = _cli("--config", "configs/demo.py", "--workdir", str(tmp_path),
               "--config.training.batch_sise=8")
-  _, err = proc.communicate(timeout=120)
+  _, err = _finish(proc)
   assert proc.returncode == 2
   assert err.strip() == ('error: unknown config field batch_sise; Did you mean "batch_size" instead '
                          'of "batch_sise"? (the fields are in configs/default.py)')
   proc = _cli("--config", "configs/nope.py", "--workdir", str(tmp_path))
-  _, err = proc.communicate(timeout=120)
+  _, err = _finish(proc)
   assert proc.returncode == 2 and err.strip().startswith("error: no config file 'configs/nope.py'")
   proc = _cli("--config", "configs/demo.py", "--workdir", str(tmp_path),
               "--config.data.image_size=9", "--config.model.ch_mult=(1,2)")
-  out, err = proc.communicate(timeout=120)
+  out, err = _finish(proc)
   assert proc.returncode == 2
   assert err.strip().splitlines()[-1].startswith("error: data.image_size=9 is not divisible by 2")
 
@@ -207,12 +222,15 @@ def test_sigterm_saves_a_resumable_checkpoint(tmp_path):
   proc = _cli("--config", "configs/demo.py", "--workdir", str(tmp_path),
               "--config.training.num_train_steps=100000", "--config.training.log_every=5",
               "--config.model.ch_mult=(1,)", "--config.training.checkpoint_every=100000")
-  deadline = time.time() + 180
+  deadline = time.time() + CHILD_LIMIT
   while not (tmp_path / "metrics.jsonl").exists() or not (tmp_path / "metrics.jsonl").read_text():
-    assert time.time() < deadline and proc.poll() is None, proc.communicate()
+    if time.time() > deadline or proc.poll() is not None:
+      proc.kill()
+      pytest.fail(f"no progress line within {CHILD_LIMIT}s (exit {proc.poll()}); stderr:\n"
+                  f"{proc.communicate()[1]}")
     time.sleep(0.5)
   proc.send_signal(signal.SIGTERM)
-  out, err = proc.communicate(timeout=120)
+  out, err = _finish(proc)
   assert proc.returncode == 0, err
   assert "Received SIGTERM" in out and "run the same command to resume" in out
   steps = [int(p) for p in os.listdir(tmp_path / "checkpoints") if p.isdigit()]
