@@ -14,9 +14,14 @@ import numpy as np
 from etils import epath
 
 
+def is_uri(path: str) -> bool:
+  """gs://bucket/dir and the like, as opposed to a local path."""
+  return "://" in path
+
+
 def resolve(path: str) -> str:
   """A local path made absolute (~ expanded); a URI such as gs://bucket/dir as given."""
-  return path if "://" in path else os.path.abspath(os.path.expanduser(path))
+  return path if is_uri(path) else os.path.abspath(os.path.expanduser(path))
 
 
 @contextlib.contextmanager

@@ -12,6 +12,8 @@ import jax
 import numpy as np
 from etils import epath
 
+from ddpm_jax import files
+
 
 class MetricsWriter:
   """Scalars to TensorBoard and to WORKDIR/metrics.jsonl (appended; on an object store such
@@ -23,7 +25,7 @@ class MetricsWriter:
       from tensorboardX import SummaryWriter  # imported here: only the first host writes
       self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
       self.jsonl = epath.Path(workdir) / "metrics.jsonl"
-      self.appends = "://" not in workdir
+      self.appends = not files.is_uri(workdir)
       self.lines = [] if self.appends or not self.jsonl.exists() else \
           self.jsonl.read_text().splitlines(keepends=True)
 

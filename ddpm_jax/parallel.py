@@ -23,7 +23,6 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
-ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
 
 
 def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
@@ -35,9 +34,10 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
     text = os.environ.get(name)
     return value if value is not None else (kind(text) if text else None)
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  jax.distributed.initialize(coordinator_address=from_env(coordinator_address, ENV[0], str),
-                             num_processes=from_env(num_processes, ENV[1], int),
-                             process_id=from_env(process_id, ENV[2], int))
+  jax.distributed.initialize(
+      coordinator_address=from_env(coordinator_address, "JAX_COORDINATOR_ADDRESS", str),
+      num_processes=from_env(num_processes, "JAX_NUM_PROCESSES", int),
+      process_id=from_env(process_id, "JAX_PROCESS_ID", int))
 
 
 def is_main_process() -> bool:
