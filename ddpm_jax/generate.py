@@ -7,6 +7,7 @@ import time
 
 import jax
 import numpy as np
+from etils import epath
 
 from ddpm_jax import builders, files, images, parallel, runs
 from ddpm_jax.metrics_writer import log
@@ -14,25 +15,32 @@ from ddpm_jax.metrics_writer import log
 
 def sample_from_checkpoint(config, workdir: str) -> tuple[str, str]:
   """Samples config.sampling.num_samples images in batches of sampling.batch_size with the
-  configured sampler (EMA weights unless sampling.use_ema is False). Returns (png, npz)."""
+  configured sampler (EMA weights unless sampling.use_ema is False). Each batch is kept on
+  disk until the grid and .npz are written, so a killed run resumes at its first missing batch
+  with the same result (batch i uses key fold_in(seed, i·batch_size)). Returns (png, npz)."""
   run, params, step = runs.load_run(config, workdir, batch_field="sampling.batch_size")
   s = config.sampling
   sample_fn = builders.make_sampler(config, run.model, run.shape, run.mesh)
   key = jax.random.key(s.seed)
-  chunks, start = [], time.time()
-  for i in range(0, s.num_samples, s.batch_size):
-    x, nfe = sample_fn(params, jax.random.fold_in(key, i), s.batch_size, first_index=i)
-    chunks.append(images.to_uint8(parallel.to_host(x)))
-    done = min(i + s.batch_size, s.num_samples)
-    log(f"sampled {done}/{s.num_samples} ({done / (time.time() - start):.1f} img/s, "
-        f"{nfe:.0f} network evaluations each)")
-  samples = np.concatenate(chunks)[:s.num_samples]
   stem = os.path.join(run.workdir, "samples",
                       f"{s.method}_{s.num_steps if s.method == 'ddim' else 'full'}_step{step}")
+  num_chunks, start = -(-s.num_samples // s.batch_size), time.time()
+
+  def make(i):
+    x, nfe = sample_fn(params, jax.random.fold_in(key, i * s.batch_size), s.batch_size,
+                       first_index=i * s.batch_size)
+    done = min((i + 1) * s.batch_size, s.num_samples)
+    log(f"sampled {done}/{s.num_samples} ({done / (time.time() - start):.1f} img/s, "
+        f"{nfe:.0f} network evaluations each)")
+    return {"images": images.to_uint8(parallel.to_host(x))}
+  chunk_dir = f"{stem}_seed{s.seed}_batch{s.batch_size}_chunks"
+  chunks = runs.resumable_chunks(chunk_dir, num_chunks, make)
+  samples = np.concatenate([c["images"] for c in chunks])[:s.num_samples]
   png, npz = stem + ".png", stem + ".npz"
   if parallel.is_main_process():
     images.save_png(png, images.make_grid(samples[:256] / 127.5 - 1.0,
                                           scale=max(1, 64 // run.shape[0])))
     files.save_npz(npz, images=samples)
+    epath.Path(chunk_dir).rmtree()  # the .npz holds them all now
   log(f"{s.num_samples} samples -> {png}, {npz}")
   return png, npz

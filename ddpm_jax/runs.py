@@ -3,6 +3,8 @@ data source, the model, and for the modes that use a trained model its parameter
 
   run = start_run(config, workdir, batch_field="training.batch_size")   # --mode train
   run, params, step = load_run(config, workdir, batch_field="sampling.batch_size")
+
+and what the modes that generate many samples share: `resumable_chunks`.
 """
 
 from __future__ import annotations
@@ -10,13 +12,15 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-from typing import Any
+from typing import Any, Callable
 
 import jax
+import numpy as np
 from etils import epath
 from jax.sharding import Mesh
 
 from ddpm_jax import builders, checkpoint, files, parallel
+from ddpm_jax.metrics_writer import log
 from ddpm_jax.models.unet import UNet
 
 
@@ -76,9 +80,31 @@ def restore_params(config, run: Run) -> tuple[Any, int]:
   """(params, step) of the newest readable checkpoint of the run's workdir: the EMA
   parameters unless config.sampling.use_ema is False."""
   manager = checkpoint.make_manager(run.checkpoint_dir)
-  state = checkpoint.restore_latest(manager, builders.init_state(config, run.model, run.shape))
-  if state is None:
+  if not manager.all_steps():  # before building a template to restore into
     raise FileNotFoundError(f"No checkpoint in {run.checkpoint_dir}; train first with "
                             f"--mode train and the same --workdir.")
+  state = checkpoint.restore_latest(manager, builders.init_state(config, run.model, run.shape))
   params = state.ema_params if config.sampling.use_ema else state.params
   return params, int(jax.device_get(state.step))
+
+
+def resumable_chunks(directory: str, num_chunks: int,
+                     make: Callable[[int], dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+  """Chunks 0…num_chunks−1, each a dict of arrays: chunk i is read from
+  DIRECTORY/chunk_{i:05d}.npz where an earlier, interrupted run wrote it, else made by
+  make(i) and written (atomically, by process 0) before chunk i+1 starts — so a killed run
+  loses at most the chunk in progress. make(i) must depend on i alone (e.g. a key folded
+  with i), so resumed chunks equal those of an uninterrupted run."""
+  paths = [os.path.join(directory, f"chunk_{i:05d}.npz") for i in range(num_chunks)]
+  written = parallel.agree(np.array([files.exists(p) for p in paths], bool))  # process 0's view
+  if written.any():
+    log(f"{int(written.sum())} of {num_chunks} chunks already in {directory}; making the rest")
+  chunks = []
+  for i, path in enumerate(paths):
+    if written[i]:
+      chunks.append(files.load_npz(path))
+      continue
+    chunks.append(make(i))
+    if parallel.is_main_process():
+      files.save_npz(path, **chunks[-1])
+  return chunks

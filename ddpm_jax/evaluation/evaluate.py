@@ -102,28 +102,20 @@ def evaluate(config, workdir: str) -> dict:
   run_dir = os.path.join(run.workdir, "eval", f"{s.method}{steps}_step{step}_seed{s.seed}")
   key = jax.random.key(s.seed)
   start = time.time()
-  num_chunks = -(-f.num_samples // f.chunk_size)
-  paths = [os.path.join(run_dir, f"chunk_{i:05d}.npz") for i in range(num_chunks)]
-  written = parallel.agree(np.array([files.exists(p) for p in paths]))  # process 0's view
-  feats, nfes = [], []
-  for i, path in enumerate(paths):
-    if written[i]:
-      chunk = files.load_npz(path)
-      feats.append(chunk["features"])
-      nfes.append(float(chunk["nfe"]))
-      continue
+
+  def make(i):
     x, nfe = sample_fn(net_params, jax.random.fold_in(key, i), f.chunk_size,
                        first_index=i * f.chunk_size)
     imgs = images.to_uint8(parallel.to_host(x))
-    feats.append(features_fn(lambda rows: imgs[rows], len(imgs)))  # noqa: B023
-    nfes.append(float(nfe))
-    if parallel.is_main_process():
-      files.save_npz(path, images=imgs, nfe=np.float64(nfe), features=feats[-1])
+    feats = features_fn(lambda rows: imgs[rows], len(imgs))
     done = (i + 1) * f.chunk_size
     rate = done / (time.time() - start)
     log(f"eval samples {min(done, f.num_samples)}/{f.num_samples} | {rate:.2f} img/s | "
         f"{nfe:.0f} network evaluations each | ETA {(f.num_samples - done) / rate:.0f}s")
-  sample_feats = np.concatenate(feats)[:f.num_samples]
+    return {"images": imgs, "nfe": np.float64(nfe), "features": feats}
+  chunks = runs.resumable_chunks(run_dir, -(-f.num_samples // f.chunk_size), make)
+  nfes = [float(c["nfe"]) for c in chunks]
+  sample_feats = np.concatenate([c["features"] for c in chunks])[:f.num_samples]
   ref = reference_features(config, features_fn, checksum,
                            f.cache_dir or os.path.join(run.workdir, "fid_cache"))
   result = {**metrics(sample_feats, ref, f),
