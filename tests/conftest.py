@@ -52,8 +52,8 @@ def tiny_config(**overrides):
 
 
 def pytest_collection_modifyitems(items):
-  """The longest tests first (the multi-process module, then the other subprocess and
-  training tests), so that the two xdist workers finish together."""
-  first = ("test_multiprocess.py", "test_train.py", "test_launch.py")
+  """The longest tests first (the multi-process and fault-injection modules, then the other
+  subprocess and training tests), so that the two xdist workers finish together."""
+  first = ("test_multiprocess.py", "test_faults.py", "test_train.py", "test_launch.py")
   rank = {name: i for i, name in enumerate(first)}
   items.sort(key=lambda item: rank.get(item.path.name, len(first)))

@@ -25,11 +25,13 @@ def free_port() -> int:
 
 
 def launch(workdir, *args, processes: int = 2, devices: int = 2, timeout: float = 600,
-           logs=None, from_env: bool = False) -> list[list[dict]]:
+           logs=None, from_env: bool = False, kill_at: str | None = None) -> list[list[dict]]:
   """Runs the CLI with `args` as `processes` processes of `devices` CPU devices each and waits
   for all; on a failure or timeout kills every process and fails with each one's stderr.
   The coordinator, process count and index are flags, or with `from_env` the environment
-  variables JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID. Returns each
+  variables JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID. With `kill_at` (a
+  path substring) process 0 SIGKILLs itself as it first writes such a path under the
+  workdir, the others are then killed, and that is the expected outcome. Returns each
   process's recorded writes under `workdir` ({"path", "mode"} dicts)."""
   logs = pathlib.Path(logs or f"{workdir}_logs")
   logs.mkdir(parents=True, exist_ok=True)
@@ -45,6 +47,9 @@ def launch(workdir, *args, processes: int = 2, devices: int = 2, timeout: float 
       where = {"coordinator_address": f"127.0.0.1:{port}", "num_processes": processes,
                "process_id": i}
       process_env = {**env, "DDPM_JAX_AUDIT_LOG": str(logs / f"{i}.writes")}
+      if kill_at and i == 0:
+        process_env.update(DDPM_JAX_KILL_ROOT=str(workdir), DDPM_JAX_KILL_AT="1",
+                           DDPM_JAX_KILL_MATCH=kill_at)
       if processes > 1:
         cmd.append("--distributed")
         if from_env:
@@ -61,6 +66,8 @@ def launch(workdir, *args, processes: int = 2, devices: int = 2, timeout: float 
         break  # one failed: the others would wait for it forever
       time.sleep(0.5)
     codes = [p.poll() for p in procs]
+    if kill_at and codes[0] == -signal.SIGKILL:
+      return [_writes(logs / f"{i}.writes") for i in range(processes)]  # the rest: finally
     if codes != [0] * processes:
       why = "timed out" if None in codes else f"exit codes {codes}"
       tails = "\n".join(f"--- process {i} stderr:\n{_tail(logs / f'{i}.err')}"

@@ -186,6 +186,12 @@ def test_a_nan_loss_without_any_checkpoint_says_so(tmp_path):
     train.train_and_evaluate(config, str(tmp_path))
 
 
+def test_sampling_without_a_checkpoint_says_to_train_first(tmp_path, capsys, monkeypatch):
+  code, err = _run_cli([DEMO, "--mode=sample", f"--workdir={tmp_path}"], capsys, monkeypatch)
+  assert code == 2 and err.strip() == (f"error: No checkpoint in {tmp_path}/checkpoints; train "
+                                       f"first with --mode train and the same --workdir.")
+
+
 def test_a_checkpoint_of_another_config_names_the_mismatched_arrays(workdir, capsys,
                                                                     monkeypatch):
   """The workdir holds the tiny config's checkpoints; the demo config has a second level."""

@@ -1,6 +1,6 @@
 """Every mode under two real processes (2 fake CPU devices each, gloo collectives): the same
 results as one process, checkpoints that move between process counts both ways, an eval
-interrupted under two processes and finished by one, and only process 0 writing files."""
+killed under two processes and finished by one, and only process 0 writing files."""
 
 import json
 import shutil
@@ -97,17 +97,20 @@ def test_sample_and_bpd_modes_under_two_processes_match_one(runs_dir, tmp_path):
 
 @pytest.mark.skipif(not (WEIGHTS / "inception_fid.npz").exists(),
                     reason="../shared/weights (the FID Inception weights) is absent")
-def test_eval_interrupted_under_two_processes_resumes_under_one(runs_dir, tmp_path):
-  """FID/KID/precision/recall of an eval stopped after its first chunk under two processes
-  and resumed by one equal those of an uninterrupted run; the reference is cached once."""
+def test_eval_killed_under_two_processes_resumes_under_one(runs_dir, tmp_path):
+  """FID/KID/precision/recall of an eval killed (SIGKILL) under two processes as its second
+  chunk was written, resumed by one, equal those of an uninterrupted run; the reference
+  features are cached once."""
   root, _ = runs_dir
   fid = {"fid.inception_weights": str(WEIGHTS / "inception_fid.npz"), "fid.chunk_size": 8,
          "fid.ref_num_examples": 16, "fid.kid_subsets": 5, "fid.kid_subset_size": 8,
          "fid.cache_dir": str(tmp_path / "cache"), "training.num_train_steps": 6}
   work = tmp_path / "work"
   shutil.copytree(root / "moved" / "checkpoints", work / "checkpoints")
-  _, others = launch(work, *_flags(**fid, **{"fid.num_samples": 8}), "--mode=eval")
+  _, others = launch(work, *_flags(**fid, **{"fid.num_samples": 16}), "--mode=eval",
+                     kill_at="chunk_00001")
   assert not others
+  assert [p.name for p in (work / "eval").glob("*/chunk_*.npz")] == ["chunk_00000.npz"]
   resumed = evaluate.evaluate(_config(**fid, **{"fid.num_samples": 16}), str(work))
   assert sorted(p.name for p in (work / "eval").glob("*/chunk_*.npz")) == [
       "chunk_00000.npz", "chunk_00001.npz"]

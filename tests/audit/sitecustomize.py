@@ -1,32 +1,79 @@
-"""Records, in the file $DDPM_JAX_AUDIT_LOG, every file this Python process opens for writing
-(or renames into place) under $DDPM_JAX_AUDIT_ROOT: a `sys.addaudithook` hook, loaded at
-start-up from PYTHONPATH by tests/multiprocess.py."""
+"""Audit hooks (`sys.addaudithook`) loaded at start-up from PYTHONPATH by tests that launch
+the CLI (tests/multiprocess.py, tests/test_faults.py):
+
+- $DDPM_JAX_AUDIT_ROOT and $DDPM_JAX_AUDIT_LOG: every file this process opens for writing
+  (or renames into place) under the root is recorded in the log, one JSON line each.
+- $DDPM_JAX_KILL_ROOT and $DDPM_JAX_KILL_AT=N: the process kills itself with SIGKILL at the
+  N-th change under the root — a file opened for writing ("open"), a rename ("os.rename"),
+  a folder made or removed ("os.mkdir", "os.rmdir", "shutil.rmtree"), a file removed
+  ("os.remove") — counting only paths that contain $DDPM_JAX_KILL_MATCH and events named
+  $DDPM_JAX_KILL_EVENT where those are set. The count runs across threads (orbax saves on
+  its own), so the process dies midway through the write the N-th change belongs to, as a
+  machine losing power would.
+"""
 
 import json
 import os
+import signal
 import sys
+import threading
 
-_ROOT = os.environ.get("DDPM_JAX_AUDIT_ROOT")
-_LOG = os.environ.get("DDPM_JAX_AUDIT_LOG")
-
-
-def _record(path, mode):
-  with open(_LOG, "a") as f:  # outside the root: not recorded itself
-    f.write(json.dumps({"path": path, "mode": mode}) + "\n")
+_CHANGES = {"os.rename": 1, "os.replace": 1, "os.mkdir": 0, "os.remove": 0, "os.rmdir": 0,
+            "shutil.rmtree": 0}  # event -> the argument that is the changed path
 
 
-def _hook(event, args):
-  if event == "open" and isinstance(args[0], (str, bytes, os.PathLike)):
-    path, mode, flags = os.fsdecode(args[0]), args[1], args[2]
-    writing = (mode and any(c in mode for c in "wax+")) or (
-        mode is None and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT))
-  elif event in ("os.rename", "os.replace"):
-    path, mode, writing = os.fsdecode(args[1]), event, True
-  else:
-    return
-  if writing and os.path.abspath(path).startswith(_ROOT + os.sep):
-    _record(os.path.relpath(os.path.abspath(path), _ROOT), mode or "os.open")
+def _under(path, root) -> bool:
+  return os.path.abspath(os.fsdecode(path)).startswith(root + os.sep)
 
 
-if _ROOT and _LOG:
-  sys.addaudithook(_hook)
+def _opened_for_writing(args) -> bool:
+  mode, flags = args[1], args[2]
+  return bool(mode and any(c in mode for c in "wax+")) or (
+      mode is None and bool(flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT)))
+
+
+def _is_path(x) -> bool:
+  return isinstance(x, (str, bytes, os.PathLike))
+
+
+def _audit(root, log):
+  def hook(event, args):
+    if event == "open" and _is_path(args[0]) and _opened_for_writing(args):
+      path, mode = args[0], args[1] or "os.open"
+    elif event in ("os.rename", "os.replace") and _is_path(args[1]):
+      path, mode = args[1], event
+    else:
+      return
+    if _under(path, root):
+      with open(log, "a") as f:  # outside the root: not recorded itself
+        f.write(json.dumps({"path": os.path.relpath(os.path.abspath(os.fsdecode(path)), root),
+                            "mode": mode}) + "\n")
+  return hook
+
+
+def _kill(root, at, match, only):
+  count, lock = [0], threading.Lock()
+
+  def hook(event, args):
+    if only and event != only:
+      return
+    if event == "open" and _is_path(args[0]) and _opened_for_writing(args):
+      path = args[0]
+    elif event in _CHANGES and _is_path(args[_CHANGES[event]]):
+      path = args[_CHANGES[event]]
+    else:
+      return
+    if _under(path, root) and match in os.fsdecode(path):
+      with lock:
+        count[0] += 1
+        if count[0] == at:
+          os.kill(os.getpid(), signal.SIGKILL)
+  return hook
+
+
+if os.environ.get("DDPM_JAX_AUDIT_ROOT") and os.environ.get("DDPM_JAX_AUDIT_LOG"):
+  sys.addaudithook(_audit(os.environ["DDPM_JAX_AUDIT_ROOT"], os.environ["DDPM_JAX_AUDIT_LOG"]))
+if os.environ.get("DDPM_JAX_KILL_ROOT") and int(os.environ.get("DDPM_JAX_KILL_AT", "0")) > 0:
+  sys.addaudithook(_kill(os.environ["DDPM_JAX_KILL_ROOT"], int(os.environ["DDPM_JAX_KILL_AT"]),
+                         os.environ.get("DDPM_JAX_KILL_MATCH", ""),
+                         os.environ.get("DDPM_JAX_KILL_EVENT", "")))

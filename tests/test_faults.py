@@ -1,0 +1,186 @@
+"""Fault injection through the CLI: a training run killed with SIGKILL at seeded moments —
+midway through a checkpoint write, as a step is logged, anywhere from start-up on — and
+stopped with SIGTERM and SIGINT, each time rerun with the same command, ends bit for bit
+where an uninterrupted run ends; a sample run killed midway resumes from its saved batches
+with the same images. The kills inside writes come from tests/audit/sitecustomize.py."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+from conftest import ROOT, tiny_config
+
+from ddpm_jax import builders, checkpoint
+
+pytestmark = pytest.mark.xdist_group("faults")  # one xdist worker runs the module fixture
+
+AUDIT = ROOT / "tests" / "audit"
+LIMIT = 600  # seconds per child: generous for a loaded 2-core machine (a child takes ~10)
+STEPS, EVERY = 16, 2
+SETTINGS = {"model.ch_mult": "(1,)", "training.batch_size": 16, "training.log_every": 1,
+            "training.num_train_steps": STEPS, "training.checkpoint_every": EVERY,
+            "training.keep_checkpoints": 2, "sampling.num_steps": 2,
+            "sampling.num_samples": 20, "sampling.batch_size": 8}
+SAVE_CHANGES = 18  # files and folders one orbax save writes, renames or removes (16), plus
+#                    removing the oldest step (2)
+
+
+def _config():
+  return tiny_config(**{k: (1,) if k == "model.ch_mult" else v for k, v in SETTINGS.items()})
+
+
+class Child:
+  """`python -m ddpm_jax.main` on a workdir with SETTINGS on one CPU device, output to files
+  beside the workdir; `kill=(root, n, match, event)` makes it SIGKILL itself at the n-th
+  change under root whose path contains match (of that audit event, if given)."""
+
+  def __init__(self, workdir, name, *flags, kill=None):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_NUM_CPU_DEVICES": "1",
+           "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join([str(AUDIT), str(ROOT)])}
+    if kill:
+      root, at, match, *event = kill
+      env.update(DDPM_JAX_KILL_ROOT=str(root), DDPM_JAX_KILL_AT=str(at),
+                 DDPM_JAX_KILL_MATCH=match, DDPM_JAX_KILL_EVENT="".join(event))
+    self.out, self.err = (workdir.parent / f"{name}.{s}" for s in ("out", "err"))
+    self.deadline = time.monotonic() + LIMIT
+    with open(self.out, "w") as out, open(self.err, "w") as err:
+      self.proc = subprocess.Popen(
+          [sys.executable, "-m", "ddpm_jax.main", "--config=configs/demo.py",
+           f"--workdir={workdir}", *(f"--config.{k}={v}" for k, v in SETTINGS.items()), *flags],
+          cwd=ROOT, env=env, stdout=out, stderr=err, start_new_session=True)
+
+  def fail(self, why: str):
+    if self.proc.poll() is None:
+      os.killpg(self.proc.pid, signal.SIGKILL)
+      self.proc.wait()
+    pytest.fail(f"{os.environ.get('PYTEST_CURRENT_TEST')}: {why}; the child's stderr:\n"
+                + "\n".join(self.err.read_text().splitlines()[-30:]))
+
+  def wait_for(self, condition, what: str):
+    while not condition():
+      if self.proc.poll() is not None:
+        self.fail(f"exited {self.proc.returncode} before {what}")
+      if time.monotonic() > self.deadline:
+        self.fail(f"no {what} within {LIMIT}s")
+      time.sleep(0.05)
+
+  def finish(self) -> int:
+    self.wait_for(lambda: self.proc.poll() is not None, "exit")
+    return self.proc.returncode
+
+
+def _logged(workdir) -> list[int]:
+  """The steps of metrics.jsonl's complete rows (a child may be appending one)."""
+  path = workdir / "metrics.jsonl"
+  rows = path.read_text().splitlines(keepends=True) if path.exists() else []
+  return [json.loads(row)["step"] for row in rows if row.endswith("\n")]
+
+
+def _state(config, template, workdir, step):
+  manager = checkpoint.make_manager(str(workdir / "checkpoints"))
+  return jax.device_get(checkpoint.restore(manager, step, template))
+
+
+@pytest.fixture(scope="module")
+def template():
+  """A TrainState of the settings' shapes, to restore checkpoints into."""
+  config = _config()
+  source = builders.build_source(config, None)
+  shape = builders.image_shape(config, source)
+  return builders.init_state(config, builders.build_model(config, shape[-1]), shape)
+
+
+def _check_leftovers(config, template, workdir) -> int:
+  """The steps a rerun may resume from restore: the newest `keep_checkpoints` that orbax
+  lists in workdir/checkpoints. Anything else there is ignored: a save cut short is an
+  unlisted temporary folder, and an older step whose removal was cut short is removed by the
+  next save. Returns the newest step."""
+  steps = checkpoint.make_manager(str(workdir / "checkpoints")).all_steps()
+  for step in sorted(steps)[-config.training.keep_checkpoints:]:
+    _state(config, template, workdir, step)
+  return max(steps, default=0)
+
+
+@pytest.fixture(scope="module")
+def killed_run(tmp_path_factory, template):
+  """A straight run, and the same run killed (or stopped) at seeded moments and rerun each
+  time: (straight workdir, killed workdir, [(how, exit code, last step logged, step resumed
+  from, or for a stop signal the step saved)])."""
+  config, root = _config(), tmp_path_factory.mktemp("faults")
+  straight, work = root / "straight", root / "work"
+  assert Child(straight, "straight").finish() == 0
+  rng = np.random.default_rng(0)
+  plan = ["save"] * 6 + ["step"] * 2 + ["removal", "anytime", "SIGTERM", "SIGINT"]
+  rng.shuffle(plan)
+  record = []
+  for i, how in enumerate(plan):
+    kill = {"save": (work / "checkpoints", rng.integers(1, 2 * SAVE_CHANGES + 1), ""),
+            "step": (work, rng.integers(1, 3 * EVERY + 1), "metrics.jsonl"),
+            # an old step emptied, its folder not yet removed
+            "removal": (work / "checkpoints", 1, "", "os.rmdir")}.get(how)
+    before = len(_logged(work))
+    child = Child(work, f"{i}_{how}", kill=kill)
+    if how == "anytime":  # start-up, restore, compilation, a step or a save
+      time.sleep(rng.uniform(0, 3))
+      child.proc.send_signal(signal.SIGKILL)
+    elif how in ("SIGTERM", "SIGINT"):
+      child.wait_for(lambda: len(_logged(work)) > before, "a progress line")  # noqa: B023
+      last = _logged(work)[-1]
+      child.proc.send_signal(getattr(signal, how))
+      code = child.finish()
+      assert f"Received {how}" in child.out.read_text()
+      record.append((how, code, last, _check_leftovers(config, template, work)))
+      continue
+    code = child.finish()
+    if code != -signal.SIGKILL:
+      child.fail(f"{how} kill {kill}: expected death by SIGKILL, got exit {code}")
+    record.append((how, code, max(_logged(work), default=0),
+                   _check_leftovers(config, template, work)))
+  assert Child(work, "final").finish() == 0
+  return straight, work, record
+
+
+def test_training_killed_ten_times_ends_bit_for_bit_like_a_straight_run(killed_run, template):
+  straight, work, record = killed_run
+  kills = [r for r in record if r[1] == -signal.SIGKILL]
+  assert len(kills) >= 10
+  for how, _, logged, resumed_from in kills:
+    assert logged - resumed_from <= EVERY, (how, logged, resumed_from)  # ≤ 1 interval lost
+  assert set(_logged(work)) == set(range(1, STEPS + 1))
+  config = _config()
+  for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(
+      _state(config, template, straight, STEPS))[0],
+                          jax.tree.leaves(_state(config, template, work, STEPS)), strict=True):
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.dtype == b.dtype and np.array_equal(a, b), path  # bit for bit
+
+
+def test_sigterm_and_sigint_save_within_a_step_and_exit_0(killed_run):
+  stops = [r for r in killed_run[2] if r[0] in ("SIGTERM", "SIGINT")]
+  assert len(stops) == 2
+  for how, code, last, saved in stops:
+    assert code == 0, how
+    assert last <= saved <= last + 2, how  # the step in flight (+1 when its row came late)
+
+
+def test_sample_run_killed_midway_resumes_from_its_batches_with_the_same_images(killed_run):
+  straight, work, _ = killed_run
+  assert Child(straight, "sample_straight", "--mode=sample").finish() == 0
+  samples = work / "samples"
+  child = Child(work, "sample_killed", "--mode=sample", kill=(samples, 1, "chunk_00001"))
+  assert child.finish() == -signal.SIGKILL  # as the second of three batches was written
+  assert [p.name for p in samples.glob("*_chunks/*.npz")] == ["chunk_00000.npz"]
+  child = Child(work, "sample_resumed", "--mode=sample")
+  assert child.finish() == 0
+  assert "1 of 3 chunks already in" in child.out.read_text()
+  name = f"ddim_2_step{STEPS}"
+  resumed = np.load(samples / f"{name}.npz")["images"]
+  assert resumed.shape == (20, 8, 8, 1) and resumed.dtype == np.uint8
+  assert np.array_equal(resumed, np.load(straight / "samples" / f"{name}.npz")["images"])
+  assert (samples / f"{name}.png").exists() and not list(samples.glob("*_chunks"))
