@@ -2,7 +2,8 @@
 midway through a checkpoint write, as a step is logged, anywhere from start-up on — and
 stopped with SIGTERM and SIGINT, each time rerun with the same command, ends bit for bit
 where an uninterrupted run ends; a sample run killed midway resumes from its saved batches
-with the same images. The kills inside writes come from tests/audit/sitecustomize.py."""
+with the same images. The kills inside writes come from tests/audit/sitecustomize.py. (Also
+here, as it runs the real process too: a mistyped field is one line on stderr.)"""
 
 import json
 import os
@@ -184,3 +185,12 @@ def test_sample_run_killed_midway_resumes_from_its_batches_with_the_same_images(
   assert resumed.shape == (20, 8, 8, 1) and resumed.dtype == np.uint8
   assert np.array_equal(resumed, np.load(straight / "samples" / f"{name}.npz")["images"])
   assert (samples / f"{name}.png").exists() and not list(samples.glob("*_chunks"))
+
+
+def test_the_cli_process_reports_an_unknown_field_in_one_line(tmp_path):
+  """The real process (tests/test_bad_inputs.py puts 72 more through the entry point)."""
+  child = Child(tmp_path / "work", "typo", "--config.training.batch_sise=8")
+  assert child.finish() == 2
+  assert child.err.read_text().strip() == (
+      'error: unknown config field batch_sise; Did you mean "batch_size" instead of '
+      '"batch_sise"? (the fields are in configs/default.py)')

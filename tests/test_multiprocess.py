@@ -30,7 +30,8 @@ def _flags(**overrides) -> list[str]:
 
 def _config(**overrides):
   return tiny_config(**{"eval.batch_size": 16, "eval.num_examples": 32,
-                        "diffusion.num_timesteps": 50, **overrides})
+                        "diffusion.num_timesteps": 50, "training.checkpoint_every": 2,
+                        **overrides})
 
 
 def _state(config, workdir, step):
