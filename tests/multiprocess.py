@@ -66,9 +66,8 @@ def launch(workdir, *args, processes: int = 2, devices: int = 2, timeout: float 
         break  # one failed: the others would wait for it forever
       time.sleep(0.5)
     codes = [p.poll() for p in procs]
-    if kill_at and codes[0] == -signal.SIGKILL:
-      return [_writes(logs / f"{i}.writes") for i in range(processes)]  # the rest: finally
-    if codes != [0] * processes:
+    killed = kill_at and codes[0] == -signal.SIGKILL  # as asked; the rest are killed below
+    if codes != [0] * processes and not killed:
       why = "timed out" if None in codes else f"exit codes {codes}"
       tails = "\n".join(f"--- process {i} stderr:\n{_tail(logs / f'{i}.err')}"
                         for i in range(processes))

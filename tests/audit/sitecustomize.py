@@ -32,22 +32,22 @@ def _opened_for_writing(args) -> bool:
       mode is None and bool(flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT)))
 
 
-def _is_path(x) -> bool:
-  return isinstance(x, (str, bytes, os.PathLike))
+def _changed_path(event, args):
+  """The path an audit event changes (None for events that change nothing)."""
+  if event == "open":
+    path = args[0] if _opened_for_writing(args) else None
+  else:
+    path = args[_CHANGES[event]] if event in _CHANGES else None
+  return path if isinstance(path, (str, bytes, os.PathLike)) else None
 
 
 def _audit(root, log):
   def hook(event, args):
-    if event == "open" and _is_path(args[0]) and _opened_for_writing(args):
-      path, mode = args[0], args[1] or "os.open"
-    elif event in ("os.rename", "os.replace") and _is_path(args[1]):
-      path, mode = args[1], event
-    else:
-      return
-    if _under(path, root):
+    path = _changed_path(event, args) if event in ("open", "os.rename", "os.replace") else None
+    if path is not None and _under(path, root):
       with open(log, "a") as f:  # outside the root: not recorded itself
         f.write(json.dumps({"path": os.path.relpath(os.path.abspath(os.fsdecode(path)), root),
-                            "mode": mode}) + "\n")
+                            "mode": (args[1] or "os.open") if event == "open" else event}) + "\n")
   return hook
 
 
@@ -55,15 +55,8 @@ def _kill(root, at, match, only):
   count, lock = [0], threading.Lock()
 
   def hook(event, args):
-    if only and event != only:
-      return
-    if event == "open" and _is_path(args[0]) and _opened_for_writing(args):
-      path = args[0]
-    elif event in _CHANGES and _is_path(args[_CHANGES[event]]):
-      path = args[_CHANGES[event]]
-    else:
-      return
-    if _under(path, root) and match in os.fsdecode(path):
+    path = _changed_path(event, args) if not only or event == only else None
+    if path is not None and _under(path, root) and match in os.fsdecode(path):
       with lock:
         count[0] += 1
         if count[0] == at:
