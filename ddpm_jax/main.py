@@ -1,7 +1,10 @@
 """Command line: python -m ddpm_jax.main --config configs/X.py --workdir DIR
 [--mode train|sample|bpd|eval] [--config.field=value ...].
 
-  train   train, or resume from the newest readable checkpoint (train.py)
+  train   train, or resume from the newest readable checkpoint (train.py); after SIGTERM or
+          SIGINT it saves and exits 143 or 130 (128 + the signal), so that a scheduler can
+          tell a stopped run from a finished one (exit 0) or a failed one (1, or 2 for a
+          one-line error)
   sample  samples from the latest checkpoint as a PNG grid and an .npz (generate.py)
   bpd     bits/dim of a data split (bpd.py)
   eval    FID, KID, precision and recall of samples against a data split (evaluation/)
@@ -103,6 +106,8 @@ def main(argv) -> None:
       evaluate.evaluate(FLAGS.config, FLAGS.workdir)
   except USER_ERRORS as e:
     _fail(str(e))
+  except train.Interrupted as e:  # saved; resumable
+    sys.exit(e.exit_code)
 
 
 if __name__ == "__main__":

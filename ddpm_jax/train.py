@@ -1,9 +1,13 @@
 """The training loop: data-parallel steps, progress, checkpoints, sample grids, safe stops.
 
 Stopping is always resumable: checkpoints are written atomically every
-`training.checkpoint_every` steps, at the end, and when SIGTERM or SIGINT arrives; a
-non-finite loss stops the run without saving, so the last good checkpoint is what remains.
-Running the same command on the same workdir resumes from the newest readable checkpoint.
+`training.checkpoint_every` steps, at the end, and when SIGTERM or SIGINT arrives (after
+which `Interrupted` is raised: the command line exits 128 + the signal's number, 143 or 130,
+so a scheduler can tell a preempted run from a finished one); a non-finite loss stops the
+run without saving, so the last good checkpoint is what remains. Running the same command
+on the same workdir resumes from the newest readable checkpoint; a newer unreadable one is
+moved to WORKDIR/unreadable_checkpoints/ and its step written afresh, and metrics.jsonl
+forgets the rows of the steps that are redone.
 """
 
 from __future__ import annotations
@@ -28,6 +32,15 @@ class NonFiniteLossError(FloatingPointError):
   """Training produced a NaN or infinite loss."""
 
 
+class Interrupted(Exception):
+  """SIGTERM or SIGINT stopped training after the state was saved."""
+
+  def __init__(self, signum: signal.Signals, step: int):
+    super().__init__(f"Received {signum.name}: saved step {step}; run the same command to "
+                     f"resume.")
+    self.exit_code = 128 + signum  # what a shell reports for a process the signal killed
+
+
 class _StopSignals:
   """Turns SIGTERM/SIGINT into a flag the loop checks between steps."""
 
@@ -44,7 +57,7 @@ class _StopSignals:
     return self
 
   def _handle(self, signum, _):
-    self.received = signal.Signals(signum).name
+    self.received = signal.Signals(signum)
 
   def __exit__(self, *exc):
     for sig, handler in self._old.items():
@@ -58,7 +71,7 @@ def train_and_evaluate(config, workdir: str):
   t, mesh, k = config.training, run.mesh, config.training.steps_per_dispatch
   manager = checkpoint.make_manager(run.checkpoint_dir, t.keep_checkpoints)
   state = builders.init_state(config, run.model, run.shape)
-  restored = checkpoint.restore_latest(manager, state)
+  restored = checkpoint.restore_latest(manager, state, set_aside=True)
   if restored is not None:
     state = restored
     log(f"Resuming from step {int(state.step)} in {run.workdir}")
@@ -78,7 +91,7 @@ def train_and_evaluate(config, workdir: str):
       random_flip=config.data.random_flip, process_index=jax.process_index(),
       process_count=jax.process_count())
   batches = parallel.prefetch_to_device(host_batches, mesh, steps_per_dispatch=k)
-  writer = MetricsWriter(run.workdir)
+  writer = MetricsWriter(run.workdir, resumed_at=start)
   in_flight = collections.deque()  # metrics of the dispatched steps, newest last
   step, last_step, last_time, waited = start, start, time.time(), 0.0
   with _StopSignals() as stop, contextlib.closing(host_batches):
@@ -92,6 +105,10 @@ def train_and_evaluate(config, workdir: str):
       if len(in_flight) > MAX_STEPS_AHEAD:  # wait (no transfer) so dispatch stays near the device
         jax.block_until_ready(in_flight.popleft())
       step += k
+      if step == start + k:  # compilation: rates and the ETA are measured from here on
+        jax.block_until_ready(metrics)
+        log(f"Step {step} compiled and ran in {time.time() - last_time:.1f}s")
+        last_step, last_time, waited = step, time.time(), 0.0
       done = step == t.num_train_steps
       if step % t.log_every == 0 or done or stop.received or step % t.checkpoint_every == 0:
         m = {key: float(v) for key, v in jax.device_get(metrics).items()}
@@ -102,23 +119,28 @@ def train_and_evaluate(config, workdir: str):
           raise NonFiniteLossError(
               f"Non-finite loss or gradient at step {step} ({m}); stopped without saving, "
               f"{kept}. Lower optim.learning_rate or check the data.")
-        now = time.time()
-        rate = (step - last_step) * t.batch_size / max(now - last_time, 1e-9)
-        eta = (t.num_train_steps - step) * t.batch_size / max(rate, 1e-9)
-        if step % t.log_every == 0 or done:
+        if (step % t.log_every == 0 or done) and step > last_step:
+          now = time.time()
+          rate = (step - last_step) * t.batch_size / max(now - last_time, 1e-9)
           wait = waited / max(now - last_time, 1e-9)
+          eta = (t.num_train_steps - step) * t.batch_size / max(rate, 1e-9)
           writer.scalars(step, {**m, "images_per_sec": rate, "data_wait_fraction": wait})
           log(progress_line(step, t.num_train_steps, m, rate, eta, wait))
           last_step, last_time, waited = step, now, 0.0
+        elif step % t.log_every == 0 or done:  # the first step: no rate measured yet
+          writer.scalars(step, m)
+          log(progress_line(step, t.num_train_steps, m))
       if step % t.checkpoint_every == 0 or done or stop.received:
         checkpoint.save(manager, state)
       if done or (t.sample_every and step % t.sample_every == 0):
         params = state.ema_params if config.sampling.use_ema else state.params
         write_samples(sample_fn, params, config.sampling, run, step, writer)
-    if stop.received:
-      log(f"Received {stop.received}: saved step {step}; run the same command to resume.")
   manager.wait_until_finished()
   writer.close()
+  if stop.received:
+    interrupted = Interrupted(stop.received, step)
+    log(str(interrupted))
+    raise interrupted
   return state
 
 

@@ -1,6 +1,6 @@
 """The import layering of the package, read from the source with `ast`: every module imports
 only from layers below its own (never sideways, never up), and the modules that stand apart
-(models, data, files, checkpoints, the Inception network) import nothing layered."""
+(models, data, files, devices, checkpoints, the Inception network) import nothing layered."""
 
 import ast
 import pathlib
@@ -19,10 +19,11 @@ LAYERS = [  # top to bottom
      "samplers.guidance", "losses", "score_losses", "analytic"],
     ["samplers.common"],
     ["diffusion", "sde"],
-    ["schedules", "parallel", "broadcast"],
+    ["schedules", "broadcast"],
 ]
 APART = ["models.layers", "models.unet", "data", "files", "flops", "images", "metrics_writer",
-         "checkpoint", "evaluation.inception", "evaluation.fid", "evaluation.convert_inception"]
+         "parallel", "checkpoint", "evaluation.inception", "evaluation.fid",
+         "evaluation.convert_inception"]
 
 
 def _modules() -> set[str]:
