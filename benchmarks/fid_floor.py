@@ -36,9 +36,11 @@ def main(_) -> None:
   params, checksum = evaluate.load_weights(f.inception_weights)
   features = evaluate.make_inception_features(params, mesh, f.inception_batch_size)
   start = time.time()
-  ref = evaluate.reference_features(config, features, checksum, flags.FLAGS.cache_dir)
+  ref = evaluate.reference_features(config, *evaluate.reference_split(config), features,
+                                    checksum, flags.FLAGS.cache_dir)
   ref_split, f.ref_split = f.ref_split, flags.FLAGS.split
-  other = evaluate.reference_features(config, features, checksum, flags.FLAGS.cache_dir)
+  other = evaluate.reference_features(config, *evaluate.reference_split(config), features,
+                                      checksum, flags.FLAGS.cache_dir)
   print(json.dumps({"what": "fid_floor", "dataset": config.data.dataset,
                     "split": flags.FLAGS.split, "reference": ref_split,
                     "num": len(other), "num_reference": len(ref),

@@ -3,7 +3,7 @@
 Discrete DDPM models report the variational bound (losses.vlb_bpd: Σ_t L_t + L_prior over all
 T steps); score-based models ("dsm") the exact NLL by the probability-flow ODE on uniformly
 dequantized data (likelihood.ode_log_likelihood); `builders.make_bpd` builds either. The
-result, with its standard error, goes to WORKDIR/bpd_<split>_step<N>.json.
+result, with its standard error, goes to WORKDIR/bpd_<split>_<ema|raw>_step<N>.json.
 """
 
 from __future__ import annotations
@@ -44,10 +44,11 @@ def evaluate_bpd(config, workdir: str) -> dict:
   v = np.concatenate(values)
   result = {"bpd": float(v.mean()), "stderr": float(v.std() / np.sqrt(len(v))),
             "num_examples": int(len(v)), "split": e.split, "step": step,
-            "objective": config.training.objective,
+            "use_ema": config.sampling.use_ema, "objective": config.training.objective,
             "method": "vlb" if config.training.objective == "ddpm" else f"pf_ode_{e.divergence}",
             "seconds": time.time() - start}
-  path = os.path.join(run.workdir, f"bpd_{e.split}_step{step}.json")
+  weights = "ema" if config.sampling.use_ema else "raw"
+  path = os.path.join(run.workdir, f"bpd_{e.split}_{weights}_step{step}.json")
   if parallel.is_main_process():
     files.save_json(path, result)
   log(f"bits/dim {result['bpd']:.4f} ± {result['stderr']:.4f} -> {path}")

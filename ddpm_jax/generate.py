@@ -15,15 +15,15 @@ from ddpm_jax.metrics_writer import log
 
 def sample_from_checkpoint(config, workdir: str) -> tuple[str, str]:
   """Samples config.sampling.num_samples images in batches of sampling.batch_size with the
-  configured sampler (EMA weights unless sampling.use_ema is False). Each batch is kept on
-  disk until the grid and .npz are written, so a killed run resumes at its first missing batch
-  with the same result (batch i uses key fold_in(seed, i·batch_size)). Returns (png, npz)."""
+  configured sampler (EMA weights unless sampling.use_ema is False) to
+  WORKDIR/samples/<runs.results_name>.png and .npz. Each batch is kept on disk until those are
+  written, so a killed run resumes at its first missing batch with the same result (batch i
+  uses key fold_in(seed, i·batch_size)). Returns (png, npz)."""
   run, params, step = runs.load_run(config, workdir, batch_field="sampling.batch_size")
   s = config.sampling
   sample_fn = builders.make_sampler(config, run.model, run.shape, run.mesh)
   key = jax.random.key(s.seed)
-  stem = os.path.join(run.workdir, "samples",
-                      f"{s.method}_{s.num_steps if s.method == 'ddim' else 'full'}_step{step}")
+  stem = os.path.join(run.workdir, "samples", runs.results_name(config, step, params)[0])
   num_chunks, start = -(-s.num_samples // s.batch_size), time.time()
 
   def make(i):
@@ -33,7 +33,7 @@ def sample_from_checkpoint(config, workdir: str) -> tuple[str, str]:
     log(f"sampled {done}/{s.num_samples} ({done / (time.time() - start):.1f} img/s, "
         f"{nfe:.0f} network evaluations each)")
     return {"images": images.to_uint8(parallel.to_host(x))}
-  chunk_dir = f"{stem}_seed{s.seed}_batch{s.batch_size}_chunks"
+  chunk_dir = stem + "_chunks"
   chunks = runs.resumable_chunks(chunk_dir, num_chunks, make)
   samples = np.concatenate([c["images"] for c in chunks])[:s.num_samples]
   png, npz = stem + ".png", stem + ".npz"

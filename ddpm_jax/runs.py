@@ -4,17 +4,19 @@ data source, the model, and for the modes that use a trained model its parameter
   run = start_run(config, workdir, batch_field="training.batch_size")   # --mode train
   run, params, step = load_run(config, workdir, batch_field="sampling.batch_size")
 
-and what the modes that generate many samples share: `resumable_chunks`.
+and what the modes that generate many samples share: `results_name` (what their files are
+called) and `resumable_chunks`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
+import json
 import os
 from typing import Any, Callable
 
-import jax
 import numpy as np
 from etils import epath
 from jax.sharding import Mesh
@@ -39,7 +41,7 @@ class Run:
 
 def prepare_workdir(workdir: str) -> str:
   """Creates the workdir and checks that it is writable, with a one-line error if not (the
-  writing process only: the others write nothing but their checkpoint shards)."""
+  writing process only: the others write nothing)."""
   workdir = files.resolve(workdir)
   if not parallel.is_main_process():
     return workdir
@@ -85,7 +87,29 @@ def restore_params(config, run: Run) -> tuple[Any, int]:
                             f"--mode train and the same --workdir.")
   state = checkpoint.restore_latest(manager, builders.init_state(config, run.model, run.shape))
   params = state.ema_params if config.sampling.use_ema else state.params
-  return params, int(jax.device_get(state.step))
+  return parallel.replicate(params, run.mesh), int(state.step)
+
+
+def results_name(config, step: int, params, **extra) -> tuple[str, dict]:
+  """(name, settings) for the files that sampling `params` (checkpoint `step`) with `config`
+  makes: sampler, steps, η, guidance, EMA choice, step and seed in words, then a digest of
+  every setting that changes the samples — all of config.sampling, the model, the diffusion
+  or SDE and the objective, the image size, the step, a digest of the parameters themselves,
+  and `extra` (e.g. an evaluation's chunk size) — so files made with other settings never
+  share a name. E.g. 'ddim50_eta0_ema_step800000_seed0_1a2b3c4d'."""
+  s = config.sampling
+  settings = {**{k: config[k].to_dict() for k in ("sampling", "model", "diffusion", "sde")},
+              "objective": config.training.objective, "image_size": config.data.image_size,
+              "num_classes": builders.num_classes(config), "step": step,
+              "params_digest": checkpoint.digest(params), **extra}
+  words = [f"{s.method}{s.num_steps if s.method in ('ddim', 'ode') else ''}"]
+  if s.method == "ddim":
+    words.append(f"eta{s.eta:g}")
+  if config.model.conditional:
+    words.append(f"w{s.guidance_weight:g}")
+  words += ["ema" if s.use_ema else "raw", f"step{step}", f"seed{s.seed}"]
+  key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
+  return "_".join(words + [key]), settings
 
 
 def resumable_chunks(directory: str, num_chunks: int,

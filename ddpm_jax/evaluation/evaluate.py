@@ -1,12 +1,17 @@
 """`--mode eval`: FID, KID, precision and recall of generated samples against a dataset split.
 
 Samples are generated in chunks of config.fid.chunk_size, each written (uint8 images with
-their Inception features) to WORKDIR/eval/<sampler>_step<N>_seed<S>/chunk_XXXXX.npz before
-the next starts, so an interrupted run resumes at the first missing chunk; chunk i always
-uses key fold_in(seed, i), so the resumed result equals an uninterrupted one. Reference
-features of the split are cached once under fid.cache_dir (default WORKDIR/fid_cache), keyed
-by dataset, split, resolution, count and the weights' checksum. Images are resized to
-299×299 bilinearly (the choice moves FID; it is the usual one for small images).
+their Inception features) to WORKDIR/eval/<name>/chunk_XXXXX.npz before the next starts, so
+an interrupted run resumes at the first missing chunk; chunk i always uses key
+fold_in(seed, i), so the resumed result equals an uninterrupted one. <name> (runs.results_name)
+says the sampler settings and digests every setting that changes the samples (all of
+config.sampling, the model, the checkpoint step and its parameters, the chunk size and the
+Inception weights), so other settings never reuse these chunks; the result is
+WORKDIR/eval/<name>_n<num_samples>_vs_<split><count>.json. Reference features of the split are
+computed in resumable chunks too and cached once under fid.cache_dir (default
+WORKDIR/fid_cache), keyed by dataset, split, resolution, count and the weights' checksum.
+Images are resized to 299×299 bilinearly (the choice moves FID; it is the usual one for small
+images).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import time
 
 import jax
 import numpy as np
+from etils import epath
 
 from ddpm_jax import builders, data, files, images, parallel, runs
 from ddpm_jax.evaluation import fid, inception
@@ -52,15 +58,22 @@ def load_weights(path: str):
   return inception.load_params(path), inception.file_sha256(path)
 
 
-def reference_features(config, features_fn, checksum: str, cache_dir: str) -> np.ndarray:
-  """Inception features of fid.ref_split (fid.ref_num_examples of it), computed with
-  `features_fn` once and cached under cache_dir by dataset, split, size, count and weights."""
+def reference_split(config):
+  """(source, n): the split fid.ref_split and how many of its images are the reference (the
+  first fid.ref_num_examples of it, or all when that is 0)."""
   f = config.fid
   source = builders.build_source(config, f.ref_split)
-  n = len(source) if f.ref_num_examples <= 0 else min(f.ref_num_examples, len(source))
-  name = (f"{config.data.dataset}_{f.ref_split}_{config.data.image_size}px_{n}_"
-          f"{checksum[:12]}.npz")
-  path = os.path.join(cache_dir, name)
+  return source, len(source) if f.ref_num_examples <= 0 else min(f.ref_num_examples, len(source))
+
+
+def reference_features(config, source, n: int, features_fn, checksum: str,
+                       cache_dir: str) -> np.ndarray:
+  """Inception features of the first n images of `source` (fid.ref_split), computed with
+  `features_fn` and cached under cache_dir by dataset, split, size, count and weights. The
+  pass goes in resumable chunks of fid.chunk_size (kept until the cache file is written)."""
+  f = config.fid
+  name = f"{config.data.dataset}_{f.ref_split}_{config.data.image_size}px_{n}_{checksum[:12]}"
+  path = os.path.join(cache_dir, name + ".npz")
   if parallel.agree(files.exists(path)):
     return files.load_npz(path)["features"]
 
@@ -68,15 +81,32 @@ def reference_features(config, features_fn, checksum: str, cache_dir: str) -> np
     imgs, _ = source.get(rows)
     return images.to_uint8(data.preprocess(imgs, config.data.image_size,
                                            np.zeros(len(rows), bool)))
-  feats, start = [], time.time()
-  for i in range(0, n, f.chunk_size):
-    m = min(f.chunk_size, n - i)
-    feats.append(features_fn(lambda rows: read(rows + i), m))  # noqa: B023 (called at once)
-    log(f"reference features {i + m}/{n} ({(i + m) / (time.time() - start):.1f} img/s)")
-  features = np.concatenate(feats)
+  start, made = time.time(), []
+
+  def make(i):
+    lo = i * f.chunk_size
+    made.append(min(f.chunk_size, n - lo))
+    feats = features_fn(lambda rows: read(rows + lo), made[-1])
+    rate = sum(made) / (time.time() - start)
+    log(f"reference features {lo + made[-1]}/{n} ({rate:.1f} img/s, ETA "
+        f"{(n - lo - made[-1]) / rate:.0f}s)")
+    return {"features": feats}
+  chunk_dir = os.path.join(cache_dir, name + "_chunks")
+  chunks = runs.resumable_chunks(chunk_dir, -(-n // f.chunk_size), make)
+  features = np.concatenate([c["features"] for c in chunks])
   if parallel.is_main_process():
     files.save_npz(path, features=features)
+    epath.Path(chunk_dir).rmtree()  # the cache file holds them all now
   return features
+
+
+def check_kid_subset(f, n_ref: int) -> None:
+  """KID averages over subsets of fid.kid_subset_size samples and reference images; a subset
+  as large as either set is the whole set every time (a KID std of 0), so it is refused."""
+  if f.kid_subset_size >= min(f.num_samples, n_ref):
+    raise ValueError(f"fid.kid_subset_size={f.kid_subset_size} must be smaller than "
+                     f"fid.num_samples={f.num_samples} and the {n_ref} reference images (larger "
+                     f"subsets are all the same: a KID std of 0); lower it.")
 
 
 def metrics(features, ref, f) -> dict:
@@ -91,15 +121,19 @@ def metrics(features, ref, f) -> dict:
 
 
 def evaluate(config, workdir: str) -> dict:
-  """Generates config.fid.num_samples samples (resumably), then FID/KID; writes a JSON."""
+  """Generates config.fid.num_samples samples (resumably), then FID/KID; writes a JSON named
+  after every setting that made it (runs.results_name)."""
   f, s = config.fid, config.sampling
   run = runs.start_run(config, workdir, batch_field="fid.chunk_size")
+  ref_source, n_ref = reference_split(config)
+  check_kid_subset(f, n_ref)
   params, checksum = load_weights(f.inception_weights)
   net_params, step = runs.restore_params(config, run)
   features_fn = make_inception_features(params, run.mesh, f.inception_batch_size)
   sample_fn = builders.make_sampler(config, run.model, run.shape, run.mesh)
-  steps = s.num_steps if s.method in ("ddim", "ode") else "full"
-  run_dir = os.path.join(run.workdir, "eval", f"{s.method}{steps}_step{step}_seed{s.seed}")
+  name, settings = runs.results_name(config, step, net_params, chunk_size=f.chunk_size,
+                                     inception_sha256=checksum)
+  run_dir = os.path.join(run.workdir, "eval", name)
   key = jax.random.key(s.seed)
   start = time.time()
 
@@ -116,15 +150,15 @@ def evaluate(config, workdir: str) -> dict:
   chunks = runs.resumable_chunks(run_dir, -(-f.num_samples // f.chunk_size), make)
   nfes = [float(c["nfe"]) for c in chunks]
   sample_feats = np.concatenate([c["features"] for c in chunks])[:f.num_samples]
-  ref = reference_features(config, features_fn, checksum,
+  ref = reference_features(config, ref_source, n_ref, features_fn, checksum,
                            f.cache_dir or os.path.join(run.workdir, "fid_cache"))
   result = {**metrics(sample_feats, ref, f),
             "num_samples": int(len(sample_feats)), "num_reference": int(len(ref)),
-            "sampler": s.method, "num_steps": steps, "nfe_per_sample": float(np.mean(nfes)),
-            "eta": s.eta, "seed": s.seed,
-            "step": step, "reference": f"{config.data.dataset}/{f.ref_split}",
-            "inception_sha256": checksum, "seconds": time.time() - start}
-  out = run_dir + ".json"
+            "sampler": s.method, "nfe_per_sample": float(np.mean(nfes)),
+            "reference": f"{config.data.dataset}/{f.ref_split}",
+            "kid_subsets": f.kid_subsets, "kid_subset_size": f.kid_subset_size,
+            "seconds": time.time() - start, "settings": settings}
+  out = f"{run_dir}_n{f.num_samples}_vs_{f.ref_split}{n_ref}.json"
   if parallel.is_main_process():
     files.save_json(out, result)
   log(f"FID {result['fid']:.3f}, KID {result['kid']:.5f} ± {result['kid_std']:.5f}, "
