@@ -35,8 +35,8 @@ def test_matrix_products_and_convolutions_by_hand():
 
 @pytest.fixture(scope="module")
 def unet():
-  """A 3-level U-Net with attention at 8×8 and a training step for it."""
-  config = tiny_config(**{"model.ch": 32, "model.ch_mult": (1, 2, 2),
+  """A 2-level U-Net with attention at 8×8 and a training step for it."""
+  config = tiny_config(**{"model.ch": 32, "model.ch_mult": (1, 2),
                           "model.attn_resolutions": (8,), "data.image_size": 16})
   shape = (16, 16, 1)
   model = builders.build_model(config, shape[-1])
