@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-import diffrax
 import jax
 import jax.numpy as jnp
 
@@ -22,6 +21,7 @@ _EVALS_PER_STEP = {"tsit5": 6, "dopri5": 6, "heun": 2, "euler": 1}  # FSAL for t
 def make_solver(name: str):
   if name not in SOLVERS:
     raise ValueError(f"Unknown ODE solver {name!r}; use one of {SOLVERS}.")
+  import diffrax  # here, not at the top: importing it is 0.5 s of every command's start
   return {"tsit5": diffrax.Tsit5, "dopri5": diffrax.Dopri5, "heun": diffrax.Heun,
           "euler": diffrax.Euler}[name]()
 
@@ -31,6 +31,7 @@ def solve(vector_field: Callable, y0, t0: float, t1: float, *, solver: str, rtol
   """Integrates dy/dt = vector_field(t, y) for one example from t0 to t1: adaptive (PID,
   rtol/atol) for tsit5/dopri5, `num_steps` fixed steps for euler/heun.
   Returns (y(t1), function evaluations)."""
+  import diffrax
   adaptive = solver in ("tsit5", "dopri5")
   controller = (diffrax.PIDController(rtol=rtol, atol=atol) if adaptive
                 else diffrax.ConstantStepSize())
