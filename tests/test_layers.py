@@ -16,6 +16,7 @@ LAYERS = [  # top to bottom
     ["builders"],
     ["likelihood", "train_step"],
     ["samplers.ddpm", "samplers.ddim", "samplers.pc", "samplers.langevin", "samplers.ode",
+     "samplers.dpm_solver",
      "samplers.guidance", "losses", "score_losses", "analytic"],
     ["samplers.common"],
     ["diffusion", "sde"],
