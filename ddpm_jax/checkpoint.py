@@ -156,7 +156,8 @@ def _set_aside(manager: ocp.CheckpointManager, step: int) -> str:
 def restore(manager: ocp.CheckpointManager, step: int, template):
   """Checkpoint `step` restored into `template`'s structure and dtypes with numpy leaves
   (raises if it cannot be read, ChecksumError if an array differs from the one written)."""
-  wanted = _written(serialization.to_state_dict(template))
+  state_dict = serialization.to_state_dict(template)
+  wanted = _written(state_dict)
   saved = manager.item_metadata(step).tree
   problems = mismatches(saved, wanted)
   if problems:
@@ -180,8 +181,7 @@ def restore(manager: ocp.CheckpointManager, step: int, template):
                           f"{', …' if len(bad) > 3 else ''}): the files are damaged")
   restored = jax.tree.map(lambda r, t: np.asarray(r, t.dtype if hasattr(t, "dtype") else
                                                    np.asarray(t).dtype), restored, wanted)
-  return serialization.from_state_dict(template, {**serialization.to_state_dict(template),
-                                                  **restored})
+  return serialization.from_state_dict(template, {**state_dict, **restored})
 
 
 def mismatches(saved, wanted) -> list[str]:
