@@ -93,5 +93,11 @@ def test_time_grids_and_nfe():
   np.testing.assert_allclose(np.diff(root), np.diff(root)[0], rtol=1e-3)
   assert [dpm_solver.nfe(20, o, v) for o, v in [(2, "multistep"), (3, "multistep"),
                                                  (2, "singlestep")]] == [20, 21, 40]
-  with pytest.raises(ValueError, match="spacing"):
+  with pytest.raises(ValueError, match="Unknown spacing 'uniform'; use one of"):
     dpm_solver.time_grid(sde, 10, "uniform")
+  with pytest.raises(ValueError, match="num_steps must be at least 1, got 0"):
+    dpm_solver.time_grid(sde, 0)
+  with pytest.raises(ValueError, match="order must be 1, 2 or 3, got 4"):
+    dpm_solver.dpm_solver_loop(sde, (3,), order=4)
+  with pytest.raises(ValueError, match="Unknown DPM-Solver\\+\\+ variant 'adaptive'"):
+    dpm_solver.dpm_solver_loop(sde, (3,), variant="adaptive")

@@ -45,8 +45,7 @@ KARRAS_RHO = 7.0  # EDM's σ spacing exponent
 
 def log_snr(sde, t) -> np.ndarray:
   """λ(t) = log α(t) − log σ(t), as float64 numpy (in the precision sde.marginal_coef gives)."""
-  alpha, sigma = sde.marginal_coef(jnp.asarray(t))
-  return np.log(np.asarray(alpha, np.float64)) - np.log(np.asarray(sigma, np.float64))
+  return _marginals(sde, t)[2]
 
 
 def time_of_log_snr(sde, lam, t_min: float, t_max: float) -> np.ndarray:
@@ -159,11 +158,12 @@ def dpm_solver_loop(sde, shape: Sequence[int], *, num_steps: int = 20, order: in
     raise ValueError(f"Unknown DPM-Solver++ variant {variant!r}; use one of {VARIANTS}.")
   shape = tuple(shape)
   times = time_grid(sde, num_steps, spacing, eps)
-  single = tuple(jnp.asarray(v) for v in (times[:-1],) + singlestep_coefficients(sde, times))
+  start = variant == "multistep" and order == 3 and num_steps > 1  # the first step by 2S
+  if variant == "singlestep" or start:
+    single = tuple(jnp.asarray(v) for v in (times[:-1],) + singlestep_coefficients(sde, times))
   if variant == "multistep":
     a, b = multistep_coefficients(sde, times, order, lower_order_final)
     steps = (jnp.asarray(times[:-1]), jnp.asarray(a), jnp.asarray(b))
-    start = order == 3 and num_steps > 1  # the first step by 2S
     if start:
       first = tuple(v[0] for v in single)
       steps = tuple(v[1:] for v in steps)
