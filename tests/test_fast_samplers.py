@@ -1,5 +1,5 @@
-"""DPM-Solver++ against the exact probability-flow ODE map of Gaussian data: the error at the
-final time falls at each solver's order as the steps double."""
+"""DPM-Solver++, UniPC and EDM's Heun against the exact probability-flow ODE map of Gaussian
+data: the error at the final time falls at each solver's order as the steps double."""
 
 import jax
 import jax.numpy as jnp
@@ -8,7 +8,7 @@ import pytest
 
 from ddpm_jax import analytic
 from ddpm_jax import sde as sde_lib
-from ddpm_jax.samplers import common, dpm_solver
+from ddpm_jax.samplers import common, dpm_solver, log_snr, unipc
 
 MEAN, STD = np.array([0.5, -1.0, 2.0]), np.array([0.1, 0.5, 1.5])
 EPS = 1e-3
@@ -23,15 +23,16 @@ def _exact(sde, x_T):
   return a_e * MEAN + np.sqrt(a_e**2 * STD**2 + s_e**2) * z
 
 
-def _errors(sde_name, steps, **options):
+def _errors(sde_name, steps, sampler=dpm_solver.dpm_solver_loop, **options):
+  """Max |error| over a batch against the exact map, per step count, of the loop that
+  sampler(sde, shape, num_steps=n, eps=EPS, **options) makes."""
   sde = sde_lib.make_sde(sde_name)
   score = analytic.mixture_score_model(sde, MEAN[None], STD[None])
   x_T = sde.prior_std() * np.asarray(jax.random.normal(jax.random.key(0), (32, 3), jnp.float64))
   exact = _exact(sde, x_T)
   errors = []
   for n in steps:
-    loop = dpm_solver.dpm_solver_loop(sde, (3,), num_steps=n, eps=EPS, lower_order_final=False,
-                                      **options)
+    loop = sampler(sde, (3,), num_steps=n, eps=EPS, **options)
     out = common.run(loop, score, None, len(x_T), x_init=jnp.asarray(x_T))
     errors.append(float(np.abs(np.asarray(out) - exact).max()))
   return np.array(errors)
@@ -60,7 +61,8 @@ CASES = [
 @pytest.mark.parametrize("sde_name,order,variant,spacing,steps", CASES,
                          ids=[f"{c[0]}-{c[2]}{c[1]}-{c[3]}" for c in CASES])
 def test_error_falls_at_the_solver_order(sde_name, order, variant, spacing, steps, x64):
-  errors = _errors(sde_name, steps, order=order, variant=variant, spacing=spacing)
+  errors = _errors(sde_name, steps, order=order, variant=variant, spacing=spacing,
+                   lower_order_final=False)
   assert _slope(steps, errors) == pytest.approx(order, abs=0.3), errors
 
 
@@ -72,32 +74,62 @@ def test_third_order_on_a_log_snr_grid_is_at_least_third_order(sde_name, x64):
   measured 2.2 here."""
   steps = (20, 40, 80, 160, 320)
   assert _slope(steps, _errors(sde_name, steps, order=3, variant="multistep",
-                               spacing="logsnr")) > 2.7
+                               spacing="logsnr", lower_order_final=False)) > 2.7
 
 
 def test_2m_at_20_steps_is_close_to_the_exact_map(x64):
   """The issue's anchor: DPM-Solver++(2M), 20 λ-uniform steps on the VP SDE, within 0.06 of
   the exact map (measured 0.05 on this batch; 1.6e-4 at 320 steps)."""
-  assert _errors("vp", (20,), order=2, variant="multistep", spacing="logsnr")[0] < 0.06
+  assert _errors("vp", (20,), order=2, variant="multistep", spacing="logsnr",
+                 lower_order_final=False)[0] < 0.06
+
+
+# (SDE, predictor order p, corrector, variant, spacing, expected order: p for UniP, p + 1 for
+# UniPC). Measured slopes 0.98-4.26 over 20-320 steps (the order-3 corrector's 3.0-4.0: its
+# order-1 and order-2 start caps it at 3 unless the start's error is small, as on Karras grids).
+UNIPC_CASES = [
+    ("vp", 1, False, "bh1", "logsnr", 1),
+    ("vp", 2, False, "bh2", "logsnr", 2),
+    ("vp", 1, True, "bh1", "karras", 2),
+    ("vp", 2, True, "bh2", "logsnr", 3),
+    ("ve", 2, True, "bh1", "time_uniform", 3),
+    ("ve", 3, True, "bh2", "karras", 4),
+]
+
+
+@pytest.mark.parametrize("sde_name,order,corrector,variant,spacing,expected", UNIPC_CASES,
+                         ids=[f"{c[0]}-uni{'pc' if c[2] else 'p'}{c[1]}-{c[3]}-{c[4]}"
+                              for c in UNIPC_CASES])
+def test_unipc_error_falls_at_its_order(sde_name, order, corrector, variant, spacing, expected,
+                                        x64):
+  steps = (20, 40, 80, 160, 320)
+  errors = _errors(sde_name, steps, unipc.unipc_loop, order=order, corrector=corrector,
+                   variant=variant, spacing=spacing, lower_order_final=False)
+  assert _slope(steps, errors) == pytest.approx(expected, abs=0.3), errors
 
 
 def test_time_grids_and_nfe():
   sde = sde_lib.make_sde("vp")
-  for spacing in dpm_solver.SPACINGS:
-    times = dpm_solver.time_grid(sde, 10, spacing, EPS)
+  for spacing in log_snr.SPACINGS:
+    times = log_snr.time_grid(sde, 10, spacing, EPS)
     assert times[0] == 1.0 and times[-1] == EPS and np.all(np.diff(times) < 0)
-  lam = dpm_solver.log_snr(sde, dpm_solver.time_grid(sde, 10, "logsnr", EPS))
+  lam = log_snr.log_snr(sde, log_snr.time_grid(sde, 10, "logsnr", EPS))
   np.testing.assert_allclose(np.diff(lam), np.diff(lam)[0], rtol=1e-4)  # float32 marginals
-  sigma = np.exp(-dpm_solver.log_snr(sde, dpm_solver.time_grid(sde, 10, "karras", EPS)))
-  root = sigma ** (1 / dpm_solver.KARRAS_RHO)
+  sigma = np.exp(-log_snr.log_snr(sde, log_snr.time_grid(sde, 10, "karras", EPS)))
+  root = sigma ** (1 / log_snr.KARRAS_RHO)
   np.testing.assert_allclose(np.diff(root), np.diff(root)[0], rtol=1e-3)
   assert [dpm_solver.nfe(20, o, v) for o, v in [(2, "multistep"), (3, "multistep"),
                                                  (2, "singlestep")]] == [20, 21, 40]
   with pytest.raises(ValueError, match="Unknown spacing 'uniform'; use one of"):
-    dpm_solver.time_grid(sde, 10, "uniform")
+    log_snr.time_grid(sde, 10, "uniform")
   with pytest.raises(ValueError, match="num_steps must be at least 1, got 0"):
-    dpm_solver.time_grid(sde, 0)
+    log_snr.time_grid(sde, 0)
   with pytest.raises(ValueError, match="order must be 1, 2 or 3, got 4"):
     dpm_solver.dpm_solver_loop(sde, (3,), order=4)
   with pytest.raises(ValueError, match="Unknown DPM-Solver\\+\\+ variant 'adaptive'"):
     dpm_solver.dpm_solver_loop(sde, (3,), variant="adaptive")
+  with pytest.raises(ValueError, match="UniPC order must be 1, 2 or 3, got 0"):
+    unipc.unipc_loop(sde, (3,), order=0)
+  with pytest.raises(ValueError, match="Unknown UniPC variant 'bh3'; use one of"):
+    unipc.unipc_loop(sde, (3,), variant="bh3")
+  assert unipc.nfe(10) == 10

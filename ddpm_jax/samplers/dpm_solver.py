@@ -35,56 +35,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ddpm_jax.broadcast import per_example
-from ddpm_jax.samplers import common
+from ddpm_jax.samplers import common, log_snr
 
-SPACINGS = ("time_uniform", "logsnr", "karras")
 VARIANTS = ("multistep", "singlestep")
-KARRAS_RHO = 7.0  # EDM's σ spacing exponent
-
-
-def log_snr(sde, t) -> np.ndarray:
-  """λ(t) = log α(t) − log σ(t), as float64 numpy (in the precision sde.marginal_coef gives)."""
-  return _marginals(sde, t)[2]
-
-
-def time_of_log_snr(sde, lam, t_min: float, t_max: float) -> np.ndarray:
-  """t ∈ [t_min, t_max] with λ(t) = lam, by bisection (λ decreases in t for every SDE here)."""
-  lam = np.asarray(lam, np.float64)
-  lo, hi = np.full(lam.shape, t_min), np.full(lam.shape, t_max)
-  for _ in range(64):
-    mid = 0.5 * (lo + hi)
-    above = log_snr(sde, mid) > lam  # still too early: the answer is later
-    lo, hi = np.where(above, mid, lo), np.where(above, hi, mid)
-  return 0.5 * (lo + hi)
-
-
-def time_grid(sde, num_steps: int, spacing: str = "logsnr", eps: float = 1e-3) -> np.ndarray:
-  """num_steps + 1 decreasing times from sde.T to eps: uniform in t, uniform in λ, or
-  Karras et al.'s σ_i = (σ_max^{1/ρ} + i/N (σ_min^{1/ρ} − σ_max^{1/ρ}))^ρ in σ = e^{−λ}."""
-  if spacing not in SPACINGS:
-    raise ValueError(f"Unknown spacing {spacing!r}; use one of {SPACINGS}.")
-  if num_steps < 1:
-    raise ValueError(f"num_steps must be at least 1, got {num_steps}.")
-  t_max, t_min = float(sde.T), float(eps)
-  if spacing == "time_uniform":
-    return np.linspace(t_max, t_min, num_steps + 1)
-  lam_start, lam_end = log_snr(sde, np.array([t_max, t_min]))
-  if spacing == "logsnr":
-    lams = np.linspace(lam_start, lam_end, num_steps + 1)
-  else:
-    ramp = np.linspace(0.0, 1.0, num_steps + 1)
-    s_max, s_min = np.exp(-lam_start) ** (1 / KARRAS_RHO), np.exp(-lam_end) ** (1 / KARRAS_RHO)
-    lams = -KARRAS_RHO * np.log(s_max + ramp * (s_min - s_max))
-  times = time_of_log_snr(sde, lams, t_min, t_max)
-  times[0], times[-1] = t_max, t_min
-  return times
-
-
-def _marginals(sde, times):
-  alpha, sigma = sde.marginal_coef(jnp.asarray(times))
-  alpha, sigma = np.asarray(alpha, np.float64), np.asarray(sigma, np.float64)
-  return alpha, sigma, np.log(alpha) - np.log(sigma)
 
 
 def multistep_coefficients(sde, times, order: int, lower_order_final: bool = True):
@@ -92,7 +45,7 @@ def multistep_coefficients(sde, times, order: int, lower_order_final: bool = Tru
   prediction at times[i−1−k]."""
   if order not in (1, 2, 3):
     raise ValueError(f"DPM-Solver++ order must be 1, 2 or 3, got {order}.")
-  alpha, sigma, lam = _marginals(sde, times)
+  alpha, sigma, lam = log_snr.marginals(sde, times)
   n = len(times) - 1
   a, b = np.zeros(n), np.zeros((n, 3))
   for i in range(1, n + 1):
@@ -124,21 +77,14 @@ def multistep_coefficients(sde, times, order: int, lower_order_final: bool = Tru
 def singlestep_coefficients(sde, times):
   """(midpoint times [N], a_mid, b_mid, a, b [N]) of DPM-Solver++(2S): x_{u'} = a_mid x +
   b_mid m_0, then x_i = a x + b x̂_0(x_{u'}, u') with λ(u') halfway between the grid times."""
-  alpha, sigma, lam = _marginals(sde, times)
-  mid = time_of_log_snr(sde, 0.5 * (lam[:-1] + lam[1:]), float(times[-1]), float(times[0]))
-  alpha_m, sigma_m, lam_m = _marginals(sde, mid)
+  alpha, sigma, lam = log_snr.marginals(sde, times)
+  mid = log_snr.time_of_log_snr(sde, 0.5 * (lam[:-1] + lam[1:]), float(times[-1]), float(times[0]))
+  alpha_m, sigma_m, lam_m = log_snr.marginals(sde, mid)
   a_mid = sigma_m / sigma[:-1]
   b_mid = -alpha_m * np.expm1(-(lam_m - lam[:-1]))
   a = sigma[1:] / sigma[:-1]
   b = -alpha[1:] * np.expm1(-(lam[1:] - lam[:-1]))
   return mid, a_mid, b_mid, a, b
-
-
-def data_prediction(sde, score_fn, x, t):
-  """x̂_0(x, t) = (x + σ(t)² s(x, t)) / α(t) for the examples of x at the scalar time t."""
-  tt = jnp.full((x.shape[0],), t, x.dtype)
-  alpha, sigma = sde.marginal_coef(tt)
-  return (x + per_example(sigma**2, x) * score_fn(x, tt)) / per_example(alpha, x)
 
 
 def nfe(num_steps: int, order: int, variant: str) -> int:
@@ -157,7 +103,7 @@ def dpm_solver_loop(sde, shape: Sequence[int], *, num_steps: int = 20, order: in
   if variant not in VARIANTS:
     raise ValueError(f"Unknown DPM-Solver++ variant {variant!r}; use one of {VARIANTS}.")
   shape = tuple(shape)
-  times = time_grid(sde, num_steps, spacing, eps)
+  times = log_snr.time_grid(sde, num_steps, spacing, eps)
   start = variant == "multistep" and order == 3 and num_steps > 1  # the first step by 2S
   if variant == "singlestep" or start:
     single = tuple(jnp.asarray(v) for v in (times[:-1],) + singlestep_coefficients(sde, times))
@@ -171,7 +117,7 @@ def dpm_solver_loop(sde, shape: Sequence[int], *, num_steps: int = 20, order: in
   def loop(score_fn, keys, x, _):
     if x is None:
       x = sde.prior_std() * common.initial_noise(keys, shape)
-    x0 = lambda y, t: data_prediction(sde, score_fn, y, t.astype(y.dtype))  # noqa: E731
+    x0 = lambda y, t: log_snr.data_prediction(sde, score_fn, y, t.astype(y.dtype))  # noqa: E731
     c = lambda v: v.astype(x.dtype)  # noqa: E731
 
     def single_step(y, s, m0=None):
