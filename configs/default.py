@@ -79,8 +79,9 @@ def get_config() -> ml_collections.ConfigDict:
   optim.eps = 1e-8
 
   config.sampling = sampling = ml_collections.ConfigDict()
-  sampling.method = "ddim"     # ddpm | ddim | pc | ode (objective ddpm); pc | ode (dsm); ald (ncsn)
-  sampling.num_steps = 50      # DDIM steps; fixed ODE steps for euler/heun
+  # ddpm | ddim (objective ddpm); pc | ode | dpm_solver | unipc | edm (ddpm, dsm); ald (ncsn)
+  sampling.method = "ddim"
+  sampling.num_steps = 50      # DDIM, DPM-Solver++, UniPC and EDM steps; fixed ODE steps (euler/heun)
   sampling.skip_type = "uniform"  # uniform | quadratic | trailing
   sampling.eta = 0.0
   sampling.clip_x0 = True
@@ -96,6 +97,16 @@ def get_config() -> ml_collections.ConfigDict:
   sampling.atol = 1e-5
   sampling.step_lr = 2e-5      # ald: ε of α_i = ε σ_i²/σ_L²
   sampling.guidance_weight = 0.0  # classifier-free guidance w for conditional models
+  sampling.solver_order = 2    # dpm_solver, unipc: 1 | 2 | 3
+  sampling.spacing = ""        # dpm_solver, unipc, edm: time_uniform | logsnr | karras ("": logsnr; karras for edm)
+  sampling.lower_order_final = True  # dpm_solver, unipc: end at orders 2, 1 when num_steps < 15
+  sampling.dpm_solver_variant = "multistep"  # multistep (1M/2M/3M) | singlestep (2S)
+  sampling.unipc_variant = "bh2"  # B(h) of UniPC: bh1 | bh2
+  sampling.unipc_corrector = True  # UniC after each step: order + 1 at no extra evaluation
+  sampling.edm_churn = 0.0     # EDM S_churn (0: deterministic Heun); noise only where
+  sampling.edm_s_tmin = 0.0    # S_tmin <= σ <= S_tmax, with σ = σ(t)/α(t)
+  sampling.edm_s_tmax = float("inf")
+  sampling.edm_s_noise = 1.0
   sampling.use_ema = True
   sampling.seed = 0
 

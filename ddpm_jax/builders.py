@@ -14,7 +14,6 @@ import os
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 from ddpm_jax import (data, diffusion, likelihood, losses, parallel, schedules, score_losses,
                       train_step)
@@ -22,12 +21,13 @@ from ddpm_jax import sde as sde_lib
 from ddpm_jax.broadcast import per_example
 from ddpm_jax.models.layers import ATTENTION
 from ddpm_jax.models.unet import UNet
-from ddpm_jax.samplers import common, ddim, ddpm, guidance, langevin, ode, pc
+from ddpm_jax.samplers import common, ddim, dpm_solver, log_snr, unipc
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 OBJECTIVES = ("ddpm", "dsm", "ncsn")
-SAMPLERS = {"ddpm": ("ddpm", "ddim", "pc", "ode"), "dsm": ("pc", "ode"), "ncsn": ("ald",)}
-SCORE_SAMPLERS = ("pc", "ode", "ald")  # their model is the score, not the network's output
+SCORE_SAMPLERS = ("pc", "ode", "dpm_solver", "unipc", "edm", "ald")  # models: the score
+SAMPLERS = {"ddpm": ("ddpm", "ddim") + SCORE_SAMPLERS[:-1], "dsm": SCORE_SAMPLERS[:-1],
+            "ncsn": ("ald",)}
 
 
 def _positive(v) -> bool:
@@ -79,6 +79,10 @@ RANGES = (
     ("sampling.atol", _positive, "positive"),
     ("sampling.step_lr", _positive, "positive"),
     ("sampling.guidance_weight", _at_least(0), "0 (off) or more"),
+    ("sampling.solver_order", lambda v: v in (1, 2, 3), "1, 2 or 3"),
+    ("sampling.edm_churn", _at_least(0), "0 (deterministic) or more, e.g. 40"),
+    ("sampling.edm_s_tmin", _at_least(0), "0 or more"),
+    ("sampling.edm_s_noise", _positive, "positive, e.g. 1.0"),
     ("sde.beta_min", _positive, "positive"),
     ("sde.sigma_min", _positive, "positive"),
     ("sde.num_scales", _positive, "at least 1"),
@@ -96,7 +100,15 @@ RANGES = (
 )
 # (first, second): fields whose values must be ordered first < second.
 ORDERED = (("diffusion.beta_start", "diffusion.beta_end"), ("sde.beta_min", "sde.beta_max"),
-           ("sde.sigma_min", "sde.sigma_max"))
+           ("sde.sigma_min", "sde.sigma_max"), ("sampling.edm_s_tmin", "sampling.edm_s_tmax"))
+# (field, its choices): settings that name one of a few options.
+CHOICES = (
+    ("model.dtype", tuple(DTYPES)),
+    ("model.attention", ATTENTION),
+    ("sampling.spacing", ("",) + log_snr.SPACINGS),
+    ("sampling.dpm_solver_variant", dpm_solver.VARIANTS),
+    ("sampling.unipc_variant", unipc.VARIANTS),
+)
 
 
 def _field(config, name: str):
@@ -112,6 +124,9 @@ def _check_ranges(config) -> None:
     if not _field(config, low) < _field(config, high):
       raise ValueError(f"{low}={_field(config, low)!r} must be below {high}="
                        f"{_field(config, high)!r}; change one of them.")
+  for name, choices in CHOICES:
+    if _field(config, name) not in choices:
+      raise ValueError(f"Unknown {name} {_field(config, name)!r}; use one of {choices}.")
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -129,25 +144,20 @@ def validate(config: ml_collections.ConfigDict) -> None:
   elif config.training.t_sampler == "importance":
     raise ValueError("training.t_sampler 'importance' draws the timesteps of objective 'ddpm'; "
                      "for 'dsm' set sde.importance_sampling=True (with likelihood weighting).")
-  if objective != "ddpm" or config.sampling.method in ("pc", "ode"):
+  if objective != "ddpm" or config.sampling.method in SCORE_SAMPLERS:
     build_sde(config)
   s = config.sampling
   if s.method not in SAMPLERS[objective]:
     raise ValueError(f"sampling.method {s.method!r} does not fit training.objective "
                      f"{objective!r}; use one of {SAMPLERS[objective]}.")
-  if s.method == "ode" and config.model.conditional:
-    raise ValueError("sampling.method 'ode' does not take class labels yet; use 'pc' for a "
-                     "conditional model.")
+  if s.method == "dpm_solver" and s.dpm_solver_variant == "singlestep" and s.solver_order != 2:
+    raise ValueError(f"sampling.dpm_solver_variant 'singlestep' is DPM-Solver++(2S), of order "
+                     f"2; set sampling.solver_order=2 (not {s.solver_order}).")
   if s.method == "ddim":
     if s.num_steps > config.diffusion.num_timesteps:
       raise ValueError(f"sampling.num_steps={s.num_steps} must be at most "
                        f"diffusion.num_timesteps={config.diffusion.num_timesteps}; lower it.")
     ddim.ddim_timesteps(config.diffusion.num_timesteps, s.num_steps, s.skip_type)
-  if config.model.dtype not in DTYPES:
-    raise ValueError(f"Unknown model.dtype {config.model.dtype!r}; use one of {tuple(DTYPES)}.")
-  if config.model.attention not in ATTENTION:
-    raise ValueError(f"Unknown model.attention {config.model.attention!r}; use one of "
-                     f"{ATTENTION}.")
   t, k = config.training, config.training.steps_per_dispatch
   if t.num_train_steps % k or t.checkpoint_every % k or t.log_every % k:
     raise ValueError(f"training.steps_per_dispatch={k} must divide num_train_steps, "
@@ -210,6 +220,11 @@ def build_model(config: ml_collections.ConfigDict, num_channels: int) -> UNet:
               embedding="positional" if _time_input(config) == "index" else "fourier")
 
 
+def apply_fn(model):
+  """net(params, x, t[, y]): the network's forward in inference mode."""
+  return lambda params, x, t, *cond: model.apply({"params": params}, x, t, *cond)
+
+
 def _time_input(config) -> str:
   """VP-type score networks see t·(N−1) (positional); VE and NCSN networks see log σ."""
   obj = config.training.objective
@@ -218,7 +233,7 @@ def _time_input(config) -> str:
   return "log_sigma"
 
 
-def _score_of(config):
+def network_score(config):
   """net ↦ score(x, t[, y]) for a "dsm" or "ddpm" network (the mean part of a
   learned-variance output), or score(x, σ[, y]) for an "ncsn" one; the SDE built once."""
   if config.training.objective == "ncsn":
@@ -259,7 +274,7 @@ def build_loss(config):
     schedule, options = build_schedule(config), _ddpm_loss_options(config)
     return lambda net, x0, keys, probs=None: losses.diffusion_loss(
         net, schedule, x0, keys, probs=probs, **options)
-  score_of, c = _score_of(config), config.sde
+  score_of, c = network_score(config), config.sde
   if obj == "ncsn":
     sigmas = ncsn_sigmas(config)
     return lambda net, x0, keys, probs=None: score_losses.ncsn_loss(
@@ -294,87 +309,6 @@ def make_step(config, model, mesh):
   return parallel.data_parallel_train_step(step, mesh, t.steps_per_dispatch)
 
 
-# ------------------------------------------------------------------ sampling
-
-def nfe_per_sample(config) -> int | None:
-  """Network evaluations per sample of a fixed-step sampler (×2 under classifier-free
-  guidance); None for the probability-flow ODE, whose solver counts its own."""
-  s = config.sampling
-  if s.method == "ddim":
-    n = s.num_steps
-  elif s.method == "ddpm":
-    n = config.diffusion.num_timesteps
-  elif s.method == "pc":
-    n = build_sde(config).N * ((s.predictor != "none") + (s.corrector != "none") * s.n_steps_each)
-  elif s.method == "ald":  # every level's Langevin steps and the final denoising step
-    n = len(ncsn_sigmas(config)) * s.n_steps_each + 1
-  else:
-    return None
-  return n * (2 if _guided(config) else 1)
-
-
-def _guided(config) -> bool:
-  return bool(config.model.conditional and config.sampling.guidance_weight)
-
-
-def _sampler_loop(config, shape):
-  """The per-device loop of config.sampling.method (samplers/common.py) for images of
-  `shape`; the methods of SCORE_SAMPLERS take the score as their model."""
-  s, m = config.sampling, config.model
-  if s.method == "ddim":
-    return ddim.ddim_loop(build_schedule(config), shape, num_steps=s.num_steps, eta=s.eta,
-                          skip_type=s.skip_type, mean_type=m.mean_type, var_type=m.var_type,
-                          clip_x0=s.clip_x0)
-  if s.method == "ddpm":
-    return ddpm.ddpm_loop(build_schedule(config), shape, mean_type=m.mean_type,
-                          var_type=m.var_type, clip_x0=s.clip_x0)
-  if s.method == "pc":
-    return pc.pc_loop(build_sde(config), shape, predictor=s.predictor, corrector=s.corrector,
-                      snr=s.snr, n_steps=s.n_steps_each, eps=s.eps)
-  if s.method == "ode":
-    return ode.ode_loop(build_sde(config), shape, solver=s.ode_solver, rtol=s.rtol,
-                        atol=s.atol, num_steps=s.num_steps, eps=s.eps)
-  return langevin.ald_loop(ncsn_sigmas(config), shape, step_lr=s.step_lr,
-                           n_steps_each=s.n_steps_each)
-
-
-def _apply(model):
-  """net(params, x, t[, y]): the network's forward in inference mode."""
-  return lambda params, x, t, *cond: model.apply({"params": params}, x, t, *cond)
-
-
-def make_sampler(config, model, shape, mesh):
-  """sample_fn(params, key, num, first_index=0) -> (samples [num, *shape], network
-  evaluations per sample) with the configured sampler (config.sampling, after `validate`),
-  compiled once (for each distinct num) and data-parallel over `mesh`.
-
-  Class-conditional models get labels cycling through the classes: sample i of the whole
-  run (i = first_index, first_index + 1, …) has label i mod num_classes; with
-  sampling.guidance_weight, classifier-free guidance.
-  """
-  s = config.sampling
-  loop = _sampler_loop(config, tuple(shape))
-  apply = _apply(model)
-  score_of = _score_of(config) if s.method in SCORE_SAMPLERS else None
-  classes, guided, fixed_nfe = num_classes(config), _guided(config), nfe_per_sample(config)
-
-  def sampler_model(params):
-    net = functools.partial(apply, params)
-    if guided:
-      net = guidance.classifier_free_guidance(net, s.guidance_weight, classes)
-    return net if score_of is None else score_of(net)
-
-  run = common.compile_loop(loop, sampler_model, mesh)
-
-  def sample_fn(params, key, num: int, first_index: int = 0):
-    labels = None if classes is None else np.arange(first_index, first_index + num) % classes
-    out = run(params, key, num, cond=labels)
-    if fixed_nfe is None:  # the ODE: (samples, evaluations per sample)
-      return out[0], float(np.mean(jax.device_get(out[1])))
-    return out, float(fixed_nfe)
-  return sample_fn
-
-
 # ------------------------------------------------------------------ likelihood
 
 def make_bpd(config, model, mesh):
@@ -385,7 +319,7 @@ def make_bpd(config, model, mesh):
   obj, e, m = config.training.objective, config.eval, config.model
   if obj == "ncsn":
     raise ValueError("NCSN has no likelihood; use training.objective 'ddpm' or 'dsm'.")
-  apply = _apply(model)
+  apply = apply_fn(model)
   if obj == "ddpm":
     schedule = build_schedule(config)
 
@@ -398,7 +332,7 @@ def make_bpd(config, model, mesh):
     program = parallel.data_parallel(vlb, mesh)
     return lambda params, key, x: program(params, (jax.random.split(key, x.shape[0]), x))
 
-  score_of = _score_of(config)
+  score_of = network_score(config)
   nll = common.compile_loop(
       likelihood.nll_loop(build_sde(config), method=e.divergence, rtol=e.rtol, atol=e.atol),
       lambda params: score_of(functools.partial(apply, params)), mesh)

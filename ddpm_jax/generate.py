@@ -9,7 +9,7 @@ import jax
 import numpy as np
 from etils import epath
 
-from ddpm_jax import builders, files, images, parallel, runs
+from ddpm_jax import files, images, parallel, runs, sampler_builder
 from ddpm_jax.metrics_writer import log
 
 
@@ -21,7 +21,7 @@ def sample_from_checkpoint(config, workdir: str) -> tuple[str, str]:
   uses key fold_in(seed, i·batch_size)). Returns (png, npz)."""
   run, params, step = runs.load_run(config, workdir, batch_field="sampling.batch_size")
   s = config.sampling
-  sample_fn = builders.make_sampler(config, run.model, run.shape, run.mesh)
+  sample_fn = sampler_builder.make_sampler(config, run.model, run.shape, run.mesh)
   key = jax.random.key(s.seed)
   stem = os.path.join(run.workdir, "samples", runs.results_name(config, step, params)[0])
   num_chunks, start = -(-s.num_samples // s.batch_size), time.time()

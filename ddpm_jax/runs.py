@@ -102,7 +102,8 @@ def results_name(config, step: int, params, **extra) -> tuple[str, dict]:
               "objective": config.training.objective, "image_size": config.data.image_size,
               "num_classes": builders.num_classes(config), "step": step,
               "params_digest": checkpoint.digest(params), **extra}
-  words = [f"{s.method}{s.num_steps if s.method in ('ddim', 'ode') else ''}"]
+  stepped = ("ddim", "ode", "dpm_solver", "unipc", "edm")
+  words = [f"{s.method}{s.num_steps if s.method in stepped else ''}"]
   if s.method == "ddim":
     words.append(f"eta{s.eta:g}")
   if config.model.conditional:

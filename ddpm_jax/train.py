@@ -21,7 +21,7 @@ import time
 import jax
 import numpy as np
 
-from ddpm_jax import builders, checkpoint, data, files, images, parallel, runs
+from ddpm_jax import builders, checkpoint, data, files, images, parallel, runs, sampler_builder
 from ddpm_jax.metrics_writer import MetricsWriter, log, progress_line
 
 
@@ -84,7 +84,7 @@ def train_and_evaluate(config, workdir: str):
   start = int(state.step)
   state = parallel.replicate(state, mesh)
   p_step = builders.make_step(config, run.model, mesh)
-  sample_fn = builders.make_sampler(config, run.model, run.shape, mesh)
+  sample_fn = sampler_builder.make_sampler(config, run.model, run.shape, mesh)
   host_batches = data.iterate_batches(
       run.source, start, num_workers=config.data.num_workers, steps_per_item=k,
       global_batch=t.batch_size, image_size=config.data.image_size, seed=config.seed,

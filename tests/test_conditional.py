@@ -7,7 +7,7 @@ import pytest
 
 from ddpm_jax import analytic, parallel, schedules
 from ddpm_jax import sde as sde_lib
-from ddpm_jax.samplers import ddim, guidance, pc
+from ddpm_jax.samplers import common, ddim, dpm_solver, edm, guidance, ode, pc, unipc
 
 
 def test_inpainting_keeps_known_pixels_and_conditions_the_rest():
@@ -42,32 +42,60 @@ def test_colorization_keeps_the_grey_level():
   np.testing.assert_allclose(m @ m.T, np.eye(3), atol=1e-12)
 
 
-def test_classifier_free_guidance():
-  sched = schedules.make_schedule(schedules.beta_schedule("linear", 1000))
-  means = jnp.array([[0.6, 0.6], [-0.6, -0.6]])
-  per_class = [analytic.gaussian_eps_model(sched, means[k], 0.1) for k in range(2)]
-  marginal = analytic.mixture_eps_model(sched, means, 0.1)
-
-  def model(x, t, y):  # an exact conditional model with null label 2
+def _class_model(per_class, marginal):
+  """model(x, t, y): class y's exact model, the marginal for the null label 2."""
+  def model(x, t, y):
     outs = jnp.stack([per_class[0](x, t), per_class[1](x, t), marginal(x, t)])
     return jnp.take_along_axis(outs, y[None, :, None], 0)[0]
+  return model
 
+
+def test_classifier_free_guidance_combines_the_two_passes():
+  sched = schedules.make_schedule(schedules.beta_schedule("linear", 1000))
+  means = jnp.array([[0.6, 0.6], [-0.6, -0.6]])
+  model = jax.jit(_class_model([analytic.gaussian_eps_model(sched, means[k], 0.1) for k in range(2)],
+                               analytic.mixture_eps_model(sched, means, 0.1)))
   x = jax.random.normal(jax.random.key(0), (4, 2))
   t = jnp.array([10, 300, 600, 900])
   y = jnp.array([0, 1, 0, 1])
   w = 2.5
-  guided = guidance.classifier_free_guidance(model, w, 2)
+  guided = jax.jit(guidance.classifier_free_guidance(model, w, 2))
   np.testing.assert_allclose(guided(x, t, y), (1 + w) * model(x, t, y) - w * model(x, t, jnp.full(4, 2)),
                              rtol=1e-5)
-  # w = 0 samples each class; labels are split over devices with the batch.
-  labels = jnp.arange(64) % 2
-  s = ddim.ddim_sample(guidance.classifier_free_guidance(model, 0.0, 2), sched, jax.random.key(1),
-                       (64, 2), num_steps=100, cond=labels, mesh=parallel.make_mesh())
-  np.testing.assert_allclose(np.asarray(s)[labels == 0].mean(0), [0.6, 0.6], atol=0.05)
-  np.testing.assert_allclose(np.asarray(s)[labels == 1].mean(0), [-0.6, -0.6], atol=0.05)
-  # Guidance sharpens: w > 0 pulls samples away from the other class.
-  sg = ddim.ddim_sample(guided, sched, jax.random.key(1), (64, 2), num_steps=100, cond=labels)
-  assert float(np.asarray(sg)[labels == 0].mean()) > float(np.asarray(s)[labels == 0].mean()) - 0.01
+
+
+def test_guidance_weight_0_is_the_conditional_and_minus_1_the_unconditional_model():
+  """For every sampler (ε-model DDIM, the score samplers, the ODE with each example's own
+  label), split over 8 devices: guidance weight 0 samples the conditional model and w = −1
+  the unconditional one (one program, the weight its argument), and the labels reach their
+  examples (class means of the conditional samples)."""
+  means = jnp.array([[0.6, 0.6], [-0.6, -0.6]])
+  sched, sde = schedules.make_schedule(schedules.beta_schedule("linear", 1000)), sde_lib.VPSDE()
+  scores = ([analytic.mixture_score_model(sde, means[k:k + 1], 0.1) for k in range(2)],
+            analytic.mixture_score_model(sde, means, 0.1))
+  cases = {  # name: (loop, (per-class models, marginal model))
+      "ddim_eta1": (ddim.ddim_loop(sched, (2,), num_steps=20, eta=1.0, clip_x0=False),
+                    ([analytic.gaussian_eps_model(sched, means[k], 0.1) for k in range(2)],
+                     analytic.mixture_eps_model(sched, means, 0.1))),
+      "ode": (ode.ode_loop(sde, (2,), rtol=1e-3, atol=1e-3), scores),
+      "dpm_solver": (dpm_solver.dpm_solver_loop(sde, (2,), num_steps=10), scores),
+      "unipc": (unipc.unipc_loop(sde, (2,), num_steps=10), scores),
+      "edm_churn": (edm.edm_loop(sde, (2,), num_steps=10, churn=5), scores),
+  }
+  labels, key, mesh = np.arange(32) % 2, jax.random.key(1), parallel.make_mesh()
+  for name, (loop, (per_class, marginal)) in cases.items():
+    model = _class_model(per_class, marginal)
+    out = lambda v: np.asarray(v[0] if name == "ode" else v)  # noqa: E731
+    guided = common.compile_loop(
+        loop, lambda w: guidance.classifier_free_guidance(model, w, 2), mesh)  # noqa: B023
+    conditional = out(common.run(loop, model, key, 32, cond=labels))
+    np.testing.assert_allclose(out(guided(jnp.float32(0), key, 32, cond=labels)), conditional,
+                               atol=1e-4, err_msg=name)
+    np.testing.assert_allclose(out(guided(jnp.float32(-1), key, 32, cond=labels)),
+                               out(common.run(loop, marginal, key, 32)), atol=1e-4, err_msg=name)
+    for k in range(2):
+      np.testing.assert_allclose(conditional[labels == k].mean(0), means[k], atol=0.1,
+                                 err_msg=name)
 
 
 def test_bad_pc_options():

@@ -8,13 +8,17 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 
-from ddpm_jax import builders, data, parallel
+from ddpm_jax import builders, data, parallel, sampler_builder
 
 SAMPLERS = {
     "ddpm": {"sampling.method": "ddpm", "diffusion.num_timesteps": 4},
     "ddim": {"sampling.method": "ddim"},
     "pc": {"training.objective": "dsm", "sampling.method": "pc", "sde.num_scales": 3},
-    "ode": {"training.objective": "dsm", "sampling.method": "ode", "sampling.ode_solver": "euler"},
+    "ode": {"training.objective": "dsm", "sampling.method": "ode", "sampling.ode_solver": "euler",
+            "model.conditional": True},  # each example's own label inside the vmapped solve
+    "edm_guided": {"training.objective": "dsm", "sampling.method": "edm", "sampling.num_steps": 3,
+                   "sampling.edm_churn": 5.0, "model.conditional": True,
+                   "sampling.guidance_weight": 2.0},
     "ald": {"training.objective": "ncsn", "sampling.method": "ald", "sde.num_scales": 3},
     "guided": {"model.conditional": True, "sampling.guidance_weight": 2.0},
 }
@@ -40,7 +44,7 @@ def test_a_sampling_run_is_one_compiled_program_with_no_transfers(name, count_co
   model = builders.build_model(config, shape[-1])
   params = builders.init_state(config, model, shape).params
   mesh = parallel.make_mesh()
-  sample_fn = builders.make_sampler(config, model, shape, mesh)
+  sample_fn = sampler_builder.make_sampler(config, model, shape, mesh)
   params = parallel.replicate(params, mesh)
   first = sample_fn(params, jax.random.key(0), 16)[0]
   key = jax.random.key(1)

@@ -125,15 +125,21 @@ def test_pytorch_fid_converter_maps_every_layer_and_folds_the_bn_scale():
 
 def test_nfe_per_sample_counts_each_samplers_network_calls():
   from conftest import tiny_config
-  from ddpm_jax import builders
-  assert builders.nfe_per_sample(tiny_config(**{"sampling.method": "ddpm"})) == \
+  from ddpm_jax import builders, sampler_builder
+  assert sampler_builder.nfe_per_sample(tiny_config(**{"sampling.method": "ddpm"})) == \
       tiny_config().diffusion.num_timesteps
   pc = tiny_config(**{"sampling.method": "pc", "training.objective": "dsm",
                       "sampling.n_steps_each": 2})
-  assert builders.nfe_per_sample(pc) == builders.build_sde(pc).N * 3  # predictor + 2 corrector
+  assert sampler_builder.nfe_per_sample(pc) == builders.build_sde(pc).N * 3  # predictor + 2 corrector
   cfg = tiny_config(**{"sampling.method": "ddim", "sampling.num_steps": 7,
                        "model.conditional": True, "sampling.guidance_weight": 1.5})
-  assert builders.nfe_per_sample(cfg) == 14  # guided and unguided pass per step
+  assert sampler_builder.nfe_per_sample(cfg) == 14  # guided and unguided pass per step
+  fast = {"sampling.num_steps": 10, "training.objective": "dsm"}
+  for method, extra, nfe in [("dpm_solver", {}, 10), ("unipc", {}, 10), ("edm", {}, 20),
+                             ("dpm_solver", {"sampling.solver_order": 3}, 11),
+                             ("dpm_solver", {"sampling.dpm_solver_variant": "singlestep"}, 20)]:
+    assert sampler_builder.nfe_per_sample(
+        tiny_config(**fast, **extra, **{"sampling.method": method})) == nfe, (method, extra)
 
 
 def test_precision_recall_match_a_brute_force_count():

@@ -13,12 +13,13 @@ LAYERS = [  # top to bottom
     ["main"],
     ["train", "generate", "bpd", "evaluation.evaluate"],  # the modes
     ["runs"],
+    ["sampler_builder"],
     ["builders"],
     ["likelihood", "train_step"],
     ["samplers.ddpm", "samplers.ddim", "samplers.pc", "samplers.langevin", "samplers.ode",
-     "samplers.dpm_solver",
+     "samplers.dpm_solver", "samplers.unipc", "samplers.edm",
      "samplers.guidance", "losses", "score_losses", "analytic"],
-    ["samplers.common"],
+    ["samplers.common", "samplers.log_snr"],
     ["diffusion", "sde"],
     ["schedules", "broadcast"],
 ]

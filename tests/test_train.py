@@ -169,8 +169,8 @@ def test_unwritable_workdir(tmp_path):
 
 
 @pytest.mark.parametrize("overrides", [
-    {"training.objective": "dsm", "sde.name": "vp", "sampling.method": "ode",
-     "sampling.ode_solver": "euler", "sampling.num_steps": 3},
+    {"training.objective": "dsm", "sde.name": "vp", "sampling.method": "dpm_solver",
+     "sampling.solver_order": 3, "sampling.num_steps": 3},
     {"training.objective": "dsm", "sde.name": "ve", "sampling.method": "pc", "sde.num_scales": 3},
     {"training.objective": "ncsn", "sde.sigma_max": 1.0, "sde.num_scales": 3, "sde.reduce": "sum",
      "sampling.method": "ald", "sampling.n_steps_each": 2},
@@ -257,7 +257,8 @@ def test_ddpm_model_samples_with_sde_samplers_and_guidance(tmp_path):
            "training.loss_type": "hybrid", "diffusion.num_timesteps": 100}  # PC: 100 steps
   train.train_and_evaluate(tiny_config(**model), str(tmp_path))
   for method, extra in (("pc", {"sampling.predictor": "ancestral", "sampling.corrector": "none"}),
-                        ("ddim", {"sampling.guidance_weight": 2.0})):
+                        ("ddim", {"sampling.guidance_weight": 2.0}),
+                        ("unipc", {"sampling.guidance_weight": 2.0, "sampling.num_steps": 3})):
     c = tiny_config(**model, **{"sampling.method": method, **extra})
     png, npz = generate.sample_from_checkpoint(c, str(tmp_path))
     with np.load(npz, allow_pickle=False) as z:

@@ -23,7 +23,7 @@ import jax
 import numpy as np
 from etils import epath
 
-from ddpm_jax import builders, data, files, images, parallel, runs
+from ddpm_jax import builders, data, files, images, parallel, runs, sampler_builder
 from ddpm_jax.evaluation import fid, inception
 from ddpm_jax.metrics_writer import log
 
@@ -130,7 +130,7 @@ def evaluate(config, workdir: str) -> dict:
   params, checksum = load_weights(f.inception_weights)
   net_params, step = runs.restore_params(config, run)
   features_fn = make_inception_features(params, run.mesh, f.inception_batch_size)
-  sample_fn = builders.make_sampler(config, run.model, run.shape, run.mesh)
+  sample_fn = sampler_builder.make_sampler(config, run.model, run.shape, run.mesh)
   name, settings = runs.results_name(config, step, net_params, chunk_size=f.chunk_size,
                                      inception_sha256=checksum)
   run_dir = os.path.join(run.workdir, "eval", name)

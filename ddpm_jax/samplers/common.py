@@ -6,7 +6,7 @@ the batch: model(x, t) the network (any per-example condition already bound), ke
 examples' keys (None for deterministic maps), x [b, ...] a given start (x_T, or data to
 encode) or None, extra any other per-example pytree (inpainting data and masks) or None.
 Each sampler module builds its loop from its options once (`ddim.ddim_loop`, `pc.pc_loop`,
-…); `compile_loop` makes it one data-parallel program, and `builders.make_sampler` does that
+…); `compile_loop` makes it one data-parallel program, and `sampler_builder.make_sampler` does that
 once per run with the network inside.
 
 Randomness is drawn per example from its own key, so a batch gives the same samples on one
@@ -15,7 +15,7 @@ device or split over many.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -61,11 +61,27 @@ def scan_recorded(step: Callable, x, steps, record_steps: Sequence[int]):
   return (x, records) if record_steps else x
 
 
+class Conditioned(NamedTuple):
+  """model(x, t, cond) with the batch's condition bound, called as model(x, t). Loops that
+  solve each example alone (ode.py) take the two apart to give each its own condition."""
+  model: Callable
+  cond: Any
+
+  def __call__(self, x, t):
+    return self.model(x, t, self.cond)
+
+
 def bind_condition(model: Callable, cond) -> Callable:
   """model(x, t, cond) as model(x, t); the model itself when there is no condition."""
-  if cond is None:
+  return model if cond is None else Conditioned(model, cond)
+
+
+def per_example_model(model: Callable, cond_i) -> Callable:
+  """The model of one example, given its condition cond_i (a slice of a `Conditioned`'s cond,
+  or None): called on a batch of one."""
+  if cond_i is None:
     return model
-  return lambda x, t: model(x, t, cond)
+  return lambda x, t: model.model(x, t, jax.tree.map(lambda c: c[None], cond_i))
 
 
 def compile_loop(loop: Callable, make_model: Callable, mesh=None) -> Callable:

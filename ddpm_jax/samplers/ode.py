@@ -46,7 +46,8 @@ def solve(vector_field: Callable, y0, t0: float, t1: float, *, solver: str, rtol
 def ode_loop(sde, shape: Sequence[int], *, solver: str = "tsit5", rtol: float = 1e-5,
              atol: float = 1e-5, num_steps: int = 100, eps: float = 1e-3):
   """The per-device probability-flow loop (samplers/common.py) for examples of `shape`, from
-  x_T ~ N(0, σ_T² I) unless x is given; the model is score(x, t). Returns (samples, nfe [b])."""
+  x_T ~ N(0, σ_T² I) unless x is given; the model is score(x, t), with each example's own
+  condition where the model is a common.Conditioned. Returns (samples, nfe [b])."""
   make_solver(solver)
   shape, rtol, atol, num_steps, eps = tuple(shape), float(rtol), float(atol), int(num_steps), float(eps)
 
@@ -54,15 +55,18 @@ def ode_loop(sde, shape: Sequence[int], *, solver: str = "tsit5", rtol: float = 
     if x is None:
       x = sde.prior_std() * common.initial_noise(keys, shape)
 
-    def one(x1):
+    def one(x1, cond):
+      score_one = common.per_example_model(score_fn, cond)
+
       def field(t, y):
-        drift, _ = sde_lib.reverse_sde(sde, score_fn, y[None], jnp.full((1,), t),
+        drift, _ = sde_lib.reverse_sde(sde, score_one, y[None], jnp.full((1,), t),
                                        probability_flow=True)
         return drift[0]
       return solve(field, x1, sde.T, eps, solver=solver, rtol=rtol, atol=atol,
                    num_steps=num_steps)
 
-    return jax.vmap(one)(x)
+    conds = score_fn.cond if isinstance(score_fn, common.Conditioned) else None
+    return jax.vmap(one)(x, conds)
   return loop
 
 
