@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ddpm_jax import builders, flops, parallel  # noqa: E402
+from ddpm_jax import builders, flops, parallel, sampler_builder  # noqa: E402
 
 
 def load_config(path: str):
@@ -124,7 +124,7 @@ def bench_sample(config) -> dict:
   shape = _image_shape(config)
   model = builders.build_model(config, shape[-1])
   params = builders.init_state(config, model, shape).params
-  sample_fn = builders.make_sampler(config, model, shape, mesh)
+  sample_fn = sampler_builder.make_sampler(config, model, shape, mesh)
   x, t = jnp.zeros((bs,) + shape), jnp.zeros((bs,))
   y = jnp.zeros((bs,), jnp.int32) if config.model.conditional else None
   forward = flops.count(lambda p: model.apply({"params": p}, x, t, y), params) / bs

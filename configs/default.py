@@ -55,8 +55,15 @@ def get_config() -> ml_collections.ConfigDict:
   sde.importance_sampling = False
   sde.reduce = "mean"          # mean | sum over the pixels of each example
 
+  config.edm = edm = ml_collections.ConfigDict()  # for training.objective "edm"
+  edm.sigma_min = 0.002        # the σ range of the VE SDE its samplers integrate
+  edm.sigma_max = 80.0
+  edm.sigma_data = 0.5         # the data's standard deviation (c_skip, c_out, c_in, λ)
+  edm.p_mean = -1.2            # ln σ ~ N(p_mean, p_std²) in training
+  edm.p_std = 1.2
+
   config.training = training = ml_collections.ConfigDict()
-  training.objective = "ddpm"  # ddpm (discrete, config.diffusion) | dsm (config.sde) | ncsn
+  training.objective = "ddpm"  # ddpm (discrete, config.diffusion) | dsm (config.sde) | ncsn | edm (config.edm)
   training.batch_size = 128    # global, over all devices and hosts
   training.num_train_steps = 800_000
   training.loss_type = "simple"  # simple | vlb | hybrid
@@ -79,7 +86,7 @@ def get_config() -> ml_collections.ConfigDict:
   optim.eps = 1e-8
 
   config.sampling = sampling = ml_collections.ConfigDict()
-  # ddpm | ddim (objective ddpm); pc | ode | dpm_solver | unipc | edm (ddpm, dsm); ald (ncsn)
+  # ddpm | ddim (objective ddpm); pc | ode | dpm_solver | unipc | edm (ddpm, dsm, edm); ald (ncsn)
   sampling.method = "ddim"
   sampling.num_steps = 50      # DDIM, DPM-Solver++, UniPC and EDM steps; fixed ODE steps (euler/heun)
   sampling.skip_type = "uniform"  # uniform | quadratic | trailing

@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from ddpm_jax import (data, diffusion, likelihood, losses, parallel, schedules, score_losses,
-                      train_step)
+from ddpm_jax import (data, diffusion, likelihood, losses, parallel, preconditioning, schedules,
+                      score_losses, train_step)
 from ddpm_jax import sde as sde_lib
 from ddpm_jax.broadcast import per_example
 from ddpm_jax.models.layers import ATTENTION
@@ -24,10 +24,10 @@ from ddpm_jax.models.unet import UNet
 from ddpm_jax.samplers import common, ddim, dpm_solver, log_snr, unipc
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-OBJECTIVES = ("ddpm", "dsm", "ncsn")
+OBJECTIVES = ("ddpm", "dsm", "ncsn", "edm")
 SCORE_SAMPLERS = ("pc", "ode", "dpm_solver", "unipc", "edm", "ald")  # models: the score
 SAMPLERS = {"ddpm": ("ddpm", "ddim") + SCORE_SAMPLERS[:-1], "dsm": SCORE_SAMPLERS[:-1],
-            "ncsn": ("ald",)}
+            "ncsn": ("ald",), "edm": SCORE_SAMPLERS[:-1]}
 
 
 def _positive(v) -> bool:
@@ -87,6 +87,9 @@ RANGES = (
     ("sde.sigma_min", _positive, "positive"),
     ("sde.num_scales", _positive, "at least 1"),
     ("sde.train_eps", _between(0, 1), "in [0, 1), e.g. 1e-5"),
+    ("edm.sigma_min", _positive, "positive, e.g. 0.002"),
+    ("edm.sigma_data", _positive, "positive: the data's standard deviation, e.g. 0.5"),
+    ("edm.p_std", _positive, "positive, e.g. 1.2"),
     ("eval.num_examples", _at_least(0), "0 (the whole split) or more"),
     ("eval.batch_size", _positive, "at least 1"),
     ("eval.rtol", _positive, "positive"),
@@ -100,7 +103,8 @@ RANGES = (
 )
 # (first, second): fields whose values must be ordered first < second.
 ORDERED = (("diffusion.beta_start", "diffusion.beta_end"), ("sde.beta_min", "sde.beta_max"),
-           ("sde.sigma_min", "sde.sigma_max"), ("sampling.edm_s_tmin", "sampling.edm_s_tmax"))
+           ("sde.sigma_min", "sde.sigma_max"), ("edm.sigma_min", "edm.sigma_max"),
+           ("sampling.edm_s_tmin", "sampling.edm_s_tmax"))
 # (field, its choices): settings that name one of a few options.
 CHOICES = (
     ("model.dtype", tuple(DTYPES)),
@@ -176,12 +180,15 @@ def build_schedule(config: ml_collections.ConfigDict) -> schedules.Schedule:
 
 
 def build_sde(config):
-  """The SDE of a "dsm" config; for "ncsn" the VE SDE over its noise levels; for "ddpm" the
-  VP SDE whose N-step discretization is the linear β schedule (β_min = T β_start,
-  β_max = T β_end), so a DDPM-trained network samples with the SDE samplers."""
+  """The SDE of a "dsm" config; for "ncsn" the VE SDE over its noise levels; for "edm" the VE
+  SDE over EDM's σ range (config.edm); for "ddpm" the VP SDE whose N-step discretization is
+  the linear β schedule (β_min = T β_start, β_max = T β_end), so a DDPM-trained network
+  samples with the SDE samplers."""
   c = config.sde
   if config.training.objective == "ncsn":
     return sde_lib.VESDE(c.sigma_min, c.sigma_max, c.num_scales)
+  if config.training.objective == "edm":
+    return sde_lib.VESDE(config.edm.sigma_min, config.edm.sigma_max, c.num_scales)
   if config.training.objective == "ddpm":
     d = config.diffusion
     if d.beta_schedule != "linear" or d.zero_terminal_snr:
@@ -234,11 +241,14 @@ def _time_input(config) -> str:
 
 
 def network_score(config):
-  """net ↦ score(x, t[, y]) for a "dsm" or "ddpm" network (the mean part of a
-  learned-variance output), or score(x, σ[, y]) for an "ncsn" one; the SDE built once."""
+  """net ↦ score(x, t[, y]) for a "dsm", "edm" (preconditioned) or "ddpm" network (the mean
+  part of a learned-variance output), or score(x, σ[, y]) for an "ncsn" one; the SDE built
+  once."""
   if config.training.objective == "ncsn":
     return lambda net: functools.partial(_ncsn_score, net)
   sde = build_sde(config)
+  if config.training.objective == "edm":
+    return lambda net: preconditioning.score_fn(net, sde, config.edm.sigma_data)
   mean_type, time_input = config.model.mean_type, _time_input(config)
   var_type = config.model.var_type if _learned_variance(config) else "fixed_small"
 
@@ -274,6 +284,10 @@ def build_loss(config):
     schedule, options = build_schedule(config), _ddpm_loss_options(config)
     return lambda net, x0, keys, probs=None: losses.diffusion_loss(
         net, schedule, x0, keys, probs=probs, **options)
+  if obj == "edm":
+    e = config.edm
+    return lambda net, x0, keys, probs=None: preconditioning.edm_loss(
+        net, x0, keys, sigma_data=e.sigma_data, p_mean=e.p_mean, p_std=e.p_std)
   score_of, c = network_score(config), config.sde
   if obj == "ncsn":
     sigmas = ncsn_sigmas(config)
@@ -318,7 +332,7 @@ def make_bpd(config, model, mesh):
   noise and probe come from its own key, so the values do not depend on the device count."""
   obj, e, m = config.training.objective, config.eval, config.model
   if obj == "ncsn":
-    raise ValueError("NCSN has no likelihood; use training.objective 'ddpm' or 'dsm'.")
+    raise ValueError("NCSN has no likelihood; use training.objective 'ddpm', 'dsm' or 'edm'.")
   apply = apply_fn(model)
   if obj == "ddpm":
     schedule = build_schedule(config)

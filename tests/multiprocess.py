@@ -18,6 +18,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 AUDIT = pathlib.Path(__file__).resolve().parent / "audit"
 
 
+GRACE = 30  # seconds the other processes get to exit after one fails, before they are killed
+
+
 def free_port() -> int:
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
@@ -65,10 +68,14 @@ def launch(workdir, *args, processes: int = 2, devices: int = 2, timeout: float 
       if any(p.poll() not in (None, 0) for p in procs):
         break  # one failed: the others would wait for it forever
       time.sleep(0.5)
+    killed = kill_at and procs[0].poll() == -signal.SIGKILL  # as asked; the rest killed below
+    if not killed:  # the others may be failing too (the same bad input): let them say so
+      grace = min(deadline, time.monotonic() + GRACE)
+      while any(p.poll() is None for p in procs) and time.monotonic() < grace:
+        time.sleep(0.2)
     codes = [p.poll() for p in procs]
-    killed = kill_at and codes[0] == -signal.SIGKILL  # as asked; the rest are killed below
     if codes != [0] * processes and not killed:
-      why = "timed out" if None in codes else f"exit codes {codes}"
+      why = "timed out" if time.monotonic() >= deadline else f"exit codes {codes}"
       tails = "\n".join(f"--- process {i} stderr:\n{_tail(logs / f'{i}.err')}"
                         for i in range(processes))
       test = os.environ.get("PYTEST_CURRENT_TEST", "")

@@ -66,9 +66,9 @@ def test_classifier_free_guidance_combines_the_two_passes():
 
 def test_guidance_weight_0_is_the_conditional_and_minus_1_the_unconditional_model():
   """For every sampler (ε-model DDIM, the score samplers, the ODE with each example's own
-  label), split over 8 devices: guidance weight 0 samples the conditional model and w = −1
-  the unconditional one (one program, the weight its argument), and the labels reach their
-  examples (class means of the conditional samples)."""
+  label): guidance weight 0 samples the conditional model and w = −1 the unconditional one
+  (one program, the weight its argument), and the labels reach their examples (class means
+  of the conditional samples). (Labels split over devices: test_efficiency.py.)"""
   means = jnp.array([[0.6, 0.6], [-0.6, -0.6]])
   sched, sde = schedules.make_schedule(schedules.beta_schedule("linear", 1000)), sde_lib.VPSDE()
   scores = ([analytic.mixture_score_model(sde, means[k:k + 1], 0.1) for k in range(2)],
@@ -82,12 +82,12 @@ def test_guidance_weight_0_is_the_conditional_and_minus_1_the_unconditional_mode
       "unipc": (unipc.unipc_loop(sde, (2,), num_steps=10), scores),
       "edm_churn": (edm.edm_loop(sde, (2,), num_steps=10, churn=5), scores),
   }
-  labels, key, mesh = np.arange(32) % 2, jax.random.key(1), parallel.make_mesh()
+  labels, key = np.arange(32) % 2, jax.random.key(1)
   for name, (loop, (per_class, marginal)) in cases.items():
     model = _class_model(per_class, marginal)
     out = lambda v: np.asarray(v[0] if name == "ode" else v)  # noqa: E731
     guided = common.compile_loop(
-        loop, lambda w: guidance.classifier_free_guidance(model, w, 2), mesh)  # noqa: B023
+        loop, lambda w: guidance.classifier_free_guidance(model, w, 2))  # noqa: B023
     conditional = out(common.run(loop, model, key, 32, cond=labels))
     np.testing.assert_allclose(out(guided(jnp.float32(0), key, 32, cond=labels)), conditional,
                                atol=1e-4, err_msg=name)

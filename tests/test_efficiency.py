@@ -16,7 +16,7 @@ SAMPLERS = {
     "pc": {"training.objective": "dsm", "sampling.method": "pc", "sde.num_scales": 3},
     "ode": {"training.objective": "dsm", "sampling.method": "ode", "sampling.ode_solver": "euler",
             "model.conditional": True},  # each example's own label inside the vmapped solve
-    "edm_guided": {"training.objective": "dsm", "sampling.method": "edm", "sampling.num_steps": 3,
+    "edm_guided": {"training.objective": "edm", "sampling.method": "edm", "sampling.num_steps": 3,
                    "sampling.edm_churn": 5.0, "model.conditional": True,
                    "sampling.guidance_weight": 2.0},
     "ald": {"training.objective": "ncsn", "sampling.method": "ald", "sde.num_scales": 3},

@@ -45,16 +45,15 @@ def _slope(steps, errors) -> float:
 # (SDE, order, variant, spacing, step counts in the asymptotic range). A time-uniform grid on
 # the VP SDE puts a λ-step of ½ log((ε + 1/N)/ε) at the end, which shrinks only once N ≫ 1/ε.
 CASES = [
-    ("vp", 1, "multistep", "logsnr", (20, 40, 80, 160, 320)),
-    ("vp", 2, "multistep", "logsnr", (20, 40, 80, 160, 320)),
-    ("vp", 2, "singlestep", "logsnr", (20, 40, 80, 160, 320)),
-    ("vp", 3, "multistep", "karras", (20, 40, 80, 160, 320)),
-    ("vp", 2, "multistep", "time_uniform", (640, 1280, 2560, 5120)),
+    ("vp", 1, "multistep", "logsnr", (20, 40, 80, 160)),
+    ("vp", 2, "multistep", "logsnr", (20, 40, 80, 160)),
+    ("vp", 2, "singlestep", "logsnr", (20, 40, 80, 160)),
+    ("vp", 3, "multistep", "karras", (20, 40, 80, 160)),
     ("subvp", 2, "multistep", "time_uniform", (160, 320, 640, 1280)),
     ("subvp", 3, "multistep", "time_uniform", (320, 640, 1280, 2560)),
-    ("ve", 2, "multistep", "time_uniform", (20, 40, 80, 160, 320)),
-    ("ve", 2, "singlestep", "karras", (20, 40, 80, 160, 320)),
-    ("ve", 3, "multistep", "karras", (20, 40, 80, 160, 320)),
+    ("ve", 2, "multistep", "time_uniform", (20, 40, 80, 160)),
+    ("ve", 2, "singlestep", "karras", (20, 40, 80, 160)),
+    ("ve", 3, "multistep", "karras", (20, 40, 80, 160)),
 ]
 
 
@@ -68,11 +67,11 @@ def test_error_falls_at_the_solver_order(sde_name, order, variant, spacing, step
 
 @pytest.mark.parametrize("sde_name", ["vp", "ve"])
 def test_third_order_on_a_log_snr_grid_is_at_least_third_order(sde_name, x64):
-  """On a λ-uniform grid the Gaussian's h³ error terms nearly cancel (measured slope 3.8-3.9),
+  """On a λ-uniform grid the Gaussian's h³ error terms nearly cancel (measured slopes 4.0-4.1),
   so only the lower bound is asserted. DPM-Solver's published 3M coefficient of the second
   divided difference (half of the one the Taylor expansion gives) or an order-1 first step
   measured 2.2 here."""
-  steps = (20, 40, 80, 160, 320)
+  steps = (20, 40, 80, 160)
   assert _slope(steps, _errors(sde_name, steps, order=3, variant="multistep",
                                spacing="logsnr", lower_order_final=False)) > 2.7
 
@@ -85,10 +84,10 @@ def test_2m_at_20_steps_is_close_to_the_exact_map(x64):
 
 
 # (SDE, predictor order p, corrector, variant, spacing, expected order: p for UniP, p + 1 for
-# UniPC). Measured slopes 0.98-4.26 over 20-320 steps (the order-3 corrector's 3.0-4.0: its
-# order-1 and order-2 start caps it at 3 unless the start's error is small, as on Karras grids).
+# UniPC). Measured slopes 1.96, 2.10, 2.94, 3.07, 3.98 over 20-160 steps. (The order-3
+# corrector's start at orders 1 and 2 caps it at 3 on λ-uniform grids (measured 3.0-3.3);
+# on Karras grids the start's error is small and it measures 4.)
 UNIPC_CASES = [
-    ("vp", 1, False, "bh1", "logsnr", 1),
     ("vp", 2, False, "bh2", "logsnr", 2),
     ("vp", 1, True, "bh1", "karras", 2),
     ("vp", 2, True, "bh2", "logsnr", 3),
@@ -102,7 +101,7 @@ UNIPC_CASES = [
                               for c in UNIPC_CASES])
 def test_unipc_error_falls_at_its_order(sde_name, order, corrector, variant, spacing, expected,
                                         x64):
-  steps = (20, 40, 80, 160, 320)
+  steps = (20, 40, 80, 160)
   errors = _errors(sde_name, steps, unipc.unipc_loop, order=order, corrector=corrector,
                    variant=variant, spacing=spacing, lower_order_final=False)
   assert _slope(steps, errors) == pytest.approx(expected, abs=0.3), errors
@@ -110,8 +109,8 @@ def test_unipc_error_falls_at_its_order(sde_name, order, corrector, variant, spa
 
 @pytest.mark.parametrize("sde_name", ["vp", "ve"])
 def test_edm_heun_is_second_order(sde_name, x64):
-  """EDM's Heun (no churn) on its Karras grid: measured slopes 2.06 (VP), 2.05 (VE)."""
-  steps = (10, 20, 40, 80, 160)
+  """EDM's Heun (no churn) on its Karras grid: measured slopes 2.08 (VP), 2.06 (VE)."""
+  steps = (10, 20, 40, 80)
   assert _slope(steps, _errors(sde_name, steps, edm.edm_loop)) == pytest.approx(2, abs=0.3)
 
 

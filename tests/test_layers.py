@@ -18,7 +18,7 @@ LAYERS = [  # top to bottom
     ["likelihood", "train_step"],
     ["samplers.ddpm", "samplers.ddim", "samplers.pc", "samplers.langevin", "samplers.ode",
      "samplers.dpm_solver", "samplers.unipc", "samplers.edm",
-     "samplers.guidance", "losses", "score_losses", "analytic"],
+     "samplers.guidance", "losses", "score_losses", "preconditioning", "analytic"],
     ["samplers.common", "samplers.log_snr"],
     ["diffusion", "sde"],
     ["schedules", "broadcast"],

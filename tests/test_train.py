@@ -171,7 +171,7 @@ def test_unwritable_workdir(tmp_path):
 @pytest.mark.parametrize("overrides", [
     {"training.objective": "dsm", "sde.name": "vp", "sampling.method": "dpm_solver",
      "sampling.solver_order": 3, "sampling.num_steps": 3},
-    {"training.objective": "dsm", "sde.name": "ve", "sampling.method": "pc", "sde.num_scales": 3},
+    {"training.objective": "edm", "sampling.method": "pc", "sde.num_scales": 3},
     {"training.objective": "ncsn", "sde.sigma_max": 1.0, "sde.num_scales": 3, "sde.reduce": "sum",
      "sampling.method": "ald", "sampling.n_steps_each": 2},
     {"training.objective": "dsm", "sde.name": "subvp", "sde.likelihood_weighting": True,
