@@ -14,6 +14,7 @@ import os
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from ddpm_jax import (data, diffusion, likelihood, losses, parallel, preconditioning, schedules,
                       score_losses, train_step)
@@ -170,20 +171,23 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 # ------------------------------------------------------------------ the diffusion
 
-def build_schedule(config: ml_collections.ConfigDict) -> schedules.Schedule:
+def _betas(config) -> np.ndarray:
+  """β_0…β_{T−1} of config.diffusion, float64."""
   c = config.diffusion
   betas = schedules.beta_schedule(c.beta_schedule, c.num_timesteps, beta_start=c.beta_start,
                                   beta_end=c.beta_end)
-  if c.zero_terminal_snr:
-    betas = schedules.rescale_zero_terminal_snr(betas)
-  return schedules.make_schedule(betas)
+  return schedules.rescale_zero_terminal_snr(betas) if c.zero_terminal_snr else betas
+
+
+def build_schedule(config: ml_collections.ConfigDict) -> schedules.Schedule:
+  return schedules.make_schedule(_betas(config))
 
 
 def build_sde(config):
   """The SDE of a "dsm" config; for "ncsn" the VE SDE over its noise levels; for "edm" the VE
   SDE over EDM's σ range (config.edm); for "ddpm" the VP SDE whose N-step discretization is
-  the linear β schedule (β_min = T β_start, β_max = T β_end), so a DDPM-trained network
-  samples with the SDE samplers."""
+  the linear β schedule (β_min = T β_start, β_max = T β_end), or for other schedules the
+  discrete VP SDE of its β_i, so a DDPM-trained network samples with the SDE samplers."""
   c = config.sde
   if config.training.objective == "ncsn":
     return sde_lib.VESDE(c.sigma_min, c.sigma_max, c.num_scales)
@@ -191,10 +195,12 @@ def build_sde(config):
     return sde_lib.VESDE(config.edm.sigma_min, config.edm.sigma_max, c.num_scales)
   if config.training.objective == "ddpm":
     d = config.diffusion
-    if d.beta_schedule != "linear" or d.zero_terminal_snr:
-      raise ValueError("SDE samplers for a DDPM model need diffusion.beta_schedule='linear' "
-                       "(the VP SDE's discretization); use sampling.method 'ddpm' or 'ddim'.")
+    if d.zero_terminal_snr:
+      raise ValueError("SDE samplers need a finite log-SNR at t = T; with "
+                       "diffusion.zero_terminal_snr=True use sampling.method 'ddpm' or 'ddim'.")
     n = d.num_timesteps
+    if d.beta_schedule != "linear":
+      return sde_lib.DiscreteVPSDE(tuple(float(b) for b in _betas(config)))
     return sde_lib.VPSDE(d.beta_start * n, d.beta_end * n, n)
   return sde_lib.make_sde(c.name, beta_min=c.beta_min, beta_max=c.beta_max,
                           sigma_min=c.sigma_min, sigma_max=c.sigma_max, num_scales=c.num_scales)

@@ -5,6 +5,7 @@ Each SDE is a frozen (hashable) dataclass; its marginal is x_t | x_0 ~ N(α(t) x
           α = exp(−¼ t² (β_max − β_min) − ½ t β_min),  σ = √(1 − α²).
   sub-VP: f as VP,  g = √(β(t) (1 − α(t)⁴)),  σ = 1 − α².
   VE:     f = 0,  g = σ(t) √(2 log(σ_max/σ_min)),  σ(t) = σ_min (σ_max/σ_min)^t,  α = 1.
+  discrete VP: the VP process of any DDPM β schedule, log α interpolated between its steps.
 `discretize` gives the N-step chains: VP is the DDPM chain with β_i = β(i/N)/N spaced linearly,
 VE the NCSN chain over geometric σ levels (both from `schedules`). A time t ∈ [0, T] maps to
 step i = ⌊t (N − 1)/T⌋ of the chain (`time_index`).
@@ -33,20 +34,9 @@ def time_index(sde, t):
   return (t * (sde.N - 1) / sde.T).astype(jnp.int32)
 
 
-@dataclasses.dataclass(frozen=True)
-class VPSDE:
-  beta_min: float = 0.1
-  beta_max: float = 20.0
-  N: int = 1000
+class _VariancePreserving:
+  """What the VP SDEs share, given their β(t) and the chain's β_i (discrete_betas)."""
   T = 1.0
-
-  def beta(self, t):
-    return self.beta_min + t * (self.beta_max - self.beta_min)
-
-  def discrete_betas(self) -> np.ndarray:
-    """β_i = linspace(β_min/N, β_max/N): with the defaults, DDPM's 1e-4 → 0.02."""
-    return schedules.beta_schedule("linear", self.N, beta_start=self.beta_min / self.N,
-                                   beta_end=self.beta_max / self.N)
 
   def discrete_beta(self, t):
     """β_i of the chain's step at time t."""
@@ -56,11 +46,6 @@ class VPSDE:
     beta = per_example(self.beta(t), x)
     return -0.5 * beta * x, jnp.sqrt(self.beta(t))
 
-  def marginal_coef(self, t):
-    """(α(t), σ(t)) of x_t | x_0 ~ N(α x_0, σ² I)."""
-    log_mean = -0.25 * t**2 * (self.beta_max - self.beta_min) - 0.5 * t * self.beta_min
-    return jnp.exp(log_mean), jnp.sqrt(-jnp.expm1(2 * log_mean))
-
   def prior_std(self) -> float:
     return 1.0
 
@@ -68,6 +53,58 @@ class VPSDE:
     """x_{i+1} = √(1 − β_i) x_i + √β_i z as x + f_i + G_i z."""
     beta = self.discrete_beta(t)
     return (per_example(jnp.sqrt(1 - beta), x) - 1) * x, jnp.sqrt(beta)
+
+
+@dataclasses.dataclass(frozen=True)
+class VPSDE(_VariancePreserving):
+  beta_min: float = 0.1
+  beta_max: float = 20.0
+  N: int = 1000
+
+  def beta(self, t):
+    return self.beta_min + t * (self.beta_max - self.beta_min)
+
+  def discrete_betas(self) -> np.ndarray:
+    """β_i = linspace(β_min/N, β_max/N): with the defaults, DDPM's 1e-4 → 0.02."""
+    return schedules.beta_schedule("linear", self.N, beta_start=self.beta_min / self.N,
+                                   beta_end=self.beta_max / self.N)
+
+  def marginal_coef(self, t):
+    """(α(t), σ(t)) of x_t | x_0 ~ N(α x_0, σ² I)."""
+    log_mean = -0.25 * t**2 * (self.beta_max - self.beta_min) - 0.5 * t * self.beta_min
+    return jnp.exp(log_mean), jnp.sqrt(-jnp.expm1(2 * log_mean))
+
+
+@dataclasses.dataclass(frozen=True)
+class DiscreteVPSDE(_VariancePreserving):
+  """The VP process of a discrete chain with any β_0…β_{N−1} (cosine, quadratic, …): step i
+  sits at t_i = i T/(N − 1), where α(t_i) = √ᾱ_i; log α is linear in between, so
+  β(t) = −2 d log α/dt is constant on each interval, and a DDPM network of step i is
+  evaluated at t (N − 1) = i as with VPSDE. (α(0) = √(1 − β_0), not 1.)"""
+  betas: tuple[float, ...]
+
+  @property
+  def N(self) -> int:
+    return len(self.betas)
+
+  def discrete_betas(self) -> np.ndarray:
+    return np.asarray(self.betas, np.float64)
+
+  def _log_alphas(self, t):
+    table = 0.5 * np.cumsum(np.log1p(-self.discrete_betas()))
+    return jnp.asarray(table, jnp.result_type(t, jnp.float32))
+
+  def beta(self, t):
+    log_alpha = self._log_alphas(t)
+    i = jnp.clip(jnp.floor(t * (self.N - 1) / self.T), 0, self.N - 2).astype(jnp.int32)
+    return -2 * (log_alpha[i + 1] - log_alpha[i]) * (self.N - 1) / self.T
+
+  def marginal_coef(self, t):
+    """(α(t), σ(t)) with log α interpolated linearly between the steps."""
+    log_alpha = self._log_alphas(t)
+    log_mean = jnp.interp(t * (self.N - 1) / self.T, jnp.arange(self.N, dtype=log_alpha.dtype),
+                          log_alpha)
+    return jnp.exp(log_mean), jnp.sqrt(-jnp.expm1(2 * log_mean))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,8 +160,8 @@ class VESDE:
     return jnp.zeros_like(x), jnp.sqrt(sigma**2 - adjacent**2)
 
 
-SDE = VPSDE | SubVPSDE | VESDE
-for _cls in (VPSDE, SubVPSDE, VESDE):  # hashable configuration: static inside jit, no leaves
+SDE = VPSDE | SubVPSDE | DiscreteVPSDE | VESDE
+for _cls in (VPSDE, SubVPSDE, DiscreteVPSDE, VESDE):  # hashable configuration: static inside jit, no leaves
   jax.tree_util.register_static(_cls)
 
 

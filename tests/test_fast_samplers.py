@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ddpm_jax import analytic
+from ddpm_jax import analytic, schedules
 from ddpm_jax import sde as sde_lib
 from ddpm_jax.samplers import common, dpm_solver, edm, log_snr, ode, unipc
 
@@ -23,10 +23,17 @@ def _exact(sde, x_T):
   return a_e * MEAN + np.sqrt(a_e**2 * STD**2 + s_e**2) * z
 
 
+def _sde(name):
+  """An SDE by name; "cosine" is the discrete VP SDE of the 1000-step cosine schedule."""
+  if name == "cosine":
+    return sde_lib.DiscreteVPSDE(tuple(schedules.beta_schedule("cosine", 1000)))
+  return sde_lib.make_sde(name)
+
+
 def _errors(sde_name, steps, sampler=dpm_solver.dpm_solver_loop, **options):
   """Max |error| over a batch against the exact map, per step count, of the loop that
   sampler(sde, shape, num_steps=n, eps=EPS, **options) makes."""
-  sde = sde_lib.make_sde(sde_name)
+  sde = _sde(sde_name)
   score = analytic.mixture_score_model(sde, MEAN[None], STD[None])
   x_T = sde.prior_std() * np.asarray(jax.random.normal(jax.random.key(0), (32, 3), jnp.float64))
   exact = _exact(sde, x_T)
@@ -54,6 +61,7 @@ CASES = [
     ("ve", 2, "multistep", "time_uniform", (20, 40, 80, 160)),
     ("ve", 2, "singlestep", "karras", (20, 40, 80, 160)),
     ("ve", 3, "multistep", "karras", (20, 40, 80, 160)),
+    ("cosine", 2, "multistep", "logsnr", (20, 40, 80, 160)),
 ]
 
 

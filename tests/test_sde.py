@@ -64,6 +64,31 @@ def test_marginals_solve_the_moment_odes(name):
   np.testing.assert_allclose(np.asarray(sigma, np.float64)**2 - offset, sol.y[1], rtol=1e-4)
 
 
+def test_discrete_vp_interpolates_its_chain_and_solves_its_moment_odes():
+  """The discrete VP SDE of a 20-step cosine schedule: α(t_i) = √ᾱ_i at t_i = i/19, and its
+  piecewise-constant β(t) carries the moments from t_0 (m = α(0), v = σ(0)²) to α(t), σ(t)²
+  between the steps too."""
+  betas = schedules.beta_schedule("cosine", 20)
+  sde = sde_lib.DiscreteVPSDE(tuple(betas))
+  alpha_bars = np.cumprod(1 - betas)
+  alpha, sigma = sde.marginal_coef(jnp.asarray(np.arange(20) / 19, jnp.float32))
+  np.testing.assert_allclose(alpha, np.sqrt(alpha_bars), rtol=2e-5, atol=1e-6)
+  np.testing.assert_allclose(sigma**2, 1 - alpha_bars, rtol=1e-4)
+
+  def rhs(t, y):
+    drift, g = sde.sde(jnp.ones((1, 1)), jnp.array([t]))
+    a = float(drift[0, 0])
+    return [a * y[0], 2 * a * y[1] + float(g[0])**2]
+
+  ts = [0.1, 0.33, 0.77, 1.0]
+  start = 1 - alpha_bars[0]
+  sol = integrate.solve_ivp(rhs, (0, 1), [np.sqrt(alpha_bars[0]), start], t_eval=ts,
+                            rtol=1e-10, atol=1e-12, max_step=1 / 19)
+  alpha, sigma = sde.marginal_coef(jnp.asarray(ts, jnp.float32))
+  np.testing.assert_allclose(alpha, sol.y[0], rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(np.asarray(sigma, np.float64)**2, sol.y[1], rtol=1e-4)
+
+
 @pytest.mark.parametrize("mean_type", ["eps", "x0", "v", "score"])
 @pytest.mark.parametrize("name", ["vp", "ve"])
 def test_score_from_network_outputs(name, mean_type):

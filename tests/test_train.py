@@ -11,6 +11,7 @@ import tensorflow_datasets as tfds
 from conftest import ROOT, tiny_config
 
 from ddpm_jax import builders, checkpoint, generate, parallel, train
+from ddpm_jax import sde as sde_lib
 
 
 def _params(state):
@@ -263,5 +264,8 @@ def test_ddpm_model_samples_with_sde_samplers_and_guidance(tmp_path):
     png, npz = generate.sample_from_checkpoint(c, str(tmp_path))
     with np.load(npz, allow_pickle=False) as z:
       assert z["images"].shape == (8, 8, 8, 1)
-  with pytest.raises(ValueError, match="beta_schedule='linear'"):
-    builders.validate(tiny_config(**{"sampling.method": "ode", "diffusion.beta_schedule": "cosine"}))
+  cosine = tiny_config(**{"sampling.method": "dpm_solver", "diffusion.beta_schedule": "cosine"})
+  builders.validate(cosine)
+  assert isinstance(builders.build_sde(cosine), sde_lib.DiscreteVPSDE)
+  with pytest.raises(ValueError, match="with diffusion.zero_terminal_snr=True use sampling"):
+    builders.validate(tiny_config(**{"sampling.method": "ode", "diffusion.zero_terminal_snr": True}))

@@ -60,7 +60,8 @@ def predictor_step(name, sde, score_fn, x, t, z):
       sigma, adj = sde.adjacent_sigmas(t)
       x_mean = x + b(sigma**2 - adj**2) * score
       return x_mean + b(jnp.sqrt(adj**2 * (sigma**2 - adj**2) / sigma**2)) * z, x_mean
-    if type(sde) is sde_lib.VPSDE:
+    if isinstance(sde, (sde_lib.VPSDE, sde_lib.DiscreteVPSDE)) and not isinstance(
+        sde, sde_lib.SubVPSDE):
       beta = sde.discrete_beta(t)
       x_mean = (x + b(beta) * score) / b(jnp.sqrt(1 - beta))
       return x_mean + b(jnp.sqrt(beta)) * z, x_mean

@@ -1,0 +1,96 @@
+"""FID against network evaluations per sample (NFE) on one trained model, per sampler: DDIM
+(η = 0), DPM-Solver++(2M), UniPC (bh2, order 2), EDM's Heun (Karras grid) and the adaptive
+probability-flow ODE (Tsit5 over a ladder of tolerances, its NFE measured).
+
+  python benchmarks/fid_vs_nfe.py --config configs/fashion_mnist_ddpm.py --workdir RUN \
+      --nfe 5,10,20,50,100 --out fid_vs_nfe.jsonl --plot fid_vs_nfe.png \
+      --config.fid.num_samples=10000 --config.fid.inception_weights=../shared/weights/inception_fid.npz
+
+Each point is `--mode eval` (evaluation/evaluate.py) with the sampler's settings: its chunks
+resume after an interruption, the reference features are computed once, and its JSON lands in
+WORKDIR/eval as usual. One JSON line per point on --out (appended), then a markdown table on
+stdout and, with --plot, FID against NFE on log axes (needs matplotlib). EDM's Heun costs 2
+evaluations per step, so a budget of n gets ⌈n/2⌉ steps; the NFE reported is the one spent.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from ddpm_jax.evaluation import evaluate  # noqa: E402
+
+config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
+flags.DEFINE_string("workdir", None, "The trained run's workdir.", required=True)
+flags.DEFINE_list("nfe", ["5", "10", "20", "50", "100"], "Evaluation budgets per sample.")
+flags.DEFINE_list("samplers", ["ddim", "dpm_solver", "unipc", "edm", "ode"], "Which samplers.")
+flags.DEFINE_list("ode_rtol", ["1e-1", "1e-2", "1e-3", "1e-4"],
+                  "Tolerances (rtol = atol) of the adaptive ODE, whose NFE is measured.")
+flags.DEFINE_string("out", "fid_vs_nfe.jsonl", "JSON lines, appended.")
+flags.DEFINE_string("plot", "", "PNG of FID against NFE (matplotlib), if given.")
+
+SETTINGS = {  # sampler: its fields at a budget of n evaluations
+    "ddim": lambda n: {"num_steps": n, "eta": 0.0},
+    "dpm_solver": lambda n: {"num_steps": n, "solver_order": 2,
+                             "dpm_solver_variant": "multistep"},
+    "unipc": lambda n: {"num_steps": n, "solver_order": 2, "unipc_variant": "bh2"},
+    "edm": lambda n: {"num_steps": math.ceil(n / 2), "edm_churn": 0.0},
+    "ode": lambda rtol: {"ode_solver": "tsit5", "rtol": rtol, "atol": rtol},
+}
+
+
+def points():
+  """(sampler, sampling fields) for every point asked for."""
+  for name in flags.FLAGS.samplers:
+    budgets = flags.FLAGS.ode_rtol if name == "ode" else flags.FLAGS.nfe
+    for b in budgets:
+      yield name, SETTINGS[name](float(b) if name == "ode" else int(b))
+
+
+def main(_) -> None:
+  base = flags.FLAGS.config
+  rows = []
+  for name, fields in points():
+    config = base.copy_and_resolve_references()
+    config.sampling.method = name
+    for k, v in fields.items():
+      config.sampling[k] = v
+    result = evaluate.evaluate(config, flags.FLAGS.workdir)
+    row = {"what": "fid_vs_nfe", "sampler": name, **fields, "nfe": result["nfe_per_sample"],
+           **{k: result[k] for k in ("fid", "kid", "kid_std", "num_samples", "num_reference",
+                                     "seconds")}}
+    rows.append(row)
+    with open(flags.FLAGS.out, "a") as f:
+      f.write(json.dumps(row) + "\n")
+  print("| sampler | NFE | FID | KID ×10³ |\n|---|---|---|---|")
+  for r in rows:
+    print(f"| {r['sampler']} | {r['nfe']:.1f} | {r['fid']:.2f} | "
+          f"{1e3 * r['kid']:.2f} ± {1e3 * r['kid_std']:.2f} |")
+  if flags.FLAGS.plot:
+    plot(rows, flags.FLAGS.plot)
+
+
+def plot(rows, path: str) -> None:
+  import matplotlib
+  matplotlib.use("Agg")
+  from matplotlib import pyplot as plt
+  fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+  for name in dict.fromkeys(r["sampler"] for r in rows):
+    mine = sorted((r["nfe"], r["fid"]) for r in rows if r["sampler"] == name)
+    ax.plot(*zip(*mine), marker="o", label=name)
+  ax.set(xscale="log", yscale="log", xlabel="network evaluations per sample", ylabel="FID")
+  ax.grid(True, which="both", alpha=0.3)
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(path)
+
+
+if __name__ == "__main__":
+  app.run(main)
