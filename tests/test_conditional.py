@@ -7,7 +7,7 @@ import pytest
 
 from ddpm_jax import analytic, parallel, schedules
 from ddpm_jax import sde as sde_lib
-from ddpm_jax.samplers import common, ddim, dpm_solver, edm, guidance, ode, pc, unipc
+from ddpm_jax.samplers import common, ddim, dpm_solver, edm, guidance, ode, pc
 
 
 def test_inpainting_keeps_known_pixels_and_conditions_the_rest():
@@ -65,10 +65,12 @@ def test_classifier_free_guidance_combines_the_two_passes():
 
 
 def test_guidance_weight_0_is_the_conditional_and_minus_1_the_unconditional_model():
-  """For every sampler (ε-model DDIM, the score samplers, the ODE with each example's own
-  label): guidance weight 0 samples the conditional model and w = −1 the unconditional one
-  (one program, the weight its argument), and the labels reach their examples (class means
-  of the conditional samples). (Labels split over devices: test_efficiency.py.)"""
+  """For each kind of sampler (ε-model DDIM, the exponential integrators, EDM with churn, the
+  ODE with each example's own label): guidance weight 0 samples the conditional model and
+  w = −1 the unconditional one (one program, the weight its argument), and the labels reach
+  their examples (class means of the conditional samples). The adaptive ODE's step choices
+  follow rounding, so it matches to its tolerance (a wrong label moves a sample by ~1.7).
+  (Labels split over devices: test_efficiency.py.)"""
   means = jnp.array([[0.6, 0.6], [-0.6, -0.6]])
   sched, sde = schedules.make_schedule(schedules.beta_schedule("linear", 1000)), sde_lib.VPSDE()
   scores = ([analytic.mixture_score_model(sde, means[k:k + 1], 0.1) for k in range(2)],
@@ -79,7 +81,6 @@ def test_guidance_weight_0_is_the_conditional_and_minus_1_the_unconditional_mode
                      analytic.mixture_eps_model(sched, means, 0.1))),
       "ode": (ode.ode_loop(sde, (2,), rtol=1e-3, atol=1e-3), scores),
       "dpm_solver": (dpm_solver.dpm_solver_loop(sde, (2,), num_steps=10), scores),
-      "unipc": (unipc.unipc_loop(sde, (2,), num_steps=10), scores),
       "edm_churn": (edm.edm_loop(sde, (2,), num_steps=10, churn=5), scores),
   }
   labels, key = np.arange(32) % 2, jax.random.key(1)
@@ -89,10 +90,11 @@ def test_guidance_weight_0_is_the_conditional_and_minus_1_the_unconditional_mode
     guided = common.compile_loop(
         loop, lambda w: guidance.classifier_free_guidance(model, w, 2))  # noqa: B023
     conditional = out(common.run(loop, model, key, 32, cond=labels))
+    atol = 5e-3 if name == "ode" else 1e-4  # the ODE: rtol = atol = 1e-3
     np.testing.assert_allclose(out(guided(jnp.float32(0), key, 32, cond=labels)), conditional,
-                               atol=1e-4, err_msg=name)
+                               atol=atol, err_msg=name)
     np.testing.assert_allclose(out(guided(jnp.float32(-1), key, 32, cond=labels)),
-                               out(common.run(loop, marginal, key, 32)), atol=1e-4, err_msg=name)
+                               out(common.run(loop, marginal, key, 32)), atol=atol, err_msg=name)
     for k in range(2):
       np.testing.assert_allclose(conditional[labels == k].mean(0), means[k], atol=0.1,
                                  err_msg=name)

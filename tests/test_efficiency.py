@@ -20,7 +20,6 @@ SAMPLERS = {
                    "sampling.edm_churn": 5.0, "model.conditional": True,
                    "sampling.guidance_weight": 2.0},
     "ald": {"training.objective": "ncsn", "sampling.method": "ald", "sde.num_scales": 3},
-    "guided": {"model.conditional": True, "sampling.guidance_weight": 2.0},
 }
 
 

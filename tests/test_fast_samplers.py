@@ -52,14 +52,11 @@ def _slope(steps, errors) -> float:
 # (SDE, order, variant, spacing, step counts in the asymptotic range). A time-uniform grid on
 # the VP SDE puts a λ-step of ½ log((ε + 1/N)/ε) at the end, which shrinks only once N ≫ 1/ε.
 CASES = [
-    ("vp", 1, "multistep", "logsnr", (20, 40, 80, 160)),
     ("vp", 2, "multistep", "logsnr", (20, 40, 80, 160)),
     ("vp", 2, "singlestep", "logsnr", (20, 40, 80, 160)),
     ("vp", 3, "multistep", "karras", (20, 40, 80, 160)),
     ("subvp", 2, "multistep", "time_uniform", (160, 320, 640, 1280)),
-    ("subvp", 3, "multistep", "time_uniform", (320, 640, 1280, 2560)),
     ("ve", 2, "multistep", "time_uniform", (20, 40, 80, 160)),
-    ("ve", 2, "singlestep", "karras", (20, 40, 80, 160)),
     ("ve", 3, "multistep", "karras", (20, 40, 80, 160)),
     ("cosine", 2, "multistep", "logsnr", (20, 40, 80, 160)),
 ]
@@ -73,7 +70,7 @@ def test_error_falls_at_the_solver_order(sde_name, order, variant, spacing, step
   assert _slope(steps, errors) == pytest.approx(order, abs=0.3), errors
 
 
-@pytest.mark.parametrize("sde_name", ["vp", "ve"])
+@pytest.mark.parametrize("sde_name", ["ve"])
 def test_third_order_on_a_log_snr_grid_is_at_least_third_order(sde_name, x64):
   """On a λ-uniform grid the Gaussian's h³ error terms nearly cancel (measured slopes 4.0-4.1),
   so only the lower bound is asserted. DPM-Solver's published 3M coefficient of the second
@@ -92,12 +89,11 @@ def test_2m_at_20_steps_is_close_to_the_exact_map(x64):
 
 
 # (SDE, predictor order p, corrector, variant, spacing, expected order: p for UniP, p + 1 for
-# UniPC). Measured slopes 1.96, 2.10, 2.94, 3.07, 3.98 over 20-160 steps. (The order-3
+# UniPC). Measured slopes 1.96, 2.94, 3.07, 3.98 over 20-160 steps (UniPC-1 on Karras: 2.10). (The order-3
 # corrector's start at orders 1 and 2 caps it at 3 on λ-uniform grids (measured 3.0-3.3);
 # on Karras grids the start's error is small and it measures 4.)
 UNIPC_CASES = [
     ("vp", 2, False, "bh2", "logsnr", 2),
-    ("vp", 1, True, "bh1", "karras", 2),
     ("vp", 2, True, "bh2", "logsnr", 3),
     ("ve", 2, True, "bh1", "time_uniform", 3),
     ("ve", 3, True, "bh2", "karras", 4),

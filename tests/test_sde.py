@@ -75,8 +75,10 @@ def test_discrete_vp_interpolates_its_chain_and_solves_its_moment_odes():
   np.testing.assert_allclose(alpha, np.sqrt(alpha_bars), rtol=2e-5, atol=1e-6)
   np.testing.assert_allclose(sigma**2, 1 - alpha_bars, rtol=1e-4)
 
+  coefficients = jax.jit(lambda t: sde.sde(jnp.ones((1, 1)), t[None]))
+
   def rhs(t, y):
-    drift, g = sde.sde(jnp.ones((1, 1)), jnp.array([t]))
+    drift, g = coefficients(jnp.float32(t))
     a = float(drift[0, 0])
     return [a * y[0], 2 * a * y[1] + float(g[0])**2]
 
