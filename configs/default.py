@@ -63,7 +63,8 @@ def get_config() -> ml_collections.ConfigDict:
   edm.p_std = 1.2
 
   config.training = training = ml_collections.ConfigDict()
-  training.objective = "ddpm"  # ddpm (discrete, config.diffusion) | dsm (config.sde) | ncsn | edm (config.edm)
+  # ddpm (discrete, config.diffusion) | dsm (config.sde) | ncsn | edm (config.edm)
+  training.objective = "ddpm"
   training.batch_size = 128    # global, over all devices and hosts
   training.num_train_steps = 800_000
   training.loss_type = "simple"  # simple | vlb | hybrid
@@ -88,7 +89,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.sampling = sampling = ml_collections.ConfigDict()
   # ddpm | ddim (objective ddpm); pc | ode | dpm_solver | unipc | edm (ddpm, dsm, edm); ald (ncsn)
   sampling.method = "ddim"
-  sampling.num_steps = 50      # DDIM, DPM-Solver++, UniPC and EDM steps; fixed ODE steps (euler/heun)
+  sampling.num_steps = 50      # ddim, dpm_solver, unipc, edm steps; ode steps (euler/heun)
   sampling.skip_type = "uniform"  # uniform | quadratic | trailing
   sampling.eta = 0.0
   sampling.clip_x0 = True
@@ -105,14 +106,15 @@ def get_config() -> ml_collections.ConfigDict:
   sampling.step_lr = 2e-5      # ald: ε of α_i = ε σ_i²/σ_L²
   sampling.guidance_weight = 0.0  # classifier-free guidance w for conditional models
   sampling.solver_order = 2    # dpm_solver, unipc: 1 | 2 | 3
-  sampling.spacing = ""        # dpm_solver, unipc, edm: time_uniform | logsnr | karras ("": logsnr; karras for edm)
+  # dpm_solver, unipc, edm: time_uniform | logsnr | karras ("": logsnr; karras for edm)
+  sampling.spacing = ""
   sampling.lower_order_final = True  # dpm_solver, unipc: end at orders 2, 1 when num_steps < 15
   sampling.dpm_solver_variant = "multistep"  # multistep (1M/2M/3M) | singlestep (2S)
   sampling.unipc_variant = "bh2"  # B(h) of UniPC: bh1 | bh2
   sampling.unipc_corrector = True  # UniC after each step: order + 1 at no extra evaluation
   sampling.edm_churn = 0.0     # EDM S_churn (0: deterministic Heun); noise only where
   sampling.edm_s_tmin = 0.0    # S_tmin <= σ <= S_tmax, with σ = σ(t)/α(t)
-  sampling.edm_s_tmax = float("inf")
+  sampling.edm_s_tmax = 1e9    # no upper limit (finite, so config.json stays strict JSON)
   sampling.edm_s_noise = 1.0
   sampling.use_ema = True
   sampling.seed = 0

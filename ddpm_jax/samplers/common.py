@@ -6,8 +6,8 @@ the batch: model(x, t) the network (any per-example condition already bound), ke
 examples' keys (None for deterministic maps), x [b, ...] a given start (x_T, or data to
 encode) or None, extra any other per-example pytree (inpainting data and masks) or None.
 Each sampler module builds its loop from its options once (`ddim.ddim_loop`, `pc.pc_loop`,
-…); `compile_loop` makes it one data-parallel program, and `sampler_builder.make_sampler` does that
-once per run with the network inside.
+…); `compile_loop` makes it one data-parallel program, and `sampler_builder.make_sampler`
+does that once per run with the network inside.
 
 Randomness is drawn per example from its own key, so a batch gives the same samples on one
 device or split over many.
