@@ -118,16 +118,12 @@ def test_edm_heun_is_second_order(sde_name, x64):
   assert _slope(steps, _errors(sde_name, steps, edm.edm_loop)) == pytest.approx(2, abs=0.3)
 
 
-# (SDE, name, loop maker, NFE per sample). EDM's churn: everywhere, and within [0.05, 50].
+# (SDE, name, loop maker, NFE per sample). EDM's churn within [0.05, 50].
 MODE_CASES = [
     ("vp", "dpm2M", lambda sde: dpm_solver.dpm_solver_loop(sde, (2,), num_steps=10), 10),
     ("vp", "dpm3M", lambda sde: dpm_solver.dpm_solver_loop(sde, (2,), num_steps=10, order=3), 11),
-    ("vp", "dpm2S", lambda sde: dpm_solver.dpm_solver_loop(sde, (2,), num_steps=10,
-                                                           variant="singlestep"), 20),
     ("vp", "unipc2", lambda sde: unipc.unipc_loop(sde, (2,), num_steps=10), 10),
-    ("vp", "unipc3", lambda sde: unipc.unipc_loop(sde, (2,), num_steps=10, order=3), 10),
     ("vp", "edm", lambda sde: edm.edm_loop(sde, (2,), num_steps=10), 20),
-    ("vp", "edm_churn", lambda sde: edm.edm_loop(sde, (2,), num_steps=10, churn=40), 20),
     ("vp", "ode", lambda sde: ode.ode_loop(sde, (2,), rtol=1e-3, atol=1e-3), None),
     ("ve", "dpm2M", lambda sde: dpm_solver.dpm_solver_loop(sde, (2,), num_steps=10), 10),
     ("ve", "edm_churn_window", lambda sde: edm.edm_loop(sde, (2,), num_steps=10, churn=5,
@@ -141,9 +137,10 @@ def test_mixture_mode_weights_at_10_to_20_evaluations(sde_name, name, make_loop,
   """A 2-D mixture with weights 0.7/0.2/0.1 and component std 0.08: the fraction of 4000
   samples nearest each mode is its weight within 4 binomial standard errors (measured at
   most 2.7), and samples stay on their modes, 0.9 or more apart: the spread about the mode
-  (0.08 exact) measured 0.065-0.11 for the deterministic solvers and 0.12-0.15 with churn,
-  whose added noise ten Heun steps do not fully remove. The adaptive ODE (rtol 1e-3: 57-80
-  NFE) is the reference the fast solvers approach."""
+  (0.08 exact) measured 0.065-0.11 for the deterministic solvers and 0.115 with churn (0.15
+  with churn at every level of the VP SDE), whose added noise ten Heun steps do not fully
+  remove. The adaptive ODE (rtol 1e-3: 57-80 NFE) is the reference the fast solvers
+  approach."""
   sde = sde_lib.make_sde(sde_name)
   means = np.array([[0.6, 0.6], [-0.6, 0.3], [0.0, -0.7]])
   weights = np.array([0.7, 0.2, 0.1])

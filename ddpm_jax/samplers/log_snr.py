@@ -8,6 +8,9 @@ loops only combine arrays with them.
 
 from __future__ import annotations
 
+import functools
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -57,9 +60,16 @@ def time_grid(sde, num_steps: int, spacing: str = "logsnr", eps: float = 1e-3) -
 
 def marginals(sde, times):
   """(α, σ, λ) at `times` as float64 numpy."""
-  alpha, sigma = sde.marginal_coef(jnp.asarray(times))
+  alpha, sigma = _marginal_coef(sde, jnp.asarray(times))
   alpha, sigma = np.asarray(alpha, np.float64), np.asarray(sigma, np.float64)
   return alpha, sigma, np.log(alpha) - np.log(sigma)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _marginal_coef(sde, t):
+  """sde.marginal_coef as one compiled program per shape (the host-side grids call it often;
+  op by op, each call would compile and dispatch every operation)."""
+  return sde.marginal_coef(t)
 
 
 def data_prediction(sde, score_fn, x, t):
