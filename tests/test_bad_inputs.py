@@ -53,6 +53,8 @@ CASES = [
     ("guidance_negative", ["--config.sampling.guidance_weight=-1.0"], "sampling.guidance_weight=-1.0"),
     ("solver_order_four", ["--config.sampling.solver_order=4"], "sampling.solver_order=4 must be 1, 2 or 3"),
     ("edm_churn_negative", ["--config.sampling.edm_churn=-1.0"], "sampling.edm_churn=-1.0 must be 0"),
+    ("edm_sigma_data_zero", ["--config.edm.sigma_data=0.0"], "edm.sigma_data=0.0 must be positive: the data's standard deviation"),
+    ("edm_sigmas_reversed", ["--config.edm.sigma_min=100.0"], "edm.sigma_min=100.0 must be below edm.sigma_max=80.0"),
     ("edm_window_reversed", ["--config.sampling.edm_s_tmin=60.0", "--config.sampling.edm_s_tmax=50.0"], "sampling.edm_s_tmin=60.0 must be below sampling.edm_s_tmax=50.0"),
     ("sde_beta_min_zero", ["--config.sde.beta_min=0.0"], "sde.beta_min=0.0 must be positive"),
     ("sigmas_reversed", ["--config.sde.sigma_min=100.0"], "sde.sigma_min=100.0 must be below sde.sigma_max=50.0"),
