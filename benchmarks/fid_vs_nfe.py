@@ -10,13 +10,14 @@ Each point is `--mode eval` (evaluation/evaluate.py) with the sampler's settings
 resume after an interruption, the reference features are computed once, and its JSON lands in
 WORKDIR/eval as usual. One JSON line per point on --out (appended), then a markdown table on
 stdout and, with --plot, FID against NFE on log axes (needs matplotlib). EDM's Heun costs 2
-evaluations per step, so a budget of n gets ⌈n/2⌉ steps; the NFE reported is the one spent.
+evaluations per step, so a budget of n gets ⌊(n − 1)/2⌋ steps and the final denoising
+evaluation (sampling.denoise, on by default); DPM-Solver++ and UniPC get n − 1 steps and that
+one. The NFE reported is the one spent.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 
@@ -36,28 +37,31 @@ flags.DEFINE_list("ode_rtol", ["1e-1", "1e-2", "1e-3", "1e-4"],
 flags.DEFINE_string("out", "fid_vs_nfe.jsonl", "JSON lines, appended.")
 flags.DEFINE_string("plot", "", "PNG of FID against NFE (matplotlib), if given.")
 
-SETTINGS = {  # sampler: its fields at a budget of n evaluations
+SETTINGS = {  # sampler: its fields at a budget of n evaluations for its steps
     "ddim": lambda n: {"num_steps": n, "eta": 0.0},
     "dpm_solver": lambda n: {"num_steps": n, "solver_order": 2,
                              "dpm_solver_variant": "multistep"},
     "unipc": lambda n: {"num_steps": n, "solver_order": 2, "unipc_variant": "bh2"},
-    "edm": lambda n: {"num_steps": math.ceil(n / 2), "edm_churn": 0.0},
+    "edm": lambda n: {"num_steps": n // 2, "edm_churn": 0.0},
     "ode": lambda rtol: {"ode_solver": "tsit5", "rtol": rtol, "atol": rtol},
 }
 
 
-def points():
-  """(sampler, sampling fields) for every point asked for."""
+def points(denoise: bool):
+  """(sampler, sampling fields) for every point asked for; the SDE solvers' final denoising
+  evaluation comes out of their budget."""
   for name in flags.FLAGS.samplers:
-    budgets = flags.FLAGS.ode_rtol if name == "ode" else flags.FLAGS.nfe
-    for b in budgets:
-      yield name, SETTINGS[name](float(b) if name == "ode" else int(b))
+    if name == "ode":
+      yield from ((name, SETTINGS[name](float(rtol))) for rtol in flags.FLAGS.ode_rtol)
+    else:
+      yield from ((name, SETTINGS[name](int(n) - (denoise and name != "ddim")))
+                  for n in flags.FLAGS.nfe)
 
 
 def main(_) -> None:
   base = flags.FLAGS.config
   rows = []
-  for name, fields in points():
+  for name, fields in points(base.sampling.denoise):
     config = base.copy_and_resolve_references()
     config.sampling.method = name
     for k, v in fields.items():

@@ -100,6 +100,7 @@ def get_config() -> ml_collections.ConfigDict:
   sampling.snr = 0.16
   sampling.n_steps_each = 1    # corrector steps per level (pc); steps per σ (ald)
   sampling.eps = 1e-3          # the last t of the reverse process
+  sampling.denoise = True      # SDE samplers end with x̂_0(x, eps) (pc: the last noise-free mean)
   sampling.ode_solver = "tsit5"  # tsit5 | dopri5 | heun | euler
   sampling.rtol = 1e-5
   sampling.atol = 1e-5

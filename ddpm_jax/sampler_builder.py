@@ -30,13 +30,13 @@ def nfe_per_sample(config) -> int | None:
     n = builders.build_sde(config).N * ((s.predictor != "none") +
                                          (s.corrector != "none") * s.n_steps_each)
   elif s.method == "ald":  # every level's Langevin steps and the final denoising step
-    n = len(builders.ncsn_sigmas(config)) * s.n_steps_each + 1
+    n = len(builders.ncsn_sigmas(config)) * s.n_steps_each + s.denoise
   elif s.method == "dpm_solver":
-    n = dpm_solver.nfe(s.num_steps, s.solver_order, s.dpm_solver_variant)
+    n = dpm_solver.nfe(s.num_steps, s.solver_order, s.dpm_solver_variant, s.denoise)
   elif s.method == "unipc":
-    n = unipc.nfe(s.num_steps)
+    n = unipc.nfe(s.num_steps, s.denoise)
   elif s.method == "edm":
-    n = edm.nfe(s.num_steps)
+    n = edm.nfe(s.num_steps, s.denoise)
   else:
     return None
   return n * (2 if _guided(config) else 1)
@@ -59,15 +59,16 @@ def sampler_loop(config, shape):
                           var_type=m.var_type, clip_x0=s.clip_x0)
   if s.method == "ald":
     return langevin.ald_loop(builders.ncsn_sigmas(config), shape, step_lr=s.step_lr,
-                             n_steps_each=s.n_steps_each)
+                             n_steps_each=s.n_steps_each, denoise=s.denoise)
   sde = builders.build_sde(config)
   if s.method == "pc":
     return pc.pc_loop(sde, shape, predictor=s.predictor, corrector=s.corrector, snr=s.snr,
-                      n_steps=s.n_steps_each, eps=s.eps)
+                      n_steps=s.n_steps_each, eps=s.eps, denoise=s.denoise)
   if s.method == "ode":
     return ode.ode_loop(sde, shape, solver=s.ode_solver, rtol=s.rtol, atol=s.atol,
-                        num_steps=s.num_steps, eps=s.eps)
-  grid = dict(num_steps=s.num_steps, spacing=s.spacing or DEFAULT_SPACING[s.method], eps=s.eps)
+                        num_steps=s.num_steps, eps=s.eps, denoise=s.denoise)
+  grid = dict(num_steps=s.num_steps, spacing=s.spacing or DEFAULT_SPACING[s.method], eps=s.eps,
+              denoise=s.denoise)
   if s.method == "dpm_solver":
     return dpm_solver.dpm_solver_loop(sde, shape, order=s.solver_order,
                                       variant=s.dpm_solver_variant,

@@ -32,14 +32,15 @@ def _sde(name):
 
 def _errors(sde_name, steps, sampler=dpm_solver.dpm_solver_loop, **options):
   """Max |error| over a batch against the exact map, per step count, of the loop that
-  sampler(sde, shape, num_steps=n, eps=EPS, **options) makes."""
+  sampler(sde, shape, num_steps=n, eps=EPS, **options) makes (without the final denoising
+  step, so that it ends on the ODE's trajectory)."""
   sde = _sde(sde_name)
   score = analytic.mixture_score_model(sde, MEAN[None], STD[None])
   x_T = sde.prior_std() * np.asarray(jax.random.normal(jax.random.key(0), (32, 3), jnp.float64))
   exact = _exact(sde, x_T)
   errors = []
   for n in steps:
-    loop = sampler(sde, (3,), num_steps=n, eps=EPS, **options)
+    loop = sampler(sde, (3,), num_steps=n, eps=EPS, denoise=False, **options)
     out = common.run(loop, score, None, len(x_T), x_init=jnp.asarray(x_T))
     errors.append(float(np.abs(np.asarray(out) - exact).max()))
   return np.array(errors)
@@ -118,16 +119,45 @@ def test_edm_heun_is_second_order(sde_name, x64):
   assert _slope(steps, _errors(sde_name, steps, edm.edm_loop)) == pytest.approx(2, abs=0.3)
 
 
+DENOISE_CASES = [
+    ("vp", lambda sde, **kw: dpm_solver.dpm_solver_loop(sde, (3,), num_steps=10, **kw)),
+    ("ve", lambda sde, **kw: dpm_solver.dpm_solver_loop(sde, (3,), num_steps=5,
+                                                         variant="singlestep", **kw)),
+    ("ve", lambda sde, **kw: unipc.unipc_loop(sde, (3,), num_steps=10, **kw)),
+    ("vp", lambda sde, **kw: edm.edm_loop(sde, (3,), num_steps=5, **kw)),
+    ("ve", lambda sde, **kw: ode.ode_loop(sde, (3,), rtol=1e-3, atol=1e-3, **kw)),
+]
+
+
+@pytest.mark.parametrize("sde_name,make_loop", DENOISE_CASES,
+                         ids=["vp-dpm2M", "ve-dpm2S", "ve-unipc", "vp-edm", "ve-ode"])
+def test_the_final_denoising_step_is_the_posterior_mean_of_the_data(sde_name, make_loop, x64):
+  """With `denoise` a sampler returns E[x_0 | x_eps] of its last x, which for Gaussian data is
+  μ + α s² (x − α μ) / (α² s² + σ²) at eps (Tweedie's formula, here in closed form)."""
+  sde = _sde(sde_name)
+  score = analytic.mixture_score_model(sde, MEAN[None], STD[None])
+  x_T = jnp.asarray(sde.prior_std() * np.asarray(jax.random.normal(jax.random.key(1), (8, 3))))
+  x, denoised = [common.run(make_loop(sde, denoise=d), score, None, 8, x_init=x_T)
+                 for d in (False, True)]
+  if isinstance(x, tuple):  # the ODE: (samples, evaluations), one more with the denoising
+    np.testing.assert_array_equal(np.asarray(denoised[1]), np.asarray(x[1]) + 1)
+    x, denoised = x[0], denoised[0]
+  a, s = (float(v) for v in sde.marginal_coef(jnp.asarray(EPS)))
+  expected = MEAN + a * STD**2 * (np.asarray(x) - a * MEAN) / (a**2 * STD**2 + s**2)
+  np.testing.assert_allclose(np.asarray(denoised), expected, rtol=1e-9, atol=1e-9)
+  assert np.abs(expected - np.asarray(x)).max() > 1e-4  # the step does something here
+
+
 # (SDE, name, loop maker, NFE per sample). EDM's churn within [0.05, 50].
 MODE_CASES = [
-    ("vp", "dpm2M", lambda sde: dpm_solver.dpm_solver_loop(sde, (2,), num_steps=10), 10),
-    ("vp", "dpm3M", lambda sde: dpm_solver.dpm_solver_loop(sde, (2,), num_steps=10, order=3), 11),
-    ("vp", "unipc2", lambda sde: unipc.unipc_loop(sde, (2,), num_steps=10), 10),
-    ("vp", "edm", lambda sde: edm.edm_loop(sde, (2,), num_steps=10), 20),
+    ("vp", "dpm2M", lambda sde: dpm_solver.dpm_solver_loop(sde, (2,), num_steps=10), 11),
+    ("vp", "dpm3M", lambda sde: dpm_solver.dpm_solver_loop(sde, (2,), num_steps=10, order=3), 12),
+    ("vp", "unipc2", lambda sde: unipc.unipc_loop(sde, (2,), num_steps=10), 11),
+    ("vp", "edm", lambda sde: edm.edm_loop(sde, (2,), num_steps=10), 21),
     ("vp", "ode", lambda sde: ode.ode_loop(sde, (2,), rtol=1e-3, atol=1e-3), None),
-    ("ve", "dpm2M", lambda sde: dpm_solver.dpm_solver_loop(sde, (2,), num_steps=10), 10),
+    ("ve", "dpm2M", lambda sde: dpm_solver.dpm_solver_loop(sde, (2,), num_steps=10), 11),
     ("ve", "edm_churn_window", lambda sde: edm.edm_loop(sde, (2,), num_steps=10, churn=5,
-                                                        s_tmin=0.05, s_tmax=50), 20),
+                                                        s_tmin=0.05, s_tmax=50), 21),
 ]
 
 
@@ -170,7 +200,7 @@ def test_edm_churn_schedule():
   np.testing.assert_allclose(capped, np.minimum(sigma[:-1] * np.sqrt(2), sigma[0]), rtol=1e-12)
   with pytest.raises(ValueError, match="EDM churn must be >= 0, got -1"):
     edm.schedule(sde, times, churn=-1)
-  assert edm.nfe(10) == 20
+  assert edm.nfe(10, denoise=False) == 20 and edm.nfe(10) == 21
 
 
 def test_time_grids_and_nfe():
@@ -184,7 +214,8 @@ def test_time_grids_and_nfe():
   root = sigma ** (1 / log_snr.KARRAS_RHO)
   np.testing.assert_allclose(np.diff(root), np.diff(root)[0], rtol=1e-3)
   assert [dpm_solver.nfe(20, o, v) for o, v in [(2, "multistep"), (3, "multistep"),
-                                                 (2, "singlestep")]] == [20, 21, 40]
+                                                 (2, "singlestep")]] == [21, 22, 41]
+  assert dpm_solver.nfe(20, 2, "multistep", denoise=False) == 20
   with pytest.raises(ValueError, match="Unknown spacing 'uniform'; use one of"):
     log_snr.time_grid(sde, 10, "uniform")
   with pytest.raises(ValueError, match="num_steps must be at least 1, got 0"):
@@ -197,4 +228,4 @@ def test_time_grids_and_nfe():
     unipc.unipc_loop(sde, (3,), order=0)
   with pytest.raises(ValueError, match="Unknown UniPC variant 'bh3'; use one of"):
     unipc.unipc_loop(sde, (3,), variant="bh3")
-  assert unipc.nfe(10) == 10
+  assert unipc.nfe(10) == 11 and unipc.nfe(10, denoise=False) == 10

@@ -135,9 +135,12 @@ def test_nfe_per_sample_counts_each_samplers_network_calls():
                        "model.conditional": True, "sampling.guidance_weight": 1.5})
   assert sampler_builder.nfe_per_sample(cfg) == 14  # guided and unguided pass per step
   fast = {"sampling.num_steps": 10, "training.objective": "dsm"}
-  for method, extra, nfe in [("dpm_solver", {}, 10), ("unipc", {}, 10), ("edm", {}, 20),
-                             ("dpm_solver", {"sampling.solver_order": 3}, 11),
-                             ("dpm_solver", {"sampling.dpm_solver_variant": "singlestep"}, 20)]:
+  # the SDE solvers' final denoising evaluation: one more (sampling.denoise, on by default)
+  for method, extra, nfe in [("dpm_solver", {}, 11), ("unipc", {}, 11), ("edm", {}, 21),
+                             ("dpm_solver", {"sampling.solver_order": 3}, 12),
+                             ("dpm_solver", {"sampling.dpm_solver_variant": "singlestep"}, 21),
+                             ("edm", {"sampling.denoise": False}, 20),
+                             ("unipc", {"sampling.denoise": False}, 10)]:
     assert sampler_builder.nfe_per_sample(
         tiny_config(**fast, **extra, **{"sampling.method": method})) == nfe, (method, extra)
 

@@ -71,7 +71,7 @@ def test_fixed_step_ode_solvers():
   for solver, steps in (("euler", 500), ("heun", 100)):
     x, nfe = ode.ode_sample(score, sde, jax.random.key(3), (N, 64), solver=solver, num_steps=steps)
     _check(x, 0.03, solver)
-    assert int(nfe[0]) == steps * (1 if solver == "euler" else 2)
+    assert int(nfe[0]) == steps * (1 if solver == "euler" else 2) + 1  # + the denoising
 
 
 def test_annealed_langevin_reproduces_gaussian_data():

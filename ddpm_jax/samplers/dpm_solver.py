@@ -87,19 +87,20 @@ def singlestep_coefficients(sde, times):
   return mid, a_mid, b_mid, a, b
 
 
-def nfe(num_steps: int, order: int, variant: str) -> int:
+def nfe(num_steps: int, order: int, variant: str, denoise: bool = True) -> int:
   """Network evaluations per sample."""
   if variant == "singlestep":
-    return 2 * num_steps
-  return num_steps + (order == 3)
+    return 2 * num_steps + denoise
+  return num_steps + (order == 3) + denoise
 
 
 def dpm_solver_loop(sde, shape: Sequence[int], *, num_steps: int = 20, order: int = 2,
                     variant: str = "multistep", spacing: str = "logsnr", eps: float = 1e-3,
-                    lower_order_final: bool = True):
+                    lower_order_final: bool = True, denoise: bool = True):
   """The per-device DPM-Solver++ loop (samplers/common.py) from x_T ~ N(0, σ_T² I) (unless x
-  is given) at sde.T to eps; the model is the score s(x, t). `variant` "multistep" is
-  DPM-Solver++(1/2/3M) of `order`; "singlestep" is DPM-Solver++(2S)."""
+  is given) at sde.T to eps, then (`denoise`) x̂_0(x, eps); the model is the score s(x, t).
+  `variant` "multistep" is DPM-Solver++(1/2/3M) of `order`; "singlestep" is
+  DPM-Solver++(2S)."""
   if variant not in VARIANTS:
     raise ValueError(f"Unknown DPM-Solver++ variant {variant!r}; use one of {VARIANTS}.")
   shape = tuple(shape)
@@ -127,7 +128,7 @@ def dpm_solver_loop(sde, shape: Sequence[int], *, num_steps: int = 20, order: in
 
     if variant == "singlestep":
       x, _ = jax.lax.scan(lambda y, s: (single_step(y, s), None), x, single)
-      return x
+      return x0(x, jnp.asarray(times[-1])) if denoise else x
 
     def step(carry, s):
       y, m1, m2 = carry
@@ -140,5 +141,5 @@ def dpm_solver_loop(sde, shape: Sequence[int], *, num_steps: int = 20, order: in
       history = x0(x, first[0])
       x = single_step(x, first, history)
     (x, _, _), _ = jax.lax.scan(step, (x, history, jnp.zeros_like(x)), steps)
-    return x
+    return x0(x, jnp.asarray(times[-1])) if denoise else x
   return loop

@@ -14,8 +14,9 @@ dx̃/dσ̃ = (x̃ − D(x̃; σ̃)) / σ̃. Step i from σ̃_i to σ̃_{i+1}:
 
 σ̂ is capped at σ̃(T), where the model is last defined. The grid is log_snr.time_grid's (EDM's
 own is "karras"); every step is a Heun step, since the grid ends at eps > 0 rather than σ = 0,
-so N steps cost 2N network evaluations. With S_churn = 0 the map is deterministic and second
-order. All times, σ̃ and γ are computed on the host once; the loop is one lax.scan.
+so N steps cost 2N network evaluations, 2N + 1 with the final denoising x̂_0(x, eps) (which
+takes the place of EDM's last step to σ = 0). With S_churn = 0 the map is deterministic and
+second order. All times, σ̃ and γ are computed on the host once; the loop is one lax.scan.
 """
 
 from __future__ import annotations
@@ -49,10 +50,10 @@ def schedule(sde, times, churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float 
 
 def edm_loop(sde, shape: Sequence[int], *, num_steps: int = 18, spacing: str = "karras",
              eps: float = 1e-3, churn: float = 0.0, s_tmin: float = 0.0,
-             s_tmax: float = math.inf, s_noise: float = 1.0):
+             s_tmax: float = math.inf, s_noise: float = 1.0, denoise: bool = True):
   """The per-device EDM Heun loop (samplers/common.py) from x_T ~ N(0, σ_T² I) (unless x is
-  given) at sde.T to eps; the model is the score s(x, t). Churn draws per-example noise
-  (keys needed when churn > 0)."""
+  given) at sde.T to eps, then (`denoise`) x̂_0(x, eps); the model is the score s(x, t).
+  Churn draws per-example noise (keys needed when churn > 0)."""
   shape = tuple(shape)
   times = log_snr.time_grid(sde, num_steps, spacing, eps)
   sigma, sigma_hat, t_hat = schedule(sde, times, churn, s_tmin, s_tmax)
@@ -69,23 +70,23 @@ def edm_loop(sde, shape: Sequence[int], *, num_steps: int = 18, spacing: str = "
       x = sde.prior_std() * common.initial_noise(keys, shape)
     c = lambda v: v.astype(x.dtype)  # noqa: E731
 
-    def denoise(y, t, a):  # D(ỹ; σ̃) = x̂_0(α ỹ, t) at the time t of σ̃, where α = α(t)
+    def denoiser(y, t, a):  # D(ỹ; σ̃) = x̂_0(α ỹ, t) at the time t of σ̃, where α = α(t)
       return log_snr.data_prediction(sde, score_fn, c(a) * y, c(t))
 
     def step(y, s):
       i, scale, s_hat, t_h, a_h, s_next, t_next, a_next = s
       if stochastic:
         y = y + c(scale) * common.step_noise(keys, i, shape)
-      d = (y - denoise(y, t_h, a_h)) / c(s_hat)
+      d = (y - denoiser(y, t_h, a_h)) / c(s_hat)
       y_euler = y + c(s_next - s_hat) * d
-      d_next = (y_euler - denoise(y_euler, t_next, a_next)) / c(s_next)
+      d_next = (y_euler - denoiser(y_euler, t_next, a_next)) / c(s_next)
       return y + c(s_next - s_hat) * 0.5 * (d + d_next), None
 
     y, _ = jax.lax.scan(step, x / c(alpha[0]), steps)
-    return c(alpha[-1]) * y
+    return denoiser(y, times[-1], alpha[-1]) if denoise else c(alpha[-1]) * y
   return loop
 
 
-def nfe(num_steps: int) -> int:
-  """Network evaluations per sample: two per Heun step."""
-  return 2 * num_steps
+def nfe(num_steps: int, denoise: bool = True) -> int:
+  """Network evaluations per sample: two per Heun step, and the final denoising one."""
+  return 2 * num_steps + denoise

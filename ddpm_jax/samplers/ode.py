@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from ddpm_jax import sde as sde_lib
-from ddpm_jax.samplers import common
+from ddpm_jax.samplers import common, log_snr
 
 SOLVERS = ("tsit5", "dopri5", "heun", "euler")
 _EVALS_PER_STEP = {"tsit5": 6, "dopri5": 6, "heun": 2, "euler": 1}  # FSAL for the RK45 pair
@@ -44,10 +44,11 @@ def solve(vector_field: Callable, y0, t0: float, t1: float, *, solver: str, rtol
 
 
 def ode_loop(sde, shape: Sequence[int], *, solver: str = "tsit5", rtol: float = 1e-5,
-             atol: float = 1e-5, num_steps: int = 100, eps: float = 1e-3):
+             atol: float = 1e-5, num_steps: int = 100, eps: float = 1e-3, denoise: bool = True):
   """The per-device probability-flow loop (samplers/common.py) for examples of `shape`, from
-  x_T ~ N(0, σ_T² I) unless x is given; the model is score(x, t), with each example's own
-  condition where the model is a common.Conditioned. Returns (samples, nfe [b])."""
+  x_T ~ N(0, σ_T² I) unless x is given, to eps, then (`denoise`) x̂_0(x, eps); the model is
+  score(x, t), with each example's own condition where the model is a common.Conditioned.
+  Returns (samples, nfe [b])."""
   make_solver(solver)
   shape, rtol, atol, num_steps, eps = tuple(shape), float(rtol), float(atol), int(num_steps), float(eps)
 
@@ -62,8 +63,11 @@ def ode_loop(sde, shape: Sequence[int], *, solver: str = "tsit5", rtol: float = 
         drift, _ = sde_lib.reverse_sde(sde, score_one, y[None], jnp.full((1,), t),
                                        probability_flow=True)
         return drift[0]
-      return solve(field, x1, sde.T, eps, solver=solver, rtol=rtol, atol=atol,
-                   num_steps=num_steps)
+      x0, nfe = solve(field, x1, sde.T, eps, solver=solver, rtol=rtol, atol=atol,
+                      num_steps=num_steps)
+      if denoise:
+        x0 = log_snr.data_prediction(sde, score_one, x0[None], jnp.asarray(eps, x0.dtype))[0]
+      return x0, nfe + denoise
 
     conds = score_fn.cond if isinstance(score_fn, common.Conditioned) else None
     return jax.vmap(one)(x, conds)
@@ -72,9 +76,10 @@ def ode_loop(sde, shape: Sequence[int], *, solver: str = "tsit5", rtol: float = 
 
 def ode_sample(score_fn: Callable, sde, key, shape: Sequence[int], *, solver: str = "tsit5",
                rtol: float = 1e-5, atol: float = 1e-5, num_steps: int = 100, eps: float = 1e-3,
-               x_T=None, mesh=None):
+               denoise: bool = True, x_T=None, mesh=None):
   """Samples by integrating the probability-flow ODE from x_T ~ N(0, σ_T² I) (or x_T) at T
-  to ε. Returns (samples, nfe [B]), the function evaluations per example."""
+  to ε, then (`denoise`) x̂_0(x, ε). Returns (samples, nfe [B]), the function evaluations per
+  example."""
   loop = ode_loop(sde, shape[1:], solver=solver, rtol=rtol, atol=atol, num_steps=num_steps,
-                  eps=eps)
+                  eps=eps, denoise=denoise)
   return common.run(loop, score_fn, key, shape[0], mesh=mesh, x_init=x_T)

@@ -93,9 +93,10 @@ def coefficients(sde, times, order: int, variant: str = "bh2", corrector: bool =
 
 def unipc_loop(sde, shape: Sequence[int], *, num_steps: int = 10, order: int = 2,
                variant: str = "bh2", spacing: str = "logsnr", eps: float = 1e-3,
-               corrector: bool = True, lower_order_final: bool = True):
+               corrector: bool = True, lower_order_final: bool = True, denoise: bool = True):
   """The per-device UniPC loop (samplers/common.py) from x_T ~ N(0, σ_T² I) (unless x is
-  given) at sde.T to eps; the model is the score s(x, t). One evaluation per step."""
+  given) at sde.T to eps, then (`denoise`) x̂_0(x, eps); the model is the score s(x, t). One
+  evaluation per step."""
   shape = tuple(shape)
   times = log_snr.time_grid(sde, num_steps, spacing, eps)
   (c_x, c_prev, c_m), (a, b) = coefficients(sde, times, order, variant, corrector,
@@ -118,11 +119,12 @@ def unipc_loop(sde, shape: Sequence[int], *, num_steps: int = 10, order: int = 2
 
     zeros = jnp.zeros_like(x)
     (_, x, _, _, _), _ = jax.lax.scan(step, (zeros, x, zeros, zeros, zeros), steps)
-    return x
+    return log_snr.data_prediction(sde, score_fn, x, c(times[-1])) if denoise else x
   return loop
 
 
-def nfe(num_steps: int) -> int:
-  """Network evaluations per sample: one per step (the corrector reuses the next step's)."""
-  return num_steps
+def nfe(num_steps: int, denoise: bool = True) -> int:
+  """Network evaluations per sample: one per step (the corrector reuses the next step's), and
+  the final denoising one."""
+  return num_steps + denoise
 
