@@ -81,7 +81,8 @@ def test_one_and_eight_devices_compute_the_same_update_gradient_norm_and_loss_hi
 
 def test_steps_per_dispatch_matches_single_steps(tmp_path):
   one = train.train_and_evaluate(tiny_config(**{"training.sample_every": 0}), str(tmp_path / "a"))
-  two = train.train_and_evaluate(tiny_config(**{"training.steps_per_dispatch": 2, "training.log_every": 2}),
+  two = train.train_and_evaluate(tiny_config(**{"training.steps_per_dispatch": 2, "training.log_every": 2,
+                                                "training.sample_every": 0}),
                                  str(tmp_path / "b"))
   for a, b in zip(_params(one), _params(two), strict=True):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
