@@ -9,10 +9,11 @@ probability-flow ODE (Tsit5 over a ladder of tolerances, its NFE measured).
 Each point is `--mode eval` (evaluation/evaluate.py) with the sampler's settings: its chunks
 resume after an interruption, the reference features are computed once, and its JSON lands in
 WORKDIR/eval as usual. One JSON line per point on --out (appended), then a markdown table on
-stdout and, with --plot, FID against NFE on log axes (needs matplotlib). EDM's Heun costs 2
-evaluations per step, so a budget of n gets ⌊(n − 1)/2⌋ steps and the final denoising
-evaluation (sampling.denoise, on by default); DPM-Solver++ and UniPC get n − 1 steps and that
-one. The NFE reported is the one spent.
+stdout and, with --plot, FID against NFE on log axes (needs matplotlib), of every point on
+--out (the last line of each sampler and NFE; `--samplers=` only redraws them). EDM's Heun
+costs 2 evaluations per step, so a budget of n gets ⌊(n − 1)/2⌋ steps and the final
+denoising evaluation (sampling.denoise, on by default); DPM-Solver++ and UniPC get n − 1
+steps and that one. The NFE reported is the one spent.
 """
 
 from __future__ import annotations
@@ -60,7 +61,6 @@ def points(denoise: bool):
 
 def main(_) -> None:
   base = flags.FLAGS.config
-  rows = []
   for name, fields in points(base.sampling.denoise):
     config = base.copy_and_resolve_references()
     config.sampling.method = name
@@ -70,9 +70,11 @@ def main(_) -> None:
     row = {"what": "fid_vs_nfe", "sampler": name, **fields, "nfe": result["nfe_per_sample"],
            **{k: result[k] for k in ("fid", "kid", "kid_std", "num_samples", "num_reference",
                                      "seconds")}}
-    rows.append(row)
     with open(flags.FLAGS.out, "a") as f:
       f.write(json.dumps(row) + "\n")
+  with open(flags.FLAGS.out) as f:  # every point on file, the last of each sampler and NFE
+    rows = list({(r["sampler"], r["nfe"]): r for r in map(json.loads, f)}.values())
+  rows.sort(key=lambda r: (r["sampler"], r["nfe"]))
   print("| sampler | NFE | FID | KID ×10³ |\n|---|---|---|---|")
   for r in rows:
     print(f"| {r['sampler']} | {r['nfe']:.1f} | {r['fid']:.2f} | "
