@@ -21,7 +21,7 @@ import numpy as np
 from etils import epath
 from jax.sharding import Mesh
 
-from ddpm_jax import builders, checkpoint, files, parallel
+from ddpm_jax import builders, checkpoint, files, parallel, sampler_builder
 from ddpm_jax.metrics_writer import log
 from ddpm_jax.models.unet import UNet
 
@@ -95,13 +95,15 @@ def results_name(config, step: int, params, **extra) -> tuple[str, dict]:
   makes: sampler, steps, η, guidance, EMA choice, step and seed in words, then a digest of
   every setting that changes the samples — all of config.sampling, the model, the diffusion
   or SDE and the objective, the image size, the step, a digest of the parameters themselves,
-  and `extra` (e.g. an evaluation's chunk size) — so files made with other settings never
-  share a name. E.g. 'ddim50_eta0_ema_step800000_seed0_1a2b3c4d'."""
+  the samplers' revision (sampler_builder.REVISION) and `extra` (e.g. an evaluation's chunk
+  size) — so files made with other settings never share a name. E.g.
+  'ddim50_eta0_ema_step800000_seed0_1a2b3c4d'."""
   s = config.sampling
   settings = {**{k: config[k].to_dict() for k in ("sampling", "model", "diffusion", "sde")},
               "objective": config.training.objective, "image_size": config.data.image_size,
               "num_classes": builders.num_classes(config), "step": step,
-              "params_digest": checkpoint.digest(params), **extra}
+              "params_digest": checkpoint.digest(params),
+              "sampler_revision": sampler_builder.REVISION, **extra}
   stepped = ("ddim", "ode", "dpm_solver", "unipc", "edm")
   words = [f"{s.method}{s.num_steps if s.method in stepped else ''}"]
   if s.method == "ddim":

@@ -16,6 +16,10 @@ from ddpm_jax.samplers import common, ddim, ddpm, dpm_solver, edm, guidance, lan
 from ddpm_jax.samplers import unipc
 
 DEFAULT_SPACING = {"dpm_solver": "logsnr", "unipc": "logsnr", "edm": "karras"}
+# Raised whenever a sampler's samples for an unchanged config change, so that results named
+# by the settings (runs.results_name) made by older code are not reused. 2: dpm_solver, unipc
+# and edm honour sampling.clip_x0 (they ignored it before).
+REVISION = 2
 
 
 def nfe_per_sample(config) -> int | None:
@@ -68,7 +72,7 @@ def sampler_loop(config, shape):
     return ode.ode_loop(sde, shape, solver=s.ode_solver, rtol=s.rtol, atol=s.atol,
                         num_steps=s.num_steps, eps=s.eps, denoise=s.denoise)
   grid = dict(num_steps=s.num_steps, spacing=s.spacing or DEFAULT_SPACING[s.method], eps=s.eps,
-              denoise=s.denoise)
+              denoise=s.denoise, clip_x0=s.clip_x0)
   if s.method == "dpm_solver":
     return dpm_solver.dpm_solver_loop(sde, shape, order=s.solver_order,
                                       variant=s.dpm_solver_variant,

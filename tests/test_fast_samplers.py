@@ -23,6 +23,11 @@ def _exact(sde, x_T):
   return a_e * MEAN + np.sqrt(a_e**2 * STD**2 + s_e**2) * z
 
 
+def _gaussian_x0(alpha, sigma, x):
+  """E[x_0 | x_t = x] for x_0 ~ N(MEAN, diag STD²), in closed form."""
+  return MEAN + alpha * STD**2 * (x - alpha * MEAN) / (alpha**2 * STD**2 + sigma**2)
+
+
 def _sde(name):
   """An SDE by name; "cosine" is the discrete VP SDE of the 1000-step cosine schedule."""
   if name == "cosine":
@@ -143,9 +148,54 @@ def test_the_final_denoising_step_is_the_posterior_mean_of_the_data(sde_name, ma
     np.testing.assert_array_equal(np.asarray(denoised[1]), np.asarray(x[1]) + 1)
     x, denoised = x[0], denoised[0]
   a, s = (float(v) for v in sde.marginal_coef(jnp.asarray(EPS)))
-  expected = MEAN + a * STD**2 * (np.asarray(x) - a * MEAN) / (a**2 * STD**2 + s**2)
+  expected = _gaussian_x0(a, s, np.asarray(x))
   np.testing.assert_allclose(np.asarray(denoised), expected, rtol=1e-9, atol=1e-9)
   assert np.abs(expected - np.asarray(x)).max() > 1e-4  # the step does something here
+
+
+# (SDE, name, steps, spacing, loop maker)
+CLIP_CASES = [
+    ("vp", "dpm1M", 6, "time_uniform", lambda sde, n, spacing, **kw: dpm_solver.dpm_solver_loop(
+        sde, (3,), num_steps=n, order=1, spacing=spacing, **kw)),
+    ("ve", "unip1", 6, "karras", lambda sde, n, spacing, **kw: unipc.unipc_loop(
+        sde, (3,), num_steps=n, order=1, corrector=False, spacing=spacing, **kw)),
+    ("vp", "edm", 3, "logsnr", lambda sde, n, spacing, **kw: edm.edm_loop(
+        sde, (3,), num_steps=n, spacing=spacing, **kw)),
+]
+
+
+@pytest.mark.parametrize("sde_name,name,num_steps,spacing,make_loop", CLIP_CASES,
+                         ids=[c[1] for c in CLIP_CASES])
+def test_clipped_data_predictions_match_ddim_and_heun_written_out(sde_name, name, num_steps,
+                                                                    spacing, make_loop, x64):
+  """With clip_x0 every x̂_0 is clipped to [−1, 1]. First-order DPM-Solver++ and UniP-1 are
+  then DDIM with clipping, x_t = α_t x̂ + σ_t (x_s − α_s x̂)/σ_s, x̂ = clip(E[x_0 | x_s]); EDM
+  is Heun on dx̃/dσ̃ = (x̃ − D)/σ̃ with D clipped. Both written out here in float64 on the
+  same grid, for Gaussian data whose mean (0.5, −1, 2) the clipping moves."""
+  sde = _sde(sde_name)
+  times = log_snr.time_grid(sde, num_steps, spacing, EPS)
+  alpha, sigma, _ = log_snr.marginals(sde, times)
+  score = analytic.mixture_score_model(sde, MEAN[None], STD[None])
+  x = sde.prior_std() * np.asarray(jax.random.normal(jax.random.key(2), (16, 3), jnp.float64))
+  ours, unclipped = [np.asarray(common.run(make_loop(sde, num_steps, spacing, clip_x0=clip),
+                                            score, None, 16, x_init=jnp.asarray(x)))
+                     for clip in (True, False)]
+  clip = lambda v: np.clip(v, -1.0, 1.0)  # noqa: E731
+  if name == "edm":
+    s_ = sigma / alpha
+    d_of = lambda y, i: (y - clip(_gaussian_x0(alpha[i], sigma[i], alpha[i] * y))) / s_[i]  # noqa: E731
+    y = x / alpha[0]
+    for i in range(len(times) - 1):
+      y_euler = y + (s_[i + 1] - s_[i]) * d_of(y, i)
+      y = y + (s_[i + 1] - s_[i]) * 0.5 * (d_of(y, i) + d_of(y_euler, i + 1))
+    x = alpha[-1] * y
+  else:
+    for i in range(len(times) - 1):
+      x0 = clip(_gaussian_x0(alpha[i], sigma[i], x))
+      x = alpha[i + 1] * x0 + sigma[i + 1] * (x - alpha[i] * x0) / sigma[i]
+  expected = clip(_gaussian_x0(alpha[-1], sigma[-1], x))
+  np.testing.assert_allclose(ours, expected, rtol=1e-6, atol=1e-6)  # measured ≤ 4e-8
+  assert np.abs(ours - np.clip(unclipped, -1, 1)).max() > 1e-2  # the clipping changes the path
 
 
 # (SDE, name, loop maker, NFE per sample). EDM's churn within [0.05, 50].

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 
-from ddpm_jax import builders, checkpoint, generate, runs
+from ddpm_jax import builders, checkpoint, generate, runs, sampler_builder
 from ddpm_jax.evaluation import evaluate
 
 
@@ -94,9 +94,10 @@ def test_keeping_no_checkpoint_is_refused(tmp_path):
   assert not list(tmp_path.iterdir())
 
 
-def test_results_are_named_by_every_setting_that_changes_the_samples(state):
+def test_results_are_named_by_every_setting_that_changes_the_samples(state, monkeypatch):
   """The sampler's words in the name, then a digest of all of config.sampling, the model,
-  the checkpoint step and the parameters: any change gives another name."""
+  the checkpoint step, the parameters and the samplers' revision: any change gives another
+  name."""
   config, params = tiny_config(), state.ema_params
   name, settings = runs.results_name(config, 4, params)
   assert name.startswith("ddim2_eta0_ema_step4_seed0_") and settings["step"] == 4
@@ -108,6 +109,8 @@ def test_results_are_named_by_every_setting_that_changes_the_samples(state):
   changed += [runs.results_name(config, 6, params)[0],
               runs.results_name(config, 4, _other(state, 1).params)[0],
               runs.results_name(config, 4, params, chunk_size=8)[0]]
+  monkeypatch.setattr(sampler_builder, "REVISION", sampler_builder.REVISION + 1)
+  changed.append(runs.results_name(config, 4, params)[0])  # samplers changed, config not
   assert len({name, *changed}) == len(changed) + 1
   assert changed[0].startswith("ddim2_eta1_ema_") and changed[1].startswith("ddim2_eta0_raw_")
 

@@ -96,11 +96,13 @@ def nfe(num_steps: int, order: int, variant: str, denoise: bool = True) -> int:
 
 def dpm_solver_loop(sde, shape: Sequence[int], *, num_steps: int = 20, order: int = 2,
                     variant: str = "multistep", spacing: str = "logsnr", eps: float = 1e-3,
-                    lower_order_final: bool = True, denoise: bool = True):
+                    lower_order_final: bool = True, denoise: bool = True,
+                    clip_x0: bool = False):
   """The per-device DPM-Solver++ loop (samplers/common.py) from x_T ~ N(0, σ_T² I) (unless x
   is given) at sde.T to eps, then (`denoise`) x̂_0(x, eps); the model is the score s(x, t).
   `variant` "multistep" is DPM-Solver++(1/2/3M) of `order`; "singlestep" is
-  DPM-Solver++(2S)."""
+  DPM-Solver++(2S). `clip_x0` clips every data prediction to [−1, 1] (static thresholding:
+  no longer the ODE's solution, but better images from pixel-space models)."""
   if variant not in VARIANTS:
     raise ValueError(f"Unknown DPM-Solver++ variant {variant!r}; use one of {VARIANTS}.")
   shape = tuple(shape)
@@ -118,7 +120,8 @@ def dpm_solver_loop(sde, shape: Sequence[int], *, num_steps: int = 20, order: in
   def loop(score_fn, keys, x, _):
     if x is None:
       x = sde.prior_std() * common.initial_noise(keys, shape)
-    x0 = lambda y, t: log_snr.data_prediction(sde, score_fn, y, t.astype(y.dtype))  # noqa: E731
+    x0 = lambda y, t: log_snr.data_prediction(sde, score_fn, y, t.astype(y.dtype),  # noqa: E731
+                                              clip_x0)
     c = lambda v: v.astype(x.dtype)  # noqa: E731
 
     def single_step(y, s, m0=None):

@@ -50,10 +50,12 @@ def schedule(sde, times, churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float 
 
 def edm_loop(sde, shape: Sequence[int], *, num_steps: int = 18, spacing: str = "karras",
              eps: float = 1e-3, churn: float = 0.0, s_tmin: float = 0.0,
-             s_tmax: float = math.inf, s_noise: float = 1.0, denoise: bool = True):
+             s_tmax: float = math.inf, s_noise: float = 1.0, denoise: bool = True,
+             clip_x0: bool = False):
   """The per-device EDM Heun loop (samplers/common.py) from x_T ~ N(0, σ_T² I) (unless x is
   given) at sde.T to eps, then (`denoise`) x̂_0(x, eps); the model is the score s(x, t).
-  Churn draws per-example noise (keys needed when churn > 0)."""
+  Churn draws per-example noise (keys needed when churn > 0); `clip_x0` clips the
+  denoiser's output D to [−1, 1]."""
   shape = tuple(shape)
   times = log_snr.time_grid(sde, num_steps, spacing, eps)
   sigma, sigma_hat, t_hat = schedule(sde, times, churn, s_tmin, s_tmax)
@@ -71,7 +73,7 @@ def edm_loop(sde, shape: Sequence[int], *, num_steps: int = 18, spacing: str = "
     c = lambda v: v.astype(x.dtype)  # noqa: E731
 
     def denoiser(y, t, a):  # D(ỹ; σ̃) = x̂_0(α ỹ, t) at the time t of σ̃, where α = α(t)
-      return log_snr.data_prediction(sde, score_fn, c(a) * y, c(t))
+      return log_snr.data_prediction(sde, score_fn, c(a) * y, c(t), clip_x0)
 
     def step(y, s):
       i, scale, s_hat, t_h, a_h, s_next, t_next, a_next = s

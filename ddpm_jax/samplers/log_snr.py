@@ -1,6 +1,7 @@
 """The log-SNR λ(t) = log α(t) − log σ(t) of an SDE (sde.py) and what the exponential-integrator
 samplers (DPM-Solver++, UniPC, EDM's Heun) build on it: λ's inverse, their step grids, and
-the data prediction x̂_0(x, t) = (x + σ² s(x, t)) / α of a score model s.
+the data prediction x̂_0(x, t) = (x + σ² s(x, t)) / α of a score model s (optionally clipped
+to the data range).
 
 Grids and coefficients are computed on the host in float64 once per sampler; the samplers'
 loops only combine arrays with them.
@@ -72,8 +73,11 @@ def _marginal_coef(sde, t):
   return sde.marginal_coef(t)
 
 
-def data_prediction(sde, score_fn, x, t):
-  """x̂_0(x, t) = (x + σ(t)² s(x, t)) / α(t) for the examples of x at the scalar time t."""
+def data_prediction(sde, score_fn, x, t, clip: bool = False):
+  """x̂_0(x, t) = (x + σ(t)² s(x, t)) / α(t) for the examples of x at the scalar time t,
+  with `clip` clipped to the data range [−1, 1] (DPM-Solver++'s static thresholding; at
+  order 1 the same map as DDIM's clip_x0, which recomputes ε̂ from the clipped x̂_0)."""
   tt = jnp.full((x.shape[0],), t, x.dtype)
   alpha, sigma = sde.marginal_coef(tt)
-  return (x + per_example(sigma**2, x) * score_fn(x, tt)) / per_example(alpha, x)
+  x0 = (x + per_example(sigma**2, x) * score_fn(x, tt)) / per_example(alpha, x)
+  return jnp.clip(x0, -1.0, 1.0) if clip else x0

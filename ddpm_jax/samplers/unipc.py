@@ -93,10 +93,11 @@ def coefficients(sde, times, order: int, variant: str = "bh2", corrector: bool =
 
 def unipc_loop(sde, shape: Sequence[int], *, num_steps: int = 10, order: int = 2,
                variant: str = "bh2", spacing: str = "logsnr", eps: float = 1e-3,
-               corrector: bool = True, lower_order_final: bool = True, denoise: bool = True):
+               corrector: bool = True, lower_order_final: bool = True, denoise: bool = True,
+               clip_x0: bool = False):
   """The per-device UniPC loop (samplers/common.py) from x_T ~ N(0, σ_T² I) (unless x is
   given) at sde.T to eps, then (`denoise`) x̂_0(x, eps); the model is the score s(x, t). One
-  evaluation per step."""
+  evaluation per step; `clip_x0` clips every data prediction to [−1, 1]."""
   shape = tuple(shape)
   times = log_snr.time_grid(sde, num_steps, spacing, eps)
   (c_x, c_prev, c_m), (a, b) = coefficients(sde, times, order, variant, corrector,
@@ -111,7 +112,7 @@ def unipc_loop(sde, shape: Sequence[int], *, num_steps: int = 10, order: int = 2
     def step(carry, s):
       x_prev, y, m1, m2, m3 = carry
       t, cx, cp, cm, a_i, b_i = s
-      m0 = log_snr.data_prediction(sde, score_fn, y, t.astype(y.dtype))
+      m0 = log_snr.data_prediction(sde, score_fn, y, t.astype(y.dtype), clip_x0)
       cm, b_i = c(cm), c(b_i)
       y = c(cx) * y + c(cp) * x_prev + cm[0] * m0 + cm[1] * m1 + cm[2] * m2 + cm[3] * m3
       y_next = c(a_i) * y + b_i[0] * m0 + b_i[1] * m1 + b_i[2] * m2
@@ -119,7 +120,7 @@ def unipc_loop(sde, shape: Sequence[int], *, num_steps: int = 10, order: int = 2
 
     zeros = jnp.zeros_like(x)
     (_, x, _, _, _), _ = jax.lax.scan(step, (zeros, x, zeros, zeros, zeros), steps)
-    return log_snr.data_prediction(sde, score_fn, x, c(times[-1])) if denoise else x
+    return log_snr.data_prediction(sde, score_fn, x, c(times[-1]), clip_x0) if denoise else x
   return loop
 
 
