@@ -42,9 +42,9 @@ def launch(workdir, *args, processes: int = 2, devices: int = 2, timeout: float 
   env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_NUM_CPU_DEVICES": str(devices),
          "PYTHONPATH": os.pathsep.join([str(AUDIT), str(ROOT)]),
          "DDPM_JAX_AUDIT_ROOT": str(workdir),
-         # LLVM's cheapest level, as for the fault tests' children: these runs are a few
-         # steps of tiny programs, whose compilation costs more than running them.
-         "XLA_FLAGS": "--xla_backend_optimization_level=0"}
+         # XLA's cheapest compilation, as for the fault tests' children: these runs are a
+         # few steps of tiny programs, whose compilation costs more than running them.
+         "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
   procs = []
   try:
     for i in range(processes):

@@ -9,6 +9,8 @@ from scipy import integrate, stats
 from ddpm_jax import analytic, schedules
 from ddpm_jax.samplers import ddim, ddpm
 
+pytestmark = pytest.mark.usefixtures("cheap_compile")  # conftest.py: compiled sooner, run slower
+
 
 def test_mixture_eps_equals_quadrature(x64):
   """E[ε | x_t] = (x_t − √ᾱ E[x_0 | x_t]) / √(1 − ᾱ), with E[x_0 | x_t] by quadrature."""

@@ -16,6 +16,8 @@ from PIL import Image
 from ddpm_jax import builders, checkpoint, train
 from ddpm_jax import main as cli
 
+pytestmark = pytest.mark.usefixtures("cheap_compile")  # conftest.py: compiled sooner, run slower
+
 DEMO = "--config=configs/demo.py"
 
 # (id, arguments after the config, what the error line must contain)

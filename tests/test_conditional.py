@@ -9,6 +9,8 @@ from ddpm_jax import analytic, parallel, schedules
 from ddpm_jax import sde as sde_lib
 from ddpm_jax.samplers import common, ddim, dpm_solver, edm, guidance, ode, pc
 
+pytestmark = pytest.mark.usefixtures("cheap_compile")  # conftest.py: compiled sooner, run slower
+
 
 def test_inpainting_keeps_known_pixels_and_conditions_the_rest():
   """Two modes ±(0.6, 0.6): knowing x₀ = 0.6 puts x₁ on the + mode, x₀ = −0.6 on the − mode."""

@@ -8,6 +8,8 @@ from scipy import integrate, stats
 
 from ddpm_jax import diffusion, schedules
 
+pytestmark = pytest.mark.usefixtures("cheap_compile")  # conftest.py: compiled sooner, run slower
+
 
 def _schedule(t=1000, name="linear"):
   return schedules.make_schedule(schedules.beta_schedule(name, t), dtype=jnp.float64)

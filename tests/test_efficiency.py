@@ -10,6 +10,8 @@ from conftest import tiny_config
 
 from ddpm_jax import builders, data, parallel, sampler_builder
 
+pytestmark = pytest.mark.usefixtures("cheap_compile")  # conftest.py: compiled sooner, run slower
+
 SAMPLERS = {
     "ddpm": {"sampling.method": "ddpm", "diffusion.num_timesteps": 4},
     "ddim": {"sampling.method": "ddim"},

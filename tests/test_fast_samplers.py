@@ -10,6 +10,8 @@ from ddpm_jax import analytic, schedules
 from ddpm_jax import sde as sde_lib
 from ddpm_jax.samplers import common, dpm_solver, edm, log_snr, ode, unipc
 
+pytestmark = pytest.mark.usefixtures("cheap_compile")  # conftest.py: compiled sooner, run slower
+
 MEAN, STD = np.array([0.5, -1.0, 2.0]), np.array([0.1, 0.5, 1.5])
 EPS = 1e-3
 

@@ -23,6 +23,7 @@ def test_the_colab_notebook_runs_top_to_bottom_on_cpu(tmp_path, monkeypatch):
   monkeypatch.setenv("DDPM_JAX_NOTEBOOK_FAST", "1")
   monkeypatch.setenv("DDPM_JAX_SOURCE", str(ROOT))
   monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+  monkeypatch.setenv("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")  # tiny programs, run briefly
   NotebookClient(nb, timeout=600, kernel_name="python3",
                  resources={"metadata": {"path": str(tmp_path)}}).execute()
   outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]

@@ -8,6 +8,8 @@ import pytest
 from ddpm_jax.models.unet import UNet
 from ddpm_jax.models import layers
 
+pytestmark = pytest.mark.usefixtures("cheap_compile")  # conftest.py: compiled sooner, run slower
+
 
 def _count(model, size, channels=3, y=None):
   shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, channels)),

@@ -11,6 +11,8 @@ from scipy import integrate, stats
 from ddpm_jax import analytic, preconditioning
 from ddpm_jax import sde as sde_lib
 
+pytestmark = pytest.mark.usefixtures("cheap_compile")  # conftest.py: compiled sooner, run slower
+
 SIGMA_DATA = 0.5
 MEAN, STD = np.array([0.3, -0.2, 0.1, 0.0]), np.array([0.8, 0.5, 0.3, 0.2])  # STD ≠ σ_d
 

@@ -9,6 +9,8 @@ from scipy import integrate
 from ddpm_jax import analytic, schedules, score_losses
 from ddpm_jax import sde as sde_lib
 
+pytestmark = pytest.mark.usefixtures("cheap_compile")  # conftest.py: compiled sooner, run slower
+
 MU, SD, DIM, N = 0.2, 0.4, 4, 100_000
 
 

@@ -13,6 +13,8 @@ from conftest import ROOT, tiny_config
 from ddpm_jax import builders, checkpoint, generate, parallel, train
 from ddpm_jax import sde as sde_lib
 
+pytestmark = pytest.mark.usefixtures("cheap_compile")  # conftest.py: compiled sooner, run slower
+
 
 def _params(state):
   """Every array of the state: step, params, EMA, optimizer moments, key."""
