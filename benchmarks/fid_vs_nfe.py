@@ -67,7 +67,8 @@ def main(_) -> None:
     for k, v in fields.items():
       config.sampling[k] = v
     result = evaluate.evaluate(config, flags.FLAGS.workdir)
-    row = {"what": "fid_vs_nfe", "sampler": name, **fields, "clip_x0": config.sampling.clip_x0,
+    row = {"what": "fid_vs_nfe", "objective": config.training.objective, "sampler": name,
+           **fields, "clip_x0": config.sampling.clip_x0,
            "denoise": config.sampling.denoise, "nfe": result["nfe_per_sample"],
            **{k: result[k] for k in ("fid", "kid", "kid_std", "num_samples", "num_reference",
                                      "seconds")}}
