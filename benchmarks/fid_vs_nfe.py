@@ -10,10 +10,10 @@ Each point is `--mode eval` (evaluation/evaluate.py) with the sampler's settings
 resume after an interruption, the reference features are computed once, and its JSON lands in
 WORKDIR/eval as usual. One JSON line per point on --out (appended), then a markdown table on
 stdout and, with --plot, FID against NFE on log axes (needs matplotlib), of every point on
---out (the last line of each sampler and NFE; `--samplers=` only redraws them). EDM's Heun
-costs 2 evaluations per step, so a budget of n gets ⌊(n − 1)/2⌋ steps and the final
-denoising evaluation (sampling.denoise, on by default); DPM-Solver++ and UniPC get n − 1
-steps and that one. The NFE reported is the one spent.
+--out (the last line of each sampler and budget, its steps or the ODE's rtol; `--samplers=`
+only redraws them). EDM's Heun costs 2 evaluations per step, so a budget of n gets
+⌊(n − 1)/2⌋ steps and the final denoising evaluation (sampling.denoise, on by default);
+DPM-Solver++ and UniPC get n − 1 steps and that one. The NFE reported is the one spent.
 """
 
 from __future__ import annotations
@@ -74,8 +74,9 @@ def main(_) -> None:
                                      "seconds")}}
     with open(flags.FLAGS.out, "a") as f:
       f.write(json.dumps(row) + "\n")
-  with open(flags.FLAGS.out) as f:  # every point on file, the last of each sampler and NFE
-    rows = list({(r["sampler"], r["nfe"]): r for r in map(json.loads, f)}.values())
+  with open(flags.FLAGS.out) as f:  # every point on file, the last of each sampler and budget
+    rows = list({(r["sampler"], r.get("num_steps"), r.get("rtol")): r
+                 for r in map(json.loads, f)}.values())
   rows.sort(key=lambda r: (r["sampler"], r["nfe"]))
   print("| sampler | NFE | FID | KID ×10³ |\n|---|---|---|---|")
   for r in rows:

@@ -92,7 +92,7 @@ def get_config() -> ml_collections.ConfigDict:
   sampling.num_steps = 50      # ddim, dpm_solver, unipc, edm steps; ode steps (euler/heun)
   sampling.skip_type = "uniform"  # uniform | quadratic | trailing
   sampling.eta = 0.0
-  sampling.clip_x0 = True      # clip every x̂_0 to [-1, 1]: ddpm, ddim, dpm_solver, unipc, edm
+  sampling.clip_x0 = True      # clip every x̂_0 to [-1, 1]: ddpm, ddim, dpm_solver, unipc, edm, ode
   sampling.num_samples = 64
   sampling.batch_size = 64
   sampling.predictor = "reverse_diffusion"  # pc: euler_maruyama | reverse_diffusion | ancestral | none

@@ -18,8 +18,8 @@ from ddpm_jax.samplers import unipc
 DEFAULT_SPACING = {"dpm_solver": "logsnr", "unipc": "logsnr", "edm": "karras"}
 # Raised whenever a sampler's samples for an unchanged config change, so that results named
 # by the settings (runs.results_name) made by older code are not reused. 2: dpm_solver, unipc
-# and edm honour sampling.clip_x0 (they ignored it before).
-REVISION = 2
+# and edm honour sampling.clip_x0 (they ignored it before); 3: so does the ode.
+REVISION = 3
 
 
 def nfe_per_sample(config) -> int | None:
@@ -70,7 +70,7 @@ def sampler_loop(config, shape):
                       n_steps=s.n_steps_each, eps=s.eps, denoise=s.denoise)
   if s.method == "ode":
     return ode.ode_loop(sde, shape, solver=s.ode_solver, rtol=s.rtol, atol=s.atol,
-                        num_steps=s.num_steps, eps=s.eps, denoise=s.denoise)
+                        num_steps=s.num_steps, eps=s.eps, denoise=s.denoise, clip_x0=s.clip_x0)
   grid = dict(num_steps=s.num_steps, spacing=s.spacing or DEFAULT_SPACING[s.method], eps=s.eps,
               denoise=s.denoise, clip_x0=s.clip_x0)
   if s.method == "dpm_solver":

@@ -77,7 +77,21 @@ def data_prediction(sde, score_fn, x, t, clip: bool = False):
   """x̂_0(x, t) = (x + σ(t)² s(x, t)) / α(t) for the examples of x at the scalar time t,
   with `clip` clipped to the data range [−1, 1] (DPM-Solver++'s static thresholding; at
   order 1 the same map as DDIM's clip_x0, which recomputes ε̂ from the clipped x̂_0)."""
-  tt = jnp.full((x.shape[0],), t, x.dtype)
-  alpha, sigma = sde.marginal_coef(tt)
-  x0 = (x + per_example(sigma**2, x) * score_fn(x, tt)) / per_example(alpha, x)
-  return jnp.clip(x0, -1.0, 1.0) if clip else x0
+  return _data_prediction(sde, score_fn, x, jnp.full((x.shape[0],), t, x.dtype), clip)[0]
+
+
+def clipped_score(sde, score_fn):
+  """The score whose data prediction is the clipped one, s_c(x, t) = (α clip(x̂_0) − x) / σ²
+  (t per example): what the samplers that integrate the score (the PF-ODE) use for
+  clip_x0, so that they solve the ODE that DPM-Solver++ with clipping solves."""
+  def score(x, t):
+    x0, alpha, sigma = _data_prediction(sde, score_fn, x, t, True)
+    return (alpha * x0 - x) / sigma**2
+  return score
+
+
+def _data_prediction(sde, score_fn, x, t, clip: bool):
+  """(x̂_0, α, σ) for the examples of x at their times t [b], α and σ shaped like x."""
+  alpha, sigma = (per_example(v, x) for v in sde.marginal_coef(t))
+  x0 = (x + sigma**2 * score_fn(x, t)) / alpha
+  return (jnp.clip(x0, -1.0, 1.0) if clip else x0), alpha, sigma
