@@ -30,7 +30,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from configs import cifar10_ddpm  # noqa: E402
-from ddpm_jax import builders, parallel  # noqa: E402
+from ddpm_jax.config import build
+from ddpm_jax.infra import parallel
 
 SHAPE = (32, 32, 3)
 REFERENCE_CONFIGS = ("eager_fp32", "eager_bf16", "compile_fp32", "compile_bf16")
@@ -71,16 +72,16 @@ def _ours_config(dtype: str, batch: int):
 
 def ours_params() -> int:
   config = _ours_config("float32", 1)
-  model = builders.build_model(config, SHAPE[-1])
-  return sum(x.size for x in jax.tree.leaves(builders.init_state(config, model, SHAPE).params))
+  model = build.model(config, SHAPE[-1])
+  return sum(x.size for x in jax.tree.leaves(build.train_state(config, model, SHAPE).params))
 
 
 def ours_train(batch: int, steps: int, warmup: int, dtype: str = "bfloat16") -> float:
   config = _ours_config(dtype, batch)
   mesh = parallel.make_mesh(jax.devices()[:1])
-  model = builders.build_model(config, SHAPE[-1])
-  state = parallel.replicate(builders.init_state(config, model, SHAPE), mesh)
-  step = builders.make_step(config, model, mesh)
+  model = build.model(config, SHAPE[-1])
+  state = parallel.replicate(build.train_state(config, model, SHAPE), mesh)
+  step = build.train_step(config, model, mesh)
   rng = np.random.default_rng(0)
   data = parallel.shard_batch({"image": rng.uniform(-1, 1, (batch,) + SHAPE).astype(np.float32),
                                "label": np.zeros(batch, np.int32)}, mesh)
@@ -94,8 +95,8 @@ def ours_train(batch: int, steps: int, warmup: int, dtype: str = "bfloat16") -> 
 
 def ours_forward(batch: int, steps: int, warmup: int, dtype: str = "bfloat16") -> float:
   config = _ours_config(dtype, batch)
-  model = builders.build_model(config, SHAPE[-1])
-  params = builders.init_state(config, model, SHAPE).params
+  model = build.model(config, SHAPE[-1])
+  params = build.train_state(config, model, SHAPE).params
   forward = jax.jit(lambda p, x, t: model.apply({"params": p}, x, t))
   x = jax.random.normal(jax.random.key(0), (batch,) + SHAPE)
   t = jnp.full((batch,), 500.0)

@@ -21,8 +21,8 @@ from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ddpm_jax import parallel  # noqa: E402
-from ddpm_jax.evaluation import evaluate  # noqa: E402
+from ddpm_jax.infra import parallel
+from ddpm_jax.modes import evaluate  # noqa: E402
 
 config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
 flags.DEFINE_string("split", "train", "The split scored against fid.ref_split.")

@@ -27,7 +27,7 @@ from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ddpm_jax.evaluation import evaluate  # noqa: E402
+from ddpm_jax.modes import evaluate  # noqa: E402
 
 config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "The trained run's workdir.", required=True)

@@ -20,8 +20,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ddpm_jax import parallel  # noqa: E402
-from ddpm_jax.evaluation import evaluate, inception  # noqa: E402
+from ddpm_jax.evaluation import inception
+from ddpm_jax.infra import parallel
+from ddpm_jax.modes import evaluate  # noqa: E402
 
 
 def main() -> None:

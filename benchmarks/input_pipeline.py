@@ -25,22 +25,22 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ddpm_jax import data  # noqa: E402
+from ddpm_jax.data import batches, sources  # noqa: E402
 
 
 def open_source(args):
   if args.dataset == "synthetic":
     shape = tuple(int(v) for v in args.shape.split(","))
     images = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
-    return data.ArraySource(images, np.zeros(shape[0], np.int32))
-  return data.open_source(args.dataset, args.split, args.data_dir, args.path)
+    return sources.ArraySource(images, np.zeros(shape[0], np.int32))
+  return sources.open_source(args.dataset, args.split, args.data_dir, args.path)
 
 
 def measure(args, workers: int) -> dict:
   start = time.perf_counter()
-  source = data.at_size(open_source(args), args.image_size)
+  source = sources.at_size(open_source(args), args.image_size)
   setup = time.perf_counter() - start
-  it = data.iterate_batches(source, 0, num_workers=workers, prefetch=max(2, workers),
+  it = batches.iterate_batches(source, 0, num_workers=workers, prefetch=max(2, workers),
                             global_batch=args.batch, image_size=args.image_size, seed=0,
                             random_flip=True)
   try:
@@ -51,7 +51,7 @@ def measure(args, workers: int) -> dict:
     seconds = time.perf_counter() - start
   finally:
     it.close()
-  in_memory = isinstance(source, data.ArraySource)
+  in_memory = isinstance(source, sources.ArraySource)
   return {"dataset": args.dataset, "source": "in-memory" if in_memory else "per-image",
           "image_size": args.image_size, "batch": args.batch,
           "workers": 0 if in_memory else workers, "setup_s": round(setup, 3),

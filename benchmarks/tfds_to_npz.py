@@ -15,7 +15,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ddpm_jax import data, files  # noqa: E402
+from ddpm_jax.data import sources
+from ddpm_jax.infra import files
 
 
 def main() -> None:
@@ -27,7 +28,7 @@ def main() -> None:
   args = p.parse_args()
   os.makedirs(args.out, exist_ok=True)
   for split in args.splits.split(","):
-    source = data.open_source(args.name, split, args.data_dir)
+    source = sources.open_source(args.name, split, args.data_dir)
     images, labels = source.get(np.arange(len(source)))
     path = os.path.join(args.out, f"{args.name}_{split}.npz")
     files.save_npz(path, compressed=True, images=np.stack(images),

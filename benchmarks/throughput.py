@@ -6,7 +6,7 @@ as JSON lines.
       [--set model.attention=cudnn --set training.steps_per_dispatch=4]
 
 Each line: {"what": "train"|"forward"|"sample", "config", "devices", "platform", "batch",
-"dtype", "img_per_sec", "step_ms", "gflop_per_image" (ddpm_jax.flops: counted from the
+"dtype", "img_per_sec", "step_ms", "gflop_per_image" (ddpm_jax.infra.flops: counted from the
 program, so the same on every backend), "tflops" achieved, "peak_tflops" (dense, per device,
 for the dtype; None where unknown) and "mfu" = tflops / (peak × devices)}. Timing starts
 after compilation and one warm-up call, runs `steps` calls and blocks on the result.
@@ -15,8 +15,6 @@ after compilation and one warm-up call, runs `steps` calls and blocks on the res
 from __future__ import annotations
 
 import argparse
-import ast
-import importlib.util
 import json
 import os
 import sys
@@ -28,14 +26,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ddpm_jax import builders, flops, parallel, sampler_builder  # noqa: E402
-
-
-def load_config(path: str):
-  spec = importlib.util.spec_from_file_location("bench_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+from ddpm_jax.config import build, load, sampler, schema
+from ddpm_jax.data import sources
+from ddpm_jax.infra import flops, parallel
 
 
 def _rates(flop_per_image: float, images: int, seconds: float, dtype: str) -> dict:
@@ -57,24 +50,12 @@ def _timed(fn, steps: int) -> float:
 
 
 def _image_shape(config):
+  """The shape the config gate would find, from a one-image stand-in for the data (the
+  benchmark feeds random images, so it runs where the dataset is not prepared)."""
   size = config.data.image_size
-  return (size, size, 1 if config.data.dataset in ("digits", "mnist", "fashion_mnist") else 3)
-
-
-def set_fields(config, assignments) -> None:
-  """Applies "a.b=value" overrides, each value parsed as a Python literal where it is one."""
-  for item in assignments:
-    path, _, text = item.partition("=")
-    *parents, name = path.split(".")
-    node = config
-    for parent in parents:
-      node = node[parent]
-    if name not in node:
-      raise SystemExit(f"--set {item}: the config has no field {path!r}.")
-    try:
-      node[name] = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-      node[name] = text
+  channels = 1 if config.data.dataset in sources.GRAYSCALE else 3
+  return build.image_shape(config, sources.ArraySource(np.zeros((1, size, size, channels),
+                                                                np.uint8)))
 
 
 def bench_train(config, steps: int) -> dict:
@@ -83,9 +64,9 @@ def bench_train(config, steps: int) -> dict:
   bs, k = config.training.batch_size, config.training.steps_per_dispatch
   lead = (bs,) if k == 1 else (k, bs)
   shape = _image_shape(config)
-  model = builders.build_model(config, shape[-1])
-  state = parallel.replicate(builders.init_state(config, model, shape), mesh)
-  step = builders.make_step(config, model, mesh)
+  model = build.model(config, shape[-1])
+  state = parallel.replicate(build.train_state(config, model, shape), mesh)
+  step = build.train_step(config, model, mesh)
   rng = np.random.default_rng(0)
   batch = parallel.shard_batch({"image": rng.uniform(-1, 1, lead + shape).astype(np.float32),
                                 "label": np.zeros(lead, np.int32)}, mesh, k)
@@ -104,8 +85,8 @@ def bench_forward(config, batch: int, steps: int) -> dict:
   """The network alone (what a sampler step costs) on `batch` images, data-parallel."""
   mesh = parallel.make_mesh()
   shape = _image_shape(config)
-  model = builders.build_model(config, shape[-1])
-  params = builders.init_state(config, model, shape).params
+  model = build.model(config, shape[-1])
+  params = build.train_state(config, model, shape).params
   y = jnp.zeros((batch,), jnp.int32) if config.model.conditional else None
   forward = parallel.data_parallel(
       lambda p, xt: model.apply({"params": p}, xt[0], xt[1], xt[2]), mesh)
@@ -122,9 +103,9 @@ def bench_sample(config) -> dict:
   mesh = parallel.make_mesh()
   bs = config.sampling.batch_size
   shape = _image_shape(config)
-  model = builders.build_model(config, shape[-1])
-  params = builders.init_state(config, model, shape).params
-  sample_fn = sampler_builder.make_sampler(config, model, shape, mesh)
+  model = build.model(config, shape[-1])
+  params = build.train_state(config, model, shape).params
+  sample_fn = sampler.make_sampler(config, model, shape, mesh)
   x, t = jnp.zeros((bs,) + shape), jnp.zeros((bs,))
   y = jnp.zeros((bs,), jnp.int32) if config.model.conditional else None
   forward = flops.count(lambda p: model.apply({"params": p}, x, t, y), params) / bs
@@ -146,15 +127,15 @@ def main() -> None:
   p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                  help="a config override, e.g. model.attention=cudnn (repeatable)")
   args = p.parse_args()
-  config = load_config(args.config)
-  set_fields(config, args.set)
+  config = load.load(args.config)
+  load.override(config, args.set)
   if args.batch:
     config.training.batch_size = config.sampling.batch_size = args.batch
   if args.dtype:
     config.model.dtype = args.dtype
   if args.sample_steps:
     config.sampling.method, config.sampling.num_steps = "ddim", args.sample_steps
-  builders.validate(config)
+  schema.check(config)
   info = {"config": os.path.basename(args.config), "devices": jax.device_count(),
           "platform": jax.devices()[0].device_kind, "dtype": config.model.dtype,
           "set": args.set, "xla_flags": os.environ.get("XLA_FLAGS", "")}

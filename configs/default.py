@@ -6,8 +6,6 @@ digits. Variants import this and override fields.
 
 import ml_collections
 
-from ddpm_jax.evaluation.inception import DEFAULT_WEIGHTS
-
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
@@ -111,6 +109,8 @@ def get_config() -> ml_collections.ConfigDict:
   sampling.spacing = ""
   sampling.lower_order_final = True  # dpm_solver, unipc: end at orders 2, 1 when num_steps < 15
   sampling.dpm_solver_variant = "multistep"  # multistep (1M/2M/3M) | singlestep (2S)
+  sampling.dpm_solver_3m = "taylor"  # 3M's D2 term: taylor (×2, order 3) | published (×1)
+  sampling.dpm_solver_start = "singlestep"  # 3M's start: singlestep (2S, +1 NFE) | lower_order
   sampling.unipc_variant = "bh2"  # B(h) of UniPC: bh1 | bh2
   sampling.unipc_corrector = True  # UniC after each step: order + 1 at no extra evaluation
   sampling.edm_churn = 0.0     # EDM S_churn (0: deterministic Heun); noise only where
@@ -133,7 +133,7 @@ def get_config() -> ml_collections.ConfigDict:
   fid.num_samples = 50_000
   fid.chunk_size = 512         # samples per resumable chunk (a multiple of the devices)
   fid.inception_batch_size = 256
-  fid.inception_weights = DEFAULT_WEIGHTS  # ~/.cache/ddpm_jax/…; the README says how to fill it
+  fid.inception_weights = "~/.cache/ddpm_jax/inception_fid.npz"  # the README says how to fill it
   fid.ref_split = "test"
   fid.ref_num_examples = 10_000  # 0: the whole split
   fid.cache_dir = ""           # default WORKDIR/fid_cache

@@ -5,9 +5,13 @@
           SIGINT it saves and exits 143 or 130 (128 + the signal), so that a scheduler can
           tell a stopped run from a finished one (exit 0) or a failed one (1, or 2 for a
           one-line error)
-  sample  samples from the latest checkpoint as a PNG grid and an .npz (generate.py)
-  bpd     bits/dim of a data split (bpd.py)
-  eval    FID, KID, precision and recall of samples against a data split (evaluation/)
+  sample  samples from the latest checkpoint as a PNG grid and an .npz (modes/sample.py)
+  bpd     bits/dim of a data split (modes/bpd.py)
+  eval    FID, KID, precision and recall of samples against a data split (modes/evaluate.py)
+
+Every mode passes the config gate first (config/validate.py): a bad value, or a --config.*
+setting that the chosen objective, sampler or mode does not read, is one line on stderr
+(exit 2) before anything is written.
 """
 
 from __future__ import annotations
@@ -19,16 +23,19 @@ import traceback
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from ddpm_jax import bpd, checkpoint, generate, parallel, train
-from ddpm_jax.evaluation import evaluate
+from ddpm_jax.config import load
+from ddpm_jax.infra import parallel
+from ddpm_jax.modes import bpd, evaluate, sample, train
+from ddpm_jax.training import checkpoint
 
-MODES = ("train", "sample", "bpd", "eval")
+MODES = {"train": train.train_and_evaluate, "sample": sample.sample_from_checkpoint,
+         "bpd": bpd.evaluate_bpd, "eval": evaluate.evaluate}
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and samples.")
-flags.DEFINE_enum("mode", "train", MODES, "What to do.")
+flags.DEFINE_enum("mode", "train", list(MODES), "What to do.")
 flags.DEFINE_bool("distributed", False, "Join a multi-process run first (one process per host "
                   "of a TPU pod slice, or per GPU or node of a GPU cluster): see the three "
                   "flags below; where they are unset, JAX detects them on Cloud TPU, SLURM "
@@ -72,13 +79,33 @@ def parse_flags(argv):
   return argv
 
 
-def _config_argument(argv) -> str:
+def command_line_overrides() -> list[str]:
+  """The --config.* fields set on the command line to a value other than the config file's
+  own (setting a field to the value it already has changes nothing, so it is not checked)."""
+  given = config_flags.get_override_values(FLAGS["config"])
+  base = load.load(_config_argument(sys.argv, with_argument=True))
+  missing = object()
+
+  def value(name):
+    node = base
+    for part in name.split("."):
+      if part not in node:
+        return missing
+      node = node[part]
+    return node
+  return [name for name, v in given.items() if value(name) != v]
+
+
+def _config_argument(argv, with_argument: bool = False) -> str:
   """The path given to --config (without a ":arguments" suffix)."""
   for i, arg in enumerate(argv):
     if arg.startswith("--config="):
-      return arg.split("=", 1)[1].split(":")[0]
-    if arg == "--config" and i + 1 < len(argv):
-      return argv[i + 1].split(":")[0]
+      value = arg.split("=", 1)[1]
+    elif arg == "--config" and i + 1 < len(argv):
+      value = argv[i + 1]
+    else:
+      continue
+    return value if with_argument else value.split(":")[0]
   return "?"
 
 
@@ -96,14 +123,7 @@ def main(argv) -> None:
   elif FLAGS.coordinator_address or FLAGS.num_processes or FLAGS.process_id is not None:
     _fail("--coordinator_address, --num_processes and --process_id need --distributed.")
   try:
-    if FLAGS.mode == "train":
-      train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-    elif FLAGS.mode == "sample":
-      generate.sample_from_checkpoint(FLAGS.config, FLAGS.workdir)
-    elif FLAGS.mode == "bpd":
-      bpd.evaluate_bpd(FLAGS.config, FLAGS.workdir)
-    elif FLAGS.mode == "eval":
-      evaluate.evaluate(FLAGS.config, FLAGS.workdir)
+    MODES[FLAGS.mode](FLAGS.config, FLAGS.workdir, overrides=command_line_overrides())
   except USER_ERRORS as e:
     _fail(str(e))
   except train.Interrupted as e:  # saved; resumable

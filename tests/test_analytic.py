@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from ddpm_jax import analytic, schedules
-from ddpm_jax.samplers import ddim, ddpm
+from ddpm_jax.core import schedules
+from ddpm_jax.core import sde as sde_lib
+from ddpm_jax.samplers import table
+from ddpm_jax.testing import analytic
 
 pytestmark = pytest.mark.usefixtures("cheap_compile")  # conftest.py: compiled sooner, run slower
 
@@ -33,15 +35,14 @@ def test_mixture_eps_equals_quadrature(x64):
 def test_mixture_mode_weights_are_reproduced(sampler):
   """A 2-D mixture with weights 0.7/0.2/0.1: the fraction of samples nearest each mode
   matches its weight within 4 binomial standard errors."""
-  s = schedules.make_schedule(schedules.beta_schedule("linear", 1000))
+  process = sde_lib.DiscreteVPSDE(tuple(schedules.beta_schedule("linear", 1000)))
   means = jnp.array([[0.6, 0.6], [-0.6, 0.3], [0.0, -0.7]])
   weights = np.array([0.7, 0.2, 0.1])
-  model = analytic.mixture_eps_model(s, means, 0.08, weights)
+  model = analytic.mixture_denoiser(process, means, 0.08, weights, var_type="fixed_large",
+                                    clip_x0=True)
   n = 4000
-  if sampler == "ddpm":
-    x = ddpm.ddpm_sample(model, s, jax.random.key(0), (n, 2), var_type="fixed_large")
-  else:
-    x = ddim.ddim_sample(model, s, jax.random.key(0), (n, 2), num_steps=100, skip_type="quadratic")
+  options = {} if sampler == "ddpm" else {"num_steps": 100, "skip_type": "quadratic"}
+  x, _ = table.sample(sampler, model, jax.random.key(0), (n, 2), **options)
   nearest = np.argmin(np.linalg.norm(np.asarray(x)[:, None] - np.asarray(means)[None], axis=-1), 1)
   frac = np.bincount(nearest, minlength=3) / n
   np.testing.assert_array_less(np.abs(frac - weights), 4 * np.sqrt(weights * (1 - weights) / n))

@@ -5,27 +5,27 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from ddpm_jax import data
+from ddpm_jax.data import batches, sources
 
 
 def test_batches_are_a_function_of_seed_and_step():
-  src = data.ArraySource(np.arange(50, dtype=np.uint8).reshape(50, 1, 1, 1).repeat(4, 1).repeat(4, 2))
+  src = sources.ArraySource(np.arange(50, dtype=np.uint8).reshape(50, 1, 1, 1).repeat(4, 1).repeat(4, 2))
   kw = dict(global_batch=10, image_size=4, seed=3)
-  a, b = data.get_batch(src, 7, **kw), data.get_batch(src, 7, **kw)
+  a, b = batches.get_batch(src, 7, **kw), batches.get_batch(src, 7, **kw)
   np.testing.assert_array_equal(a["image"], b["image"])
   # One epoch (5 steps) visits every example once; the next epoch is another order.
-  seen = np.concatenate([data.batch_indices(50, 10, s, 3) for s in range(5)])
+  seen = np.concatenate([batches.batch_indices(50, 10, s, 3) for s in range(5)])
   assert sorted(seen) == list(range(50))
-  assert not np.array_equal(data.batch_indices(50, 10, 0, 3), data.batch_indices(50, 10, 5, 3))
+  assert not np.array_equal(batches.batch_indices(50, 10, 0, 3), batches.batch_indices(50, 10, 5, 3))
   # Hosts read disjoint slices whose union is the global batch.
-  parts = [data.get_batch(src, 7, process_index=i, process_count=2, **kw)["image"] for i in range(2)]
+  parts = [batches.get_batch(src, 7, process_index=i, process_count=2, **kw)["image"] for i in range(2)]
   np.testing.assert_array_equal(np.concatenate(parts), a["image"])
-  it = data.iterate_batches(src, 7, **kw)
+  it = batches.iterate_batches(src, 7, **kw)
   np.testing.assert_array_equal(next(it)["image"], a["image"])
-  np.testing.assert_array_equal(next(it)["image"], data.get_batch(src, 8, **kw)["image"])
-  stacked = next(data.iterate_batches(src, 6, steps_per_item=3, **kw))  # steps_per_dispatch
+  np.testing.assert_array_equal(next(it)["image"], batches.get_batch(src, 8, **kw)["image"])
+  stacked = next(batches.iterate_batches(src, 6, steps_per_item=3, **kw))  # steps_per_dispatch
   for i in range(3):
-    np.testing.assert_array_equal(stacked["image"][i], data.get_batch(src, 6 + i, **kw)["image"])
+    np.testing.assert_array_equal(stacked["image"][i], batches.get_batch(src, 6 + i, **kw)["image"])
 
 
 class PerImageSource:
@@ -42,14 +42,14 @@ class PerImageSource:
 
 
 def test_worker_processes_deliver_the_batches_of_seed_and_step_in_order():
-  images, labels = data.load_embedded_digits()
+  images, labels = sources.load_embedded_digits()
   src = PerImageSource(images, labels)
   kw = dict(global_batch=32, image_size=16, seed=1, random_flip=True)
-  it = data.iterate_batches(src, 5, num_workers=2, **kw)
+  it = batches.iterate_batches(src, 5, num_workers=2, **kw)
   try:
     for step in range(5, 10):
       got = next(it)
-      want = data.get_batch(src, step, **kw)
+      want = batches.get_batch(src, step, **kw)
       np.testing.assert_array_equal(got["image"], want["image"])
       np.testing.assert_array_equal(got["label"], want["label"])
   finally:
@@ -61,13 +61,13 @@ def test_the_vectorized_batch_equals_preprocessing_each_image():
   must equal cropping, resizing and flipping each image on its own."""
   rng = np.random.default_rng(0)
   images = rng.integers(0, 256, (40, 10, 12, 3), dtype=np.uint8)
-  src = data.ArraySource(images, np.arange(40, dtype=np.int32))
-  fast = data.at_size(src, 8)
-  assert fast.images.shape == (40, 8, 8, 3) and data.at_size(fast, 8) is fast
+  src = sources.ArraySource(images, np.arange(40, dtype=np.int32))
+  fast = sources.at_size(src, 8)
+  assert fast.images.shape == (40, 8, 8, 3) and sources.at_size(fast, 8) is fast
   kw = dict(global_batch=16, image_size=8, seed=2, random_flip=True)
   for step in range(3):
-    got = data.get_batch(fast, step, **kw)
-    want = data.get_batch(PerImageSource(images, src.labels), step, **kw)
+    got = batches.get_batch(fast, step, **kw)
+    want = batches.get_batch(PerImageSource(images, src.labels), step, **kw)
     np.testing.assert_array_equal(got["image"], want["image"])
     np.testing.assert_array_equal(got["label"], want["label"])
 
@@ -75,31 +75,31 @@ def test_the_vectorized_batch_equals_preprocessing_each_image():
 def test_preprocess_crop_resize_flip_scale():
   img = np.zeros((6, 10, 3), np.uint8)
   img[:, :5] = 255  # left half white: the center crop keeps columns 2..7
-  out = data.preprocess([img], 6, np.array([False]))
+  out = batches.preprocess([img], 6, np.array([False]))
   assert out.shape == (1, 6, 6, 3) and out.min() == -1.0 and out.max() == 1.0
   np.testing.assert_array_equal(out[0, :, :3], 1.0)
-  np.testing.assert_array_equal(data.preprocess([img], 6, np.array([True]))[0], out[0, :, ::-1])
-  small = data.preprocess([np.full((28, 28, 1), 255, np.uint8)], 8, np.array([False]))
+  np.testing.assert_array_equal(batches.preprocess([img], 6, np.array([True]))[0], out[0, :, ::-1])
+  small = batches.preprocess([np.full((28, 28, 1), 255, np.uint8)], 8, np.array([False]))
   assert small.shape == (1, 8, 8, 1) and np.allclose(small, 1.0)
 
 
 def test_npz_and_folder_sources(tmp_path):
   imgs = np.random.default_rng(0).integers(0, 256, (5, 4, 4, 3), dtype=np.uint8)
   np.savez(tmp_path / "d.npz", images=imgs, labels=np.arange(5))
-  src = data.open_source("npz", path=str(tmp_path / "d.npz"))
+  src = sources.open_source("npz", path=str(tmp_path / "d.npz"))
   got, labels = src.get(np.array([3, 1]))
   np.testing.assert_array_equal(got, imgs[[3, 1]])
   assert labels.tolist() == [3, 1]
   np.savez(tmp_path / "d_test.npz", images=imgs[:2])
   per_split = str(tmp_path / "d_{split}.npz")
-  assert len(data.open_source("npz", "test", path=per_split)) == 2
+  assert len(sources.open_source("npz", "test", path=per_split)) == 2
   with pytest.raises(FileNotFoundError, match="d_train.npz"):
-    data.open_source("npz", "train", path=per_split)
+    sources.open_source("npz", "train", path=per_split)
   for cls in ("cat", "dog"):
     (tmp_path / "f" / cls).mkdir(parents=True)
   Image.fromarray(imgs[0]).save(tmp_path / "f" / "cat" / "a.png")
   Image.fromarray(imgs[1]).save(tmp_path / "f" / "dog" / "b.png")
-  src = data.open_source("folder", path=str(tmp_path / "f"))
+  src = sources.open_source("folder", path=str(tmp_path / "f"))
   got, labels = src.get(np.array([0, 1]))
   np.testing.assert_array_equal(np.stack(got), imgs[:2])
   assert labels.tolist() == [0, 1]
@@ -107,21 +107,21 @@ def test_npz_and_folder_sources(tmp_path):
 
 def test_bad_sources_give_one_line_errors(tmp_path):
   with pytest.raises(FileNotFoundError, match="set data.path"):
-    data.open_source("npz", path=str(tmp_path / "missing.npz"))
+    sources.open_source("npz", path=str(tmp_path / "missing.npz"))
   np.savez(tmp_path / "x.npz", pixels=np.zeros((2, 2, 2), np.uint8))
   with pytest.raises(ValueError, match="under the key 'images'"):
-    data.open_source("npz", path=str(tmp_path / "x.npz"))
+    sources.open_source("npz", path=str(tmp_path / "x.npz"))
   with pytest.raises(FileNotFoundError, match="array_record") as e:
-    data.open_source("mnist", data_dir=str(tmp_path))
+    sources.open_source("mnist", data_dir=str(tmp_path))
   assert "\n" not in str(e.value)
   with pytest.raises(ValueError, match="lower training.batch_size"):
-    data.batch_indices(10, 16, 0, 0)
+    batches.batch_indices(10, 16, 0, 0)
 
 
 def test_tfds_mock_source_has_images_and_labels():
   with tfds.testing.mock_data(num_examples=20, policy=tfds.testing.MockPolicy.USE_CODE):
-    src = data.open_source("mnist")
-    batch = data.get_batch(src, 0, global_batch=8, image_size=8, seed=0)
+    src = sources.open_source("mnist")
+    batch = batches.get_batch(src, 0, global_batch=8, image_size=8, seed=0)
   assert batch["image"].shape == (8, 8, 8, 1) and batch["label"].dtype == np.int32
   assert -1.0 <= batch["image"].min() < batch["image"].max() <= 1.0
 
@@ -131,9 +131,9 @@ SHARED = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / 
 
 @pytest.mark.skipif(not SHARED.exists(), reason="../shared/tfds_array_record (real Fashion-MNIST) is absent")
 def test_real_fashion_mnist_through_data_source():
-  src = data.open_source("fashion_mnist", "test", str(SHARED))
+  src = sources.open_source("fashion_mnist", "test", str(SHARED))
   assert len(src) == 10_000
-  batch = data.get_batch(src, 0, global_batch=32, image_size=32, seed=0, random_flip=True)
+  batch = batches.get_batch(src, 0, global_batch=32, image_size=32, seed=0, random_flip=True)
   assert batch["image"].shape == (32, 32, 32, 1) and set(batch["label"]) <= set(range(10))
   # Real clothing images: dark background, bright objects.
   assert (batch["image"] < -0.9).mean() > 0.3 and batch["image"].max() > 0.9

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 
-from ddpm_jax import builders, data, parallel, sampler_builder
+from ddpm_jax.config import build, sampler, schema
+from ddpm_jax.data import batches
+from ddpm_jax.infra import parallel
 
 pytestmark = pytest.mark.usefixtures("cheap_compile")  # conftest.py: compiled sooner, run slower
 
@@ -40,12 +42,12 @@ def count_compiles():
 @pytest.mark.parametrize("name", SAMPLERS)
 def test_a_sampling_run_is_one_compiled_program_with_no_transfers(name, count_compiles):
   config = tiny_config(**SAMPLERS[name])
-  builders.validate(config)
+  schema.check(config)
   shape = (8, 8, 1)
-  model = builders.build_model(config, shape[-1])
-  params = builders.init_state(config, model, shape).params
+  model = build.model(config, shape[-1])
+  params = build.train_state(config, model, shape).params
   mesh = parallel.make_mesh()
-  sample_fn = sampler_builder.make_sampler(config, model, shape, mesh)
+  sample_fn = sampler.make_sampler(config, model, shape, mesh)
   params = parallel.replicate(params, mesh)
   first = sample_fn(params, jax.random.key(0), 16)[0]
   key = jax.random.key(1)
@@ -61,12 +63,12 @@ def test_a_sampling_run_is_one_compiled_program_with_no_transfers(name, count_co
 def test_the_training_step_donates_the_previous_state():
   config = tiny_config()
   shape = (8, 8, 1)
-  model = builders.build_model(config, shape[-1])
+  model = build.model(config, shape[-1])
   mesh = parallel.make_mesh()
-  step = builders.make_step(config, model, mesh)
-  state = parallel.replicate(builders.init_state(config, model, shape), mesh)
-  source = builders.build_source(config)
-  batch = parallel.shard_batch(data.get_batch(source, 0, global_batch=16, image_size=8, seed=0),
+  step = build.train_step(config, model, mesh)
+  state = parallel.replicate(build.train_state(config, model, shape), mesh)
+  source = build.source(config)
+  batch = parallel.shard_batch(batches.get_batch(source, 0, global_batch=16, image_size=8, seed=0),
                                mesh)
   new_state, _ = step(state, batch)
   for name, tree in (("params", state.params), ("opt_state", state.opt_state),
@@ -78,11 +80,11 @@ def test_the_training_step_donates_the_previous_state():
 def test_bf16_compute_keeps_master_state_and_loss_in_float32():
   config = tiny_config(**{"model.dtype": "bfloat16"})
   shape = (8, 8, 1)
-  model = builders.build_model(config, shape[-1])
+  model = build.model(config, shape[-1])
   mesh = parallel.make_mesh()
-  state = builders.init_state(config, model, shape)
-  batch = data.get_batch(builders.build_source(config), 0, global_batch=16, image_size=8, seed=0)
-  step = builders.make_step(config, model, mesh)
+  state = build.train_state(config, model, shape)
+  batch = batches.get_batch(build.source(config), 0, global_batch=16, image_size=8, seed=0)
+  step = build.train_step(config, model, mesh)
   state, metrics = step(parallel.replicate(state, mesh), parallel.shard_batch(batch, mesh))
   for name, tree in (("params", state.params), ("opt_state", state.opt_state),
                      ("ema_params", state.ema_params)):

@@ -6,9 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ddpm_jax import analytic, schedules
-from ddpm_jax import sde as sde_lib
-from ddpm_jax.samplers import common, dpm_solver, edm, log_snr, ode, unipc
+from ddpm_jax.core import schedules
+from ddpm_jax.core import sde as sde_lib
+from ddpm_jax.samplers import common, dpm_solver, edm, grids, ode, table, unipc
+from ddpm_jax.testing import analytic
 
 pytestmark = pytest.mark.usefixtures("cheap_compile")  # conftest.py: compiled sooner, run slower
 
@@ -16,18 +17,23 @@ MEAN, STD = np.array([0.5, -1.0, 2.0]), np.array([0.1, 0.5, 1.5])
 EPS = 1e-3
 
 
-def _exact(sde, x_T):
-  """The PF-ODE map T → EPS of x_0 ~ N(MEAN, diag STD²): (x_t − α_t μ)/√(α_t² s² + σ_t²) is
-  constant along every trajectory."""
-  (a_T, s_T), (a_e, s_e) = [[np.asarray(v) for v in sde.marginal_coef(jnp.asarray(t))]
-                            for t in (sde.T, EPS)]
-  z = (x_T - a_T * MEAN) / np.sqrt(a_T**2 * STD**2 + s_T**2)
-  return a_e * MEAN + np.sqrt(a_e**2 * STD**2 + s_e**2) * z
+def _exact_map(sde, x_T):
+  return analytic.gaussian_flow_map(sde, MEAN, STD, x_T, EPS)
 
 
 def _gaussian_x0(alpha, sigma, x):
   """E[x_0 | x_t = x] for x_0 ~ N(MEAN, diag STD²), in closed form."""
   return MEAN + alpha * STD**2 * (x - alpha * MEAN) / (alpha**2 * STD**2 + sigma**2)
+
+
+def _exact(sde, means=MEAN[None], stds=STD[None], weights=None, **options):
+  """The exact score network of the data on `sde`, as its Denoiser."""
+  return analytic.mixture_denoiser(sde, means, stds, weights, kind="dsm", prediction="score",
+                                   **options)
+
+
+def _run(loop, model, key, n, **kw):
+  return common.run(loop, model, key, n, **kw)[0]
 
 
 def _sde(name):
@@ -42,13 +48,13 @@ def _errors(sde_name, steps, sampler=dpm_solver.dpm_solver_loop, **options):
   sampler(sde, shape, num_steps=n, eps=EPS, **options) makes (without the final denoising
   step, so that it ends on the ODE's trajectory)."""
   sde = _sde(sde_name)
-  score = analytic.mixture_score_model(sde, MEAN[None], STD[None])
+  model = _exact(sde)
   x_T = sde.prior_std() * np.asarray(jax.random.normal(jax.random.key(0), (32, 3), jnp.float64))
-  exact = _exact(sde, x_T)
+  exact = _exact_map(sde, x_T)
   errors = []
   for n in steps:
     loop = sampler(sde, (3,), num_steps=n, eps=EPS, denoise=False, **options)
-    out = common.run(loop, score, None, len(x_T), x_init=jnp.asarray(x_T))
+    out = _run(loop, model, None, len(x_T), x_init=jnp.asarray(x_T))
     errors.append(float(np.abs(np.asarray(out) - exact).max()))
   return np.array(errors)
 
@@ -142,13 +148,12 @@ def test_the_final_denoising_step_is_the_posterior_mean_of_the_data(sde_name, ma
   """With `denoise` a sampler returns E[x_0 | x_eps] of its last x, which for Gaussian data is
   μ + α s² (x − α μ) / (α² s² + σ²) at eps (Tweedie's formula, here in closed form)."""
   sde = _sde(sde_name)
-  score = analytic.mixture_score_model(sde, MEAN[None], STD[None])
+  model = _exact(sde)
   x_T = jnp.asarray(sde.prior_std() * np.asarray(jax.random.normal(jax.random.key(1), (8, 3))))
-  x, denoised = [common.run(make_loop(sde, denoise=d), score, None, 8, x_init=x_T)
-                 for d in (False, True)]
-  if isinstance(x, tuple):  # the ODE: (samples, evaluations), one more with the denoising
-    np.testing.assert_array_equal(np.asarray(denoised[1]), np.asarray(x[1]) + 1)
-    x, denoised = x[0], denoised[0]
+  (x, info), (denoised, info_d) = [common.run(make_loop(sde, denoise=d), model, None, 8,
+                                              x_init=x_T) for d in (False, True)]
+  if "nfe" in info:  # the ODE counts its evaluations: one more with the denoising
+    np.testing.assert_array_equal(np.asarray(info_d["nfe"]), np.asarray(info["nfe"]) + 1)
   a, s = (float(v) for v in sde.marginal_coef(jnp.asarray(EPS)))
   expected = _gaussian_x0(a, s, np.asarray(x))
   np.testing.assert_allclose(np.asarray(denoised), expected, rtol=1e-9, atol=1e-9)
@@ -175,12 +180,11 @@ def test_clipped_data_predictions_match_ddim_and_heun_written_out(sde_name, name
   is Heun on dx̃/dσ̃ = (x̃ − D)/σ̃ with D clipped. Both written out here in float64 on the
   same grid, for Gaussian data whose mean (0.5, −1, 2) the clipping moves."""
   sde = _sde(sde_name)
-  times = log_snr.time_grid(sde, num_steps, spacing, EPS)
-  alpha, sigma, _ = log_snr.marginals(sde, times)
-  score = analytic.mixture_score_model(sde, MEAN[None], STD[None])
+  times = grids.time_grid(sde, num_steps, spacing, EPS)
+  alpha, sigma, _ = grids.marginals(sde, times)
   x = sde.prior_std() * np.asarray(jax.random.normal(jax.random.key(2), (16, 3), jnp.float64))
-  ours, unclipped = [np.asarray(common.run(make_loop(sde, num_steps, spacing, clip_x0=clip),
-                                            score, None, 16, x_init=jnp.asarray(x)))
+  ours, unclipped = [np.asarray(_run(make_loop(sde, num_steps, spacing), _exact(sde, clip_x0=clip),
+                                     None, 16, x_init=jnp.asarray(x)))
                      for clip in (True, False)]
   clip = lambda v: np.clip(v, -1.0, 1.0)  # noqa: E731
   if name == "edm":
@@ -207,14 +211,14 @@ def test_the_clipped_ode_is_the_one_clipped_dpm_solver_solves(sde_name, x64):
   400 it converges on the adaptive solution (measured 1.1e-3 → 7.6e-5 on the VP SDE, 9.8e-4 →
   4.6e-5 on the VE), which the clipping moves by ~3 (Gaussian data with mean (0.5, −1, 2))."""
   sde = _sde(sde_name)
-  score = analytic.mixture_score_model(sde, MEAN[None], STD[None])
+  clipping = _exact(sde, clip_x0=True)
   x_T = jnp.asarray(sde.prior_std() * np.asarray(jax.random.normal(jax.random.key(2), (16, 3))))
-  (clipped, _), (unclipped, _) = [
-      common.run(ode.ode_loop(sde, (3,), rtol=1e-7, atol=1e-7, eps=EPS, denoise=False,
-                              clip_x0=clip), score, None, 16, x_init=x_T) for clip in (True, False)]
-  errors = [np.abs(np.asarray(common.run(
-      dpm_solver.dpm_solver_loop(sde, (3,), num_steps=n, eps=EPS, denoise=False, clip_x0=True),
-      score, None, 16, x_init=x_T)) - np.asarray(clipped)).max() for n in (100, 400)]
+  clipped, unclipped = [
+      _run(ode.ode_loop(sde, (3,), rtol=1e-7, atol=1e-7, eps=EPS, denoise=False), model, None,
+           16, x_init=x_T) for model in (clipping, _exact(sde))]
+  errors = [np.abs(np.asarray(_run(
+      dpm_solver.dpm_solver_loop(sde, (3,), num_steps=n, eps=EPS, denoise=False), clipping,
+      None, 16, x_init=x_T)) - np.asarray(clipped)).max() for n in (100, 400)]
   assert errors[1] < 2e-4 and errors[0] / errors[1] > 8, errors
   assert np.abs(np.asarray(clipped) - np.asarray(unclipped)).max() > 1
 
@@ -246,9 +250,8 @@ def test_mixture_mode_weights_at_10_to_20_evaluations(sde_name, name, make_loop,
   means = np.array([[0.6, 0.6], [-0.6, 0.3], [0.0, -0.7]])
   weights = np.array([0.7, 0.2, 0.1])
   n = 4000
-  x = common.run(make_loop(sde), analytic.mixture_score_model(sde, means, 0.08, weights),
-                 jax.random.key(0), n)
-  x = np.asarray(x[0] if nfe is None else x)
+  x, info = common.run(make_loop(sde), _exact(sde, means, 0.08, weights), jax.random.key(0), n)
+  x = np.asarray(x)
   nearest = np.argmin(np.linalg.norm(x[:, None] - means[None], axis=-1), 1)
   frac = np.bincount(nearest, minlength=3) / n
   np.testing.assert_array_less(np.abs(frac - weights), 4 * np.sqrt(weights * (1 - weights) / n))
@@ -260,43 +263,45 @@ def test_edm_churn_schedule():
   """γ_i = min(S_churn/N, √2 − 1) inside [S_tmin, S_tmax], σ̂ = σ_i (1 + γ_i) capped at σ(T),
   and t̂ the time of σ̂."""
   sde = sde_lib.make_sde("vp")
-  times = log_snr.time_grid(sde, 10, "karras", EPS)
+  times = grids.time_grid(sde, 10, "karras", EPS)
   sigma, sigma_hat, t_hat = edm.schedule(sde, times, churn=2.0, s_tmin=0.1, s_tmax=20.0)
   inside = (sigma[:-1] >= 0.1) & (sigma[:-1] <= 20.0)
   assert 0 < inside.sum() < 10
   expected = np.where(inside, np.minimum(sigma[:-1] * 1.2, sigma[0]), sigma[:-1])
   np.testing.assert_allclose(sigma_hat, expected, rtol=1e-12)
-  np.testing.assert_allclose(np.exp(-log_snr.log_snr(sde, t_hat)), sigma_hat, rtol=1e-4)
+  np.testing.assert_allclose(np.exp(-grids.log_snr(sde, t_hat)), sigma_hat, rtol=1e-4)
   _, capped, _ = edm.schedule(sde, times, churn=100.0)
   np.testing.assert_allclose(capped, np.minimum(sigma[:-1] * np.sqrt(2), sigma[0]), rtol=1e-12)
   with pytest.raises(ValueError, match="EDM churn must be >= 0, got -1"):
     edm.schedule(sde, times, churn=-1)
-  assert edm.nfe(10, denoise=False) == 20 and edm.nfe(10) == 21
+  assert table.nfe("edm", sde, {"num_steps": 10, "denoise": False}) == 20
+  assert table.nfe("edm", sde, {"num_steps": 10}) == 21
 
 
 def test_time_grids_and_nfe():
   sde = sde_lib.make_sde("vp")
-  for spacing in log_snr.SPACINGS:
-    times = log_snr.time_grid(sde, 10, spacing, EPS)
+  for spacing in grids.SPACINGS:
+    times = grids.time_grid(sde, 10, spacing, EPS)
     assert times[0] == 1.0 and times[-1] == EPS and np.all(np.diff(times) < 0)
-  lam = log_snr.log_snr(sde, log_snr.time_grid(sde, 10, "logsnr", EPS))
+  lam = grids.log_snr(sde, grids.time_grid(sde, 10, "logsnr", EPS))
   np.testing.assert_allclose(np.diff(lam), np.diff(lam)[0], rtol=1e-4)  # float32 marginals
-  sigma = np.exp(-log_snr.log_snr(sde, log_snr.time_grid(sde, 10, "karras", EPS)))
-  root = sigma ** (1 / log_snr.KARRAS_RHO)
+  sigma = np.exp(-grids.log_snr(sde, grids.time_grid(sde, 10, "karras", EPS)))
+  root = sigma ** (1 / grids.KARRAS_RHO)
   np.testing.assert_allclose(np.diff(root), np.diff(root)[0], rtol=1e-3)
-  assert [dpm_solver.nfe(20, o, v) for o, v in [(2, "multistep"), (3, "multistep"),
-                                                 (2, "singlestep")]] == [21, 22, 41]
-  assert dpm_solver.nfe(20, 2, "multistep", denoise=False) == 20
+  assert [table.nfe("dpm_solver", sde, {"num_steps": 20, "order": o, "variant": v})
+          for o, v in [(2, "multistep"), (3, "multistep"), (2, "singlestep")]] == [21, 22, 41]
+  assert table.nfe("dpm_solver", sde, {"num_steps": 20, "denoise": False}) == 20
   with pytest.raises(ValueError, match="Unknown spacing 'uniform'; use one of"):
-    log_snr.time_grid(sde, 10, "uniform")
+    grids.time_grid(sde, 10, "uniform")
   with pytest.raises(ValueError, match="num_steps must be at least 1, got 0"):
-    log_snr.time_grid(sde, 0)
-  with pytest.raises(ValueError, match="order must be 1, 2 or 3, got 4"):
+    grids.time_grid(sde, 0)
+  with pytest.raises(ValueError, match=r"order must be one of \(1, 2, 3\), got 4"):
     dpm_solver.dpm_solver_loop(sde, (3,), order=4)
   with pytest.raises(ValueError, match="Unknown DPM-Solver\\+\\+ variant 'adaptive'"):
     dpm_solver.dpm_solver_loop(sde, (3,), variant="adaptive")
-  with pytest.raises(ValueError, match="UniPC order must be 1, 2 or 3, got 0"):
+  with pytest.raises(ValueError, match=r"UniPC order must be one of \(1, 2, 3\), got 0"):
     unipc.unipc_loop(sde, (3,), order=0)
   with pytest.raises(ValueError, match="Unknown UniPC variant 'bh3'; use one of"):
     unipc.unipc_loop(sde, (3,), variant="bh3")
-  assert unipc.nfe(10) == 11 and unipc.nfe(10, denoise=False) == 10
+  assert table.nfe("unipc", sde, {"num_steps": 10}) == 11
+  assert table.nfe("unipc", sde, {"num_steps": 10, "denoise": False}) == 10

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 from conftest import ROOT, tiny_config
 
-from ddpm_jax import builders, checkpoint
+from ddpm_jax.config import build
+from ddpm_jax.training import checkpoint
 
 pytestmark = pytest.mark.xdist_group("faults")  # one xdist worker runs the module fixture
 
@@ -28,6 +29,9 @@ SETTINGS = {"model.ch_mult": "(1,)", "training.batch_size": 16, "training.log_ev
             "training.num_train_steps": STEPS, "training.checkpoint_every": EVERY,
             "training.keep_checkpoints": 2, "sampling.num_steps": 2,
             "sampling.num_samples": 20, "sampling.batch_size": 8}
+# What each mode reads of SETTINGS (the config gate refuses the rest on a command line).
+READ = {"train": lambda k: k != "sampling.batch_size",
+        "sample": lambda k: not k.startswith("training.")}
 SAVE_CHANGES = 15  # files and folders one orbax save writes, renames or removes (13), plus
 #                    removing the oldest step (2)
 
@@ -42,6 +46,7 @@ class Child:
   change under root whose path contains match (of that audit event, if given)."""
 
   def __init__(self, workdir, name, *flags, kill=None):
+    mode = "sample" if "--mode=sample" in flags else "train"
     # XLA's cheapest compilation: the children's programs compile sooner and run briefly.
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_NUM_CPU_DEVICES": "1",
            "JAX_DISABLE_MOST_OPTIMIZATIONS": "1",
@@ -55,7 +60,8 @@ class Child:
     with open(self.out, "w") as out, open(self.err, "w") as err:
       self.proc = subprocess.Popen(
           [sys.executable, "-m", "ddpm_jax.main", "--config=configs/demo.py",
-           f"--workdir={workdir}", *(f"--config.{k}={v}" for k, v in SETTINGS.items()), *flags],
+           f"--workdir={workdir}", *(f"--config.{k}={v}" for k, v in SETTINGS.items()
+                                     if READ[mode](k)), *flags],
           cwd=ROOT, env=env, stdout=out, stderr=err, start_new_session=True)
 
   def fail(self, why: str):
@@ -100,9 +106,9 @@ def _state(config, template, workdir, step):
 def template():
   """A TrainState of the settings' shapes, to restore checkpoints into."""
   config = _config()
-  source = builders.build_source(config, None)
-  shape = builders.image_shape(config, source)
-  return builders.init_state(config, builders.build_model(config, shape[-1]), shape)
+  source = build.source(config, None)
+  shape = build.image_shape(config, source)
+  return build.train_state(config, build.model(config, shape[-1]), shape)
 
 
 def _check_leftovers(config, template, workdir) -> int:

@@ -59,7 +59,8 @@ def test_kid_is_zero_for_identical_distributions_and_positive_otherwise():
 
 def test_eval_mode_names_missing_weights(tmp_path):
   from conftest import tiny_config
-  from ddpm_jax.evaluation import evaluate
+
+  from ddpm_jax.modes import evaluate
   with pytest.raises(FileNotFoundError, match="fid.inception_weights"):
     evaluate.evaluate(tiny_config(**{"fid.inception_weights": str(tmp_path / "none.npz")}),
                       str(tmp_path))
@@ -125,15 +126,16 @@ def test_pytorch_fid_converter_maps_every_layer_and_folds_the_bn_scale():
 
 def test_nfe_per_sample_counts_each_samplers_network_calls():
   from conftest import tiny_config
-  from ddpm_jax import builders, sampler_builder
-  assert sampler_builder.nfe_per_sample(tiny_config(**{"sampling.method": "ddpm"})) == \
+
+  from ddpm_jax.config import build, sampler
+  assert sampler.nfe_per_sample(tiny_config(**{"sampling.method": "ddpm"})) == \
       tiny_config().diffusion.num_timesteps
   pc = tiny_config(**{"sampling.method": "pc", "training.objective": "dsm",
                       "sampling.n_steps_each": 2})
-  assert sampler_builder.nfe_per_sample(pc) == builders.build_sde(pc).N * 3  # predictor + 2 corrector
+  assert sampler.nfe_per_sample(pc) == build.process(pc).N * 3  # predictor + 2 corrector
   cfg = tiny_config(**{"sampling.method": "ddim", "sampling.num_steps": 7,
                        "model.conditional": True, "sampling.guidance_weight": 1.5})
-  assert sampler_builder.nfe_per_sample(cfg) == 14  # guided and unguided pass per step
+  assert sampler.nfe_per_sample(cfg) == 14  # guided and unguided pass per step
   fast = {"sampling.num_steps": 10, "training.objective": "dsm"}
   # the SDE solvers' final denoising evaluation: one more (sampling.denoise, on by default)
   for method, extra, nfe in [("dpm_solver", {}, 11), ("unipc", {}, 11), ("edm", {}, 21),
@@ -141,7 +143,7 @@ def test_nfe_per_sample_counts_each_samplers_network_calls():
                              ("dpm_solver", {"sampling.dpm_solver_variant": "singlestep"}, 21),
                              ("edm", {"sampling.denoise": False}, 20),
                              ("unipc", {"sampling.denoise": False}, 10)]:
-    assert sampler_builder.nfe_per_sample(
+    assert sampler.nfe_per_sample(
         tiny_config(**fast, **extra, **{"sampling.method": method})) == nfe, (method, extra)
 
 

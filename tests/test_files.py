@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from ddpm_jax import files
+from ddpm_jax.infra import files
 
 
 def test_a_failed_write_leaves_the_previous_file_whole(tmp_path):

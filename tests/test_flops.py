@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 
-from ddpm_jax import builders, flops, parallel
+from ddpm_jax.config import build
+from ddpm_jax.infra import flops, parallel
 
 
 def _xla_flops(fn, *args) -> float:
@@ -39,8 +40,8 @@ def unet():
   config = tiny_config(**{"model.ch": 32, "model.ch_mult": (1, 2),
                           "model.attn_resolutions": (8,), "data.image_size": 16})
   shape = (16, 16, 1)
-  model = builders.build_model(config, shape[-1])
-  return config, model, shape, builders.init_state(config, model, shape)
+  model = build.model(config, shape[-1])
+  return config, model, shape, build.train_state(config, model, shape)
 
 
 def test_forward_count_matches_xla_cost_analysis(unet):
@@ -59,7 +60,7 @@ def test_training_step_costs_three_forwards(unet):
   x, t = jnp.zeros((bs,) + shape), jnp.zeros((bs,))
   forward = flops.count(lambda p: model.apply({"params": p}, x, t), state.params)
   mesh = parallel.make_mesh(jax.devices()[:1])
-  step = builders.make_step(config, model, mesh)
+  step = build.train_step(config, model, mesh)
   state = parallel.replicate(state, mesh)
   batch = parallel.shard_batch({"image": np.zeros((bs,) + shape, np.float32),
                                 "label": np.zeros(bs, np.int32)}, mesh)

@@ -2,11 +2,12 @@
 
 import numpy as np
 
-from ddpm_jax import data, images
+from ddpm_jax.data import sources
+from ddpm_jax.infra import images
 
 
 def test_embedded_digits():
-  x, y = data.load_embedded_digits()
+  x, y = sources.load_embedded_digits()
   assert x.shape == (1797, 8, 8, 1) and x.dtype == np.uint8
   assert x.min() == 0 and x.max() == 255
   assert np.all(np.bincount(y) > 170)

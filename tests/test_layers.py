@@ -1,6 +1,6 @@
-"""The import layering of the package, read from the source with `ast`: every module imports
-only from layers below its own (never sideways, never up), and the modules that stand apart
-(models, data, files, devices, checkpoints, the Inception network) import nothing layered."""
+"""The import layering of the package, read from the source with `ast`: each package imports
+only packages of the layers below its own (never sideways, never up), and the modules inside
+a package import each other without cycles."""
 
 import ast
 import pathlib
@@ -11,21 +11,14 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "ddpm_jax"
 
 LAYERS = [  # top to bottom
     ["main"],
-    ["train", "generate", "bpd", "evaluation.evaluate"],  # the modes
-    ["runs"],
-    ["sampler_builder"],
-    ["builders"],
-    ["likelihood", "train_step"],
-    ["samplers.ddpm", "samplers.ddim", "samplers.pc", "samplers.langevin", "samplers.ode",
-     "samplers.dpm_solver", "samplers.unipc", "samplers.edm",
-     "samplers.guidance", "losses", "score_losses", "preconditioning", "analytic"],
-    ["samplers.common", "samplers.log_snr"],
-    ["diffusion", "sde"],
-    ["schedules", "broadcast"],
+    ["modes"],
+    ["config"],
+    ["training", "samplers", "testing"],
+    ["objectives"],
+    ["core"],
+    ["models", "data", "evaluation"],
+    ["infra"],
 ]
-APART = ["models.layers", "models.unet", "data", "files", "flops", "images", "metrics_writer",
-         "parallel", "checkpoint", "evaluation.inception", "evaluation.fid",
-         "evaluation.convert_inception"]
 
 
 def _modules() -> set[str]:
@@ -44,47 +37,65 @@ def _imports(source: str, known: set[str]) -> set[str]:
     else:
       continue
     for name in names:
-      if name.startswith("ddpm_jax."):
-        short = name[len("ddpm_jax."):]
-        if short in known:
-          found.add(short)
+      short = name.removeprefix("ddpm_jax.")
+      if name.startswith("ddpm_jax.") and short in known:
+        found.add(short)
   return found
 
 
+def _package(module: str) -> str:
+  return module.split(".")[0]
+
+
 def violations(imports: dict[str, set[str]]) -> list[str]:
-  """'a -> b' for every import that goes up or sideways in LAYERS, or out of APART."""
-  rank = {m: i for i, layer in enumerate(LAYERS) for m in layer}
-  bad = []
-  for module, targets in sorted(imports.items()):
-    for target in sorted(targets):
-      if target in APART:
-        continue
-      if module in APART or rank[target] <= rank[module]:
-        bad.append(f"{module} -> {target}")
-  return bad
+  """'a -> b' for every import of a package in the same layer or above, and every cycle
+  among the modules of one package."""
+  rank = {p: i for i, layer in enumerate(LAYERS) for p in layer}
+  bad = [f"{m} -> {t}" for m, targets in sorted(imports.items()) for t in sorted(targets)
+         if _package(t) != _package(m) and rank[_package(t)] <= rank[_package(m)]]
+  inside = {m: {t for t in ts if _package(t) == _package(m)} for m, ts in imports.items()}
+  return bad + [f"cycle through {m}" for m in sorted(inside) if _reaches(inside, m, m)]
 
 
-def test_every_module_has_a_place():
-  placed = [m for layer in LAYERS for m in layer] + APART
+def _reaches(graph, start, goal) -> bool:
+  """Whether a path of imports leads from `start` to `goal`."""
+  stack, seen = list(graph.get(start, ())), set()
+  while stack:
+    module = stack.pop()
+    if module == goal:
+      return True
+    if module not in seen:
+      seen.add(module)
+      stack.extend(graph.get(module, ()))
+  return False
+
+
+def test_every_package_has_a_layer():
+  placed = [p for layer in LAYERS for p in layer]
   assert len(placed) == len(set(placed))
-  assert set(placed) == _modules(), "place new modules in LAYERS or APART"
+  assert set(placed) == {_package(m) for m in _modules()}, "place new packages in LAYERS"
 
 
-def test_no_module_imports_upward_or_sideways():
+def test_no_module_imports_upward_sideways_or_in_a_cycle():
   known = _modules()
   imports = {m: _imports((PACKAGE / (m.replace(".", "/") + ".py")).read_text(), known)
              for m in known}
-  assert imports["builders"] and imports["main"]  # the parser finds imports at all
+  assert imports["config.build"] and imports["main"]  # the parser finds imports at all
   assert violations(imports) == []
 
 
 @pytest.mark.parametrize("module,source,expected", [
-    ("builders", "from ddpm_jax import train", ["builders -> train"]),             # up
-    ("train", "from ddpm_jax import generate", ["train -> generate"]),             # sideways
-    ("data", "import ddpm_jax.diffusion", ["data -> diffusion"]),                  # out of apart
-    ("samplers.pc", "def f():\n  from ddpm_jax.samplers import ddim",            # inside a function
-     ["samplers.pc -> samplers.ddim"]),
-    ("train", "from ddpm_jax.samplers import common\nfrom ddpm_jax import files", []),
+    ("config.build", "from ddpm_jax.modes import train", ["config.build -> modes.train"]),  # up
+    ("samplers.pc", "from ddpm_jax.training import step", ["samplers.pc -> training.step"]),  # sideways
+    ("data.sources", "import ddpm_jax.core.chain", ["data.sources -> core.chain"]),           # up from below
+    ("core.sde", "def f():\n  from ddpm_jax.samplers import grids",                         # in a function
+     ["core.sde -> samplers.grids"]),
+    ("modes.train", "from ddpm_jax.samplers import common\nfrom ddpm_jax.infra import files", []),
 ])
 def test_the_checker_catches_each_kind_of_bad_import(module, source, expected):
   assert violations({module: _imports(source, _modules())}) == expected
+
+
+def test_the_checker_catches_a_cycle_inside_a_package():
+  assert violations({"samplers.ddim": {"samplers.ddpm"}, "samplers.ddpm": {"samplers.ddim"}}) == [
+      "cycle through samplers.ddim", "cycle through samplers.ddpm"]

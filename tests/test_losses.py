@@ -7,7 +7,11 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from ddpm_jax import analytic, diffusion, losses, schedules
+from ddpm_jax.core import chain as diffusion
+from ddpm_jax.core import denoiser, schedules
+from ddpm_jax.core import sde as sde_lib
+from ddpm_jax.objectives import ddpm as losses
+from ddpm_jax.testing import analytic
 
 MU, SD, DIM = 0.1, 0.3, 4
 
@@ -29,7 +33,9 @@ def test_simple_loss_of_exact_model_is_the_bayes_error(sched, mean_type):
   eps_model = analytic.gaussian_eps_model(sched, jnp.full((DIM,), MU), SD)
 
   def model(x, t):
-    x0, eps = diffusion.predict_x0_eps(sched, "eps", x, t, eps_model(x, t))
+    alpha, sigma = (diffusion.extract(c, t, x) for c in (sched.sqrt_alpha_bars,
+                                                          sched.sqrt_one_minus_alpha_bars))
+    x0, eps = denoiser.convert("eps", eps_model(x, t), x, alpha, sigma)
     return diffusion.target(sched, mean_type, x0, t, eps)
 
   n = 100_000
@@ -67,10 +73,12 @@ def test_vlb_of_exact_reverse_process_matches_true_nll(sched):
   nll = (-np.log2(p_bin[bins])).mean(axis=1)  # bits/dim per example
 
   eps_model = analytic.gaussian_eps_model(sched, jnp.full((DIM,), MU), SD)
+  process = sde_lib.DiscreteVPSDE(tuple(schedules.beta_schedule("linear", 1000)))
   bounds = {}
-  for var_type, model in [("learned", _exact_reverse_model(sched, eps_model)),
-                          ("fixed_large", eps_model), ("fixed_small", eps_model)]:
-    total, terms, prior = jax.jit(lambda x, k: losses.vlb_bpd(model, sched, x, k, var_type=var_type))(
+  for var_type, net in [("learned", _exact_reverse_model(sched, eps_model)),
+                        ("fixed_large", eps_model), ("fixed_small", eps_model)]:
+    model = denoiser.make(net, process, "ddpm", var_type=var_type)
+    total, terms, prior = jax.jit(lambda x, k: losses.vlb_bpd(model, x, k))(  # noqa: B023
         x0, jax.random.key(1))
     assert terms.shape == (1000, n) and prior.shape == (n,)
     np.testing.assert_allclose(total, terms.sum(0) + prior, rtol=1e-5)

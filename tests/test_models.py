@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ddpm_jax.models.unet import UNet
 from ddpm_jax.models import layers
+from ddpm_jax.models.unet import UNet
 
 pytestmark = pytest.mark.usefixtures("cheap_compile")  # conftest.py: compiled sooner, run slower
 

@@ -10,22 +10,31 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 from multiprocess import launch
-
-from ddpm_jax import builders, checkpoint, generate, runs, train
-from ddpm_jax.evaluation import evaluate
 from test_fid import WEIGHTS
+
+from ddpm_jax.config import build
+from ddpm_jax.modes import evaluate, runs, train
+from ddpm_jax.modes import sample as sample_mode
+from ddpm_jax.training import checkpoint
 
 pytestmark = pytest.mark.xdist_group("multiprocess")  # one xdist worker runs the module fixture
 
-TINY = {"model.ch_mult": "(1,)", "training.batch_size": 16, "training.log_every": 1,
-        "training.checkpoint_every": 2, "sampling.num_steps": 2, "sampling.num_samples": 8,
-        "sampling.batch_size": 8, "eval.batch_size": 16, "eval.num_examples": 32,
-        "diffusion.num_timesteps": 50}
+# The tiny settings of each mode (the config gate refuses command-line settings a mode does
+# not read).
+TINY = {"model.ch_mult": "(1,)", "diffusion.num_timesteps": 50}
+MODE_TINY = {
+    "train": {"training.batch_size": 16, "training.log_every": 1,
+              "training.checkpoint_every": 2, "sampling.num_steps": 2, "sampling.num_samples": 8},
+    "sample": {"sampling.num_steps": 2, "sampling.num_samples": 8, "sampling.batch_size": 8},
+    "bpd": {"eval.batch_size": 16, "eval.num_examples": 32},
+    "eval": {"sampling.num_steps": 2},
+}
 
 
-def _flags(**overrides) -> list[str]:
-  return ["--config=configs/demo.py"] + [f"--config.{k}={v}" for k, v in
-                                         {**TINY, **overrides}.items()]
+def _flags(mode="train", **overrides) -> list[str]:
+  settings = {**TINY, **MODE_TINY[mode], **overrides}
+  return (["--config=configs/demo.py", f"--mode={mode}"]
+          + [f"--config.{k}={v}" for k, v in settings.items()])
 
 
 def _config(**overrides):
@@ -35,9 +44,9 @@ def _config(**overrides):
 
 
 def _state(config, workdir, step):
-  run = runs.start_run(config, str(workdir), batch_field="training.batch_size")
+  run = runs.start_run(config, str(workdir), "train")
   manager = checkpoint.make_manager(run.checkpoint_dir)
-  template = builders.init_state(config, run.model, run.shape)
+  template = build.train_state(config, run.plan.model, run.shape)
   return jax.device_get(checkpoint.restore(manager, step, template))
 
 
@@ -80,17 +89,16 @@ def test_only_process_0_writes_files(runs_dir):
 
 def test_sample_and_bpd_modes_under_two_processes_match_one(runs_dir, tmp_path):
   root, _ = runs_dir
-  flags = _flags(**{"training.num_train_steps": 6})
   for mode in ("sample", "bpd"):  # bpd: the coordinator and the process index from the environment
-    _, others = launch(root / "moved", *flags, f"--mode={mode}", logs=tmp_path / mode,
+    _, others = launch(root / "moved", *_flags(mode), logs=tmp_path / mode,
                        from_env=mode == "bpd")
     assert not others
   config = _config(**{"training.num_train_steps": 6})
   two = dict(np.load(next((root / "moved" / "samples").glob("ddim2_*_step6_*.npz"))))
   shutil.copytree(root / "moved" / "checkpoints", tmp_path / "one" / "checkpoints")
-  _, npz = generate.sample_from_checkpoint(config, str(tmp_path / "one"))
+  _, npz = sample_mode.sample_from_checkpoint(config, str(tmp_path / "one"))
   assert np.abs(two["images"].astype(int) - np.load(npz)["images"]).max() <= 1
-  from ddpm_jax import bpd
+  from ddpm_jax.modes import bpd
   one = bpd.evaluate_bpd(config, str(tmp_path / "one"))
   two = json.loads((root / "moved" / "bpd_train_ema_step6.json").read_text())
   assert two["num_examples"] == one["num_examples"] == 32
@@ -106,18 +114,19 @@ def test_eval_killed_under_two_processes_resumes_under_one(runs_dir, tmp_path):
   root, _ = runs_dir
   fid = {"fid.inception_weights": str(WEIGHTS / "inception_fid.npz"), "fid.chunk_size": 8,
          "fid.ref_num_examples": 16, "fid.kid_subsets": 5, "fid.kid_subset_size": 8,
-         "fid.cache_dir": str(tmp_path / "cache"), "training.num_train_steps": 6}
+         "fid.cache_dir": str(tmp_path / "cache")}
   work = tmp_path / "work"
   shutil.copytree(root / "moved" / "checkpoints", work / "checkpoints")
-  _, others = launch(work, *_flags(**fid, **{"fid.num_samples": 16}), "--mode=eval",
+  _, others = launch(work, *_flags("eval", **fid, **{"fid.num_samples": 16}),
                      kill_at="chunk_00001")
   assert not others
   assert [p.name for p in (work / "eval").glob("*/chunk_*.npz")] == ["chunk_00000.npz"]
-  resumed = evaluate.evaluate(_config(**fid, **{"fid.num_samples": 16}), str(work))
+  config = _config(**fid, **{"fid.num_samples": 16, "training.num_train_steps": 6})
+  resumed = evaluate.evaluate(config, str(work))
   assert sorted(p.name for p in (work / "eval").glob("*/chunk_*.npz")) == [
       "chunk_00000.npz", "chunk_00001.npz"]
   shutil.copytree(root / "moved" / "checkpoints", tmp_path / "fresh" / "checkpoints")
-  straight = evaluate.evaluate(_config(**fid, **{"fid.num_samples": 16}), str(tmp_path / "fresh"))
+  straight = evaluate.evaluate(config, str(tmp_path / "fresh"))
   for name in ("fid", "kid", "precision", "recall"):
     assert resumed[name] == pytest.approx(straight[name], rel=1e-4, abs=1e-6), name
   assert resumed["fid"] > 0 and resumed["sampler"] == "ddim" and resumed["num_samples"] == 16

@@ -11,16 +11,18 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 
-from ddpm_jax import builders, checkpoint, generate, runs, sampler_builder
-from ddpm_jax.evaluation import evaluate
+from ddpm_jax.config import build, sampler, validate
+from ddpm_jax.modes import evaluate, runs
+from ddpm_jax.modes import sample as sample_mode
+from ddpm_jax.training import checkpoint
 
 
 @pytest.fixture(scope="module")
 def state():
   """The tiny config's initial TrainState."""
   config = tiny_config()
-  shape = builders.image_shape(config, builders.build_source(config))
-  return builders.init_state(config, builders.build_model(config, shape[-1]), shape)
+  shape = build.image_shape(config, build.source(config))
+  return build.train_state(config, build.model(config, shape[-1]), shape)
 
 
 def _other(state, step):
@@ -95,9 +97,9 @@ def test_keeping_no_checkpoint_is_refused(tmp_path):
 
 
 def test_results_are_named_by_every_setting_that_changes_the_samples(state, monkeypatch):
-  """The sampler's words in the name, then a digest of all of config.sampling, the model,
-  the checkpoint step, the parameters and the samplers' revision: any change gives another
-  name."""
+  """The sampler's words in the name, then a digest of the config.sampling fields the mode
+  reads, the model, the checkpoint step, the parameters and the samplers' revision: any change
+  gives another name, and a field the mode does not read leaves it alone."""
   config, params = tiny_config(), state.ema_params
   name, settings = runs.results_name(config, 4, params)
   assert name.startswith("ddim2_eta0_ema_step4_seed0_") and settings["step"] == 4
@@ -109,18 +111,26 @@ def test_results_are_named_by_every_setting_that_changes_the_samples(state, monk
   changed += [runs.results_name(config, 6, params)[0],
               runs.results_name(config, 4, _other(state, 1).params)[0],
               runs.results_name(config, 4, params, chunk_size=8)[0]]
-  monkeypatch.setattr(sampler_builder, "REVISION", sampler_builder.REVISION + 1)
+  monkeypatch.setattr(sampler, "REVISION", sampler.REVISION + 1)
   changed.append(runs.results_name(config, 4, params)[0])  # samplers changed, config not
+  monkeypatch.undo()
   assert len({name, *changed}) == len(changed) + 1
   assert changed[0].startswith("ddim2_eta1_ema_") and changed[1].startswith("ddim2_eta0_raw_")
+  # settings the run does not read leave the name alone: DDIM has no SNR, and --mode eval
+  # draws its samples in chunks of fid.chunk_size, not sampling.batch_size
+  assert runs.results_name(tiny_config(**{"sampling.snr": 0.3}), 4, params)[0] == name
+  in_eval = runs.results_name(config, 4, params, "eval")[0]
+  assert runs.results_name(tiny_config(**{"sampling.batch_size": 4}), 4, params,
+                           "eval")[0] == in_eval
+  assert runs.results_name(tiny_config(**{"sampling.batch_size": 4}), 4, params)[0] != name
 
 
 def test_samples_with_other_settings_go_to_other_files(state, tmp_path):
   """--mode sample with η = 0 and then η = 1 on one checkpoint: two result files, different
   images (the old names, keyed by method and steps only, overwrote the first)."""
   _saved(tmp_path / "checkpoints", state, [4])
-  png0, npz0 = generate.sample_from_checkpoint(tiny_config(), str(tmp_path))
-  png1, npz1 = generate.sample_from_checkpoint(tiny_config(**{"sampling.eta": 1.0}),
+  png0, npz0 = sample_mode.sample_from_checkpoint(tiny_config(), str(tmp_path))
+  png1, npz1 = sample_mode.sample_from_checkpoint(tiny_config(**{"sampling.eta": 1.0}),
                                                str(tmp_path))
   assert npz0 != npz1 and os.path.exists(npz0) and os.path.exists(png1)
   assert not np.array_equal(np.load(npz0)["images"], np.load(npz1)["images"])
@@ -131,7 +141,7 @@ def test_the_reference_feature_pass_resumes_from_its_chunks(tmp_path):
   chunks go once the cache file is written."""
   config = tiny_config(**{"fid.chunk_size": 8, "fid.ref_split": "train",
                           "fid.ref_num_examples": 30})
-  source, n = evaluate.reference_split(config)
+  source, n = build.reference(config)
   calls = []
 
   def features(read, m, fail_at=None):  # a stand-in for Inception: the mean of each image
@@ -160,5 +170,5 @@ def test_the_reference_feature_pass_resumes_from_its_chunks(tmp_path):
 def test_a_kid_subset_as_large_as_the_samples_or_the_reference_is_refused(num_samples, n_ref):
   f = tiny_config(**{"fid.num_samples": num_samples, "fid.kid_subset_size": 1000}).fid
   with pytest.raises(ValueError, match="fid.kid_subset_size=1000 must be smaller than"):
-    evaluate.check_kid_subset(f, n_ref)
-  evaluate.check_kid_subset(tiny_config(**{"fid.num_samples": 2000}).fid, 1001)
+    validate.check_kid_subset(f, n_ref)
+  validate.check_kid_subset(tiny_config(**{"fid.num_samples": 2000}).fid, 1001)

@@ -6,15 +6,16 @@ float64 recursion (written here independently of the library). Samples must matc
 Monte-Carlo error; with many steps the recursion itself reaches (μ, s²).
 """
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ddpm_jax import analytic, parallel, schedules
-from ddpm_jax.samplers import ddim, ddpm
+from ddpm_jax.core import denoiser, schedules
+from ddpm_jax.core import sde as sde_lib
+from ddpm_jax.infra import parallel
+from ddpm_jax.samplers import ddim, ddpm, table
+from ddpm_jax.testing import analytic
 
 MU = np.array([0.5, -0.3, 0.1, 0.0])
 SD = np.array([0.3, 0.2, 0.5, 1.0])
@@ -22,14 +23,17 @@ N = 8000
 BETAS = schedules.beta_schedule("linear", 1000)
 
 
-@pytest.fixture(scope="module")
-def sched():
-  return schedules.make_schedule(BETAS)
+PROCESS = sde_lib.DiscreteVPSDE(tuple(BETAS))
 
 
 @pytest.fixture(scope="module")
-def model(sched):
-  return analytic.gaussian_eps_model(sched, MU, SD)
+def model():
+  """The exact ε-network of N(MU, diag SD²) on the chain, as its Denoiser."""
+  return analytic.mixture_denoiser(PROCESS, MU[None], SD[None])
+
+
+def _sample(method, model, key, shape, **options):
+  return table.sample(method, model, key, shape, **options)[0]
 
 
 def _affine_step(ab, x_coef, e_coef):
@@ -77,8 +81,8 @@ def _check_moments(x, mean, var, label):
 
 
 @pytest.mark.parametrize("var_type,bias", [("fixed_small", 0.04), ("fixed_large", 0.01)])
-def test_ddpm_ancestral_reproduces_gaussian_data(sched, model, var_type, bias):
-  x = ddpm.ddpm_sample(model, sched, jax.random.key(0), (N, 4), var_type=var_type, clip_x0=False)
+def test_ddpm_ancestral_reproduces_gaussian_data(model, var_type, bias):
+  x = _sample("ddpm", model.replace(var_type=var_type), jax.random.key(0), (N, 4))
   m, v = ddpm_moments(var_type)
   _check_moments(x, m, v, var_type)
   # The chain's own bias on s² (exact recursion): −3.7% with β̃, +0.9% with β at T = 1000.
@@ -92,9 +96,9 @@ def test_ddpm_ancestral_reproduces_gaussian_data(sched, model, var_type, bias):
 @pytest.mark.parametrize("eta,num_steps,skip_type,bias", [
     (0.0, 1000, "uniform", 0.02), (1.0, 1000, "uniform", 0.04),
     (0.0, 50, "quadratic", 0.08), (1.0, 50, "quadratic", 0.16), (0.0, 50, "uniform", 0.25)])
-def test_ddim_reproduces_gaussian_data(sched, model, eta, num_steps, skip_type, bias):
-  x = ddim.ddim_sample(model, sched, jax.random.key(1), (N, 4), num_steps=num_steps, eta=eta,
-                       skip_type=skip_type, clip_x0=False)
+def test_ddim_reproduces_gaussian_data(model, eta, num_steps, skip_type, bias):
+  x = _sample("ddim", model, jax.random.key(1), (N, 4), num_steps=num_steps, eta=eta,
+              skip_type=skip_type)
   m, v = ddim_moments(ddim.ddim_timesteps(1000, num_steps, skip_type), eta)
   _check_moments(x, m, v, (eta, num_steps, skip_type))
   np.testing.assert_allclose(m, MU, atol=0.006)
@@ -109,52 +113,51 @@ def test_ddim_eta1_full_schedule_is_ddpm_with_posterior_variance(x64):
   w = jnp.asarray(rng.normal(size=(3, 3)))
   net = lambda x, t: jnp.tanh(x @ w) * (1 + t[:, None] / 1000.0)  # noqa: E731
   for clip in (False, True):
+    model = denoiser.make(net, PROCESS, "ddpm", clip_x0=clip)
     for t in (999, 600, 100, 1, 0):
       x = jnp.asarray(rng.normal(size=(16, 3)) * 2)
       z = jnp.asarray(rng.normal(size=(16, 3)))
-      a, a_x0 = ddim.ddim_step(net, s, x, t, t - 1, z, eta=1.0, mean_type="eps",
-                               var_type="fixed_small", clip_x0=clip)
-      b, b_x0 = ddpm.ancestral_step(net, s, x, t, z, mean_type="eps", var_type="fixed_small",
-                                    clip_x0=clip)
+      a, a_x0 = ddim.ddim_step(model, s, x, t, t - 1, z, eta=1.0)
+      b, b_x0 = ddpm.ancestral_step(model, s, x, t, z)
       np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
       np.testing.assert_allclose(a_x0, b_x0, rtol=1e-12)
 
 
-def test_ddim_eta1_and_ddpm_give_the_same_samples(sched):
-  mix = analytic.mixture_eps_model(sched, jnp.array([[0.6, 0.6], [-0.5, 0.2]]), 0.1)
-  a = ddim.ddim_sample(mix, sched, jax.random.key(4), (64, 2), num_steps=1000, eta=1.0)
-  b = ddpm.ddpm_sample(mix, sched, jax.random.key(4), (64, 2), var_type="fixed_small")
+def test_ddim_eta1_and_ddpm_give_the_same_samples():
+  mix = analytic.mixture_denoiser(PROCESS, jnp.array([[0.6, 0.6], [-0.5, 0.2]]), 0.1,
+                                  clip_x0=True)
+  a = _sample("ddim", mix, jax.random.key(4), (64, 2), num_steps=1000, eta=1.0)
+  b = _sample("ddpm", mix, jax.random.key(4), (64, 2))
   np.testing.assert_allclose(a, b, atol=2e-4)  # float32 over 1000 steps; exact in float64 above
 
 
-def test_ddim_inversion_regenerates_x0(sched, model):
+def test_ddim_inversion_regenerates_x0(model):
   x0 = jnp.asarray(MU + SD * np.random.default_rng(5).normal(size=(512, 4)), jnp.float32)
   for num_steps, tol in [(1000, 0.01), (100, 0.1)]:
-    z = ddim.ddim_encode(model, sched, x0, num_steps=num_steps)
+    z = ddim.ddim_encode(model.replace(clip_x0=True), x0, num_steps=num_steps)  # never clips
     np.testing.assert_allclose(np.std(np.asarray(z), 0), 1.0, atol=0.12)  # x_T ≈ N(0, I)
-    x = ddim.ddim_sample(model, sched, jax.random.key(9), x0.shape, num_steps=num_steps, x_T=z,
-                         clip_x0=False)
+    x = _sample("ddim", model, jax.random.key(9), x0.shape, num_steps=num_steps, x_T=z)
     assert float(jnp.max(jnp.abs(x - x0))) < tol, num_steps
 
 
-def test_samples_do_not_depend_on_device_count(sched):
-  mix = analytic.mixture_eps_model(sched, jnp.array([[0.6, 0.6, 0.0], [-0.5, 0.2, 0.1]]), 0.2)
+def test_samples_do_not_depend_on_device_count():
+  mix = analytic.mixture_denoiser(PROCESS, jnp.array([[0.6, 0.6, 0.0], [-0.5, 0.2, 0.1]]), 0.2,
+                                  var_type="fixed_large")
   mesh = parallel.make_mesh()
   assert mesh.size == 8
-  for fn in (functools.partial(ddpm.ddpm_sample, var_type="fixed_large"),
-             functools.partial(ddim.ddim_sample, num_steps=50, eta=0.5)):
-    one = fn(mix, sched, jax.random.key(3), (64, 3))
-    eight = fn(mix, sched, jax.random.key(3), (64, 3), mesh=mesh)
+  for method, options in (("ddpm", {}), ("ddim", {"num_steps": 50, "eta": 0.5})):
+    one = _sample(method, mix, jax.random.key(3), (64, 3), **options)
+    eight = _sample(method, mix, jax.random.key(3), (64, 3), mesh=mesh, **options)
     assert eight.sharding.spec == jax.sharding.PartitionSpec("data")
     np.testing.assert_allclose(one, eight, atol=1e-4)  # measured ≤ 2e-5: reassociation only
     assert float(jnp.std(one)) > 0.1
   with pytest.raises(ValueError, match="multiple of 8"):
-    ddpm.ddpm_sample(mix, sched, jax.random.key(3), (12, 3), mesh=mesh)
+    _sample("ddpm", mix, jax.random.key(3), (12, 3), mesh=mesh)
 
 
-def test_recorded_trajectory(sched, model):
-  x, rec = ddpm.ddpm_sample(model, sched, jax.random.key(2), (16, 4), record_steps=(999, 500, 0),
-                            clip_x0=False)
+def test_recorded_trajectory(model):
+  x, info = table.sample("ddpm", model, jax.random.key(2), (16, 4), record_steps=(999, 500, 0))
+  rec = info["records"]
   assert rec["x"].shape == (16, 3, 4) and rec["x0"].shape == (16, 3, 4)
   x_T = jax.vmap(lambda k: jax.random.normal(jax.random.split(k)[0], (4,)))(
       jax.random.split(jax.random.key(2), 16))
@@ -162,17 +165,20 @@ def test_recorded_trajectory(sched, model):
   np.testing.assert_allclose(rec["x0"][:, 2], x, atol=1e-6)  # the last step returns x̂_0
   # x̂_0 at t = 500 is E[x_0 | x_500], which lies between μ and x_500/√ᾱ.
   assert float(jnp.abs(rec["x0"][:, 1]).max()) < 5
-  x, rec = ddim.ddim_sample(model, sched, jax.random.key(2), (16, 4), num_steps=10,
-                            record_steps=(900, 0), clip_x0=False)
-  np.testing.assert_allclose(rec["x0"][:, 1], x, atol=1e-6)
+  x, info = table.sample("ddim", model, jax.random.key(2), (16, 4), num_steps=10,
+                         record_steps=(900, 0))
+  np.testing.assert_allclose(info["records"]["x0"][:, 1], x, atol=1e-6)
+  assert info["nfe"] == 10
 
 
-def test_learned_variance_output_is_split(sched, model):
-  both = jax.tree_util.Partial(lambda m, x, t: jnp.concatenate([m(x, t), jnp.zeros_like(x)], -1), model)
-  a = ddim.ddim_sample(both, sched, jax.random.key(0), (8, 4), num_steps=20, var_type="learned_range")
-  b = ddim.ddim_sample(model, sched, jax.random.key(0), (8, 4), num_steps=20)
+def test_learned_variance_output_is_split(model):
+  both = jax.tree_util.Partial(lambda m, x, t: jnp.concatenate([m(x, t), jnp.zeros_like(x)], -1),
+                               model.net)
+  learned = model.replace(net=both, var_type="learned_range")
+  a = _sample("ddim", learned, jax.random.key(0), (8, 4), num_steps=20)
+  b = _sample("ddim", model, jax.random.key(0), (8, 4), num_steps=20)
   np.testing.assert_allclose(a, b, atol=1e-6)
-  c = ddpm.ddpm_sample(both, sched, jax.random.key(0), (8, 4), var_type="learned_range")
+  c = _sample("ddpm", learned, jax.random.key(0), (8, 4))
   assert c.shape == (8, 4) and bool(jnp.all(jnp.isfinite(c)))
 
 
@@ -191,13 +197,17 @@ def test_timestep_subsequences():
   assert ddim.ddim_timesteps(10, 10, "quadratic") == tuple(range(10))
 
 
-def test_bad_sampler_arguments(sched, model):
+def test_bad_sampler_arguments(model):
   with pytest.raises(ValueError, match=r"eta must be in \[0, 1\]"):
-    ddim.ddim_sample(model, sched, jax.random.key(0), (4, 4), eta=1.5)
+    _sample("ddim", model, jax.random.key(0), (4, 4), eta=1.5)
   with pytest.raises(ValueError, match="strictly increasing"):
-    ddim.ddim_sample(model, sched, jax.random.key(0), (4, 4), timesteps=(5, 3))
+    _sample("ddim", model, jax.random.key(0), (4, 4), timesteps=(5, 3))
   with pytest.raises(ValueError, match="var_type"):
-    ddpm.ddpm_sample(model, sched, jax.random.key(0), (4, 4), var_type="small")
+    denoiser.make(model.net, PROCESS, "ddpm", var_type="small")
+  with pytest.raises(ValueError, match="VPSDE has no discrete chain"):
+    ddim.ddim_loop(sde_lib.VPSDE(), (4,))
+  with pytest.raises(ValueError, match="Unknown sampler 'plms'"):
+    _sample("plms", model, jax.random.key(0), (4, 4))
 
 
 def test_slerp():

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from ddpm_jax import schedules
+from ddpm_jax.core import schedules
 
 
 def test_linear_matches_ddpm():
@@ -70,7 +70,8 @@ def test_schedule_terms_from_their_definitions(x64):
   np.testing.assert_allclose(s.posterior_variance, betas * (1 - ab_prev) / (1 - ab), rtol=1e-6)
   assert float(s.posterior_variance[0]) == 0.0
   assert float(s.posterior_log_variance_clipped[0]) == pytest.approx(math.log(s.posterior_variance[1]))
-  np.testing.assert_allclose(s.sqrt_recipm1_alpha_bars**2, 1 / ab - 1, rtol=1e-5)
+  np.testing.assert_allclose(s.sqrt_one_minus_alpha_bars**2 + s.sqrt_alpha_bars**2, 1, rtol=1e-12)
+  np.testing.assert_allclose(s.sqrt_alpha_bars**2, ab, rtol=1e-12)
   assert s.num_timesteps == 100
 
 

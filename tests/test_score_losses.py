@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 from scipy import integrate
 
-from ddpm_jax import analytic, schedules, score_losses
-from ddpm_jax import sde as sde_lib
+from ddpm_jax.core import schedules
+from ddpm_jax.core import sde as sde_lib
+from ddpm_jax.objectives import dsm
+from ddpm_jax.testing import analytic
 
 pytestmark = pytest.mark.usefixtures("cheap_compile")  # conftest.py: compiled sooner, run slower
 
@@ -25,7 +27,7 @@ def test_dsm_loss_of_exact_score_is_the_bayes_error(name):
   sde = sde_lib.make_sde(name)
   score = analytic.mixture_score_model(sde, jnp.full((1, DIM), MU), SD)
   x0 = MU + SD * jax.random.normal(jax.random.key(0), (N, DIM))
-  loss, m = jax.jit(lambda x, k: score_losses.dsm_loss(score, sde, x, k))(
+  loss, m = jax.jit(lambda x, k: dsm.dsm_loss(score, sde, x, k))(
       x0, jax.random.split(jax.random.key(1), N))
   expected = integrate.quad(lambda t: _bayes_error(sde, [t])[0], 1e-5, 1.0, limit=200)[0] / (1 - 1e-5)
   se = float(jnp.std(m["per_example_loss"])) / np.sqrt(N)
@@ -39,7 +41,7 @@ def test_importance_sampled_likelihood_weighting_is_unbiased(name):
   score = analytic.mixture_score_model(sde, jnp.full((1, DIM), MU + 0.3), SD * 1.5)  # imperfect
   x0 = MU + SD * jax.random.normal(jax.random.key(0), (N, DIM))
   keys = jax.random.split(jax.random.key(2), N)
-  run = jax.jit(lambda k, imp: score_losses.dsm_loss(score, sde, x0, k, likelihood_weighting=True,
+  run = jax.jit(lambda k, imp: dsm.dsm_loss(score, sde, x0, k, likelihood_weighting=True,
                                                      importance_sampling=imp), static_argnums=1)
   a, ma = run(keys, False)
   b, mb = run(keys, True)
@@ -51,7 +53,7 @@ def test_importance_sampled_likelihood_weighting_is_unbiased(name):
 def test_importance_t_inverse_cdf_matches_density():
   """The fraction of t below each probe equals ∫_ε^probe g²/σ² dt / Z by quadrature."""
   sde, eps = sde_lib.VPSDE(), 1e-5
-  t, z = score_losses.importance_t(sde, (jnp.arange(200_000) + 0.5) / 200_000, eps)
+  t, z = dsm.importance_t(sde, (jnp.arange(200_000) + 0.5) / 200_000, eps)
   rate = lambda u: float(sde.beta(u)) / float(sde.marginal_coef(jnp.asarray(u))[1])**2  # noqa: E731
   total = integrate.quad(rate, eps, 1.0, points=[1e-4, 1e-3, 1e-2, 0.1], limit=400)[0]
   assert float(z) == pytest.approx(total, rel=1e-3)
@@ -67,7 +69,7 @@ def test_ncsn_loss_of_exact_score_is_the_bayes_error():
   score_t = analytic.mixture_score_model(ve, jnp.full((1, DIM), MU), SD)
   score = jax.tree_util.Partial(lambda s, x, sig: s(x, jnp.log(sig / 0.01) / jnp.log(100.0)), score_t)
   x0 = MU + SD * jax.random.normal(jax.random.key(0), (N, DIM))
-  loss, m = score_losses.ncsn_loss(score, sigmas, x0, jax.random.split(jax.random.key(1), N))
+  loss, m = dsm.ncsn_loss(score, sigmas, x0, jax.random.split(jax.random.key(1), N))
   expected = 0.5 * DIM * np.mean(1 - sigmas**2 / (SD**2 + sigmas**2))
   se = float(jnp.std(m["per_example_loss"])) / np.sqrt(N)
   assert float(loss) == pytest.approx(expected, abs=5 * se)
@@ -78,9 +80,9 @@ def test_bad_dsm_options():
   score = analytic.mixture_score_model(sde, jnp.zeros((1, 2)), 1.0)
   keys = jax.random.split(jax.random.key(0), 4)
   with pytest.raises(ValueError, match="likelihood_weighting=True"):
-    score_losses.dsm_loss(score, sde, jnp.zeros((4, 2)), keys, importance_sampling=True)
+    dsm.dsm_loss(score, sde, jnp.zeros((4, 2)), keys, importance_sampling=True)
   with pytest.raises(ValueError, match="sub-VP"):
-    score_losses.dsm_loss(score, sde, jnp.zeros((4, 2)), keys, importance_sampling=True,
+    dsm.dsm_loss(score, sde, jnp.zeros((4, 2)), keys, importance_sampling=True,
                           likelihood_weighting=True)
   with pytest.raises(ValueError, match="mean"):
-    score_losses.dsm_loss(score, sde_lib.VPSDE(), jnp.zeros((4, 2)), keys, reduce="max")
+    dsm.dsm_loss(score, sde_lib.VPSDE(), jnp.zeros((4, 2)), keys, reduce="max")

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from ddpm_jax import analytic, likelihood, schedules
-from ddpm_jax import sde as sde_lib
-from ddpm_jax.samplers import langevin, ode, pc
+from ddpm_jax.core import sde as sde_lib
+from ddpm_jax.infra import parallel
+from ddpm_jax.samplers import likelihood, table
+from ddpm_jax.testing import analytic
 
 MU = np.tile([0.5, -0.3, 0.1, 0.0], 16)
 SD = np.tile([0.3, 0.2, 0.5, 1.0], 16)
@@ -27,6 +28,12 @@ def _check(x, std_bias, label):
   assert mean_err.max() < 4.5, (label, mean_err.max())
   rel = (x.std(0) / SD).reshape(16, 4).mean(0) - 1
   assert np.all(np.abs(rel) < std_bias + 4.5 / np.sqrt(2 * N * 16)), (label, rel)
+
+
+def _exact(sde, means, stds, weights=None, **options):
+  """The exact score network of the mixture on `sde`, as its Denoiser."""
+  return analytic.mixture_denoiser(sde, means, stds, weights, kind="dsm", prediction="score",
+                                   **options)
 
 
 CASES = [  # (sde, predictor, corrector, snr, measured |std/s − 1| bound)
@@ -50,41 +57,40 @@ CASES = [  # (sde, predictor, corrector, snr, measured |std/s − 1| bound)
 @pytest.mark.parametrize("name,predictor,corrector,snr,bias", CASES)
 def test_pc_samplers_reproduce_gaussian_data(name, predictor, corrector, snr, bias):
   sde = sde_lib.make_sde(name)
-  score = analytic.mixture_score_model(sde, MU[None], SD[None])
-  x = pc.pc_sample(score, sde, jax.random.key(1), (N, 64), predictor=predictor,
-                   corrector=corrector, snr=snr)
+  x, info = table.sample("pc", _exact(sde, MU[None], SD[None]), jax.random.key(1), (N, 64),
+                         predictor=predictor, corrector=corrector, snr=snr)
   _check(x, bias, (name, predictor, corrector))
+  assert info["nfe"] == 1000 * ((predictor != "none") + (corrector != "none"))
 
 
 @pytest.mark.parametrize("name", sde_lib.SDE_NAMES)
 def test_probability_flow_ode_reproduces_gaussian_data(name):
   sde = sde_lib.make_sde(name)
-  score = analytic.mixture_score_model(sde, MU[None], SD[None])
-  x, nfe = ode.ode_sample(score, sde, jax.random.key(2), (N, 64), rtol=1e-4, atol=1e-4)
+  x, info = table.sample("ode", _exact(sde, MU[None], SD[None]), jax.random.key(2), (N, 64),
+                         rtol=1e-4, atol=1e-4)
   _check(x, 0.01, name)
-  assert 20 < float(nfe.mean()) < 500
+  assert 20 < info["nfe"] < 500
 
 
 def test_fixed_step_ode_solvers():
   sde = sde_lib.VPSDE()
-  score = analytic.mixture_score_model(sde, MU[None], SD[None])
   for solver, steps in (("euler", 500), ("heun", 100)):
-    x, nfe = ode.ode_sample(score, sde, jax.random.key(3), (N, 64), solver=solver, num_steps=steps)
+    x, info = table.sample("ode", _exact(sde, MU[None], SD[None]), jax.random.key(3), (N, 64),
+                           solver=solver, num_steps=steps)
     _check(x, 0.03, solver)
-    assert int(nfe[0]) == steps * (1 if solver == "euler" else 2) + 1  # + the denoising
+    assert info["nfe"] == steps * (1 if solver == "euler" else 2) + 1  # + the denoising
 
 
 def test_annealed_langevin_reproduces_gaussian_data():
-  sigmas = schedules.geometric_sigmas(50.0, 0.01, 100)
-  ve = sde_lib.VESDE(0.01, 50.0)
-  score_t = analytic.mixture_score_model(ve, MU[None], SD[None])
-  score_sigma = jax.tree_util.Partial(
-      lambda s, x, sigma: s(x, jnp.log(sigma / 0.01) / jnp.log(5000.0)), score_t)
-  x = langevin.annealed_langevin_sample(score_sigma, sigmas, jax.random.key(4), (N, 64),
-                                        step_lr=2e-5, n_steps_each=100)
+  """NCSN's sampler over 100 geometric levels from 50 to 0.01, the exact NCSN network."""
+  levels = sde_lib.VESDE(0.01, 50.0, 100)
+  model = analytic.mixture_denoiser(levels, MU[None], SD[None], kind="ncsn")
+  x, info = table.sample("ald", model, jax.random.key(4), (N, 64), step_lr=2e-5,
+                         n_steps_each=100)
   _check(x, 0.02, "ald")
-  with pytest.raises(ValueError, match="strictly decreasing"):
-    langevin.annealed_langevin_sample(score_sigma, sigmas[::-1], jax.random.key(4), (8, 64))
+  assert info["nfe"] == 100 * 100 + 1
+  with pytest.raises(ValueError, match="noise levels of a VE SDE, not a VPSDE"):
+    table.get("ald").build(sde_lib.VPSDE(), (64,))
 
 
 @pytest.mark.parametrize("method", ["pc", "ode"])
@@ -92,23 +98,19 @@ def test_mixture_mode_weights(method):
   means = jnp.array([[0.6, 0.6], [-0.6, 0.3], [0.0, -0.7]])
   weights = np.array([0.7, 0.2, 0.1])
   sde = sde_lib.VESDE(0.01, 5.0)
-  score = analytic.mixture_score_model(sde, means, 0.08, weights)
+  model = _exact(sde, means, 0.08, weights)
   n = 4000
-  if method == "pc":
-    x = pc.pc_sample(score, sde, jax.random.key(5), (n, 2), corrector="none")
-  else:
-    x, _ = ode.ode_sample(score, sde, jax.random.key(5), (n, 2))
+  options = {"corrector": "none"} if method == "pc" else {}
+  x, _ = table.sample(method, model, jax.random.key(5), (n, 2), **options)
   nearest = np.argmin(np.linalg.norm(np.asarray(x)[:, None] - np.asarray(means)[None], axis=-1), 1)
   frac = np.bincount(nearest, minlength=3) / n
   np.testing.assert_array_less(np.abs(frac - weights), 4 * np.sqrt(weights * (1 - weights) / n))
 
 
 def test_samples_do_not_depend_on_device_count():
-  from ddpm_jax import parallel
-  sde = sde_lib.VESDE()
-  score = analytic.mixture_score_model(sde, MU[None], SD[None])
-  one = pc.pc_sample(score, sde, jax.random.key(6), (16, 64))
-  eight = pc.pc_sample(score, sde, jax.random.key(6), (16, 64), mesh=parallel.make_mesh())
+  model = _exact(sde_lib.VESDE(), MU[None], SD[None])
+  one, _ = table.sample("pc", model, jax.random.key(6), (16, 64))
+  eight, _ = table.sample("pc", model, jax.random.key(6), (16, 64), mesh=parallel.make_mesh())
   np.testing.assert_allclose(one, eight, atol=1e-4)
 
 
@@ -120,9 +122,9 @@ def test_ode_nll_equals_the_exact_gaussian_nll(name):
   x = mu + sd * np.random.default_rng(0).normal(size=(256, 4))
   exact = stats.norm.logpdf(x, mu, sd).sum(1)
   sde = sde_lib.make_sde(name)
-  score = analytic.mixture_score_model(sde, mu[None], sd[None])
-  lp, nfe = likelihood.ode_log_likelihood(score, sde, jnp.asarray(x, jnp.float32),
-                                          jax.random.key(0), method="exact")
+  lp, nfe = likelihood.ode_log_likelihood(_exact(sde, mu[None], sd[None]),
+                                          jnp.asarray(x, jnp.float32), jax.random.key(0),
+                                          method="exact")
   assert abs(float(np.mean(np.asarray(lp) - exact)) / 4) < 0.01
   assert float(np.max(np.abs(np.asarray(lp) - exact))) / 4 < 0.01
 

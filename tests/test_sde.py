@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from scipy import integrate
 
-from ddpm_jax import analytic, schedules
-from ddpm_jax import sde as sde_lib
+from ddpm_jax.core import schedules
+from ddpm_jax.core import sde as sde_lib
 
 
 def test_vp_discretization_is_the_ddpm_chain():
@@ -89,30 +89,6 @@ def test_discrete_vp_interpolates_its_chain_and_solves_its_moment_odes():
   alpha, sigma = sde.marginal_coef(jnp.asarray(ts, jnp.float32))
   np.testing.assert_allclose(alpha, sol.y[0], rtol=1e-4, atol=1e-6)
   np.testing.assert_allclose(np.asarray(sigma, np.float64)**2, sol.y[1], rtol=1e-4)
-
-
-@pytest.mark.parametrize("mean_type", ["eps", "x0", "v", "score"])
-@pytest.mark.parametrize("name", ["vp", "ve"])
-def test_score_from_network_outputs(name, mean_type):
-  """A network that outputs the exact ε, x̂_0, v or score at label t·(N−1) gives the score."""
-  sde = sde_lib.make_sde(name)
-  mu, sd = jnp.array([0.3, -0.2]), jnp.array([0.4, 0.7])
-  true = analytic.mixture_score_model(sde, mu[None], sd[None])
-  if name == "ve" and mean_type == "v":
-    pytest.skip("v-prediction is defined for VP-type SDEs")
-
-  def net(x, label):
-    t = label / (sde.N - 1)
-    a, s = [jnp.reshape(v, (-1, 1)) for v in sde.marginal_coef(t)]
-    score = true(x, t)
-    eps = -s * score
-    x0 = (x + s**2 * score) / a
-    return {"score": score, "eps": eps, "x0": x0, "v": a * eps - s * x0}[mean_type]
-
-  fn = sde_lib.model_score_fn(net, sde, mean_type, time_input="index")
-  x = jax.random.normal(jax.random.key(0), (5, 2))
-  t = jnp.array([0.01, 0.2, 0.5, 0.8, 1.0])
-  np.testing.assert_allclose(fn(x, t), true(x, t), rtol=1e-4, atol=1e-5)
 
 
 def test_prior_logp_and_bad_names():

@@ -10,8 +10,12 @@ import pytest
 import tensorflow_datasets as tfds
 from conftest import ROOT, tiny_config
 
-from ddpm_jax import builders, checkpoint, generate, parallel, train
-from ddpm_jax import sde as sde_lib
+from ddpm_jax.config import build, sampler, schema, validate
+from ddpm_jax.core import sde as sde_lib
+from ddpm_jax.infra import parallel
+from ddpm_jax.modes import sample as sample_mode
+from ddpm_jax.modes import train
+from ddpm_jax.training import checkpoint
 
 pytestmark = pytest.mark.usefixtures("cheap_compile")  # conftest.py: compiled sooner, run slower
 
@@ -46,16 +50,17 @@ def test_one_and_eight_devices_compute_the_same_update_gradient_norm_and_loss_hi
   is checkpointed. Four steps: later draws depend on p_t, whose rounding differs with the
   device count."""
   config = tiny_config(**{"training.t_sampler": "importance", "diffusion.num_timesteps": 4})
-  source = builders.build_source(config)
-  shape = builders.image_shape(config, source)
-  model = builders.build_model(config, shape[-1])
-  from ddpm_jax import data, losses
-  batches = [data.get_batch(source, s, global_batch=16, image_size=8, seed=0) for s in range(4)]
+  source = build.source(config)
+  shape = build.image_shape(config, source)
+  model = build.model(config, shape[-1])
+  from ddpm_jax.data import batches
+  from ddpm_jax.objectives import ddpm as losses
+  batches = [batches.get_batch(source, s, global_batch=16, image_size=8, seed=0) for s in range(4)]
   states, norms, loss = [], [], []
   for devices in (jax.devices()[:1], jax.devices()):
     mesh = parallel.make_mesh(devices)
-    step = builders.make_step(config, model, mesh)
-    state = parallel.replicate(builders.init_state(config, model, shape), mesh)
+    step = build.train_step(config, model, mesh)
+    state = parallel.replicate(build.train_state(config, model, shape), mesh)
     norms.append([])
     for b in batches:
       state, metrics = step(state, parallel.shard_batch(b, mesh))
@@ -73,11 +78,11 @@ def test_one_and_eight_devices_compute_the_same_update_gradient_norm_and_loss_hi
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
   manager = checkpoint.make_manager(str(tmp_path / "checkpoints"))
   checkpoint.save(manager, one)
-  restored = checkpoint.restore_latest(manager, builders.init_state(config, model, shape))
+  restored = checkpoint.restore_latest(manager, build.train_state(config, model, shape))
   for a, b in zip(_params(restored), _params(one), strict=True):
     np.testing.assert_array_equal(a, b)
   with pytest.raises(ValueError, match="sde.importance_sampling"):
-    builders.validate(tiny_config(**{"training.t_sampler": "importance",
+    schema.check(tiny_config(**{"training.t_sampler": "importance",
                                      "training.objective": "dsm", "sampling.method": "pc"}))
 
 
@@ -125,7 +130,7 @@ def test_rates_and_eta_leave_out_the_first_step_which_compiles(tmp_path, monkeyp
   clock = [0.0]
   monkeypatch.setattr(train, "time", type("Clock", (), {
       "time": staticmethod(lambda: clock[0]), "perf_counter": staticmethod(lambda: clock[0])}))
-  real = builders.make_step
+  real = build.train_step
 
   def timed_step(*args):
     step = real(*args)
@@ -134,7 +139,7 @@ def test_rates_and_eta_leave_out_the_first_step_which_compiles(tmp_path, monkeyp
       clock[0] += 1.0 if clock[0] else 100.0
       return step(state, batch)
     return run
-  monkeypatch.setattr(builders, "make_step", timed_step)
+  monkeypatch.setattr(build, "train_step", timed_step)
   train.train_and_evaluate(tiny_config(**{"training.sample_every": 0}), str(tmp_path))
   progress = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step ")]
   assert progress[0] == progress[0].split(" | ")[0]  # step 1: loss only
@@ -194,8 +199,10 @@ def test_every_config_file_builds():
   import importlib
   for name in sorted(p.stem for p in (ROOT / "configs").glob("*.py") if p.stem != "__init__"):
     config = importlib.import_module(f"configs.{name}").get_config()
-    builders.validate(config)
-    model = builders.build_model(config, 3)
+    schema.check(config)
+    sampler.loop(config, (config.data.image_size,) * 2 + (3,))  # the sampler's host objects
+    build.loss(config)
+    model = build.model(config, 3)
     assert model.ch == config.model.ch
     leaves = _none_leaves(config)
     assert not leaves, f"{name}: None fields cannot be set from the command line: {leaves}"
@@ -225,7 +232,7 @@ def test_path_fields_are_set_from_the_command_line():
 
 @pytest.mark.parametrize("objective", ["ddpm", "dsm"])
 def test_bpd_mode(tmp_path, objective):
-  from ddpm_jax import bpd
+  from ddpm_jax.modes import bpd
   config = tiny_config(**{"training.objective": objective, "sampling.method":
                           "ddim" if objective == "ddpm" else "ode",
                           "sampling.ode_solver": "euler", "eval.num_examples": 16,
@@ -242,15 +249,15 @@ def test_bpd_mode(tmp_path, objective):
 def test_variational_bound_does_not_depend_on_the_device_count():
   """Each example's noise comes from its own key, not from its shard's (the PF-ODE NLL draws
   its probes the same way)."""
-  from ddpm_jax import data
+  from ddpm_jax.data import batches
   config = tiny_config(**{"diffusion.num_timesteps": 50})
-  source = builders.build_source(config)
-  shape = builders.image_shape(config, source)
-  model = builders.build_model(config, shape[-1])
-  params = jax.tree.map(lambda p: p + 0.02, builders.init_state(config, model, shape).params)
+  source = build.source(config)
+  shape = build.image_shape(config, source)
+  model = build.model(config, shape[-1])
+  params = jax.tree.map(lambda p: p + 0.02, build.train_state(config, model, shape).params)
   images, _ = source.get(np.arange(16))
-  x = data.preprocess(images, 8, np.zeros(16, bool))
-  one, eight = [np.asarray(builders.make_bpd(config, model, parallel.make_mesh(d))(
+  x = batches.preprocess(images, 8, np.zeros(16, bool))
+  one, eight = [np.asarray(build.bpd(config, model, parallel.make_mesh(d))(
       params, jax.random.key(3), x)) for d in (jax.devices()[:1], jax.devices())]
   assert one.shape == (16,) and np.all(np.isfinite(one)) and one.std() > 0
   np.testing.assert_allclose(one, eight, rtol=1e-4)
@@ -264,11 +271,12 @@ def test_ddpm_model_samples_with_sde_samplers_and_guidance(tmp_path):
                         ("ddim", {"sampling.guidance_weight": 2.0}),
                         ("unipc", {"sampling.guidance_weight": 2.0, "sampling.num_steps": 3})):
     c = tiny_config(**model, **{"sampling.method": method, **extra})
-    png, npz = generate.sample_from_checkpoint(c, str(tmp_path))
+    png, npz = sample_mode.sample_from_checkpoint(c, str(tmp_path))
     with np.load(npz, allow_pickle=False) as z:
       assert z["images"].shape == (8, 8, 8, 1)
   cosine = tiny_config(**{"sampling.method": "dpm_solver", "diffusion.beta_schedule": "cosine"})
-  builders.validate(cosine)
-  assert isinstance(builders.build_sde(cosine), sde_lib.DiscreteVPSDE)
-  with pytest.raises(ValueError, match="with diffusion.zero_terminal_snr=True use sampling"):
-    builders.validate(tiny_config(**{"sampling.method": "ode", "diffusion.zero_terminal_snr": True}))
+  schema.check(cosine)
+  assert isinstance(build.process(cosine), sde_lib.DiscreteVPSDE)
+  with pytest.raises(ValueError, match="zero-terminal-SNR schedule.*use sampling.method 'ddpm' or 'ddim'"):
+    validate.validate(tiny_config(**{"sampling.method": "ode", "diffusion.zero_terminal_snr": True}),
+                      "train")

@@ -21,8 +21,8 @@ from typing import Mapping
 
 import numpy as np
 
-from ddpm_jax import files
 from ddpm_jax.evaluation import inception
+from ddpm_jax.infra import files
 
 _STEM = {"Conv2d_1a_3x3": "conv", "Conv2d_2a_3x3": "conv_1", "Conv2d_2b_3x3": "conv_2",
          "Conv2d_3b_1x1": "conv_3", "Conv2d_4a_3x3": "conv_4"}

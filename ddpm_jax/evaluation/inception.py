@@ -12,6 +12,8 @@ Weights come from an .npz of named float32 arrays (`conv.weight` OIHW, `conv.bet
 from __future__ import annotations
 
 import hashlib
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -174,6 +176,23 @@ class InceptionV3(nn.Module):
     x = InceptionE(name="mixed_9")(x)
     x = InceptionE(max_pool_branch=True, name="mixed_10")(x)
     return jnp.mean(x, axis=(1, 2))
+
+
+def weights_path(path: str) -> str:
+  """The weights file `path` (~ expanded), or a one-line error saying how to make it."""
+  path = os.path.expanduser(path)
+  if not path or not os.path.isfile(path):
+    raise FileNotFoundError(f"No Inception weights at {path!r}; convert pytorch-fid's "
+                            f"pt_inception-2015-12-05-6726825d.pth there with `python -m "
+                            f"ddpm_jax.evaluation.convert_inception PTH {path}` (see the "
+                            f"README) or set fid.inception_weights to the converted .npz.")
+  return path
+
+
+def load_weights(path: str):
+  """(Inception params, sha256 of the file) of the .npz at `path` (~ expanded)."""
+  path = weights_path(path)
+  return load_params(path), file_sha256(path)
 
 
 def load_params(path: str) -> dict:

@@ -11,8 +11,15 @@ from typing import Any, Sequence
 import jax.numpy as jnp
 from flax import linen as nn
 
-from ddpm_jax.models.layers import (AttnBlock, Downsample, GaussianFourierProjection,
-                                    ResnetBlock, Upsample, default_init, timestep_embedding)
+from ddpm_jax.models.layers import (
+  AttnBlock,
+  Downsample,
+  GaussianFourierProjection,
+  ResnetBlock,
+  Upsample,
+  default_init,
+  timestep_embedding,
+)
 
 EMBEDDINGS = ("positional", "fourier")
 

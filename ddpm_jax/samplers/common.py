@@ -1,13 +1,14 @@
 """What the samplers share: per-example noise streams, recorded steps, and running a
 per-device sampling loop data-parallel.
 
-A *loop* is a pure function loop(model, keys, x, extra) -> output for one device's slice of
-the batch: model(x, t) the network (any per-example condition already bound), keys [b] the
-examples' keys (None for deterministic maps), x [b, ...] a given start (x_T, or data to
-encode) or None, extra any other per-example pytree (inpainting data and masks) or None.
-Each sampler module builds its loop from its options once (`ddim.ddim_loop`, `pc.pc_loop`,
-…); `compile_loop` makes it one data-parallel program, and `sampler_builder.make_sampler`
-does that once per run with the network inside.
+A *loop* is a pure function loop(model, keys, x, extra) -> (x, info) for one device's slice
+of the batch: model the Denoiser (core/denoiser.py; any per-example condition already bound),
+keys [b] the examples' keys (None for deterministic maps), x [b, ...] a given start (x_T, or
+data to encode) or None, extra any other per-example pytree (inpainting data and masks) or
+None; info a dict of per-example arrays (the ODE's counted evaluations "nfe", recorded
+steps). Each sampler module builds its loop from its process and options once (the builders
+of samplers/table.py); `compile_loop` makes it one data-parallel program, and
+config/sampler.py does that once per run with the network inside.
 
 Randomness is drawn per example from its own key, so a batch gives the same samples on one
 device or split over many.
@@ -15,12 +16,12 @@ device or split over many.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 
-from ddpm_jax import parallel
+from ddpm_jax.infra import parallel
 
 
 def initial_noise(keys, shape: Sequence[int]):
@@ -42,9 +43,10 @@ def data_noise(keys, step, shape: Sequence[int]):
 
 
 def scan_recorded(step: Callable, x, steps, record_steps: Sequence[int]):
-  """x ← step(x, s)[0] for each s along the leading axis of `steps` (one lax.scan), where
-  step(x, s) -> (x_next, x̂_0, t). With record_steps (K timesteps) it also returns
-  {"x", "x0"} [B, K, ...]: the state entering step t and its x̂_0, for each listed t."""
+  """(x, info): x ← step(x, s)[0] for each s along the leading axis of `steps` (one lax.scan),
+  where step(x, s) -> (x_next, x̂_0, t). With record_steps (K timesteps) info holds
+  "records": {"x", "x0"} [B, K, ...], the state entering step t and its x̂_0, for each
+  listed t."""
   buf = jnp.zeros((x.shape[0], len(record_steps)) + x.shape[1:], x.dtype)
   slots = jnp.asarray(record_steps, jnp.int32)
 
@@ -58,42 +60,19 @@ def scan_recorded(step: Callable, x, steps, record_steps: Sequence[int]):
     return (x_next, records), None
 
   (x, records), _ = jax.lax.scan(body, (x, {"x": buf, "x0": buf}), steps)
-  return (x, records) if record_steps else x
-
-
-class Conditioned(NamedTuple):
-  """model(x, t, cond) with the batch's condition bound, called as model(x, t). Loops that
-  solve each example alone (ode.py) take the two apart to give each its own condition."""
-  model: Callable
-  cond: Any
-
-  def __call__(self, x, t):
-    return self.model(x, t, self.cond)
-
-
-def bind_condition(model: Callable, cond) -> Callable:
-  """model(x, t, cond) as model(x, t); the model itself when there is no condition."""
-  return model if cond is None else Conditioned(model, cond)
-
-
-def per_example_model(model: Callable, cond_i) -> Callable:
-  """The model of one example, given its condition cond_i (a slice of a `Conditioned`'s cond,
-  or None): called on a batch of one."""
-  if cond_i is None:
-    return model
-  return lambda x, t: model.model(x, t, jax.tree.map(lambda c: c[None], cond_i))
+  return x, ({"records": records} if record_steps else {})
 
 
 def compile_loop(loop: Callable, make_model: Callable, mesh=None) -> Callable:
   """One compiled, data-parallel program of `loop`:
-  run(model_args, key, batch_size, *, x_init=None, cond=None, extra=None), where
-  make_model(model_args) gives the model callable inside the program (model_args are its
-  arrays, e.g. network parameters) and `key` (None for a deterministic loop) is split into
-  one key per example. `cond` (e.g. labels [B]) is split with the batch and passed to the
-  model as its third argument."""
+  run(model_args, key, batch_size, *, x_init=None, cond=None, extra=None) -> (x, info), where
+  make_model(model_args) gives the Denoiser inside the program (model_args are its arrays,
+  e.g. network parameters) and `key` (None for a deterministic loop) is split into one key per
+  example. `cond` (e.g. labels [B]) is split with the batch and bound to the Denoiser."""
   def device(model_args, batched):
     keys, x, cond, extra = batched
-    return loop(bind_condition(make_model(model_args), cond), keys, x, extra)
+    model = make_model(model_args)
+    return loop(model if cond is None else model.bind(cond), keys, x, extra)
 
   program = parallel.data_parallel(device, mesh)
 
@@ -105,9 +84,9 @@ def compile_loop(loop: Callable, make_model: Callable, mesh=None) -> Callable:
 
 def run(loop: Callable, model: Callable, key, batch_size: int, *, mesh=None, x_init=None,
         cond=None, extra=None):
-  """Runs `loop` once with any model callable: its arrays (those bound in a
-  `jax.tree_util.Partial`) are arguments of the program, the rest static. This compiles for
-  the call; to sample repeatedly, compile once with `compile_loop`."""
+  """Runs `loop` once with a Denoiser: its arrays (those bound in a `jax.tree_util.Partial`
+  network, the guidance weight) are arguments of the program, the rest static. This compiles
+  for the call; to sample repeatedly, compile once with `compile_loop`."""
   arrays, rebuild = parallel.partition_arrays(model)
   return compile_loop(loop, rebuild, mesh)(arrays, key, batch_size, x_init=x_init, cond=cond,
                                            extra=extra)

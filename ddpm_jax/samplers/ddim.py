@@ -10,18 +10,19 @@ DDPM ancestral sampling with σ² = β̃.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ddpm_jax import diffusion
-from ddpm_jax.broadcast import per_example
-from ddpm_jax.samplers import common
-from ddpm_jax.schedules import Schedule
+from ddpm_jax.core import chain
+from ddpm_jax.core.broadcast import per_example
+from ddpm_jax.core.schedules import Schedule
+from ddpm_jax.samplers import common, ddpm
 
 SKIP_TYPES = ("uniform", "quadratic", "trailing")
+ETA = (0.0, 1.0)  # the closed range of η
 
 
 def ddim_timesteps(num_timesteps: int, num_steps: int, skip_type: str = "uniform") -> tuple:
@@ -53,31 +54,32 @@ def ddim_sigma(alpha_bar, alpha_bar_prev, eta):
   return eta * jnp.sqrt((1 - alpha_bar_prev) / (1 - alpha_bar) * (1 - alpha_bar / alpha_bar_prev))
 
 
-def ddim_step(model: Callable, schedule: Schedule, x, t, t_prev, noise, *, eta, mean_type: str,
-              var_type: str, clip_x0: bool):
-  """x_τ → x_{τ'} with τ' = t_prev (−1 means ᾱ' = 1, i.e. the final x_0). Returns (x_{τ'}, x̂_0)."""
-  tt = diffusion.timesteps_like(x, t)
-  mean_out, _ = diffusion.split_output(model(x, tt), var_type)
-  x0, eps = diffusion.predict_x0_eps(schedule, mean_type, x, tt, mean_out, clip_x0)
+def ddim_step(model, schedule: Schedule, x, t, t_prev, noise, *, eta):
+  """x_τ → x_{τ'} with τ' = t_prev (−1 means ᾱ' = 1, i.e. the final x_0) for the Denoiser
+  `model` (its clipping; a variance output is ignored). Returns (x_{τ'}, x̂_0)."""
+  pred = model.predict_step(x, chain.timesteps_like(x, t))
   ab = schedule.alpha_bars[t]
   ab_prev = jnp.where(t_prev >= 0, schedule.alpha_bars[jnp.maximum(t_prev, 0)], 1.0)
   sigma = ddim_sigma(ab, ab_prev, eta)
-  x_prev = (jnp.sqrt(ab_prev) * x0 + jnp.sqrt(jnp.maximum(1 - ab_prev - sigma**2, 0.0)) * eps
-            + sigma * noise)
-  return x_prev, x0
+  x_prev = (jnp.sqrt(ab_prev) * pred.x0 + jnp.sqrt(jnp.maximum(1 - ab_prev - sigma**2, 0.0))
+            * pred.eps + sigma * noise)
+  return x_prev, pred.x0
 
 
-def ddim_loop(schedule: Schedule, shape: Sequence[int], *, num_steps: int = 50,
-              eta: float = 0.0, skip_type: str = "uniform",
-              timesteps: Sequence[int] | None = None, mean_type: str = "eps",
-              var_type: str = "fixed_small", clip_x0: bool = True,
+def check_eta(eta: float) -> float:
+  if not ETA[0] <= eta <= ETA[1]:
+    raise ValueError(f"eta must be in [{ETA[0]:g}, {ETA[1]:g}] (0: deterministic DDIM, 1: "
+                     f"DDPM-like), got {eta}.")
+  return float(eta)
+
+
+def ddim_loop(sde, shape: Sequence[int], *, num_steps: int = 50, eta: float = 0.0,
+              skip_type: str = "uniform", timesteps: Sequence[int] | None = None,
               record_steps: Sequence[int] = ()):
-  """The per-device DDIM loop (samplers/common.py) on the sub-sequence for examples of
-  `shape`, from x_T ~ N(0, I) unless x is given."""
-  diffusion.check_types(mean_type, var_type)
-  if not 0.0 <= eta <= 1.0:
-    raise ValueError(f"eta must be in [0, 1] (0: deterministic DDIM, 1: DDPM-like), got {eta}.")
-  eta, shape, record_steps = float(eta), tuple(shape), tuple(int(t) for t in record_steps)
+  """The per-device DDIM loop (samplers/common.py) on a sub-sequence of the chain of `sde` (a
+  DiscreteVPSDE) for examples of `shape`, from x_T ~ N(0, I) unless x is given."""
+  schedule = ddpm.chain_schedule(sde)
+  eta, shape, record_steps = check_eta(eta), tuple(shape), tuple(int(t) for t in record_steps)
   seq = np.asarray(_sequence(schedule, num_steps, skip_type, timesteps))[::-1]
   prev = np.append(seq[1:], -1)
 
@@ -88,77 +90,50 @@ def ddim_loop(schedule: Schedule, shape: Sequence[int], *, num_steps: int = 50,
     def step(x, s):
       t, t_prev = s
       noise = common.step_noise(keys, t, shape) if eta else jnp.zeros_like(x)
-      x_prev, x0 = ddim_step(model, schedule, x, t, t_prev, noise, eta=eta, mean_type=mean_type,
-                             var_type=var_type, clip_x0=clip_x0)
+      x_prev, x0 = ddim_step(model, schedule, x, t, t_prev, noise, eta=eta)
       return x_prev, x0, t
 
     return common.scan_recorded(step, x, (jnp.asarray(seq), jnp.asarray(prev)), record_steps)
   return loop
 
 
-def ddim_sample(model: Callable, schedule: Schedule, key, shape: Sequence[int], *,
-                num_steps: int = 50, eta: float = 0.0, skip_type: str = "uniform",
-                timesteps: Sequence[int] | None = None, mean_type: str = "eps",
-                var_type: str = "fixed_small", clip_x0: bool = True,
-                record_steps: Sequence[int] = (), x_T=None, cond=None, mesh=None):
-  """DDIM sampling on a sub-sequence of `num_steps` timesteps (or explicit `timesteps`).
-
-  Starting from x_T (given, e.g. from `ddim_encode`, or N(0, I)); η ∈ [0, 1]. The model's
-  variance output, if any, is ignored. With record_steps (members of the sub-sequence),
-  also returns {"x": x_τ, "x0": x̂_0} at those steps, each [B, K, ...]. `cond` (e.g. labels [B])
-  is passed as model(x, t, cond).
-  """
-  loop = ddim_loop(schedule, shape[1:], num_steps=num_steps, eta=eta, skip_type=skip_type,
-                   timesteps=timesteps, mean_type=mean_type, var_type=var_type,
-                   clip_x0=clip_x0, record_steps=record_steps)
-  return common.run(loop, model, key, shape[0], mesh=mesh, x_init=x_T, cond=cond)
+def nfe(sde, *, num_steps: int, timesteps: Sequence[int] | None, **_) -> int:
+  """Network evaluations per sample: one per step of the sub-sequence."""
+  return num_steps if timesteps is None else len(timesteps)
 
 
-def encode_loop(schedule: Schedule, *, num_steps: int = 50, skip_type: str = "uniform",
-                timesteps: Sequence[int] | None = None, mean_type: str = "eps",
-                var_type: str = "fixed_small"):
+def encode_loop(sde, *, num_steps: int = 50, skip_type: str = "uniform",
+                timesteps: Sequence[int] | None = None):
   """The per-device DDIM inversion loop (samplers/common.py): x = x_0 → x_{τ_S}; no keys."""
-  diffusion.check_types(mean_type, var_type)
+  schedule = ddpm.chain_schedule(sde)
   seq = np.asarray(_sequence(schedule, num_steps, skip_type, timesteps))
 
   def loop(model, _, x, __):
+    model = model.replace(clip_x0=False)  # encoding inverts the unclipped map
+
     def body(x, step):
       t_cur, t_next = step
       # ε is evaluated at the current state and the target timestep: the standard
       # approximation of the implicit inverse, exact as the steps shrink.
-      tt = diffusion.timesteps_like(x, t_next)
-      mean_out, _ = diffusion.split_output(model(x, tt), var_type)
+      eps = model.predict_step(x, chain.timesteps_like(x, t_next)).eps
       ab_cur = jnp.where(t_cur >= 0, schedule.alpha_bars[jnp.maximum(t_cur, 0)], 1.0)
       ab_next = schedule.alpha_bars[t_next]
-      x0, eps = _x0_eps_at(schedule, mean_type, x, tt, mean_out, ab_cur, ab_next)
+      x0 = (x - jnp.sqrt(1 - ab_cur) * eps) / jnp.sqrt(ab_cur)
       return jnp.sqrt(ab_next) * x0 + jnp.sqrt(1 - ab_next) * eps, None
 
     x, _ = jax.lax.scan(body, x, (jnp.asarray(np.append(-1, seq[:-1])), jnp.asarray(seq)))
-    return x
+    return x, {}
   return loop
 
 
-def _x0_eps_at(schedule, mean_type, x, tt, mean_out, ab_cur, ab_next):
-  """(x̂_0, ε̂) for a state x at level ᾱ_cur from an output the network made for level ᾱ_next."""
-  if mean_type == "eps":
-    eps = mean_out
-  else:  # convert with the network's own level, then read ε as a direction
-    _, eps = diffusion.predict_x0_eps(schedule, mean_type, x, tt, mean_out)
-  x0 = (x - jnp.sqrt(1 - ab_cur) * eps) / jnp.sqrt(ab_cur)
-  return x0, eps
-
-
-def ddim_encode(model: Callable, schedule: Schedule, x0, *, num_steps: int = 50,
-                skip_type: str = "uniform", timesteps: Sequence[int] | None = None,
-                mean_type: str = "eps", var_type: str = "fixed_small", cond=None, mesh=None):
-  """Deterministic DDIM inversion x_0 → x_{τ_S}: the η = 0 sampler run backwards.
-
-  Decoding the result with `ddim_sample(..., eta=0, x_T=latent, clip_x0=False)` on the same
-  sub-sequence gives x_0 back up to the discretization error.
-  """
-  loop = encode_loop(schedule, num_steps=num_steps, skip_type=skip_type, timesteps=timesteps,
-                     mean_type=mean_type, var_type=var_type)
-  return common.run(loop, model, None, x0.shape[0], mesh=mesh, x_init=x0, cond=cond)
+def ddim_encode(model, x0, *, num_steps: int = 50, skip_type: str = "uniform",
+                timesteps: Sequence[int] | None = None, cond=None, mesh=None):
+  """Deterministic DDIM inversion x_0 → x_{τ_S} of the Denoiser `model`: the η = 0 sampler
+  run backwards. Decoding the result with DDIM (η = 0, x_T = the latent, no clipping) on the
+  same sub-sequence gives x_0 back up to the discretization error."""
+  loop = encode_loop(model.process, num_steps=num_steps, skip_type=skip_type,
+                     timesteps=timesteps)
+  return common.run(loop, model, None, x0.shape[0], mesh=mesh, x_init=x0, cond=cond)[0]
 
 
 def _sequence(schedule, num_steps, skip_type, timesteps) -> tuple:

@@ -1,35 +1,31 @@
-"""DDPM ancestral sampling: x_{t−1} = μ_θ(x_t, t) + σ_t z for t = T−1..0, one lax.scan."""
+"""DDPM ancestral sampling: x_{t−1} = μ_θ(x_t, t) + σ_t z for t = T−1..0, one lax.scan, on a
+DDPM network's discrete chain (its DiscreteVPSDE)."""
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 import jax.numpy as jnp
 
-from ddpm_jax import diffusion
+from ddpm_jax.core import chain
+from ddpm_jax.core.schedules import Schedule
 from ddpm_jax.samplers import common
-from ddpm_jax.schedules import Schedule
 
 
-def ancestral_step(model: Callable, schedule: Schedule, x, t, noise, *, mean_type: str,
-                   var_type: str, clip_x0: bool):
-  """One reverse step x_t → x_{t−1} ~ p_θ(x_{t−1} | x_t); no noise at t = 0.
-
-  Returns (x_{t−1}, x̂_0).
-  """
-  tt = diffusion.timesteps_like(x, t)
-  p = diffusion.p_mean_variance(schedule, model(x, tt), x, tt, mean_type=mean_type,
-                                var_type=var_type, clip_x0=clip_x0)
+def ancestral_step(model, schedule: Schedule, x, t, noise):
+  """One reverse step x_t → x_{t−1} ~ p_θ(x_{t−1} | x_t) of the Denoiser `model` (its
+  variance type, clipping); no noise at t = 0. Returns (x_{t−1}, x̂_0)."""
+  tt = chain.timesteps_like(x, t)
+  pred = model.predict_step(x, tt)
+  p = chain.p_mean_variance(schedule, pred.x0, pred.var_out, x, tt, model.var_type)
   x_prev = p.mean + jnp.where(t > 0, 1.0, 0.0) * jnp.exp(0.5 * p.log_variance) * noise
-  return x_prev, p.x0
+  return x_prev, pred.x0
 
 
-def ddpm_loop(schedule: Schedule, shape: Sequence[int], *, mean_type: str = "eps",
-              var_type: str = "fixed_large", clip_x0: bool = True,
-              record_steps: Sequence[int] = ()):
-  """The per-device ancestral loop (samplers/common.py) over all T steps for examples of
-  `shape`, from x_T ~ N(0, I) unless x is given."""
-  diffusion.check_types(mean_type, var_type)
+def ddpm_loop(sde, shape: Sequence[int], *, record_steps: Sequence[int] = ()):
+  """The per-device ancestral loop (samplers/common.py) over all N steps of the chain of
+  `sde` (a DiscreteVPSDE) for examples of `shape`, from x_T ~ N(0, I) unless x is given."""
+  schedule = chain_schedule(sde)
   shape, record_steps = tuple(shape), tuple(int(t) for t in record_steps)
 
   def loop(model, keys, x, _):
@@ -37,8 +33,7 @@ def ddpm_loop(schedule: Schedule, shape: Sequence[int], *, mean_type: str = "eps
       x = common.initial_noise(keys, shape)
 
     def step(x, t):
-      x_prev, x0 = ancestral_step(model, schedule, x, t, common.step_noise(keys, t, shape),
-                                  mean_type=mean_type, var_type=var_type, clip_x0=clip_x0)
+      x_prev, x0 = ancestral_step(model, schedule, x, t, common.step_noise(keys, t, shape))
       return x_prev, x0, t
 
     steps = jnp.arange(schedule.num_timesteps - 1, -1, -1)
@@ -46,15 +41,14 @@ def ddpm_loop(schedule: Schedule, shape: Sequence[int], *, mean_type: str = "eps
   return loop
 
 
-def ddpm_sample(model: Callable, schedule: Schedule, key, shape: Sequence[int], *,
-                mean_type: str = "eps", var_type: str = "fixed_large", clip_x0: bool = True,
-                record_steps: Sequence[int] = (), x_T=None, cond=None, mesh=None):
-  """Ancestral sampling over all T steps from x_T ~ N(0, I) (or the given x_T).
+def chain_schedule(sde) -> Schedule:
+  """The Schedule of a discrete chain; a one-line error for a continuous-time process."""
+  if not hasattr(sde, "schedule"):
+    raise ValueError(f"{type(sde).__name__} has no discrete chain: DDPM and DDIM step a DDPM "
+                     f"network's chain (training.objective 'ddpm'); use an SDE sampler.")
+  return sde.schedule()
 
-  shape is the batch shape [B, ...]. With record_steps, also returns {"x": x_t, "x0": x̂_0}
-  at those timesteps, each [B, K, ...]. `cond` (e.g. labels [B]) is passed as model(x, t, cond).
-  With a mesh, the batch is split over its devices.
-  """
-  loop = ddpm_loop(schedule, shape[1:], mean_type=mean_type, var_type=var_type,
-                   clip_x0=clip_x0, record_steps=record_steps)
-  return common.run(loop, model, key, shape[0], mesh=mesh, x_init=x_T, cond=cond)
+
+def nfe(sde, **_) -> int:
+  """Network evaluations per sample: one per step of the chain."""
+  return sde.N

@@ -11,8 +11,8 @@ from typing import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
-from ddpm_jax import sde as sde_lib
-from ddpm_jax.samplers import common, log_snr
+from ddpm_jax.core import sde as sde_lib
+from ddpm_jax.samplers import common, grids
 
 SOLVERS = ("tsit5", "dopri5", "heun", "euler")
 _EVALS_PER_STEP = {"tsit5": 6, "dopri5": 6, "heun": 2, "euler": 1}  # FSAL for the RK45 pair
@@ -44,46 +44,33 @@ def solve(vector_field: Callable, y0, t0: float, t1: float, *, solver: str, rtol
 
 
 def ode_loop(sde, shape: Sequence[int], *, solver: str = "tsit5", rtol: float = 1e-5,
-             atol: float = 1e-5, num_steps: int = 100, eps: float = 1e-3, denoise: bool = True,
-             clip_x0: bool = False):
+             atol: float = 1e-5, num_steps: int = 100, eps: float = 1e-3, denoise: bool = True):
   """The per-device probability-flow loop (samplers/common.py) for examples of `shape`, from
-  x_T ~ N(0, σ_T² I) unless x is given, to eps, then (`denoise`) x̂_0(x, eps); the model is
-  score(x, t), with each example's own condition where the model is a common.Conditioned.
-  `clip_x0` integrates the score of the clipped x̂_0 (log_snr.clipped_score) and clips the
-  final x̂_0. Returns (samples, nfe [b])."""
+  x_T ~ N(0, σ_T² I) unless x is given, to eps, then (`denoise`) x̂_0(x, eps); each example is
+  solved alone, with its own condition. A clipping Denoiser (clip_x0) gives the score of the
+  clipped x̂_0, s_c = (α clip(x̂_0) − x)/σ²: the ODE that DPM-Solver++ with clipping steps.
+  info["nfe"] [b] counts the field's evaluations."""
   make_solver(solver)
+  grids.check_log_snr(sde, eps)
   shape, rtol, atol, num_steps, eps = tuple(shape), float(rtol), float(atol), int(num_steps), float(eps)
 
-  def loop(score_fn, keys, x, _):
+  def loop(model, keys, x, _):
     if x is None:
       x = sde.prior_std() * common.initial_noise(keys, shape)
 
     def one(x1, cond):
-      score_one = common.per_example_model(score_fn, cond)
-      integrated = log_snr.clipped_score(sde, score_one) if clip_x0 else score_one
+      model_one = model.bind(None if cond is None else jax.tree.map(lambda c: c[None], cond))
 
       def field(t, y):
-        drift, _ = sde_lib.reverse_sde(sde, integrated, y[None], jnp.full((1,), t),
+        drift, _ = sde_lib.reverse_sde(sde, model_one.score, y[None], jnp.full((1,), t),
                                        probability_flow=True)
         return drift[0]
       x0, nfe = solve(field, x1, sde.T, eps, solver=solver, rtol=rtol, atol=atol,
                       num_steps=num_steps)
       if denoise:
-        x0 = log_snr.data_prediction(sde, score_one, x0[None], jnp.asarray(eps, x0.dtype),
-                                     clip_x0)[0]
+        x0 = model_one.x0(x0[None], jnp.full((1,), eps, x0.dtype))[0]
       return x0, nfe + denoise
 
-    conds = score_fn.cond if isinstance(score_fn, common.Conditioned) else None
-    return jax.vmap(one)(x, conds)
+    samples, nfe = jax.vmap(one)(x, model.cond)
+    return samples, {"nfe": nfe}
   return loop
-
-
-def ode_sample(score_fn: Callable, sde, key, shape: Sequence[int], *, solver: str = "tsit5",
-               rtol: float = 1e-5, atol: float = 1e-5, num_steps: int = 100, eps: float = 1e-3,
-               denoise: bool = True, clip_x0: bool = False, x_T=None, mesh=None):
-  """Samples by integrating the probability-flow ODE from x_T ~ N(0, σ_T² I) (or x_T) at T
-  to ε, then (`denoise`) x̂_0(x, ε); `clip_x0` as in ode_loop. Returns (samples, nfe [B]),
-  the function evaluations per example."""
-  loop = ode_loop(sde, shape[1:], solver=solver, rtol=rtol, atol=atol, num_steps=num_steps,
-                  eps=eps, denoise=denoise, clip_x0=clip_x0)
-  return common.run(loop, score_fn, key, shape[0], mesh=mesh, x_init=x_T)

@@ -15,15 +15,15 @@ colorization replace the known part by the data noised to t after every step.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ddpm_jax import sde as sde_lib
-from ddpm_jax.broadcast import per_example
-from ddpm_jax.samplers import common
+from ddpm_jax.core import sde as sde_lib
+from ddpm_jax.core.broadcast import per_example
+from ddpm_jax.samplers import common, grids
 
 PREDICTORS = ("euler_maruyama", "reverse_diffusion", "ancestral", "none")
 CORRECTORS = ("langevin", "ald", "none")
@@ -65,8 +65,8 @@ def predictor_step(name, sde, score_fn, x, t, z):
       beta = sde.discrete_beta(t)
       x_mean = (x + b(beta) * score) / b(jnp.sqrt(1 - beta))
       return x_mean + b(jnp.sqrt(beta)) * z, x_mean
-    raise ValueError("The ancestral predictor needs a VP or VE SDE; use 'reverse_diffusion' "
-                     "or 'euler_maruyama' for sub-VP.")
+    raise ValueError("The ancestral predictor needs a VP or VE SDE; use 'euler_maruyama' "
+                     "for sub-VP.")
   raise ValueError(f"Unknown predictor {name!r}; use one of {PREDICTORS}.")
 
 
@@ -87,19 +87,32 @@ def corrector_step(name, sde, score_fn, x, t, z, snr):
   return x_mean + jnp.sqrt(2 * step) * z, x_mean
 
 
-def pc_loop(sde, shape: Sequence[int], *, predictor: str = "reverse_diffusion",
-            corrector: str = "langevin", snr: float = 0.16, n_steps: int = 1,
-            eps: float = 1e-3, denoise: bool = True, task: str | None = None):
-  """The per-device PC loop (samplers/common.py) for examples of `shape` from
-  x_T ~ N(0, σ_T² I) unless x is given; the model is score(x, t). With a `task`
-  ("inpaint" or "colorize"), extra = (data, mask) and the known part follows the data."""
+def check_options(sde, predictor: str, corrector: str) -> None:
+  """Known names, and a predictor that the SDE has: sub-VP has no discrete chain for the
+  reverse_diffusion and ancestral predictors."""
   if predictor not in PREDICTORS:
     raise ValueError(f"Unknown predictor {predictor!r}; use one of {PREDICTORS}.")
   if corrector not in CORRECTORS:
     raise ValueError(f"Unknown corrector {corrector!r}; use one of {CORRECTORS}.")
+  if isinstance(sde, sde_lib.SubVPSDE) and predictor in ("reverse_diffusion", "ancestral"):
+    raise ValueError(f"The PC predictor {predictor!r} steps the SDE's discrete chain, which "
+                     f"the sub-VP SDE does not have; use predictor 'euler_maruyama' "
+                     f"(sampling.predictor) or the probability-flow ODE.")
+
+
+def pc_loop(sde, shape: Sequence[int], *, predictor: str = "reverse_diffusion",
+            corrector: str = "langevin", snr: float = 0.16, n_steps: int = 1,
+            eps: float = 1e-3, denoise: bool = True, task: str | None = None):
+  """The per-device PC loop (samplers/common.py) over the N levels of `sde` for examples of
+  `shape` from x_T ~ N(0, σ_T² I) unless x is given; the model's score drives it. With a
+  `task` ("inpaint" or "colorize"), extra = (data, mask) and the known part follows the
+  data."""
+  check_options(sde, predictor, corrector)
+  grids.check_log_snr(sde, eps)
   shape, snr, n_steps, eps = tuple(shape), float(snr), int(n_steps), float(eps)
 
-  def loop(score_fn, keys, x, extra):
+  def loop(model, keys, x, extra):
+    score_fn = model.score
     if x is None:
       x = sde.prior_std() * common.initial_noise(keys, shape)
     timesteps = jnp.linspace(sde.T, eps, sde.N)
@@ -118,8 +131,13 @@ def pc_loop(sde, shape: Sequence[int], *, predictor: str = "reverse_diffusion",
       return (known(x, timesteps[i], 1 + i * (n_steps + 1) + n_steps), x_mean), None
 
     (x, x_mean), _ = jax.lax.scan(body, (x, x), jnp.arange(sde.N))
-    return _finish(task, extra, x_mean if denoise else x)
+    return _finish(task, extra, x_mean if denoise else x), {}
   return loop
+
+
+def nfe(sde, *, predictor: str, corrector: str, n_steps: int, **_) -> int:
+  """Network evaluations per sample: N levels × (predictor + corrector steps)."""
+  return sde.N * ((predictor != "none") + (corrector != "none") * n_steps)
 
 
 # ------------------------------------------------------------------ conditional tasks
@@ -165,40 +183,25 @@ def _finish(task, extra, out):
   return _from_task_space(task, y * (1 - mask) + _to_task_space(task, data) * mask)
 
 
-def pc_sample(score_fn: Callable, sde, key, shape: Sequence[int], *,
-              predictor: str = "reverse_diffusion", corrector: str = "langevin",
-              snr: float = 0.16, n_steps: int = 1, eps: float = 1e-3, denoise: bool = True,
-              cond=None, mesh=None):
-  """PC sampling from the prior over sde.N steps. score_fn(x, t[, cond]) with t ∈ [ε, T].
-
-  Returns the last noise-free mean when `denoise` (as score_sde). `cond` (e.g. labels [B])
-  is passed to score_fn as its third argument. Defaults are score_sde's VE settings; for VP
-  use corrector='none' or snr=0.01 (their recommendation).
-  """
-  loop = pc_loop(sde, shape[1:], predictor=predictor, corrector=corrector, snr=snr,
-                 n_steps=n_steps, eps=eps, denoise=denoise)
-  return common.run(loop, score_fn, key, shape[0], mesh=mesh, cond=cond)
-
-
-def pc_inpaint(score_fn: Callable, sde, key, data, mask, *, predictor="reverse_diffusion",
-               corrector="langevin", snr=0.16, n_steps=1, eps=1e-3, cond=None, mesh=None):
-  """Fills the pixels where mask = 0 (mask broadcastable to data, 1 = known). The known
-  pixels of the result equal `data` exactly."""
+def pc_inpaint(model, key, data, mask, *, predictor="reverse_diffusion", corrector="langevin",
+               snr=0.16, n_steps=1, eps=1e-3, cond=None, mesh=None):
+  """Fills the pixels where mask = 0 (mask broadcastable to data, 1 = known) with PC sampling
+  of the Denoiser `model`. The known pixels of the result equal `data` exactly."""
   mask = jnp.broadcast_to(jnp.asarray(mask, data.dtype), data.shape)
-  loop = pc_loop(sde, data.shape[1:], predictor=predictor, corrector=corrector, snr=snr,
-                 n_steps=n_steps, eps=eps, task="inpaint")
-  return common.run(loop, score_fn, key, data.shape[0], mesh=mesh, cond=cond,
-                    extra=(data, mask))
+  loop = pc_loop(model.process, data.shape[1:], predictor=predictor, corrector=corrector,
+                 snr=snr, n_steps=n_steps, eps=eps, task="inpaint")
+  return common.run(loop, model, key, data.shape[0], mesh=mesh, cond=cond,
+                    extra=(data, mask))[0]
 
 
-def pc_colorize(score_fn: Callable, sde, key, gray, *, predictor="reverse_diffusion",
-                corrector="langevin", snr=0.16, n_steps=1, eps=1e-3, cond=None, mesh=None):
+def pc_colorize(model, key, gray, *, predictor="reverse_diffusion", corrector="langevin",
+                snr=0.16, n_steps=1, eps=1e-3, cond=None, mesh=None):
   """Colour images [B, H, W, C] whose channel mean equals that of `gray` (any [B, H, W, C]
   array with the wanted grey level, e.g. the grey image repeated over channels); the
   result's channel mean equals it to float precision."""
   mask = jnp.zeros(gray.shape, gray.dtype).at[..., 0].set(1.0)
   data = jnp.broadcast_to(jnp.mean(gray, axis=-1, keepdims=True), gray.shape)
-  loop = pc_loop(sde, gray.shape[1:], predictor=predictor, corrector=corrector, snr=snr,
-                 n_steps=n_steps, eps=eps, task="colorize")
-  return common.run(loop, score_fn, key, gray.shape[0], mesh=mesh, cond=cond,
-                    extra=(data, mask))
+  loop = pc_loop(model.process, gray.shape[1:], predictor=predictor, corrector=corrector,
+                 snr=snr, n_steps=n_steps, eps=eps, task="colorize")
+  return common.run(loop, model, key, gray.shape[0], mesh=mesh, cond=cond,
+                    extra=(data, mask))[0]

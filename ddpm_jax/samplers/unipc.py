@@ -1,6 +1,6 @@
 """UniPC (Zhao et al. 2023, arXiv:2302.04867): a multistep predictor (UniP-p) and a corrector
 (UniC) for the probability-flow ODE in the log-SNR λ, on data predictions x̂_0 of a score
-model (samplers/log_snr.py).
+model (samplers/grids.py).
 
 From grid time s to t, h = λ_t − λ_s, with m_0 = x̂_0 at s and m_k at earlier grid times
 (r_k = (λ_k − λ_s)/h, D_k = (m_k − m_0)/r_k):
@@ -25,9 +25,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ddpm_jax.samplers import common, log_snr
+from ddpm_jax.samplers import common, grids
 
 VARIANTS = ("bh1", "bh2")
+ORDERS = (1, 2, 3)
+SPACING = "logsnr"  # its default grid (samplers/grids.py)
 HISTORY = 4  # m_i, m_{i−1}, m_{i−2}, m_{i−3}: what an order-3 corrector reads
 
 
@@ -63,11 +65,11 @@ def coefficients(sde, times, order: int, variant: str = "bh2", corrector: bool =
   """Per grid step i = 0…N−1 (at times[i]): the correction of x_i from x_{i−1}, as
   (c_x, c_prev, c_m [4]) in x_i ← c_x x_i + c_prev x_{i−1} + Σ_k c_m[k] m_{i−k}, and the
   prediction of x_{i+1} as (a, b [3]) in x_{i+1} = a x_i + Σ_k b[k] m_{i−k}."""
-  if order not in (1, 2, 3):
-    raise ValueError(f"UniPC order must be 1, 2 or 3, got {order}.")
+  if order not in ORDERS:
+    raise ValueError(f"UniPC order must be one of {ORDERS}, got {order}.")
   if variant not in VARIANTS:
     raise ValueError(f"Unknown UniPC variant {variant!r}; use one of {VARIANTS}.")
-  alpha, sigma, lam = log_snr.marginals(sde, times)
+  alpha, sigma, lam = grids.marginals(sde, times)
   n = len(times) - 1
   c_x, c_prev, c_m = np.ones(n), np.zeros(n), np.zeros((n, HISTORY))
   a, b = np.zeros(n), np.zeros((n, HISTORY - 1))
@@ -92,27 +94,28 @@ def coefficients(sde, times, order: int, variant: str = "bh2", corrector: bool =
 
 
 def unipc_loop(sde, shape: Sequence[int], *, num_steps: int = 10, order: int = 2,
-               variant: str = "bh2", spacing: str = "logsnr", eps: float = 1e-3,
-               corrector: bool = True, lower_order_final: bool = True, denoise: bool = True,
-               clip_x0: bool = False):
+               variant: str = "bh2", spacing: str = SPACING, eps: float = 1e-3,
+               corrector: bool = True, lower_order_final: bool = True, denoise: bool = True):
   """The per-device UniPC loop (samplers/common.py) from x_T ~ N(0, σ_T² I) (unless x is
-  given) at sde.T to eps, then (`denoise`) x̂_0(x, eps); the model is the score s(x, t). One
-  evaluation per step; `clip_x0` clips every data prediction to [−1, 1]."""
+  given) at sde.T to eps, then (`denoise`) x̂_0(x, eps), on the model's data predictions
+  (clipped where the Denoiser clips). One evaluation per step."""
+  grids.check_log_snr(sde, eps)
   shape = tuple(shape)
-  times = log_snr.time_grid(sde, num_steps, spacing, eps)
+  times = grids.time_grid(sde, num_steps, spacing, eps)
   (c_x, c_prev, c_m), (a, b) = coefficients(sde, times, order, variant, corrector,
                                             lower_order_final)
   steps = tuple(jnp.asarray(v) for v in (times[:-1], c_x, c_prev, c_m, a, b))
 
-  def loop(score_fn, keys, x, _):
+  def loop(model, keys, x, _):
     if x is None:
       x = sde.prior_std() * common.initial_noise(keys, shape)
     c = lambda v: v.astype(x.dtype)  # noqa: E731
+    x0 = lambda y, t: model.x0(y, jnp.full(y.shape[:1], t, y.dtype))  # noqa: E731
 
     def step(carry, s):
       x_prev, y, m1, m2, m3 = carry
       t, cx, cp, cm, a_i, b_i = s
-      m0 = log_snr.data_prediction(sde, score_fn, y, t.astype(y.dtype), clip_x0)
+      m0 = x0(y, t)
       cm, b_i = c(cm), c(b_i)
       y = c(cx) * y + c(cp) * x_prev + cm[0] * m0 + cm[1] * m1 + cm[2] * m2 + cm[3] * m3
       y_next = c(a_i) * y + b_i[0] * m0 + b_i[1] * m1 + b_i[2] * m2
@@ -120,11 +123,11 @@ def unipc_loop(sde, shape: Sequence[int], *, num_steps: int = 10, order: int = 2
 
     zeros = jnp.zeros_like(x)
     (_, x, _, _, _), _ = jax.lax.scan(step, (zeros, x, zeros, zeros, zeros), steps)
-    return log_snr.data_prediction(sde, score_fn, x, c(times[-1]), clip_x0) if denoise else x
+    return (x0(x, times[-1]) if denoise else x), {}
   return loop
 
 
-def nfe(num_steps: int, denoise: bool = True) -> int:
+def nfe(sde, *, num_steps: int, denoise: bool, **_) -> int:
   """Network evaluations per sample: one per step (the corrector reuses the next step's), and
   the final denoising one."""
   return num_steps + denoise

@@ -1,0 +1,222 @@
+"""Config → objects: the process (SDE or discrete chain), the network and its Denoiser, the
+loss and train step, the bits/dim function, the optimizer and the data source.
+
+What these return is built once per run and closes over plain objects (process, model,
+options), never over the config; the step and bits/dim function are each compiled once by
+`jax.jit` where they are built. Everything below takes plain arguments. The values are
+checked first (config/schema.py): these functions assume a valid config.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from ddpm_jax.core import chain, schedules
+from ddpm_jax.core import denoiser as denoiser_lib
+from ddpm_jax.core import sde as sde_lib
+from ddpm_jax.data import sources
+from ddpm_jax.infra import parallel
+from ddpm_jax.models.unet import UNet
+from ddpm_jax.objectives import ddpm as ddpm_objective
+from ddpm_jax.objectives import dsm, edm
+from ddpm_jax.samplers import common, likelihood
+from ddpm_jax.training import step as step_lib
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+# ------------------------------------------------------------------ the process
+
+def betas(config):
+  """β_0…β_{T−1} of config.diffusion, float64."""
+  c = config.diffusion
+  b = schedules.beta_schedule(c.beta_schedule, c.num_timesteps, beta_start=c.beta_start,
+                              beta_end=c.beta_end)
+  return schedules.rescale_zero_terminal_snr(b) if c.zero_terminal_snr else b
+
+
+def process(config):
+  """What the network was trained on: for "ddpm" the discrete chain of config.diffusion as
+  the exact VP process of its β_i (DiscreteVPSDE: every sampler, DDPM's and the SDE ones,
+  runs on the same schedule); for "dsm" the SDE of config.sde; for "ncsn" the VE SDE over its
+  sde.num_scales levels; for "edm" the VE SDE over EDM's σ range (config.edm)."""
+  obj, c = config.training.objective, config.sde
+  if obj == "ddpm":
+    return sde_lib.DiscreteVPSDE(tuple(float(b) for b in betas(config)))
+  if obj == "ncsn":
+    return sde_lib.VESDE(c.sigma_min, c.sigma_max, c.num_scales)
+  if obj == "edm":
+    return sde_lib.VESDE(config.edm.sigma_min, config.edm.sigma_max, c.num_scales)
+  return sde_lib.make_sde(c.name, beta_min=c.beta_min, beta_max=c.beta_max,
+                          sigma_min=c.sigma_min, sigma_max=c.sigma_max, num_scales=c.num_scales)
+
+
+# ------------------------------------------------------------------ the network
+
+def num_classes(config) -> int | None:
+  return config.data.num_classes if config.model.conditional else None
+
+
+def learned_variance(config) -> bool:
+  return config.training.objective == "ddpm" and chain.learns_variance(config.model.var_type)
+
+
+def model(config: ml_collections.ConfigDict, num_channels: int) -> UNet:
+  """The U-Net of config.model, with 2C outputs for a learned variance; its noise input
+  embedded as its Denoiser feeds it (the chain step: positional; log σ or c_noise: Fourier)."""
+  m = config.model
+  embedding = "positional" if _probe(config).noise_input == "index" else "fourier"
+  return UNet(ch=m.ch, ch_mult=tuple(m.ch_mult), num_res_blocks=m.num_res_blocks,
+              attn_resolutions=tuple(m.attn_resolutions), dropout=m.dropout,
+              resamp_with_conv=m.resamp_with_conv,
+              out_ch=num_channels * (2 if learned_variance(config) else 1),
+              num_classes=num_classes(config), dtype=DTYPES[m.dtype], attention=m.attention,
+              embedding=embedding)
+
+
+def apply_fn(net_module):
+  """net(params, x, noise_input[, y]): the network's forward in inference mode."""
+  return lambda params, x, t, *cond: net_module.apply({"params": params}, x, t, *cond)
+
+
+def denoiser(config, *, clip_x0: bool = False):
+  """net ↦ the Denoiser of a network trained with this config (core/denoiser.py), the
+  process built once; `clip_x0` clips its x̂_0 (samplers that honour sampling.clip_x0)."""
+  proc, m = process(config), config.model
+  var_type = m.var_type if learned_variance(config) else "fixed_small"
+  return lambda net: denoiser_lib.make(net, proc, config.training.objective,
+                                       mean_type=m.mean_type, var_type=var_type,
+                                       sigma_data=config.edm.sigma_data, clip_x0=clip_x0)
+
+
+def _probe(config) -> denoiser_lib.Denoiser:
+  """The Denoiser of the config around no network: its static settings."""
+  return denoiser(config)(None)
+
+
+# ------------------------------------------------------------------ training
+
+def ddpm_loss_options(config: ml_collections.ConfigDict) -> dict:
+  t = config.training
+  return dict(loss_type=t.loss_type, mean_type=config.model.mean_type,
+              var_type=config.model.var_type, vlb_weight=t.vlb_weight, t_method=t.t_sampler)
+
+
+def loss(config):
+  """loss_fn(net, x0, keys, probs=None) -> (loss, metrics) for the configured objective;
+  probs is the importance distribution of t (training.t_sampler 'importance')."""
+  obj, c = config.training.objective, config.sde
+  if obj == "ddpm":
+    schedule, options = process(config).schedule(), ddpm_loss_options(config)
+    return lambda net, x0, keys, probs=None: ddpm_objective.diffusion_loss(
+        net, schedule, x0, keys, probs=probs, **options)
+  make = denoiser(config)
+  if obj == "edm":
+    e = config.edm
+    return lambda net, x0, keys, probs=None: edm.edm_loss(
+        lambda x, s: make(net).predict_at_sigma(x, s).x0, x0, keys,
+        sigma_data=e.sigma_data, p_mean=e.p_mean, p_std=e.p_std)
+  if obj == "ncsn":
+    levels = process(config).discrete_sigmas()[::-1]
+    return lambda net, x0, keys, probs=None: dsm.ncsn_loss(
+        make(net).score_at_sigma, levels, x0, keys, reduce=c.reduce)
+  sde = process(config)
+  options = dict(eps=c.train_eps, likelihood_weighting=c.likelihood_weighting,
+                 importance_sampling=c.importance_sampling, reduce=c.reduce)
+  return lambda net, x0, keys, probs=None: dsm.dsm_loss(make(net).score, sde, x0, keys,
+                                                        **options)
+
+
+def optimizer(config: ml_collections.ConfigDict):
+  o = config.optim
+  return step_lib.make_optimizer(learning_rate=o.learning_rate, warmup_steps=o.warmup_steps,
+                                 grad_clip=o.grad_clip, beta1=o.beta1, beta2=o.beta2, eps=o.eps)
+
+
+def train_state(config, net_module, shape, *, abstract: bool = False) -> step_lib.TrainState:
+  """A fresh TrainState (with a loss history when training.t_sampler is 'importance'); with
+  `abstract` its shapes and dtypes only."""
+  history = None
+  if config.training.objective == "ddpm" and config.training.t_sampler == "importance":
+    history = ddpm_objective.empty_loss_history(config.diffusion.num_timesteps)
+  return step_lib.create_train_state(net_module, optimizer(config), jax.random.key(config.seed),
+                                     shape, num_classes(config), history, abstract=abstract)
+
+
+def train_step(config, net_module, mesh):
+  """The data-parallel training step (state, batch) -> (state, metrics), state donated."""
+  t = config.training
+  step = step_lib.make_train_step(net_module, loss(config), ema_decay=t.ema_decay,
+                                  num_classes=num_classes(config), label_dropout=t.label_dropout)
+  return parallel.data_parallel_train_step(step, mesh, t.steps_per_dispatch)
+
+
+# ------------------------------------------------------------------ likelihood
+
+def bpd(config, net_module, mesh):
+  """bpd_fn(params, key, x) -> bits/dim [B] of data x in [−1, 1], data-parallel and compiled
+  once: the full variational bound (Σ_t L_t + L_prior, one noise draw per t) for "ddpm"
+  models, the probability-flow NLL of uniformly dequantized x for "dsm" and "edm" ones. Each
+  example's noise and probe come from its own key, so the values do not depend on the device
+  count."""
+  e = config.eval
+  apply, make = apply_fn(net_module), denoiser(config)
+  if config.training.objective == "ddpm":
+    def vlb(params, batched):
+      keys, x = batched
+      return ddpm_objective.vlb_bpd(make(functools.partial(apply, params)), x, keys)[0]
+
+    program = parallel.data_parallel(vlb, mesh)
+    return lambda params, key, x: program(params, (jax.random.split(key, x.shape[0]), x))
+
+  nll = common.compile_loop(
+      likelihood.nll_loop(process(config), method=e.divergence, rtol=e.rtol, atol=e.atol),
+      lambda params: make(functools.partial(apply, params)), mesh)
+
+  def pf_ode_bpd(params, key, x):
+    deq_key, probe_key = jax.random.split(key)
+    logp, _ = nll(params, probe_key, x.shape[0], x_init=likelihood.dequantize(deq_key, x))
+    return likelihood.bits_per_dim(logp, x[0].size)
+  return pf_ode_bpd
+
+
+# ------------------------------------------------------------------ data
+
+def source(config: ml_collections.ConfigDict, split: str | None = None):
+  """The split's source (default data.split); in-memory images already at data.image_size."""
+  d = config.data
+  data_dir = os.path.expanduser(d.data_dir) if d.data_dir else None
+  src = sources.open_source(d.dataset, split or d.split, data_dir, d.path)
+  if config.model.conditional:
+    top = sources.num_label_values(src)
+    if top is None:
+      raise ValueError(f"model.conditional=True needs labels, and dataset {d.dataset!r} has "
+                       f"none; set model.conditional=False or use labelled data.")
+    if top > d.num_classes:
+      raise ValueError(f"The labels of {d.dataset!r} go up to {top - 1}, beyond "
+                       f"data.num_classes={d.num_classes}; set data.num_classes={top}.")
+  return sources.at_size(src, d.image_size)
+
+
+def reference(config) -> tuple:
+  """(source, n): the split fid.ref_split and how many of its images are the FID reference
+  (the first fid.ref_num_examples of it, or all when that is 0)."""
+  f = config.fid
+  src = source(config, f.ref_split)
+  return src, len(src) if f.ref_num_examples <= 0 else min(f.ref_num_examples, len(src))
+
+
+def image_shape(config, src) -> tuple[int, int, int]:
+  """(S, S, C) of the preprocessed images; checks that the U-Net can halve S enough times."""
+  size = config.data.image_size
+  levels = 2**(len(config.model.ch_mult) - 1)
+  if size % levels:
+    raise ValueError(f"data.image_size={size} is not divisible by {levels} "
+                     f"(2^(len(model.ch_mult)-1)); use a multiple of {levels} or fewer levels.")
+  first, _ = src.get([0])
+  return (size, size, first[0].shape[-1] if first[0].ndim == 3 else 1)

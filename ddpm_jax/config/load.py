@@ -1,0 +1,42 @@
+"""Config files as the command line reads them, for code that runs without absl flags (the
+benchmarks, tests): `load("configs/X.py[:argument]")` calls the file's get_config, and
+`override(config, ["a.b=value", ...])` sets fields with the same literal parsing as
+`--config.a.b=value`.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+
+
+def load(spec: str):
+  """The ConfigDict of a config file; `spec` is a path, optionally with ":argument" for a
+  get_config that takes one (as --config accepts)."""
+  path, _, argument = spec.partition(":")
+  module_spec = importlib.util.spec_from_file_location("config_file", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(argument) if argument else module.get_config()
+
+
+def override(config, assignments) -> list[str]:
+  """Sets each "a.b=value" (value parsed as a Python literal where it is one, else a string)
+  and returns the dotted names set; an unknown field is a one-line ValueError."""
+  names = []
+  for item in assignments:
+    name, _, text = item.partition("=")
+    *parents, leaf = name.split(".")
+    node = config
+    for part in parents:
+      if part not in node:
+        raise ValueError(f"unknown config field {name!r} (the fields are in configs/default.py)")
+      node = node[part]
+    if leaf not in node:
+      raise ValueError(f"unknown config field {name!r} (the fields are in configs/default.py)")
+    try:
+      node[leaf] = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      node[leaf] = text
+    names.append(name)
+  return names

@@ -1,0 +1,86 @@
+"""config.sampling → the compiled sampler: the row of sampling.method in samplers/table.py,
+its options read from the config, the network's Denoiser (clipping where the sampler honours
+sampling.clip_x0, classifier-free guidance for conditional models) and the network
+evaluations per sample.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import numpy as np
+
+from ddpm_jax.config import build
+from ddpm_jax.samplers import common, table
+
+# Raised whenever a sampler's samples for an unchanged config change, so that results named
+# by the settings (modes/runs.results_name) made by older code are not reused. 2: dpm_solver,
+# unipc and edm honour sampling.clip_x0; 3: so does the ode; 4: every sampler reads one
+# Denoiser (core/denoiser.py) and DDPM networks on the linear β schedule are sampled on their
+# exact discrete VP process by the SDE samplers (before: the continuous VP SDE).
+REVISION = 4
+
+
+def options(config) -> dict:
+  """The builder keywords of sampling.method, read from config.sampling (an empty spacing
+  is the sampler's own default grid)."""
+  s, entry = config.sampling, table.get(config.sampling.method)
+  out = {keyword: s[field] for keyword, field in entry.options.items()}
+  if "spacing" in out and not out["spacing"]:
+    out["spacing"] = entry.grid
+  return out
+
+
+def guided(config) -> bool:
+  return bool(config.model.conditional and config.sampling.guidance_weight)
+
+
+def nfe_per_sample(config) -> int | None:
+  """Network evaluations per sample of a fixed-step sampler (×2 under classifier-free
+  guidance); None for the adaptive probability-flow ODE, whose solver counts its own."""
+  n = table.nfe(config.sampling.method, build.process(config), options(config))
+  return None if n is None else n * (2 if guided(config) else 1)
+
+
+def loop(config, shape):
+  """The per-device loop of sampling.method for images of `shape` (samplers/common.py)."""
+  entry = table.get(config.sampling.method)
+  return entry.build(build.process(config), tuple(shape), **options(config))
+
+
+def make_sampler(config, net_module, shape, mesh):
+  """sample_fn(params, key, num, first_index=0) -> (samples [num, *shape], network
+  evaluations per sample) with the configured sampler, compiled once (for each distinct num)
+  and data-parallel over `mesh`.
+
+  Class-conditional models get labels cycling through the classes: sample i of the whole
+  run (i = first_index, first_index + 1, …) has label i mod num_classes; with
+  sampling.guidance_weight, classifier-free guidance (applied by the Denoiser).
+  """
+  s = config.sampling
+  entry = table.get(s.method)
+  run = common.compile_loop(loop(config, shape),
+                            _make_denoiser(config, net_module, entry.clips), mesh)
+  classes, fixed_nfe = build.num_classes(config), nfe_per_sample(config)
+  per_call = 2 if guided(config) else 1
+
+  def sample_fn(params, key, num: int, first_index: int = 0):
+    labels = None if classes is None else np.arange(first_index, first_index + num) % classes
+    x, info = run(params, key, num, cond=labels)
+    if fixed_nfe is None:  # the ODE counts its evaluations of the field
+      return x, float(np.mean(jax.device_get(info["nfe"]))) * per_call
+    return x, float(fixed_nfe)
+  return sample_fn
+
+
+def _make_denoiser(config, net_module, clips: bool):
+  """params ↦ the Denoiser of the network with those parameters, as the sampler reads it."""
+  make = build.denoiser(config, clip_x0=clips and config.sampling.clip_x0)
+  apply = build.apply_fn(net_module)
+  weight, null = config.sampling.guidance_weight, build.num_classes(config)
+
+  def denoiser(params):
+    d = make(functools.partial(apply, params))
+    return d.guided(weight, null) if guided(config) else d
+  return denoiser

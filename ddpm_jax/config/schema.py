@@ -1,0 +1,263 @@
+"""What a valid config is: each field's range or choices (every allowed set read from the code
+that consumes it), the relations between fields, and which fields a run reads, so that a
+command-line setting no part of the run reads is refused instead of silently ignored.
+
+`check(config)` raises ValueError with one line naming the field and the fix;
+`ignored(config, mode, overrides)` lists the overrides this run does not read.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from ddpm_jax.config import build
+from ddpm_jax.core import chain, denoiser, schedules
+from ddpm_jax.core import sde as sde_lib
+from ddpm_jax.models import layers
+from ddpm_jax.objectives import ddpm as ddpm_objective
+from ddpm_jax.objectives import dsm
+from ddpm_jax.samplers import ddim, grids, likelihood, table
+
+MODES = ("train", "sample", "bpd", "eval")
+
+
+def _positive(v) -> bool:
+  return v > 0
+
+
+def _at_least(low):
+  return lambda v: v >= low
+
+
+def _between(low, high, *, high_included=False):
+  return lambda v: low <= v <= high if high_included else low <= v < high
+
+
+# (field, test, what it must be): the ranges, one field at a time.
+RANGES = (
+    ("seed", _at_least(0), "0 or more"),
+    ("data.image_size", _positive, "a positive number of pixels"),
+    ("data.num_classes", _positive, "a positive number of classes"),
+    ("data.num_workers", _at_least(0), "0 (a thread) or more worker processes"),
+    ("diffusion.num_timesteps", _at_least(2), "at least 2, e.g. 1000"),
+    ("diffusion.beta_start", _between(0, 1), "in [0, 1), e.g. 1e-4"),
+    ("diffusion.beta_end", _between(0, 1), "in [0, 1), e.g. 0.02"),
+    ("model.ch", lambda v: v > 0 and v % 32 == 0, "a positive multiple of 32 (GroupNorm's 32 groups)"),
+    ("model.num_res_blocks", _positive, "at least 1"),
+    ("model.dropout", _between(0, 1), "in [0, 1)"),
+    ("training.batch_size", _positive, "a positive global batch size"),
+    ("training.num_train_steps", _positive, "at least 1"),
+    ("training.steps_per_dispatch", _positive, "at least 1"),
+    ("training.log_every", _positive, "at least 1"),
+    ("training.checkpoint_every", _positive, "at least 1"),
+    ("training.keep_checkpoints", _positive, "at least 1 (the newest checkpoint is always kept)"),
+    ("training.sample_every", _at_least(0), "0 (at the end only) or more"),
+    ("training.ema_decay", _between(0, 1), "in [0, 1), e.g. 0.9999"),
+    ("training.label_dropout", _between(0, 1), "in [0, 1)"),
+    ("training.vlb_weight", _at_least(0), "0 or more"),
+    ("optim.learning_rate", _positive, "positive, e.g. 2e-4"),
+    ("optim.warmup_steps", _at_least(0), "0 or more"),
+    ("optim.grad_clip", _at_least(0), "0 (off) or a positive norm"),
+    ("optim.beta1", _between(0, 1), "in [0, 1)"),
+    ("optim.beta2", _between(0, 1), "in [0, 1)"),
+    ("optim.eps", _positive, "positive"),
+    ("sampling.num_steps", _positive, "at least 1"),
+    ("sampling.eta", _between(*ddim.ETA, high_included=True),
+     f"in [{ddim.ETA[0]:g}, {ddim.ETA[1]:g}] (0: deterministic DDIM)"),
+    ("sampling.num_samples", _positive, "at least 1"),
+    ("sampling.batch_size", _positive, "at least 1"),
+    ("sampling.snr", _positive, "positive"),
+    ("sampling.n_steps_each", _positive, "at least 1"),
+    ("sampling.eps", _between(0, 1), "in [0, 1), e.g. 1e-3"),
+    ("sampling.rtol", _positive, "positive"),
+    ("sampling.atol", _positive, "positive"),
+    ("sampling.step_lr", _positive, "positive"),
+    ("sampling.guidance_weight", _at_least(0), "0 (off) or more"),
+    ("sampling.edm_churn", _at_least(0), "0 (deterministic) or more, e.g. 40"),
+    ("sampling.edm_s_tmin", _at_least(0), "0 or more"),
+    ("sampling.edm_s_noise", _positive, "positive, e.g. 1.0"),
+    ("sampling.seed", _at_least(0), "0 or more"),
+    ("sde.beta_min", _positive, "positive"),
+    ("sde.sigma_min", _positive, "positive"),
+    ("sde.num_scales", _at_least(2), "at least 2"),
+    ("sde.train_eps", _between(0, 1), "in [0, 1), e.g. 1e-5"),
+    ("edm.sigma_min", _positive, "positive, e.g. 0.002"),
+    ("edm.sigma_data", _positive, "positive: the data's standard deviation, e.g. 0.5"),
+    ("edm.p_std", _positive, "positive, e.g. 1.2"),
+    ("eval.num_examples", _at_least(0), "0 (the whole split) or more"),
+    ("eval.batch_size", _positive, "at least 1"),
+    ("eval.rtol", _positive, "positive"),
+    ("eval.atol", _positive, "positive"),
+    ("eval.seed", _at_least(0), "0 or more"),
+    ("fid.num_samples", _positive, "at least 1"),
+    ("fid.chunk_size", _positive, "at least 1"),
+    ("fid.inception_batch_size", _positive, "at least 1"),
+    ("fid.ref_num_examples", _at_least(0), "0 (the whole split) or more"),
+    ("fid.kid_subsets", _positive, "at least 1"),
+    ("fid.kid_subset_size", _at_least(2), "at least 2"),
+)
+# (first, second): fields whose values must be ordered first < second.
+ORDERED = (("diffusion.beta_start", "diffusion.beta_end"), ("sde.beta_min", "sde.beta_max"),
+           ("sde.sigma_min", "sde.sigma_max"), ("edm.sigma_min", "edm.sigma_max"),
+           ("sampling.edm_s_tmin", "sampling.edm_s_tmax"))
+# (field, its choices): settings that name one of a few options, as their consumers list them.
+CHOICES = (
+    ("training.objective", denoiser.KINDS),
+    ("sampling.method", tuple(table.SAMPLERS)),
+    ("model.dtype", tuple(build.DTYPES)),
+    ("model.attention", layers.ATTENTION),
+    ("model.mean_type", denoiser.PREDICTIONS[:-1]),
+    ("model.var_type", chain.VAR_TYPES),
+    ("diffusion.beta_schedule", schedules.BETA_SCHEDULES),
+    ("sde.name", sde_lib.SDE_NAMES),
+    ("sde.reduce", dsm.REDUCTIONS),
+    ("training.loss_type", ddpm_objective.LOSS_TYPES),
+    ("training.t_sampler", ddpm_objective.TIMESTEP_SAMPLERS),
+    ("sampling.spacing", ("",) + grids.SPACINGS),
+    ("eval.divergence", likelihood.DIVERGENCES),
+)
+
+
+def field(config, name: str):
+  return functools.reduce(lambda node, part: node[part], name.split("."), config)
+
+
+def check(config) -> None:
+  """Ranges, choices and relations; the first problem as a one-line ValueError."""
+  for name, ok, want in RANGES:
+    value = field(config, name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
+      raise ValueError(f"{name}={value!r} must be {want}; set --config.{name}.")
+  for low, high in ORDERED:
+    if not field(config, low) < field(config, high):
+      raise ValueError(f"{low}={field(config, low)!r} must be below {high}="
+                       f"{field(config, high)!r}; change one of them.")
+  for name, choices in CHOICES + _sampler_choices(config):
+    if field(config, name) not in choices:
+      raise ValueError(f"Unknown {name} {field(config, name)!r}; use one of {choices}.")
+  _check_objective(config)
+  _check_sampling(config)
+  t, k = config.training, config.training.steps_per_dispatch
+  if t.num_train_steps % k or t.checkpoint_every % k or t.log_every % k:
+    raise ValueError(f"training.steps_per_dispatch={k} must divide num_train_steps, "
+                     f"checkpoint_every and log_every; change one of them.")
+
+
+def _sampler_choices(config) -> tuple:
+  """The option choices of the samplers (the chosen one's where several read a field)."""
+  mine = table.SAMPLERS.get(config.sampling.method)
+  out = {}
+  for entry in table.SAMPLERS.values():
+    for name, choices in entry.choices.items():
+      out.setdefault(name, choices)
+  if mine is not None:
+    out.update(mine.choices)
+  return tuple((f"sampling.{name}", choices) for name, choices in out.items())
+
+
+def _check_objective(config) -> None:
+  obj, t, m, c = config.training.objective, config.training, config.model, config.sde
+  if obj == "ddpm":
+    chain.check_types(m.mean_type, m.var_type)
+    if t.loss_type == "hybrid" and not chain.learns_variance(m.var_type):
+      raise ValueError(f"training.loss_type 'hybrid' trains the variance: set model.var_type "
+                       f"to 'learned' or 'learned_range' (not {m.var_type!r}), or use "
+                       f"loss_type 'simple'.")
+  elif t.t_sampler == "importance":
+    raise ValueError("training.t_sampler 'importance' draws the timesteps of objective 'ddpm'; "
+                     "for 'dsm' set sde.importance_sampling=True (with likelihood weighting).")
+  if obj == "dsm":
+    if c.importance_sampling and not c.likelihood_weighting:
+      raise ValueError("sde.importance_sampling draws t for the likelihood weighting; set "
+                       "sde.likelihood_weighting=True too.")
+    if c.importance_sampling and c.name == "subvp":
+      raise ValueError("sde.importance_sampling is implemented for the VP and VE SDEs; set it "
+                       "False for sde.name 'subvp'.")
+
+
+def _check_sampling(config) -> None:
+  s, obj = config.sampling, config.training.objective
+  entry = table.get(s.method)
+  if obj not in entry.kinds:
+    fits = tuple(name for name, e in table.SAMPLERS.items() if obj in e.kinds)
+    raise ValueError(f"sampling.method {s.method!r} does not fit training.objective "
+                     f"{obj!r}; use one of {fits}.")
+  if s.method == "dpm_solver" and s.dpm_solver_variant == "singlestep" and s.solver_order != 2:
+    raise ValueError(f"sampling.dpm_solver_variant 'singlestep' is DPM-Solver++(2S), of order "
+                     f"2; set sampling.solver_order=2 (not {s.solver_order}).")
+  if s.method == "ddim" and s.num_steps > config.diffusion.num_timesteps:
+    raise ValueError(f"sampling.num_steps={s.num_steps} must be at most "
+                     f"diffusion.num_timesteps={config.diffusion.num_timesteps}; lower it.")
+
+
+# ------------------------------------------------------------------ what a run reads
+
+def _rules(config, mode: str) -> list[tuple[str, bool, str]]:
+  """(field or section, whether this run reads it, what reads it), most specific first."""
+  obj, s, c = config.training.objective, config.sampling, config.sde
+  entry = table.get(s.method)
+  train, samples = mode == "train", mode in ("train", "sample", "eval")
+  conditional = bool(config.model.conditional)
+  rules = [("training.objective", True, ""), ("sampling.use_ema", True, "")]
+  option_fields = {f for e in table.SAMPLERS.values() for f in e.options.values()}
+  for name in sorted(option_fields):
+    readers = tuple(m for m, e in table.SAMPLERS.items() if name in e.options.values())
+    rules.append((f"sampling.{name}", samples and name in entry.options.values(),
+                  f"sampling.method {' / '.join(repr(r) for r in readers)}"))
+  ve, vp = (obj == "dsm" and c.name == "ve"), (obj == "dsm" and c.name != "ve")
+  rules += [
+      ("sampling.clip_x0", samples and entry.clips,
+       f"the samplers that clip ({', '.join(m for m, e in table.SAMPLERS.items() if e.clips)})"),
+      ("sampling.guidance_weight", samples and conditional, "conditional models"),
+      ("sampling.num_samples", mode in ("train", "sample"), "--mode sample and train's grids"),
+      ("sampling.batch_size", mode == "sample", "--mode sample"),
+      ("sampling.method", mode != "bpd", "the modes that sample"),
+      ("sampling.seed", samples, "the modes that sample"),
+      ("diffusion", obj == "ddpm", "training.objective 'ddpm'"),
+      ("sde.name", obj == "dsm", "training.objective 'dsm'"),
+      ("sde.beta_min", vp, "the VP and sub-VP SDEs of training.objective 'dsm'"),
+      ("sde.beta_max", vp, "the VP and sub-VP SDEs of training.objective 'dsm'"),
+      ("sde.sigma_min", ve or obj == "ncsn", "training.objective 'ncsn' and the VE SDE of 'dsm'"),
+      ("sde.sigma_max", ve or obj == "ncsn", "training.objective 'ncsn' and the VE SDE of 'dsm'"),
+      ("sde.num_scales", obj in ("dsm", "ncsn") or (obj == "edm" and s.method == "pc"),
+       "training.objective 'dsm' and 'ncsn', and the PC sampler of 'edm'"),
+      ("sde", train and obj in ("dsm", "ncsn"), "--mode train of objectives 'dsm' and 'ncsn'"),
+      ("edm.sigma_min", obj == "edm", "training.objective 'edm'"),
+      ("edm.sigma_max", obj == "edm", "training.objective 'edm'"),
+      ("edm.sigma_data", obj == "edm", "training.objective 'edm'"),
+      ("edm", train and obj == "edm", "--mode train of training.objective 'edm'"),
+      ("model.mean_type", obj in ("ddpm", "dsm"), "training.objective 'ddpm' and 'dsm'"),
+      ("model.var_type", obj == "ddpm", "training.objective 'ddpm'"),
+      ("data.num_classes", conditional, "conditional models (model.conditional=True)"),
+      ("data.random_flip", train, "--mode train"),
+      ("data.num_workers", train, "--mode train"),
+      ("training.loss_type", train and obj == "ddpm", "--mode train of objective 'ddpm'"),
+      ("training.vlb_weight", train and obj == "ddpm" and config.training.loss_type == "hybrid",
+       "training.loss_type 'hybrid'"),
+      ("training.t_sampler", train and obj == "ddpm", "--mode train of objective 'ddpm'"),
+      ("training.label_dropout", train and conditional, "--mode train of conditional models"),
+      ("training", train, "--mode train"),
+      ("optim", train, "--mode train"),
+      ("eval.divergence", mode == "bpd" and obj != "ddpm", "--mode bpd of score models"),
+      ("eval.rtol", mode == "bpd" and obj != "ddpm", "--mode bpd of score models"),
+      ("eval.atol", mode == "bpd" and obj != "ddpm", "--mode bpd of score models"),
+      ("eval", mode == "bpd", "--mode bpd"),
+      ("fid", mode == "eval", "--mode eval"),
+  ]
+  return rules
+
+
+def ignored(config, mode: str, overrides) -> list[str]:
+  """One line for each overridden field (dotted names) that this run does not read."""
+  rules = _rules(config, mode)
+  context = (f"this run: --mode {mode}, training.objective {config.training.objective!r}, "
+             f"sampling.method {config.sampling.method!r}")
+  out = []
+  for name in overrides:
+    for prefix, read, who in rules:
+      if name == prefix or name.startswith(prefix + "."):
+        if not read:
+          out.append(f"--config.{name} is read only by {who} ({context}); drop it or change "
+                     f"what it configures.")
+        break
+  return out

@@ -1,0 +1,97 @@
+"""The gate every mode passes before it touches anything: the schema (config/schema.py), the
+command-line settings the run would ignore, then a dry build of every host-side object the
+mode will use — the data source and image shape, the network's shapes, the sampler's loop
+(its step grid and coefficients), the loss and train step, the bits/dim function, the FID
+reference split and weights. Building is cheap (`jax.jit` compiles lazily), so a bad config
+fails here in seconds with one line, before a workdir is created, a config.json written or a
+checkpoint read; and what was built is what the mode then runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping
+
+from jax.sharding import Mesh
+
+from ddpm_jax.config import build, sampler, schema
+from ddpm_jax.evaluation import inception
+from ddpm_jax.infra import parallel
+from ddpm_jax.models.unet import UNet
+
+BATCH_FIELDS = {"train": "training.batch_size", "sample": "sampling.batch_size",
+                "bpd": "eval.batch_size", "eval": "fid.chunk_size"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """What a mode runs, built from a valid config; nothing here has touched the disk."""
+  mode: str
+  mesh: Mesh                 # every device of every host, axis "data"
+  source: Any                # the mode's split (eval.split for bpd, else data.split)
+  shape: tuple               # (S, S, C) of the preprocessed images
+  model: UNet
+  template: Any              # the TrainState's shapes and dtypes (what a checkpoint holds)
+  sample_fn: Callable | None = None   # train, sample, eval (config/sampler.py)
+  step_fn: Callable | None = None     # train
+  bpd_fn: Callable | None = None      # bpd
+  reference: tuple | None = None      # eval: (source of fid.ref_split, number of images)
+
+
+def validate(config, mode: str, overrides: Mapping | None = None) -> Plan:
+  """Checks `config` for `mode` and builds what the mode runs; `overrides` are the fields
+  set on the command line (dotted names), of which those the run does not read are refused.
+  Raises ValueError (or FileNotFoundError for a missing file) with one line."""
+  if mode not in schema.MODES:
+    raise ValueError(f"Unknown mode {mode!r}; use one of {schema.MODES}.")
+  schema.check(config)
+  unread = schema.ignored(config, mode, overrides or ())
+  if unread:
+    raise ValueError(unread[0])
+  mesh = parallel.make_mesh()
+  batch_field = BATCH_FIELDS[mode]
+  parallel.check_divisible(schema.field(config, batch_field), mesh, batch_field)
+  if mode == "train":
+    _check_antithetic(config, mesh)
+  source = build.source(config, config.eval.split if mode == "bpd" else None)
+  shape = build.image_shape(config, source)
+  model = build.model(config, shape[-1])
+  template = build.train_state(config, model, shape, abstract=True)
+  plan = Plan(mode, mesh, source, shape, model, template)
+  if mode != "bpd":
+    plan = dataclasses.replace(plan, sample_fn=sampler.make_sampler(config, model, shape, mesh))
+  if mode == "train":
+    plan = dataclasses.replace(plan, step_fn=build.train_step(config, model, mesh))
+  if mode == "bpd":
+    if config.training.objective == "ncsn":
+      raise ValueError("NCSN has no likelihood (its levels are not a process with a density); "
+                       "--mode bpd takes training.objective 'ddpm', 'dsm' or 'edm'.")
+    plan = dataclasses.replace(plan, bpd_fn=build.bpd(config, model, mesh))
+  if mode == "eval":
+    plan = dataclasses.replace(plan, reference=_reference(config))
+  return plan
+
+
+def _check_antithetic(config, mesh) -> None:
+  t = config.training
+  if t.t_sampler == "antithetic" and (t.batch_size // mesh.size) % 2:
+    raise ValueError(f"training.t_sampler 'antithetic' pairs the timesteps within each "
+                     f"device's batch: training.batch_size={t.batch_size} over {mesh.size} "
+                     f"devices is odd per device; use a multiple of {2 * mesh.size}.")
+
+
+def _reference(config) -> tuple:
+  """(source, n) of fid.ref_split, with the KID subset and the Inception weights checked."""
+  source, n = build.reference(config)
+  check_kid_subset(config.fid, n)
+  inception.weights_path(config.fid.inception_weights)
+  return source, n
+
+
+def check_kid_subset(f, n_ref: int) -> None:
+  """KID averages over subsets of fid.kid_subset_size samples and reference images; a subset
+  as large as either set is the whole set every time (a KID std of 0), so it is refused."""
+  if f.kid_subset_size >= min(f.num_samples, n_ref):
+    raise ValueError(f"fid.kid_subset_size={f.kid_subset_size} must be smaller than "
+                     f"fid.num_samples={f.num_samples} and the {n_ref} reference images (larger "
+                     f"subsets are all the same: a KID std of 0); lower it.")

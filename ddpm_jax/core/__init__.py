@@ -1,0 +1,2 @@
+"""Pure math, no config, files or devices: schedules, the discrete chain, the SDEs, the
+Denoiser (one adapter per network kind) and the broadcasting helper."""

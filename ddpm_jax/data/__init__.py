@@ -1,0 +1,1 @@
+"""Data: random-access sources (embedded digits, .npz, image folders, tfds) and batches."""

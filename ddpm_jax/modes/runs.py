@@ -1,0 +1,137 @@
+"""What every mode starts with: the config gate (config/validate.py), then the workdir, and
+for the modes that use a trained model its parameters.
+
+  run = start_run(config, workdir, "train")                   # run.plan: what the gate built
+  run, params, step = load_run(config, workdir, "sample")
+
+and what the modes that generate many samples share: `results_name` (what their files are
+called) and `resumable_chunks`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from typing import Any, Callable
+
+import numpy as np
+from etils import epath
+from jax.sharding import Mesh
+
+from ddpm_jax.config import build, sampler, schema, validate
+from ddpm_jax.infra import files, parallel
+from ddpm_jax.infra.metrics_writer import log
+from ddpm_jax.training import checkpoint
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  workdir: str       # absolute or a URI (gs://…), created, writable
+  plan: validate.Plan  # what the mode runs, built by the config gate
+
+  @property
+  def checkpoint_dir(self) -> str:
+    return os.path.join(self.workdir, "checkpoints")
+
+  @property
+  def mesh(self) -> Mesh:
+    return self.plan.mesh
+
+  @property
+  def shape(self) -> tuple:
+    return self.plan.shape
+
+
+def prepare_workdir(workdir: str) -> str:
+  """Creates the workdir and checks that it is writable, with a one-line error if not (the
+  writing process only: the others write nothing)."""
+  workdir = files.resolve(workdir)
+  if not parallel.is_main_process():
+    return workdir
+  try:
+    path = epath.Path(workdir)
+    path.mkdir(parents=True, exist_ok=True)
+    probe = path / f".write_test_{os.getpid()}"
+    probe.write_text("ok")
+    probe.unlink()
+  except OSError as e:
+    raise PermissionError(f"Cannot write to workdir {workdir!r} ({e.strerror or e}); choose "
+                          f"a writable --workdir.") from None
+  return workdir
+
+
+def start_run(config, workdir: str, mode: str, overrides=None) -> Run:
+  """The config gate (config/validate.py: checks and builds everything the mode runs), then
+  the workdir: nothing is written for a config that the gate refuses."""
+  plan = validate.validate(config, mode, overrides)
+  return Run(prepare_workdir(workdir), plan)
+
+
+def load_run(config, workdir: str, mode: str, overrides=None) -> tuple[Run, Any, int]:
+  """`start_run`, then `restore_params`: (run, params, step)."""
+  run = start_run(config, workdir, mode, overrides)
+  return (run, *restore_params(config, run))
+
+
+def restore_params(config, run: Run) -> tuple[Any, int]:
+  """(params, step) of the newest readable checkpoint of the run's workdir: the EMA
+  parameters unless config.sampling.use_ema is False."""
+  manager = checkpoint.make_manager(run.checkpoint_dir)
+  if not manager.all_steps():  # before building a template to restore into
+    raise FileNotFoundError(f"No checkpoint in {run.checkpoint_dir}; train first with "
+                            f"--mode train and the same --workdir.")
+  state = checkpoint.restore_latest(manager, run.plan.template)
+  params = state.ema_params if config.sampling.use_ema else state.params
+  return parallel.replicate(params, run.mesh), int(state.step)
+
+
+def results_name(config, step: int, params, mode: str = "sample", **extra) -> tuple[str, dict]:
+  """(name, settings) for the files that sampling `params` (checkpoint `step`) with `config`
+  makes: sampler, steps, η, guidance, EMA choice, step and seed in words, then a digest of
+  every setting that changes the samples — the config.sampling fields that `mode` reads
+  (config/schema.py: not, say, sampling.batch_size in --mode eval), the model, the diffusion
+  or SDE and the objective, the image size, the step, a digest of the parameters themselves,
+  the samplers' revision (config/sampler.py REVISION) and `extra` (e.g. an evaluation's chunk
+  size) — so files made with other settings never share a name. E.g.
+  'ddim50_eta0_ema_step800000_seed0_1a2b3c4d'."""
+  s = config.sampling
+  read = {k: v for k, v in s.to_dict().items()
+          if not schema.ignored(config, mode, [f"sampling.{k}"])}
+  settings = {"sampling": read, **{k: config[k].to_dict() for k in ("model", "diffusion", "sde")},
+              "objective": config.training.objective, "image_size": config.data.image_size,
+              "num_classes": build.num_classes(config), "step": step,
+              "params_digest": checkpoint.digest(params),
+              "sampler_revision": sampler.REVISION, **extra}
+  stepped = ("ddim", "ode", "dpm_solver", "unipc", "edm")
+  words = [f"{s.method}{s.num_steps if s.method in stepped else ''}"]
+  if s.method == "ddim":
+    words.append(f"eta{s.eta:g}")
+  if config.model.conditional:
+    words.append(f"w{s.guidance_weight:g}")
+  words += ["ema" if s.use_ema else "raw", f"step{step}", f"seed{s.seed}"]
+  key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
+  return "_".join(words + [key]), settings
+
+
+def resumable_chunks(directory: str, num_chunks: int,
+                     make: Callable[[int], dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+  """Chunks 0…num_chunks−1, each a dict of arrays: chunk i is read from
+  DIRECTORY/chunk_{i:05d}.npz where an earlier, interrupted run wrote it, else made by
+  make(i) and written (atomically, by process 0) before chunk i+1 starts — so a killed run
+  loses at most the chunk in progress. make(i) must depend on i alone (e.g. a key folded
+  with i), so resumed chunks equal those of an uninterrupted run."""
+  paths = [os.path.join(directory, f"chunk_{i:05d}.npz") for i in range(num_chunks)]
+  written = parallel.agree(np.array([files.exists(p) for p in paths], bool))  # process 0's view
+  if written.any():
+    log(f"{int(written.sum())} of {num_chunks} chunks already in {directory}; making the rest")
+  chunks = []
+  for i, path in enumerate(paths):
+    if written[i]:
+      chunks.append(files.load_npz(path))
+      continue
+    chunks.append(make(i))
+    if parallel.is_main_process():
+      files.save_npz(path, **chunks[-1])
+  return chunks

@@ -1,0 +1,121 @@
+"""The samplers, one row each: what builds its loop, the options it reads (the builder's
+keyword and the `sampling.*` field behind it), the network evaluations it costs, its default
+step grid, whether it honours clipping (sampling.clip_x0: the Denoiser's clip_x0), and the
+network kinds it runs on. config/sampler.py, the config's checks and the README's table read
+it; adding a sampler is one module and one row.
+
+Every sampler is run the same way: `sample(method, denoiser, key, shape, **options)` ->
+(samples, info) with info["nfe"] the network evaluations per sample.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ddpm_jax.samplers import (
+  common,
+  ddim,
+  ddpm,
+  dpm_solver,
+  edm,
+  langevin,
+  ode,
+  pc,
+  unipc,
+)
+
+SDE_MODELS = ("ddpm", "dsm", "edm")  # network kinds (core/denoiser.py) with a continuous time
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampler:
+  build: Callable                  # build(sde, shape, **options) -> the per-device loop
+  options: dict                    # builder keyword -> the sampling.* field it reads
+  nfe: Callable                    # nfe(sde, **options) -> evaluations per sample, or None
+  kinds: tuple                     # the network kinds it samples
+  clips: bool                      # whether the Denoiser's clip_x0 (sampling.clip_x0) applies
+  grid: str | None = None          # its default spacing (sampling.spacing "")
+  choices: dict = dataclasses.field(default_factory=dict)  # field -> the values it accepts
+  summary: str = ""                # the README's line: what it is, its NFE
+
+
+GRID = {"num_steps": "num_steps", "spacing": "spacing", "eps": "eps", "denoise": "denoise"}
+
+SAMPLERS = {
+    "ddpm": Sampler(ddpm.ddpm_loop, {}, ddpm.nfe, ("ddpm",), True,
+                    summary="ancestral sampling over all T steps of the chain | T"),
+    "ddim": Sampler(ddim.ddim_loop, {"num_steps": "num_steps", "eta": "eta",
+                                     "skip_type": "skip_type"}, ddim.nfe, ("ddpm",), True,
+                    choices={"skip_type": ddim.SKIP_TYPES},
+                    summary="DDIM on a sub-sequence of the chain, η ∈ [0, 1] | N"),
+    "pc": Sampler(pc.pc_loop, {"predictor": "predictor", "corrector": "corrector",
+                               "snr": "snr", "n_steps": "n_steps_each", "eps": "eps",
+                               "denoise": "denoise"}, pc.nfe, SDE_MODELS, False,
+                  choices={"predictor": pc.PREDICTORS, "corrector": pc.CORRECTORS},
+                  summary="predictor-corrector on the reverse SDE's N levels | N × (1 + "
+                          "corrector steps)"),
+    "ode": Sampler(ode.ode_loop, {"solver": "ode_solver", "rtol": "rtol", "atol": "atol",
+                                  "num_steps": "num_steps", "eps": "eps",
+                                  "denoise": "denoise"}, lambda sde, **_: None, SDE_MODELS,
+                   True, choices={"ode_solver": ode.SOLVERS},
+                   summary="probability-flow ODE, adaptive (tsit5, dopri5) or fixed steps "
+                           "(heun, euler) | counted"),
+    "dpm_solver": Sampler(dpm_solver.dpm_solver_loop, {
+        **GRID, "order": "solver_order", "variant": "dpm_solver_variant",
+        "lower_order_final": "lower_order_final", "third_order": "dpm_solver_3m",
+        "start": "dpm_solver_start"}, dpm_solver.nfe, SDE_MODELS, True,
+        dpm_solver.SPACING, {"solver_order": dpm_solver.ORDERS,
+                             "dpm_solver_variant": dpm_solver.VARIANTS,
+                             "dpm_solver_3m": dpm_solver.THIRD_ORDER,
+                             "dpm_solver_start": dpm_solver.STARTS},
+        "DPM-Solver++ 1M/2M/3M, 2S | N + 1 (3M with a 2S start: N + 2, 2S: 2N + 1)"),
+    "unipc": Sampler(unipc.unipc_loop, {
+        **GRID, "order": "solver_order", "variant": "unipc_variant",
+        "corrector": "unipc_corrector", "lower_order_final": "lower_order_final"},
+        unipc.nfe, SDE_MODELS, True, unipc.SPACING,
+        {"solver_order": unipc.ORDERS, "unipc_variant": unipc.VARIANTS},
+        "UniPC (bh1/bh2), predictor order 1-3 | N + 1"),
+    "edm": Sampler(edm.edm_loop, {
+        **GRID, "churn": "edm_churn", "s_tmin": "edm_s_tmin", "s_tmax": "edm_s_tmax",
+        "s_noise": "edm_s_noise"}, edm.nfe, SDE_MODELS, True, edm.SPACING,
+        summary="EDM's Heun with stochastic churn | 2N + 1"),
+    "ald": Sampler(langevin.ald_loop, {"step_lr": "step_lr", "n_steps_each": "n_steps_each",
+                                       "denoise": "denoise"}, langevin.nfe, ("ncsn",), False,
+                   summary="annealed Langevin dynamics over NCSN's levels | L × steps + 1"),
+}
+
+
+def get(method: str) -> Sampler:
+  if method not in SAMPLERS:
+    raise ValueError(f"Unknown sampler {method!r}; use one of {tuple(SAMPLERS)}.")
+  return SAMPLERS[method]
+
+
+def nfe(method: str, sde, options: dict) -> int | None:
+  """Network evaluations per sample of `method` with `options` (the builder's defaults for
+  the rest), before guidance doubles them; None where the solver counts its own (the ODE)."""
+  entry = get(method)
+  bound = inspect.signature(entry.build).bind(sde, (), **options)
+  bound.apply_defaults()
+  return entry.nfe(sde, **{k: v for k, v in bound.arguments.items() if k not in ("sde", "shape")})
+
+
+def sample(method: str, model, key, shape: Sequence[int], *, x_T=None, cond=None, mesh=None,
+           **options):
+  """Samples [B, ...] of `shape` from the Denoiser `model` with sampler `method` and its
+  `options` (the builder's keywords), from x_T where given: returns (samples, info), info
+  holding "nfe", the network evaluations per sample (both passes under guidance), and what
+  the sampler records. This compiles for the call; config/sampler.py compiles once per run."""
+  entry = get(method)
+  if model.kind not in entry.kinds:
+    raise ValueError(f"Sampler {method!r} samples networks of kind {entry.kinds}, not "
+                     f"{model.kind!r}.")
+  loop = entry.build(model.process, tuple(shape[1:]), **options)
+  x, info = common.run(loop, model, key, shape[0], mesh=mesh, x_init=x_T, cond=cond)
+  fixed = nfe(method, model.process, options)
+  counted = np.mean(np.asarray(info["nfe"])) if fixed is None else fixed
+  return x, {**info, "nfe": float(counted) * model.evaluations_per_call}

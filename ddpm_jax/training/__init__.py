@@ -1,0 +1,1 @@
+"""The TrainState and the data-parallel training step; orbax checkpoints with checksums."""

@@ -1,0 +1,198 @@
+"""Orbax checkpoints of the TrainState: atomic saves, keep-last-K, a CRC-32 of every array
+verified on restore, and a resume that falls back to the previous checkpoint when the newest
+cannot be read — setting the unreadable one aside (renamed, kept) when training will write
+that step again.
+
+A checkpoint holds one host copy of the (replicated) state, written by process 0; the
+checksums are of exactly the bytes written. The data position needs no entry of its own:
+batches are a pure function of (seed, step).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import zlib
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from etils import epath
+from flax import serialization
+
+from ddpm_jax.infra import files, parallel
+
+ASIDE = "unreadable_checkpoints"  # beside the checkpoints folder: steps that could not be read
+
+
+class CheckpointError(RuntimeError):
+  """No checkpoint in the directory could be restored, or one could not be written."""
+
+
+class CheckpointMismatchError(CheckpointError):
+  """The checkpoint holds another model's arrays (a different config)."""
+
+
+class ChecksumError(CheckpointError):
+  """An array read from a checkpoint differs from the one written."""
+
+
+def make_manager(directory: str, max_to_keep: int = 3) -> ocp.CheckpointManager:
+  """A manager writing step folders under `directory`; a step becomes visible only once
+  completely written (orbax writes to a temporary folder and renames it)."""
+  if max_to_keep < 1:
+    raise ValueError(f"keep_checkpoints={max_to_keep} would delete every checkpoint; keep at "
+                     f"least 1.")
+  return ocp.CheckpointManager(
+      epath.Path(files.resolve(directory)), item_handlers=ocp.StandardCheckpointHandler(),
+      options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
+
+
+def save(manager: ocp.CheckpointManager, state, *, wait: bool = True) -> int:
+  """Saves the state at its step with the CRC-32 of every array (a no-op if that step is
+  already saved: restore_latest(set_aside=True) leaves only readable steps above the one it
+  restored)."""
+  step = int(jax.device_get(state.step))
+  try:
+    if step not in manager.all_steps():
+      arrays = jax.tree.map(host_copy, _written(serialization.to_state_dict(state)))
+      manager.save(step, args=ocp.args.StandardSave(arrays), force=True,
+                   custom_metadata={"crc32": checksums(arrays)})
+    if wait:
+      manager.wait_until_finished()
+  except OSError as e:  # a full disk, a read-only or vanished directory
+    raise CheckpointError(
+        f"Cannot write checkpoint step {step} to {manager.directory} ({e.strerror or e}); "
+        f"free space or fix the permissions. The previous checkpoint (step "
+        f"{manager.latest_step()}) is intact; the run resumes from it.") from None
+  return step
+
+
+def host_copy(x) -> np.ndarray:
+  """One whole copy of an array on this process, without communication: the state is
+  replicated, so any device's copy is all of it (a sharded array must be fully addressable)."""
+  if isinstance(x, jax.Array) and x.is_fully_replicated:
+    x = x.addressable_data(0)
+  return np.asarray(x)
+
+
+def checksums(arrays) -> dict[str, int]:
+  """{'params/…/kernel': CRC-32 of the array's bytes} of a tree of numpy arrays."""
+  return {_key(path): zlib.crc32(np.ascontiguousarray(a).view(np.uint8))
+          for path, a in jax.tree_util.tree_flatten_with_path(arrays)[0]}
+
+
+def digest(tree) -> str:
+  """A short hex digest of every array of `tree` (paths, shapes, dtypes and bytes)."""
+  arrays = jax.tree.map(host_copy, tree)
+  text = repr(sorted((k, np.shape(a), str(np.asarray(a).dtype), c) for (k, c), a in
+                     zip(checksums(arrays).items(), jax.tree.leaves(arrays), strict=True)))
+  return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _key(path) -> str:
+  return jax.tree_util.keystr(path, simple=True, separator="/")
+
+
+def _written(state_dict: dict) -> dict:
+  """The entries of a state dict that are saved: optional fields that are None (e.g. the loss
+  history of importance-sampled timesteps, when off) are left out, so checkpoints written
+  before such a field existed restore unchanged."""
+  return {k: v for k, v in state_dict.items() if v is not None}
+
+
+def restore_latest(manager: ocp.CheckpointManager, template, *, set_aside: bool = False):
+  """Restores the newest readable checkpoint into `template`'s structure (numpy leaves), or
+  returns None when there is none. A step that cannot be read, or whose arrays fail their
+  checksums, is reported and the previous one tried; with `set_aside` (training, which will
+  write those steps again) the unreadable steps newer than the one restored are then moved to
+  ../unreadable_checkpoints/ for inspection. When no step can be read nothing is moved. A
+  checkpoint of another config raises CheckpointMismatchError at once."""
+  steps = sorted(manager.all_steps(), reverse=True)
+  unreadable = []
+  for step in steps:
+    try:
+      state, error = restore(manager, step, template), None
+    except CheckpointMismatchError:
+      raise
+    except Exception as e:  # orbax raises many types for a damaged checkpoint
+      state, error = None, f"{type(e).__name__}: {str(e).splitlines()[0]}"
+    if not parallel.agree(error is None):  # process 0's verdict, on every process
+      logging.warning("Checkpoint step %d in %s cannot be read (%s); trying the previous one.",
+                      step, manager.directory, error)
+      unreadable.append(step)
+      continue
+    if state is None:
+      raise CheckpointError(f"Checkpoint step {step} in {manager.directory} could not be read "
+                            f"on process {jax.process_index()} ({error}).")
+    if set_aside and unreadable:
+      aside = [_set_aside(manager, s) for s in unreadable]
+      logging.warning("Moved the unreadable checkpoints %s to %s (kept for inspection); steps "
+                      "from %d on are trained and saved afresh.", unreadable,
+                      ", ".join(aside), step)
+    return state
+  if steps:
+    raise CheckpointError(f"None of the checkpoints {steps} in {manager.directory} can be read "
+                          f"(the warnings above say why); nothing was moved or deleted.")
+  return None
+
+
+def _set_aside(manager: ocp.CheckpointManager, step: int) -> str:
+  """Moves step's folder to ../unreadable_checkpoints/<step>[.n] (process 0) and makes every
+  process's manager forget it; returns the new path."""
+  aside = manager.directory.parent / ASIDE
+  target = aside / str(step)
+  n = 1
+  while target.exists():
+    target, n = aside / f"{step}.{n}", n + 1
+  if parallel.is_main_process():
+    aside.mkdir(parents=True, exist_ok=True)
+    (manager.directory / str(step)).rename(target)
+  parallel.agree(True)  # the move is done before any process re-reads the folder
+  manager.reload()
+  return str(target)
+
+
+def restore(manager: ocp.CheckpointManager, step: int, template):
+  """Checkpoint `step` restored into `template`'s structure and dtypes with numpy leaves
+  (raises if it cannot be read, ChecksumError if an array differs from the one written)."""
+  state_dict = serialization.to_state_dict(template)
+  wanted = _written(state_dict)
+  saved = manager.item_metadata(step).tree
+  problems = mismatches(saved, wanted)
+  if problems:
+    more = f" and {len(problems) - 4} more" if len(problems) > 4 else ""
+    raise CheckpointMismatchError(
+        f"Checkpoint step {step} in {manager.directory} is intact but was written by a "
+        f"different model config: {'; '.join(problems[:4])}{more}. Run with the config it was "
+        f"trained with (its config.json beside the checkpoints) or a new --workdir.")
+  dtypes = {_key(p): m.dtype for p, m in jax.tree_util.tree_flatten_with_path(saved)[0]}
+  target = jax.tree_util.tree_map_with_path(  # read as written, so the checksums apply
+      lambda p, t: np.empty(np.shape(t), dtypes[_key(p)]), wanted)
+  restored = manager.restore(step, args=ocp.args.StandardRestore(target))
+  written = (manager.metadata(step).custom_metadata or {}).get("crc32")
+  if written is None:
+    logging.warning("Checkpoint step %d in %s has no checksums (written before they were "
+                    "added); not verified.", step, manager.directory)
+  else:
+    bad = sorted(k for k, c in checksums(restored).items() if written.get(k) != c)
+    if bad:
+      raise ChecksumError(f"{len(bad)} arrays differ from those written ({', '.join(bad[:3])}"
+                          f"{', …' if len(bad) > 3 else ''}): the files are damaged")
+  restored = jax.tree.map(lambda r, t: np.asarray(r, t.dtype if hasattr(t, "dtype") else
+                                                   np.asarray(t).dtype), restored, wanted)
+  return serialization.from_state_dict(template, {**state_dict, **restored})
+
+
+def mismatches(saved, wanted) -> list[str]:
+  """'path: checkpoint (shape) vs config (shape)' for every array whose shape differs, and
+  the arrays that only one of the two trees holds."""
+  def shapes(tree):
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {_key(path): np.shape(leaf)  # np.shape reads ArrayMetadata.shape and scalars alike
+            for path, leaf in leaves}
+  saved, wanted = shapes(saved), shapes(wanted)
+  return ([f"{k}: checkpoint {saved[k]} vs config {wanted[k]}"
+           for k in sorted(saved.keys() & wanted.keys()) if saved[k] != wanted[k]]
+          + [f"{k}: not in the checkpoint" for k in sorted(wanted.keys() - saved.keys())]
+          + [f"{k}: not in the config" for k in sorted(saved.keys() - wanted.keys())])

@@ -1,0 +1,124 @@
+"""TrainState with EMA parameters, the optimizer, and the pure per-device training step.
+
+`make_train_step` returns (state, batch) -> (state, metrics) for one device's slice of the
+global batch, to be run under `parallel.data_parallel_train_step` (shard_map over "data"):
+gradients and metrics are averaged with `lax.pmean`. The noise and timestep of example i of
+the global batch come from fold_in(step key, i), so one device and many devices compute the
+same update for the same global batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import linen as nn
+from flax.training import train_state
+
+from ddpm_jax.infra import parallel
+from ddpm_jax.objectives import ddpm as ddpm_objective
+
+
+class TrainState(train_state.TrainState):
+  """params, opt_state and step (flax) + EMA parameters, the run's key (raw key data) and,
+  for importance-sampled timesteps, the recent losses per timestep (objectives/ddpm.py)."""
+  ema_params: Any = None
+  rng: jax.Array = None
+  loss_history: Any = None
+
+
+def make_optimizer(*, learning_rate: float, warmup_steps: int, grad_clip: float,
+                   beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8
+                   ) -> optax.GradientTransformation:
+  """Adam with a linear warmup to `learning_rate` over `warmup_steps`, after clipping the
+  global gradient norm to `grad_clip` (DDPM: 2e-4, 5000, 1.0)."""
+  lr = (optax.linear_schedule(0.0, learning_rate, warmup_steps) if warmup_steps > 0
+        else learning_rate)
+  chain = [optax.clip_by_global_norm(grad_clip)] if grad_clip > 0 else []
+  return optax.chain(*chain, optax.adam(lr, b1=beta1, b2=beta2, eps=eps))
+
+
+def create_train_state(model: nn.Module, tx: optax.GradientTransformation, key,
+                       image_shape, num_classes: int | None, loss_history=None, *,
+                       abstract: bool = False) -> TrainState:
+  """Initializes parameters on a dummy batch of one; EMA starts equal to the parameters.
+  `loss_history` (objectives/ddpm.py empty_loss_history) turns on importance-sampled
+  timesteps. With `abstract`, only the shapes and dtypes (jax.ShapeDtypeStruct leaves),
+  computed without running anything: what a checkpoint of this state holds."""
+  x = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
+  t = jnp.zeros((1,), jnp.float32)
+  y = None if num_classes is None else jnp.zeros((1,), jnp.int32)
+
+  def state(init, key):
+    init_key, run_key = jax.random.split(key)
+    params = init(init_key, x, t, y)["params"]
+    return TrainState.create(apply_fn=model.apply, params=params, tx=tx,
+                             ema_params=jax.tree.map(jnp.copy, params),  # distinct buffers
+                             rng=jax.random.key_data(run_key), loss_history=loss_history)
+  if abstract:
+    return jax.eval_shape(lambda k: state(model.init, k), key)
+  # Run once: compiled unoptimized, which is ~3× faster to compile (the initializers' random
+  # bits are most of the program) for the same values.
+  return state(jax.jit(model.init, compiler_options={"xla_backend_optimization_level": 0}), key)
+
+
+def ema_update(ema, params, decay: float):
+  """θ_ema ← decay · θ_ema + (1 − decay) · θ."""
+  return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema, params)
+
+
+def make_train_step(model: nn.Module, loss_fn: Callable, *, ema_decay: float,
+                    num_classes: int | None = None, label_dropout: float = 0.0) -> Callable:
+  """The per-device step. batch = {"image": [b, H, W, C] in [−1, 1], "label": [b]};
+  loss_fn(net, x0, keys, probs) -> (loss, metrics) with net(x, t) the network, keys[i] the key
+  of example i and probs the importance distribution of t (None unless the state keeps a
+  loss history); metrics hold "per_example_loss" and "t" (objectives/ddpm.py diffusion_loss,
+  objectives/dsm.py dsm_loss, … with their options bound). The history takes the losses of the
+  whole global batch in order, so every device keeps the same one.
+
+  For class-conditional models, each label is replaced by the null label `num_classes`
+  with probability `label_dropout` (classifier-free guidance training).
+  """
+
+  def step(state: TrainState, batch):
+    examples_key, dropout_key = jax.random.split(
+        jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step))
+    b = batch["image"].shape[0]
+    device = jax.lax.axis_index(parallel.DATA_AXIS)
+    example_keys = jax.vmap(lambda i: jax.random.fold_in(examples_key, i))(device * b + jnp.arange(b))
+    loss_keys, label_keys = jax.vmap(jax.random.split, out_axes=1)(example_keys)
+    dropout_key = jax.random.fold_in(dropout_key, device)
+    y = None
+    if num_classes is not None:
+      drop = jax.vmap(lambda k: jax.random.bernoulli(k, label_dropout))(label_keys)
+      y = jnp.where(drop, num_classes, batch["label"])
+
+    history = state.loss_history
+    probs = None if history is None else ddpm_objective.history_probs(history)
+
+    def loss_of(params):
+      def net(x_t, t):
+        return model.apply({"params": params}, x_t, t, y, train=True,
+                           rngs={"dropout": dropout_key})
+      loss, metrics = loss_fn(net, batch["image"], loss_keys, probs)
+      return loss, metrics
+
+    (_, metrics), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
+    # The parameters are replicated (device-invariant), so shard_map returns their gradient
+    # already summed over devices (the transpose of the implicit broadcast is a psum): divide
+    # by the device count for the gradient of the mean loss over the global batch.
+    grads = jax.tree.map(lambda g: g / jax.lax.axis_size(parallel.DATA_AXIS), grads)
+    if history is not None:
+      gathered = [parallel.all_gather_invariant(metrics[k]) for k in ("t", "per_example_loss")]
+      history = ddpm_objective.update_loss_history(history, *gathered)
+    metrics = jax.lax.pmean({k: v for k, v in metrics.items() if jnp.ndim(v) == 0},
+                            parallel.DATA_AXIS)
+    metrics["grad_norm"] = optax.tree.norm(grads)
+    new_state = state.apply_gradients(grads=grads)
+    new_state = new_state.replace(ema_params=ema_update(state.ema_params, new_state.params, ema_decay),
+                                  loss_history=history)
+    return new_state, metrics
+
+  return step
