@@ -73,7 +73,8 @@ def _ours_config(dtype: str, batch: int):
 def ours_params() -> int:
   config = _ours_config("float32", 1)
   model = build.model(config, SHAPE[-1])
-  return sum(x.size for x in jax.tree.leaves(build.train_state(config, model, SHAPE).params))
+  state = build.train_state(config, model, SHAPE, abstract=True)  # shapes only
+  return sum(x.size for x in jax.tree.leaves(state.params))
 
 
 def ours_train(batch: int, steps: int, warmup: int, dtype: str = "bfloat16") -> float:

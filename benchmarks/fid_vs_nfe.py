@@ -1,6 +1,8 @@
 """FID against network evaluations per sample (NFE) on one trained model, per sampler: DDIM
-(η = 0), DPM-Solver++(2M), UniPC (bh2, order 2), EDM's Heun (Karras grid) and the adaptive
-probability-flow ODE (Tsit5 over a ladder of tolerances, its NFE measured).
+(η = 0), DPM-Solver++(2M), DPM-Solver++(3M) in its two third-order forms
+(`dpm_solver_3m_taylor`, `dpm_solver_3m_published`; not run unless asked for), UniPC (bh2,
+order 2), EDM's Heun (Karras grid) and the adaptive probability-flow ODE (Tsit5 over a
+ladder of tolerances, its NFE measured).
 
   python benchmarks/fid_vs_nfe.py --config configs/fashion_mnist_ddpm.py --workdir RUN \
       --nfe 5,10,20,50,100 --out fid_vs_nfe.jsonl --plot fid_vs_nfe.png \
@@ -11,9 +13,10 @@ resume after an interruption, the reference features are computed once, and its 
 WORKDIR/eval as usual. One JSON line per point on --out (appended), then a markdown table on
 stdout and, with --plot, FID against NFE on log axes (needs matplotlib), of every point on
 --out (the last line of each sampler and budget, its steps or the ODE's rtol; `--samplers=`
-only redraws them). EDM's Heun costs 2 evaluations per step, so a budget of n gets
-⌊(n − 1)/2⌋ steps and the final denoising evaluation (sampling.denoise, on by default);
-DPM-Solver++ and UniPC get n − 1 steps and that one. The NFE reported is the one spent.
+only redraws them). Each fixed-step sampler gets the most steps whose evaluations
+(config/sampler.nfe_per_sample, the final denoising one included) fit the budget: EDM's Heun
+costs 2 per step, so a budget of n gets ⌊(n − 1)/2⌋ steps; DPM-Solver++ and UniPC get n − 1.
+The NFE reported is the one spent.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from ddpm_jax.config import sampler  # noqa: E402
 from ddpm_jax.modes import evaluate  # noqa: E402
 
 config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
@@ -38,34 +42,45 @@ flags.DEFINE_list("ode_rtol", ["1e-1", "1e-2", "1e-3", "1e-4"],
 flags.DEFINE_string("out", "fid_vs_nfe.jsonl", "JSON lines, appended.")
 flags.DEFINE_string("plot", "", "PNG of FID against NFE (matplotlib), if given.")
 
-SETTINGS = {  # sampler: its fields at a budget of n evaluations for its steps
-    "ddim": lambda n: {"num_steps": n, "eta": 0.0},
-    "dpm_solver": lambda n: {"num_steps": n, "solver_order": 2,
-                             "dpm_solver_variant": "multistep"},
-    "unipc": lambda n: {"num_steps": n, "solver_order": 2, "unipc_variant": "bh2"},
-    "edm": lambda n: {"num_steps": n // 2, "edm_churn": 0.0},
-    "ode": lambda rtol: {"ode_solver": "tsit5", "rtol": rtol, "atol": rtol},
+THIRD_ORDER = {"solver_order": 3, "dpm_solver_variant": "multistep",
+               "dpm_solver_start": "lower_order"}
+SETTINGS = {  # sampler: (sampling.method, its fields; the ODE's: at a tolerance)
+    "ddim": ("ddim", {"eta": 0.0}),
+    "dpm_solver": ("dpm_solver", {"solver_order": 2, "dpm_solver_variant": "multistep"}),
+    "dpm_solver_3m_taylor": ("dpm_solver", {**THIRD_ORDER, "dpm_solver_3m": "taylor"}),
+    "dpm_solver_3m_published": ("dpm_solver", {**THIRD_ORDER, "dpm_solver_3m": "published"}),
+    "unipc": ("unipc", {"solver_order": 2, "unipc_variant": "bh2"}),
+    "edm": ("edm", {"edm_churn": 0.0}),
+    "ode": ("ode", lambda rtol: {"ode_solver": "tsit5", "rtol": rtol, "atol": rtol}),
 }
 
 
-def points(denoise: bool):
-  """(sampler, sampling fields) for every point asked for; the SDE solvers' final denoising
-  evaluation comes out of their budget."""
+def configured(base, method: str, fields: dict):
+  config = base.copy_and_resolve_references()
+  config.sampling.method = method
+  for k, v in fields.items():
+    config.sampling[k] = v
+  return config
+
+
+def points(base):
+  """(sampler, its config, the fields set) for every point asked for."""
   for name in flags.FLAGS.samplers:
+    method, fields = SETTINGS[name]
     if name == "ode":
-      yield from ((name, SETTINGS[name](float(rtol))) for rtol in flags.FLAGS.ode_rtol)
-    else:
-      yield from ((name, SETTINGS[name](int(n) - (denoise and name != "ddim")))
-                  for n in flags.FLAGS.nfe)
+      for rtol in flags.FLAGS.ode_rtol:
+        yield name, configured(base, method, fields(float(rtol))), fields(float(rtol))
+      continue
+    for budget in map(int, flags.FLAGS.nfe):
+      fits = [n for n in range(1, budget + 1) if sampler.nfe_per_sample(
+          configured(base, method, {**fields, "num_steps": n})) <= budget]
+      if fits:
+        chosen = {**fields, "num_steps": max(fits)}
+        yield name, configured(base, method, chosen), chosen
 
 
 def main(_) -> None:
-  base = flags.FLAGS.config
-  for name, fields in points(base.sampling.denoise):
-    config = base.copy_and_resolve_references()
-    config.sampling.method = name
-    for k, v in fields.items():
-      config.sampling[k] = v
+  for name, config, fields in points(flags.FLAGS.config):
     result = evaluate.evaluate(config, flags.FLAGS.workdir)
     row = {"what": "fid_vs_nfe", "objective": config.training.objective, "sampler": name,
            **fields, "clip_x0": config.sampling.clip_x0,

@@ -47,17 +47,17 @@ GRID = {"num_steps": "num_steps", "spacing": "spacing", "eps": "eps", "denoise":
 
 SAMPLERS = {
     "ddpm": Sampler(ddpm.ddpm_loop, {}, ddpm.nfe, ("ddpm",), True,
-                    summary="ancestral sampling over all T steps of the chain | T"),
+                    summary="ancestral sampling (Ho et al. 2020) over all T steps of the chain | T"),
     "ddim": Sampler(ddim.ddim_loop, {"num_steps": "num_steps", "eta": "eta",
                                      "skip_type": "skip_type"}, ddim.nfe, ("ddpm",), True,
                     choices={"skip_type": ddim.SKIP_TYPES},
-                    summary="DDIM on a sub-sequence of the chain, η ∈ [0, 1] | N"),
+                    summary="DDIM (Song et al. 2021) on a sub-sequence of the chain, η ∈ [0, 1] | N"),
     "pc": Sampler(pc.pc_loop, {"predictor": "predictor", "corrector": "corrector",
                                "snr": "snr", "n_steps": "n_steps_each", "eps": "eps",
                                "denoise": "denoise"}, pc.nfe, SDE_MODELS, False,
                   choices={"predictor": pc.PREDICTORS, "corrector": pc.CORRECTORS},
-                  summary="predictor-corrector on the reverse SDE's N levels | N × (1 + "
-                          "corrector steps)"),
+                  summary="predictor–corrector (Song et al. 2021) on the reverse SDE's N "
+                          "levels | N × (1 + corrector steps)"),
     "ode": Sampler(ode.ode_loop, {"solver": "ode_solver", "rtol": "rtol", "atol": "atol",
                                   "num_steps": "num_steps", "eps": "eps",
                                   "denoise": "denoise"}, lambda sde, **_: None, SDE_MODELS,
@@ -72,21 +72,38 @@ SAMPLERS = {
                              "dpm_solver_variant": dpm_solver.VARIANTS,
                              "dpm_solver_3m": dpm_solver.THIRD_ORDER,
                              "dpm_solver_start": dpm_solver.STARTS},
-        "DPM-Solver++ 1M/2M/3M, 2S | N + 1 (3M with a 2S start: N + 2, 2S: 2N + 1)"),
+        "DPM-Solver++ (Lu et al. 2022) 1M/2M/3M multistep and 2S in log-SNR on data "
+        "predictions | N + 1 (3M with the 2S start: N + 2; 2S: 2N + 1)"),
     "unipc": Sampler(unipc.unipc_loop, {
         **GRID, "order": "solver_order", "variant": "unipc_variant",
         "corrector": "unipc_corrector", "lower_order_final": "lower_order_final"},
         unipc.nfe, SDE_MODELS, True, unipc.SPACING,
         {"solver_order": unipc.ORDERS, "unipc_variant": unipc.VARIANTS},
-        "UniPC (bh1/bh2), predictor order 1-3 | N + 1"),
+        "UniPC (Zhao et al. 2023): the UniP-p predictor (p = 1–3, bh1/bh2) with the free "
+        "UniC corrector | N + 1"),
     "edm": Sampler(edm.edm_loop, {
         **GRID, "churn": "edm_churn", "s_tmin": "edm_s_tmin", "s_tmax": "edm_s_tmax",
         "s_noise": "edm_s_noise"}, edm.nfe, SDE_MODELS, True, edm.SPACING,
-        summary="EDM's Heun with stochastic churn | 2N + 1"),
+        summary="EDM's Heun (Karras et al. 2022) in x/α and σ/α, optional stochastic churn "
+                "| 2N + 1"),
     "ald": Sampler(langevin.ald_loop, {"step_lr": "step_lr", "n_steps_each": "n_steps_each",
                                        "denoise": "denoise"}, langevin.nfe, ("ncsn",), False,
-                   summary="annealed Langevin dynamics over NCSN's levels | L × steps + 1"),
+                   summary="annealed Langevin dynamics (Song & Ermon 2019) over NCSN's L levels | "
+                           "L × steps + 1"),
 }
+
+
+def markdown() -> str:
+  """The README's table of samplers, one row per entry of SAMPLERS (tests/test_readme.py
+  checks the README holds it)."""
+  lines = ["| `sampling.method` | what | NFE for `num_steps` = N | network kinds | options "
+           "(`sampling.*`) | clips |", "|---|---|---|---|---|---|"]
+  for name, e in SAMPLERS.items():
+    what, cost = e.summary.split(" | ")
+    fields = ", ".join(f"`{f}`" for f in dict.fromkeys(e.options.values()))
+    lines.append(f"| `{name}` | {what} | {cost} | {', '.join(e.kinds)} | {fields or '—'} | "
+                 f"{'yes' if e.clips else 'no'} |")
+  return "\n".join(lines)
 
 
 def get(method: str) -> Sampler:
