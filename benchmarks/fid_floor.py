@@ -21,7 +21,9 @@ from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ddpm_jax.infra import parallel
+from ddpm_jax.config import build  # noqa: E402
+from ddpm_jax.evaluation import inception  # noqa: E402
+from ddpm_jax.infra import parallel  # noqa: E402
 from ddpm_jax.modes import evaluate  # noqa: E402
 
 config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
@@ -33,13 +35,13 @@ def main(_) -> None:
   config = flags.FLAGS.config
   f = config.fid
   mesh = parallel.make_mesh()
-  params, checksum = evaluate.load_weights(f.inception_weights)
+  params, checksum = inception.load_weights(f.inception_weights)
   features = evaluate.make_inception_features(params, mesh, f.inception_batch_size)
   start = time.time()
-  ref = evaluate.reference_features(config, *evaluate.reference_split(config), features,
+  ref = evaluate.reference_features(config, *build.reference(config), features,
                                     checksum, flags.FLAGS.cache_dir)
   ref_split, f.ref_split = f.ref_split, flags.FLAGS.split
-  other = evaluate.reference_features(config, *evaluate.reference_split(config), features,
+  other = evaluate.reference_features(config, *build.reference(config), features,
                                       checksum, flags.FLAGS.cache_dir)
   print(json.dumps({"what": "fid_floor", "dataset": config.data.dataset,
                     "split": flags.FLAGS.split, "reference": ref_split,

@@ -8,7 +8,7 @@ ladder of tolerances, its NFE measured).
       --nfe 5,10,20,50,100 --out fid_vs_nfe.jsonl --plot fid_vs_nfe.png \
       --config.fid.num_samples=10000 --config.fid.inception_weights=../shared/weights/inception_fid.npz
 
-Each point is `--mode eval` (evaluation/evaluate.py) with the sampler's settings: its chunks
+Each point is `--mode eval` (modes/evaluate.py) with the sampler's settings: its chunks
 resume after an interruption, the reference features are computed once, and its JSON lands in
 WORKDIR/eval as usual. One JSON line per point on --out (appended), then a markdown table on
 stdout and, with --plot, FID against NFE on log axes (needs matplotlib), of every point on

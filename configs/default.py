@@ -109,8 +109,8 @@ def get_config() -> ml_collections.ConfigDict:
   sampling.spacing = ""
   sampling.lower_order_final = True  # dpm_solver, unipc: end at orders 2, 1 when num_steps < 15
   sampling.dpm_solver_variant = "multistep"  # multistep (1M/2M/3M) | singlestep (2S)
-  sampling.dpm_solver_3m = "taylor"  # 3M's D2 term: taylor (×2, order 3) | published (×1)
-  sampling.dpm_solver_start = "singlestep"  # 3M's start: singlestep (2S, +1 NFE) | lower_order
+  sampling.dpm_solver_3m = "published"  # 3M's D2 term: published (×1) | taylor (×2, order 3)
+  sampling.dpm_solver_start = "lower_order"  # 3M: lower_order (orders 1, 2 first) | singlestep (2S, +1)
   sampling.unipc_variant = "bh2"  # B(h) of UniPC: bh1 | bh2
   sampling.unipc_corrector = True  # UniC after each step: order + 1 at no extra evaluation
   sampling.edm_churn = 0.0     # EDM S_churn (0: deterministic Heun); noise only where

@@ -20,7 +20,8 @@ from conftest import ROOT, tiny_config
 from ddpm_jax.config import build
 from ddpm_jax.training import checkpoint
 
-pytestmark = pytest.mark.xdist_group("faults")  # one xdist worker runs the module fixture
+pytestmark = [pytest.mark.xdist_group("faults"),  # one xdist worker runs the module fixture
+              pytest.mark.slow]
 
 AUDIT = ROOT / "tests" / "audit"
 LIMIT = 600  # seconds per child: generous for a loaded 2-core machine (a child takes ~10)
@@ -131,11 +132,12 @@ def killed_run(tmp_path_factory, template):
   straight, work = root / "straight", root / "work"
   assert Child(straight, "straight").finish() == 0
   rng = np.random.default_rng(0)
-  plan = ["save"] * 6 + ["step"] * 2 + ["removal", "anytime", "SIGTERM", "SIGINT"]
+  plan = ["save"] * 4 + ["step"] + ["removal", "anytime", "SIGTERM", "SIGINT"]
   rng.shuffle(plan)
-  # distinct places: the n-th change of the two saves after a restart, the n-th metrics row
-  save_at = iter(rng.choice(np.arange(1, 2 * SAVE_CHANGES + 1), 6, replace=False))
-  step_at = iter(rng.choice(np.arange(1, 3 * EVERY + 1), 2, replace=False))
+  # distinct places: the n-th change of the first save after a restart (which every kill
+  # plan reaches: a later one may not come before the run ends), the n-th metrics row
+  save_at = iter(rng.choice(np.arange(1, SAVE_CHANGES + 1), 4, replace=False))
+  step_at = iter(rng.choice(np.arange(1, 3 * EVERY + 1), 1, replace=False))
   record = []
   for i, how in enumerate(plan):
     kill = None
@@ -166,10 +168,10 @@ def killed_run(tmp_path_factory, template):
   return straight, work, record
 
 
-def test_training_killed_ten_times_ends_bit_for_bit_like_a_straight_run(killed_run, template):
+def test_training_killed_seven_times_ends_bit_for_bit_like_a_straight_run(killed_run, template):
   straight, work, record = killed_run
   kills = [r for r in record if r[1] == -signal.SIGKILL]
-  assert len(kills) >= 10
+  assert len(kills) == 7
   for how, _, logged, resumed_from in kills:
     assert logged - resumed_from <= EVERY, (how, logged, resumed_from)  # ≤ 1 interval lost
   assert _logged(work) == list(range(1, STEPS + 1))  # rows of redone steps were dropped

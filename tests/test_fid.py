@@ -139,7 +139,9 @@ def test_nfe_per_sample_counts_each_samplers_network_calls():
   fast = {"sampling.num_steps": 10, "training.objective": "dsm"}
   # the SDE solvers' final denoising evaluation: one more (sampling.denoise, on by default)
   for method, extra, nfe in [("dpm_solver", {}, 11), ("unipc", {}, 11), ("edm", {}, 21),
-                             ("dpm_solver", {"sampling.solver_order": 3}, 12),
+                             ("dpm_solver", {"sampling.solver_order": 3}, 11),
+                             ("dpm_solver", {"sampling.solver_order": 3,
+                                             "sampling.dpm_solver_start": "singlestep"}, 12),
                              ("dpm_solver", {"sampling.dpm_solver_variant": "singlestep"}, 21),
                              ("edm", {"sampling.denoise": False}, 20),
                              ("unipc", {"sampling.denoise": False}, 10)]:

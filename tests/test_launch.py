@@ -18,6 +18,7 @@ SCRIPTS = sorted((ROOT / "launch").glob("*.sh"))
 COMMAND = re.compile(r"python3? -m ddpm_jax\.main\b([^\n`]*)")
 
 
+@pytest.mark.slow
 def test_the_colab_notebook_runs_top_to_bottom_on_cpu(tmp_path, monkeypatch):
   nb = nbformat.read(ROOT / "launch" / "colab_tpu.ipynb", as_version=4)
   monkeypatch.setenv("DDPM_JAX_NOTEBOOK_FAST", "1")

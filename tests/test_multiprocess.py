@@ -17,7 +17,8 @@ from ddpm_jax.modes import evaluate, runs, train
 from ddpm_jax.modes import sample as sample_mode
 from ddpm_jax.training import checkpoint
 
-pytestmark = pytest.mark.xdist_group("multiprocess")  # one xdist worker runs the module fixture
+pytestmark = [pytest.mark.xdist_group("multiprocess"),  # one xdist worker runs the fixture
+              pytest.mark.slow]
 
 # The tiny settings of each mode (the config gate refuses command-line settings a mode does
 # not read).

@@ -17,7 +17,7 @@ from ddpm_jax.testing import analytic
 
 MU = np.tile([0.5, -0.3, 0.1, 0.0], 16)
 SD = np.tile([0.3, 0.2, 0.5, 1.0], 16)
-N = 2000
+N = 1000
 
 
 def _check(x, std_bias, label):
