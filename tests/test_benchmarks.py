@@ -15,6 +15,7 @@ from test_fid import WEIGHTS
 BENCH = ROOT / "benchmarks"
 SHARED_TFDS = ROOT.parent / "shared" / "tfds_array_record"
 sys.path.insert(0, str(BENCH))
+pytestmark = pytest.mark.slow  # each script compiles and runs its own programs
 
 
 def _lines(text: str) -> list[dict]:
@@ -106,7 +107,6 @@ FID_FLAGS = [f"--config.fid.inception_weights={WEIGHTS / 'inception_fid.npz'}",
              "--config.fid.kid_subset_size=8", "--config.fid.inception_batch_size=16"]
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(not (WEIGHTS / "inception_fid.npz").exists(),
                     reason="FID weights absent (../shared/weights)")
 def test_fid_floor_and_fid_vs_nfe_on_a_tiny_run(tmp_path):

@@ -19,7 +19,8 @@ from ddpm_jax.modes import sample as sample_mode
 from ddpm_jax.samplers import table
 from ddpm_jax.training import checkpoint
 
-pytestmark = pytest.mark.usefixtures("cheap_compile")  # conftest.py: compiled sooner, run slower
+pytestmark = [pytest.mark.usefixtures("cheap_compile"),  # conftest.py: compiled sooner, run slower
+              pytest.mark.slow]  # whole training runs
 
 
 def _params(state):
