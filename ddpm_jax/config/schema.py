@@ -247,17 +247,22 @@ def _rules(config, mode: str) -> list[tuple[str, bool, str]]:
   return rules
 
 
-def ignored(config, mode: str, overrides) -> list[str]:
-  """One line for each overridden field (dotted names) that this run does not read."""
+def unread(config, mode: str, names) -> list[tuple[str, str]]:
+  """(name, what reads it) for each of the dotted field names that this run does not read."""
   rules = _rules(config, mode)
-  context = (f"this run: --mode {mode}, training.objective {config.training.objective!r}, "
-             f"sampling.method {config.sampling.method!r}")
   out = []
-  for name in overrides:
+  for name in names:
     for prefix, read, who in rules:
       if name == prefix or name.startswith(prefix + "."):
         if not read:
-          out.append(f"--config.{name} is read only by {who} ({context}); drop it or change "
-                     f"what it configures.")
+          out.append((name, who))
         break
   return out
+
+
+def ignored(config, mode: str, overrides) -> list[str]:
+  """One line for each overridden field (dotted names) that this run does not read."""
+  context = (f"this run: --mode {mode}, training.objective {config.training.objective!r}, "
+             f"sampling.method {config.sampling.method!r}")
+  return [f"--config.{name} is read only by {who} ({context}); drop it or change what it "
+          f"configures." for name, who in unread(config, mode, overrides)]

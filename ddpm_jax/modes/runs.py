@@ -97,8 +97,8 @@ def results_name(config, step: int, params, mode: str = "sample", **extra) -> tu
   size) — so files made with other settings never share a name. E.g.
   'ddim50_eta0_ema_step800000_seed0_1a2b3c4d'."""
   s = config.sampling
-  read = {k: v for k, v in s.to_dict().items()
-          if not schema.ignored(config, mode, [f"sampling.{k}"])}
+  skipped = {name for name, _ in schema.unread(config, mode, [f"sampling.{k}" for k in s])}
+  read = {k: v for k, v in s.to_dict().items() if f"sampling.{k}" not in skipped}
   settings = {"sampling": read, **{k: config[k].to_dict() for k in ("model", "diffusion", "sde")},
               "objective": config.training.objective, "image_size": config.data.image_size,
               "num_classes": build.num_classes(config), "step": step,
