@@ -84,16 +84,14 @@ def command_line_overrides() -> list[str]:
   own (setting a field to the value it already has changes nothing, so it is not checked)."""
   given = config_flags.get_override_values(FLAGS["config"])
   base = load.load(_config_argument(sys.argv, with_argument=True))
-  missing = object()
 
-  def value(name):
-    node = base
-    for part in name.split("."):
-      if part not in node:
-        return missing
-      node = node[part]
-    return node
-  return [name for name, v in given.items() if value(name) != v]
+  def restates(name, v) -> bool:  # the file's own value (a field it lacks is never one)
+    try:
+      node, leaf = load.parent(base, name)
+    except ValueError:
+      return False
+    return node[leaf] == v
+  return [name for name, v in given.items() if not restates(name, v)]
 
 
 def _config_argument(argv, with_argument: bool = False) -> str:

@@ -20,20 +20,28 @@ def load(spec: str):
   return module.get_config(argument) if argument else module.get_config()
 
 
+def parent(config, name: str):
+  """(the section holding dotted field `name`, the field's own name); an unknown field is a
+  one-line ValueError."""
+  unknown = ValueError(f"unknown config field {name!r} (the fields are in configs/default.py)")
+  *parents, leaf = name.split(".")
+  node = config
+  for part in parents:
+    if part not in node:
+      raise unknown
+    node = node[part]
+  if leaf not in node:
+    raise unknown
+  return node, leaf
+
+
 def override(config, assignments) -> list[str]:
   """Sets each "a.b=value" (value parsed as a Python literal where it is one, else a string)
   and returns the dotted names set; an unknown field is a one-line ValueError."""
   names = []
   for item in assignments:
     name, _, text = item.partition("=")
-    *parents, leaf = name.split(".")
-    node = config
-    for part in parents:
-      if part not in node:
-        raise ValueError(f"unknown config field {name!r} (the fields are in configs/default.py)")
-      node = node[part]
-    if leaf not in node:
-      raise ValueError(f"unknown config field {name!r} (the fields are in configs/default.py)")
+    node, leaf = parent(config, name)
     try:
       node[leaf] = ast.literal_eval(text)
     except (ValueError, SyntaxError):
