@@ -72,11 +72,12 @@ def points(base):
         yield name, configured(base, method, fields(float(rtol))), fields(float(rtol))
       continue
     for budget in map(int, flags.FLAGS.nfe):
-      fits = [n for n in range(1, budget + 1) if sampler.nfe_per_sample(
-          configured(base, method, {**fields, "num_steps": n})) <= budget]
-      if fits:
-        chosen = {**fields, "num_steps": max(fits)}
-        yield name, configured(base, method, chosen), chosen
+      for n in range(budget, 0, -1):  # the most steps that fit
+        chosen = {**fields, "num_steps": n}
+        config = configured(base, method, chosen)
+        if sampler.nfe_per_sample(config) <= budget:
+          yield name, config, chosen
+          break
 
 
 def main(_) -> None:
