@@ -105,6 +105,8 @@ GATE_CASES = [
     ("snr_ignored_by_ddim", ["--config.sampling.snr=0.2"], "--config.sampling.snr is read only by sampling.method 'pc'"),
     ("sde_ignored_by_ddpm", ["--config.sde.beta_max=10.0"], "--config.sde.beta_max is read only by the VP and sub-VP SDEs of training.objective 'dsm'"),
     ("optim_ignored_by_sample", ["--mode=sample", "--config.optim.learning_rate=0.002"], "--config.optim.learning_rate is read only by --mode train"),
+    ("dpm_3m_form_unknown", ["--config.sampling.method=dpm_solver", "--config.sampling.dpm_solver_3m=exact"], "Unknown sampling.dpm_solver_3m 'exact'; use one of ('taylor', 'published')"),
+    ("dpm_3m_start_unknown", ["--config.sampling.method=dpm_solver", "--config.sampling.dpm_solver_start=warm"], "Unknown sampling.dpm_solver_start 'warm'; use one of ('lower_order', 'singlestep')"),
 ]
 
 # (id, file to write, what the error line must contain); arguments use {path}
@@ -291,3 +293,16 @@ def test_a_failed_save_is_one_line_and_keeps_the_previous_checkpoint(tmp_path, m
   restored = checkpoint.restore_latest(checkpoint.make_manager(str(tmp_path / "checkpoints")),
                                        state)
   assert int(restored.step) == 5
+
+
+def test_config_overrides_without_absl_name_an_unknown_field():
+  """config/load.py, the --set of the benchmarks: the same one line as the command line's."""
+  from ddpm_jax.config import load
+  config = tiny_config()
+  assert load.override(config, ["sampling.eta=0.5", "data.path=x.npz"]) == [
+      "sampling.eta", "data.path"]
+  assert config.sampling.eta == 0.5 and config.data.path == "x.npz"  # literal, else string
+  for name in ("sampling.etta", "samplng.eta", "seed.x"):
+    with pytest.raises(ValueError, match=rf"^unknown config field '{name}' \(the fields are in "
+                                         rf"configs/default.py\)$"):
+      load.override(config, [f"{name}=1"])

@@ -9,6 +9,8 @@ from __future__ import annotations
 import ast
 import importlib.util
 
+import ml_collections
+
 
 def load(spec: str):
   """The ConfigDict of a config file; `spec` is a path, optionally with ":argument" for a
@@ -27,11 +29,11 @@ def parent(config, name: str):
   *parents, leaf = name.split(".")
   node = config
   for part in parents:
-    if part not in node:
+    if not isinstance(node, ml_collections.ConfigDict) or part not in node:
       raise unknown
     node = node[part]
-  if leaf not in node:
-    raise unknown
+  if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
+    raise unknown  # e.g. "seed.x": seed is a value, not a section
   return node, leaf
 
 
