@@ -13,7 +13,7 @@ LAYERS = [  # top to bottom
     ["main"],
     ["modes"],
     ["config"],
-    ["training", "samplers", "testing"],
+    ["training", "samplers", "testing", "interop"],
     ["objectives"],
     ["core"],
     ["models", "data", "evaluation"],

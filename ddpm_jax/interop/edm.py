@@ -1,0 +1,49 @@
+"""EDM state dicts (NVlabs/edm SongUNet and DhariwalUNet) ↔ parameter trees, name by name.
+
+The rule: a state-dict key is the tree path joined by "."; the encoder's and decoder's
+ModuleDict entries make one Flax name ("enc.32x32_block0"), so the first two parts of an
+`enc.`/`dec.` key are one tree level. Arrays keep their layouts (models/edm_layers.py). The
+constant `resample_filter` buffers are not parameters here and are dropped on the way in.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+from flax import traverse_util
+
+GROUPED = ("enc", "dec")  # the ModuleDicts whose entries are one tree level
+
+
+def tree_path(key: str) -> tuple[str, ...]:
+  """'enc.32x32_block0.conv0.weight' → ('enc.32x32_block0', 'conv0', 'weight')."""
+  parts = key.split(".")
+  if parts[0] in GROUPED:
+    parts = [f"{parts[0]}.{parts[1]}"] + parts[2:]
+  return tuple(parts)
+
+
+def state_dict(params) -> dict[str, np.ndarray]:
+  """The reference's state dict (less the constant resample filters) of a parameter tree."""
+  return {".".join(path): np.asarray(v)
+          for path, v in traverse_util.flatten_dict(params).items()}
+
+
+def params_from_state_dict(state: Mapping[str, np.ndarray], template) -> dict:
+  """The parameter tree of `state` (a name → array mapping), checked against `template` (the
+  network's parameters or their shapes): every name present, none extra, the same shapes."""
+  state = {k: v for k, v in state.items() if not k.endswith("resample_filter")}
+  want = {".".join(p): tuple(np.shape(v))
+          for p, v in traverse_util.flatten_dict(template).items()}
+  missing, extra = sorted(set(want) - set(state)), sorted(set(state) - set(want))
+  if missing or extra:
+    raise ValueError(f"The state dict does not fit this network: missing {missing[:3]}, "
+                     f"unexpected {extra[:3]} ({len(missing)} and {len(extra)} in all); "
+                     f"check the network options (model.*) against the checkpoint's.")
+  for key, shape in want.items():
+    if tuple(np.shape(state[key])) != shape:
+      raise ValueError(f"{key} has shape {tuple(np.shape(state[key]))} in the state dict and "
+                       f"{shape} in this network; check the network options (model.*).")
+  return traverse_util.unflatten_dict(
+      {tree_path(k): np.asarray(state[k], np.float32) for k in want})

@@ -1,0 +1,90 @@
+"""The record-setting networks equal their reference implementations: the same parameter
+counts for the published configurations, and the same outputs for the same weights.
+
+Fixtures: tests/fixtures/make_edm_networks.py ran NVlabs/edm's training/networks.py (PyTorch,
+commit 008a4e5) once, outside the project, with every state-dict entry drawn by
+fixtures/reference_weights.py (nothing zero, the zero-initialized layers included); it saved
+the inputs, the outputs and the state-dict names and shapes. Here the same weights are drawn
+again, mapped onto the parameter tree by interop/edm.py, and the outputs compared.
+"""
+
+import json
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import ROOT
+
+from ddpm_jax.interop import edm as edm_interop
+from ddpm_jax.models.dhariwal_unet import DhariwalUNet
+from ddpm_jax.models.song_unet import SongUNet
+
+sys.path.insert(0, str(ROOT / "tests" / "fixtures"))
+from reference_weights import random_state_dict  # noqa: E402
+
+FIXTURES = ROOT / "tests" / "fixtures"
+EDM = json.loads((FIXTURES / "edm_networks.json").read_text())
+CLASSES = {"SongUNet": SongUNet, "DhariwalUNet": DhariwalUNet}
+
+
+def _network(entry, channels=3):
+  kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in entry["kwargs"].items()}
+  return CLASSES[entry["cls"]](out_channels=channels, **kwargs)
+
+
+def _inputs(net, res, channels=3, batch=2):
+  args = (jnp.zeros((batch, res, res, channels)), jnp.zeros((batch,)),
+          jnp.zeros((batch,), jnp.int32) if net.label_dim else None)
+  return args
+
+
+def _shapes(net, res, channels=3):
+  return jax.eval_shape(lambda: net.init(jax.random.key(0), *_inputs(net, res, channels)))["params"]
+
+
+def _count(tree) -> int:
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+
+
+@pytest.mark.parametrize("name", sorted(EDM["published"]))
+def test_parameter_counts_equal_the_reference_for_the_published_configurations(name):
+  """EDM's parameters() plus its FourierEmbedding frequencies (a buffer there, a parameter
+  under stop_gradient here): cifar10 DDPM++ 55,733,891 (+ labels 55,735,299), NCSN++
+  56,397,827 + 128 (56,400,643 + 128), ImageNet-64 ADM 295,899,267."""
+  entry = EDM["published"][name]
+  net = _network(entry, entry["channels"])
+  assert _count(_shapes(net, entry["resolution"], entry["channels"])) == (
+      entry["parameters"] + entry["buffers"])
+
+
+@pytest.mark.parametrize("name", sorted(EDM["cases"]))
+def test_outputs_equal_the_reference_for_the_same_weights(name):
+  entry = EDM["cases"][name]
+  with np.load(FIXTURES / "edm_networks.npz") as z:
+    arrays = {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith(name + "/")}
+  net = _network(entry)
+  shapes = _shapes(net, entry["resolution"])
+  assert _count(shapes) == entry["parameters"] + (
+      entry["kwargs"]["model_channels"] * entry["kwargs"].get("channel_mult_noise", 1) // 2
+      if entry["kwargs"].get("embedding_type") == "fourier" else 0)
+  params = edm_interop.params_from_state_dict(random_state_dict(entry["shapes"], entry["seed"]),
+                                              shapes)
+  y = jnp.asarray(arrays["y"]) if net.label_dim else None
+  out = net.apply({"params": params}, jnp.asarray(arrays["x"]), jnp.asarray(arrays["noise"]),
+                  y, arrays.get("augment"))
+  want = arrays["out"]
+  err = float(np.abs(np.asarray(out) - want).max() / np.abs(want).max())
+  assert err <= 1e-5, (name, err)
+  # and the state dict comes back out under the reference's names
+  back = edm_interop.state_dict(params)
+  assert set(back) == set(entry["shapes"])
+
+
+def test_a_state_dict_of_another_configuration_is_refused_by_name():
+  entry = EDM["cases"]["song_ddpmpp"]
+  net = _network(EDM["cases"]["song_ncsnpp"])
+  with pytest.raises(ValueError, match="missing.*map_noise.freqs.*check the network options"):
+    edm_interop.params_from_state_dict(random_state_dict(entry["shapes"], 0),
+                                       _shapes(net, entry["resolution"]))
