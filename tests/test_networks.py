@@ -16,9 +16,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import ROOT
+from flax import traverse_util
 
 from ddpm_jax.interop import edm as edm_interop
 from ddpm_jax.models.dhariwal_unet import DhariwalUNet
+from ddpm_jax.models.ncsnpp import NCSNpp
 from ddpm_jax.models.song_unet import SongUNet
 
 sys.path.insert(0, str(ROOT / "tests" / "fixtures"))
@@ -88,3 +90,57 @@ def test_a_state_dict_of_another_configuration_is_refused_by_name():
   with pytest.raises(ValueError, match="missing.*map_noise.freqs.*check the network options"):
     edm_interop.params_from_state_dict(random_state_dict(entry["shapes"], 0),
                                        _shapes(net, entry["resolution"]))
+
+
+# ------------------------------------------------------------------ score_sde's NCSN++ / DDPM++
+# Fixtures: tests/fixtures/make_ncsnpp.py ran yang-song/score_sde's models/ncsnpp.py (Flax,
+# commit 0acb9e0) once, outside the project. Its parameter tree is this library's, name for
+# name, so the same weights are drawn straight into it.
+
+NCSNPP = json.loads((FIXTURES / "ncsnpp.json").read_text())
+NCSNPP_FIELDS = {  # score_sde's config.model field: NCSNpp's keyword
+    "nf": "nf", "ch_mult": "ch_mult", "num_res_blocks": "num_res_blocks",
+    "attn_resolutions": "attn_resolutions", "dropout": "dropout",
+    "resamp_with_conv": "resamp_with_conv", "conditional": "noise_conditional", "fir": "fir",
+    "fir_kernel": "fir_kernel", "skip_rescale": "skip_rescale",
+    "resblock_type": "resblock_type", "progressive": "progressive",
+    "progressive_input": "progressive_input", "progressive_combine": "progressive_combine",
+    "embedding_type": "embedding_type", "fourier_scale": "fourier_scale",
+    "init_scale": "init_scale", "scale_by_sigma": "scale_by_sigma",
+    "nonlinearity": "nonlinearity"}
+
+
+def _ncsnpp(model: dict) -> NCSNpp:
+  return NCSNpp(**{ours: tuple(model[theirs]) if isinstance(model[theirs], list) else model[theirs]
+                   for theirs, ours in NCSNPP_FIELDS.items()})
+
+
+def _ncsnpp_tree(net, res):
+  return jax.eval_shape(lambda: net.init(jax.random.key(0), jnp.zeros((1, res, res, 3)),
+                                         jnp.zeros((1,))))["params"]
+
+
+@pytest.mark.parametrize("name", sorted(NCSNPP["published"]))
+def test_ncsnpp_parameter_counts_equal_score_sde_for_the_published_configurations(name):
+  """NCSN++ 62,758,915 (deep 107,587,075); DDPM++ 61,804,419 (deep 106,632,579)."""
+  entry = NCSNPP["published"][name]
+  assert _count(_ncsnpp_tree(_ncsnpp(entry["model"]), entry["resolution"])) == entry["parameters"]
+
+
+@pytest.mark.parametrize("name", sorted(NCSNPP["cases"]))
+def test_ncsnpp_outputs_equal_score_sde_for_the_same_weights(name):
+  entry = NCSNPP["cases"][name]
+  with np.load(FIXTURES / "ncsnpp.npz") as z:
+    arrays = {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith(name + "/")}
+  net = _ncsnpp(entry["model"])
+  x = arrays["x"]
+  tree = {k: list(v.shape) for k, v in
+          traverse_util.flatten_dict(_ncsnpp_tree(net, x.shape[1]), sep="/").items()}
+  assert tree == entry["shapes"]  # the reference's names and shapes, leaf for leaf
+  params = traverse_util.unflatten_dict(random_state_dict(entry["shapes"], entry["seed"], "flax"),
+                                        sep="/")
+  t = arrays["time_cond"]  # score_sde feeds σ (Fourier) or t·999; this library log σ or t·999
+  noise = np.log(t) if entry["model"]["embedding_type"] == "fourier" else t
+  out = np.asarray(net.apply({"params": params}, jnp.asarray(x), jnp.asarray(noise)))
+  err = float(np.abs(out - arrays["out"]).max() / np.abs(arrays["out"]).max())
+  assert err <= 1e-5, (name, err)
