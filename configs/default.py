@@ -29,7 +29,9 @@ def get_config() -> ml_collections.ConfigDict:
   diffusion.zero_terminal_snr = False
 
   config.model = model = ml_collections.ConfigDict()
-  model.ch = 128
+  model.name = "ddpm"          # ddpm (Ho et al.'s U-Net) | ncsnpp (score_sde's NCSN++/DDPM++)
+                               # | song_unet (EDM's DDPM++/NCSN++) | dhariwal_unet (EDM's ADM)
+  model.ch = 128               # base channels (score_sde's nf, EDM's model_channels)
   model.ch_mult = (1, 2, 2, 2)
   model.num_res_blocks = 2
   model.attn_resolutions = (16,)
@@ -40,6 +42,29 @@ def get_config() -> ml_collections.ConfigDict:
   model.conditional = False    # class labels, with a null label for classifier-free guidance
   model.dtype = "float32"      # compute dtype: float32 | bfloat16 (parameters stay float32)
   model.attention = "einsum"   # einsum | xla | cudnn (jax.nn.dot_product_attention; GPU)
+  model.remat = False          # recompute each residual block in the backward pass (memory)
+  # ncsnpp and song_unet (each network reads only its own options; the gate refuses the rest)
+  model.embedding_type = "positional"  # positional | fourier (of the noise input)
+  model.fourier_scale = 16.0   # ncsnpp: std of the Fourier frequencies
+  # ncsnpp (score_sde's names)
+  model.fir = False            # FIR resampling with fir_kernel (else nearest / average)
+  model.fir_kernel = (1, 3, 3, 1)
+  model.skip_rescale = True    # residual sums ÷ √2
+  model.resblock_type = "biggan"  # biggan | ddpm
+  model.progressive = "none"   # none | output_skip | residual
+  model.progressive_input = "none"  # none | input_skip | residual
+  model.progressive_combine = "sum"  # sum | cat
+  model.init_scale = 0.0       # scale of the zero-initialized layers (0: 1e-10)
+  model.scale_by_sigma = False  # output ÷ σ (VE score models, Fourier of log σ)
+  model.nonlinearity = "swish"  # swish | elu | relu | lrelu
+  # song_unet (EDM's names)
+  model.channel_mult_noise = 1  # noise embedding width ÷ ch: 1 DDPM++, 2 NCSN++
+  model.encoder_type = "standard"  # standard | skip | residual
+  model.decoder_type = "standard"  # standard | skip
+  model.resample_filter = (1, 1)  # (1, 1) DDPM++ | (1, 3, 3, 1) NCSN++
+  # song_unet and dhariwal_unet
+  model.channel_mult_emb = 4   # embedding width ÷ ch
+  model.augment_dim = 0        # augmentation labels fed to the network (9 with training.augment_p)
 
   config.sde = sde = ml_collections.ConfigDict()  # for training.objective "dsm" / "ncsn"
   sde.name = "vp"              # vp | subvp | ve

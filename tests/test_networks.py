@@ -144,3 +144,52 @@ def test_ncsnpp_outputs_equal_score_sde_for_the_same_weights(name):
   out = np.asarray(net.apply({"params": params}, jnp.asarray(x), jnp.asarray(noise)))
   err = float(np.abs(out - arrays["out"]).max() / np.abs(arrays["out"]).max())
   assert err <= 1e-5, (name, err)
+
+
+# ------------------------------------------------------------------ gradient checkpointing
+
+REMAT_CASES = {
+    "ddpm": lambda remat: __import__("ddpm_jax.models.unet", fromlist=["UNet"]).UNet(
+        ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,), dropout=0.1,
+        remat=remat),
+    "ncsnpp": lambda remat: NCSNpp(nf=16, ch_mult=(1, 2), num_res_blocks=1,
+                                   attn_resolutions=(4,), progressive="output_skip",
+                                   progressive_input="residual", remat=remat),
+    "song_unet": lambda remat: SongUNet(out_channels=3, model_channels=16, channel_mult=(1, 2),
+                                        num_blocks=1, attn_resolutions=(4,), label_dim=10,
+                                        augment_dim=9, remat=remat),
+    "dhariwal_unet": lambda remat: DhariwalUNet(out_channels=3, model_channels=32,
+                                                channel_mult=(2, 4), num_blocks=1,
+                                                attn_resolutions=(8, 4), remat=remat),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REMAT_CASES))
+def test_remat_keeps_the_parameters_and_the_gradient(name):
+  """model.remat recomputes each residual block in the backward pass: the same parameter tree,
+  and the same gradient (dropout on, the same dropout keys) to float32 rounding."""
+  x = jax.random.normal(jax.random.key(1), (2, 8, 8, 3))
+  t = jnp.array([0.3, -0.7])
+  y = jnp.array([2, 10]) if name == "song_unet" else None
+  plain, remat = REMAT_CASES[name](False), REMAT_CASES[name](True)
+  params = plain.init(jax.random.key(0), x, t, y)["params"]
+  assert jax.tree.structure(params) == jax.tree.structure(
+      remat.init(jax.random.key(0), x, t, y)["params"])
+  leaves, tree = jax.tree.flatten(params)  # off the zero-initialized layers' zero gradients
+  params = jax.tree.unflatten(tree, [p + 0.05 * jax.random.normal(jax.random.key(i), p.shape)
+                                     for i, p in enumerate(leaves)])
+
+  def grad(net):
+    loss = lambda p: jnp.sum(net.apply({"params": p}, x, t, y, train=True,  # noqa: E731
+                                       rngs={"dropout": jax.random.key(5)})**2)
+    return jax.jit(jax.grad(loss))(params)
+  g0, g1 = grad(plain), grad(remat)
+  scale = max(float(jnp.abs(g).max()) for g in jax.tree.leaves(g0))
+  diff = max(float(jnp.abs(a - b).max()) for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)))
+  # every parameter has a gradient but the Fourier frequencies (under stop_gradient) and the
+  # augmentation mapping (its labels are zeros here)
+  silent = lambda path: (path[-1] == "freqs" or path[0].startswith("GaussianFourier")  # noqa: E731
+                         or path[0] == "map_augment")
+  assert all(float(jnp.abs(g).max()) > 0 for path, g in traverse_util.flatten_dict(g0).items()
+             if not silent(path)), "a parameter without gradient"
+  assert diff <= 1e-5 * scale, (diff, scale)

@@ -21,6 +21,9 @@ from ddpm_jax.core import denoiser as denoiser_lib
 from ddpm_jax.core import sde as sde_lib
 from ddpm_jax.data import sources
 from ddpm_jax.infra import parallel
+from ddpm_jax.models.dhariwal_unet import DhariwalUNet
+from ddpm_jax.models.ncsnpp import NCSNpp
+from ddpm_jax.models.song_unet import SongUNet
 from ddpm_jax.models.unet import UNet
 from ddpm_jax.objectives import ddpm as ddpm_objective
 from ddpm_jax.objectives import dsm, edm
@@ -66,17 +69,53 @@ def learned_variance(config) -> bool:
   return config.training.objective == "ddpm" and chain.learns_variance(config.model.var_type)
 
 
-def model(config: ml_collections.ConfigDict, num_channels: int) -> UNet:
-  """The U-Net of config.model, with 2C outputs for a learned variance; its noise input
-  embedded as its Denoiser feeds it (the chain step: positional; log σ or c_noise: Fourier)."""
+# The options under config.model that each network reads besides the shared ones (name, ch,
+# ch_mult, num_res_blocks, attn_resolutions, dropout, remat, conditional, mean_type, var_type).
+NETWORK_OPTIONS = {
+    "ddpm": ("resamp_with_conv", "attention", "dtype"),
+    "ncsnpp": ("resamp_with_conv", "embedding_type", "fourier_scale", "fir", "fir_kernel",
+               "skip_rescale", "resblock_type", "progressive", "progressive_input",
+               "progressive_combine", "init_scale", "scale_by_sigma", "nonlinearity"),
+    "song_unet": ("dtype", "embedding_type", "channel_mult_noise", "encoder_type",
+                  "decoder_type", "resample_filter", "channel_mult_emb", "augment_dim"),
+    "dhariwal_unet": ("dtype", "channel_mult_emb", "augment_dim"),
+}
+NETWORKS = tuple(NETWORK_OPTIONS)
+
+
+def model(config: ml_collections.ConfigDict, num_channels: int):
+  """The network of config.model.name, with 2C outputs for a learned variance. The DDPM
+  U-Net embeds its noise input as its Denoiser feeds it (the chain step: positional; log σ or
+  c_noise: Fourier); the others as model.embedding_type says."""
   m = config.model
-  embedding = "positional" if _probe(config).noise_input == "index" else "fourier"
-  return UNet(ch=m.ch, ch_mult=tuple(m.ch_mult), num_res_blocks=m.num_res_blocks,
-              attn_resolutions=tuple(m.attn_resolutions), dropout=m.dropout,
-              resamp_with_conv=m.resamp_with_conv,
-              out_ch=num_channels * (2 if learned_variance(config) else 1),
-              num_classes=num_classes(config), dtype=DTYPES[m.dtype], attention=m.attention,
-              embedding=embedding)
+  out = num_channels * (2 if learned_variance(config) else 1)
+  shared = dict(attn_resolutions=tuple(m.attn_resolutions), dropout=m.dropout, remat=m.remat)
+  if m.name == "ddpm":
+    embedding = "positional" if _probe(config).noise_input == "index" else "fourier"
+    return UNet(ch=m.ch, ch_mult=tuple(m.ch_mult), num_res_blocks=m.num_res_blocks,
+                resamp_with_conv=m.resamp_with_conv, out_ch=out,
+                num_classes=num_classes(config), dtype=DTYPES[m.dtype], attention=m.attention,
+                embedding=embedding, **shared)
+  if m.name == "ncsnpp":
+    return NCSNpp(nf=m.ch, ch_mult=tuple(m.ch_mult), num_res_blocks=m.num_res_blocks,
+                  resamp_with_conv=m.resamp_with_conv, fir=m.fir,
+                  fir_kernel=tuple(m.fir_kernel), skip_rescale=m.skip_rescale,
+                  resblock_type=m.resblock_type, progressive=m.progressive,
+                  progressive_input=m.progressive_input,
+                  progressive_combine=m.progressive_combine, embedding_type=m.embedding_type,
+                  fourier_scale=m.fourier_scale, init_scale=m.init_scale,
+                  scale_by_sigma=m.scale_by_sigma, nonlinearity=m.nonlinearity, **shared)
+  edm_shared = dict(out_channels=out, label_dim=num_classes(config) or 0,
+                    augment_dim=m.augment_dim, model_channels=m.ch, channel_mult=tuple(m.ch_mult),
+                    channel_mult_emb=m.channel_mult_emb, num_blocks=m.num_res_blocks,
+                    dtype=DTYPES[m.dtype], **shared)
+  if m.name == "song_unet":
+    return SongUNet(embedding_type=m.embedding_type, channel_mult_noise=m.channel_mult_noise,
+                    encoder_type=m.encoder_type, decoder_type=m.decoder_type,
+                    resample_filter=tuple(m.resample_filter), **edm_shared)
+  if m.name == "dhariwal_unet":
+    return DhariwalUNet(**edm_shared)
+  raise ValueError(f"Unknown model.name {m.name!r}; use one of {NETWORKS}.")
 
 
 def apply_fn(net_module):

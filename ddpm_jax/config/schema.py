@@ -13,7 +13,8 @@ import functools
 from ddpm_jax.config import build
 from ddpm_jax.core import chain, denoiser, schedules
 from ddpm_jax.core import sde as sde_lib
-from ddpm_jax.models import layers
+from ddpm_jax.models import layers, ncsnpp, song_unet
+from ddpm_jax.models.ncsnpp_layers import ACTIVATIONS, COMBINES
 from ddpm_jax.objectives import ddpm as ddpm_objective
 from ddpm_jax.objectives import dsm
 from ddpm_jax.samplers import ddim, grids, likelihood, table
@@ -44,6 +45,11 @@ RANGES = (
     ("diffusion.beta_end", _between(0, 1), "in [0, 1), e.g. 0.02"),
     ("model.ch", lambda v: v > 0 and v % 32 == 0, "a positive multiple of 32 (GroupNorm's 32 groups)"),
     ("model.num_res_blocks", _positive, "at least 1"),
+    ("model.fourier_scale", _positive, "positive, e.g. 16"),
+    ("model.init_scale", _at_least(0), "0 (zero-initialized: 1e-10) or more"),
+    ("model.channel_mult_noise", _positive, "at least 1 (1 DDPM++, 2 NCSN++)"),
+    ("model.channel_mult_emb", _positive, "at least 1, e.g. 4"),
+    ("model.augment_dim", _at_least(0), "0 (none) or 9 (EDM's augmentation labels)"),
     ("model.dropout", _between(0, 1), "in [0, 1)"),
     ("training.batch_size", _positive, "a positive global batch size"),
     ("training.num_train_steps", _positive, "at least 1"),
@@ -103,6 +109,15 @@ ORDERED = (("diffusion.beta_start", "diffusion.beta_end"), ("sde.beta_min", "sde
 # (field, its choices): settings that name one of a few options, as their consumers list them.
 CHOICES = (
     ("training.objective", denoiser.KINDS),
+    ("model.name", build.NETWORKS),
+    ("model.embedding_type", song_unet.EMBEDDINGS),
+    ("model.resblock_type", ncsnpp.RESBLOCKS),
+    ("model.progressive", ncsnpp.PROGRESSIVE),
+    ("model.progressive_input", ncsnpp.PROGRESSIVE_INPUT),
+    ("model.progressive_combine", COMBINES),
+    ("model.nonlinearity", tuple(ACTIVATIONS)),
+    ("model.encoder_type", song_unet.ENCODERS),
+    ("model.decoder_type", song_unet.DECODERS),
     ("sampling.method", tuple(table.SAMPLERS)),
     ("model.dtype", tuple(build.DTYPES)),
     ("model.attention", layers.ATTENTION),
@@ -136,6 +151,7 @@ def check(config) -> None:
     if field(config, name) not in choices:
       raise ValueError(f"Unknown {name} {field(config, name)!r}; use one of {choices}.")
   _check_objective(config)
+  _check_network(config)
   _check_sampling(config)
   t, k = config.training, config.training.steps_per_dispatch
   if t.num_train_steps % k or t.checkpoint_every % k or t.log_every % k:
@@ -175,6 +191,28 @@ def _check_objective(config) -> None:
                        "False for sde.name 'subvp'.")
 
 
+def _check_network(config) -> None:
+  m = config.model
+  if m.name == "ncsnpp":
+    if m.conditional:
+      raise ValueError("model.name 'ncsnpp' has no class labels; set model.conditional=False "
+                       "or use 'song_unet' / 'dhariwal_unet' (label_dim) or 'ddpm'.")
+    if m.dtype != "float32":
+      raise ValueError(f"model.name 'ncsnpp' computes in float32; set model.dtype='float32' "
+                       f"(not {m.dtype!r}).")
+    if build.learned_variance(config):
+      raise ValueError("model.name 'ncsnpp' has no variance outputs; use model.var_type "
+                       "'fixed_small' or 'fixed_large'.")
+    if m.scale_by_sigma and build._probe(config).noise_input != "log_sigma":
+      raise ValueError("model.scale_by_sigma divides by σ = exp(the noise input), which is "
+                       "log σ only for VE score models (training.objective 'dsm' with sde.name "
+                       "'ve', or 'ncsn'); set it False.")
+  for name in ("fir_kernel", "resample_filter"):
+    taps = tuple(m[name])
+    if not taps or not all(isinstance(v, int) and v > 0 for v in taps):
+      raise ValueError(f"model.{name}={taps!r} must be positive integer taps, e.g. (1, 3, 3, 1).")
+
+
 def _check_sampling(config) -> None:
   s, obj = config.sampling, config.training.objective
   entry = table.get(s.method)
@@ -198,7 +236,13 @@ def _rules(config, mode: str) -> list[tuple[str, bool, str]]:
   entry = table.get(s.method)
   train, samples = mode == "train", mode in ("train", "sample", "eval")
   conditional = bool(config.model.conditional)
-  rules = [("training.objective", True, ""), ("sampling.use_ema", True, "")]
+  rules = [("training.objective", True, ""), ("sampling.use_ema", True, ""),
+           ("model.dtype", True, "")]
+  network_options = {f for fields in build.NETWORK_OPTIONS.values() for f in fields}
+  for name in sorted(network_options - {"dtype"}):
+    readers = tuple(n for n, fields in build.NETWORK_OPTIONS.items() if name in fields)
+    rules.append((f"model.{name}", name in build.NETWORK_OPTIONS[config.model.name],
+                  f"model.name {' / '.join(repr(r) for r in readers)}"))
   option_fields = {f for e in table.SAMPLERS.values() for f in e.options.values()}
   for name in sorted(option_fields):
     readers = tuple(m for m, e in table.SAMPLERS.items() if name in e.options.values())

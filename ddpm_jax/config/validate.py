@@ -17,7 +17,6 @@ from jax.sharding import Mesh
 from ddpm_jax.config import build, sampler, schema
 from ddpm_jax.evaluation import inception
 from ddpm_jax.infra import parallel
-from ddpm_jax.models.unet import UNet
 
 BATCH_FIELDS = {"train": "training.batch_size", "sample": "sampling.batch_size",
                 "bpd": "eval.batch_size", "eval": "fid.chunk_size"}
@@ -30,7 +29,7 @@ class Plan:
   mesh: Mesh                 # every device of every host, axis "data"
   source: Any                # the mode's split (eval.split for bpd, else data.split)
   shape: tuple               # (S, S, C) of the preprocessed images
-  model: UNet
+  model: Any                 # the network module (config/build.py NETWORK_OPTIONS)
   template: Any              # the TrainState's shapes and dtypes (what a checkpoint holds)
   sample_fn: Callable | None = None   # train, sample, eval (config/sampler.py)
   step_fn: Callable | None = None     # train

@@ -19,6 +19,7 @@ from ddpm_jax.models.edm_layers import (
   UNetBlock,
   positional_embedding,
 )
+from ddpm_jax.models.remat import call
 from ddpm_jax.models.song_unet import one_hot_labels
 
 
@@ -35,6 +36,7 @@ class DhariwalUNet(nn.Module):
   attn_resolutions: Sequence[int] = (32, 16, 8)
   dropout: float = 0.10
   dtype: Any = jnp.float32
+  remat: bool = False
 
   @nn.compact
   def __call__(self, x, noise_labels, y=None, augment=None, train: bool = False):
@@ -61,6 +63,9 @@ class DhariwalUNet(nn.Module):
                          name="map_label")(one_hot_labels(y, self.label_dim, b))
     emb = nn.silu(emb)
 
+    def run(block, x):  # one residual block, rematerialized with self.remat
+      return call(block, x, emb, remat=self.remat, train=train)
+
     # Encoder.
     skips = []
     for level, mult in enumerate(self.channel_mult):
@@ -69,11 +74,11 @@ class DhariwalUNet(nn.Module):
       if level == 0:
         x = Conv2d(features=mc * mult, kernel=3, **init, name=f"{at}_conv")(x)
       else:
-        x = UNetBlock(x.shape[-1], down=True, **block, name=f"{at}_down")(x, emb, train)
+        x = run(UNetBlock(x.shape[-1], down=True, **block, name=f"{at}_down"), x)
       skips.append(x)
       for idx in range(self.num_blocks):
-        x = UNetBlock(mc * mult, attention=res in self.attn_resolutions, **block,
-                      name=f"{at}_block{idx}")(x, emb, train)
+        x = run(UNetBlock(mc * mult, attention=res in self.attn_resolutions, **block,
+                      name=f"{at}_block{idx}"), x)
         skips.append(x)
 
     # Decoder.
@@ -81,14 +86,14 @@ class DhariwalUNet(nn.Module):
       res = resolution >> level
       at = f"dec.{res}x{res}"
       if level == len(self.channel_mult) - 1:
-        x = UNetBlock(x.shape[-1], attention=True, **block, name=f"{at}_in0")(x, emb, train)
-        x = UNetBlock(x.shape[-1], **block, name=f"{at}_in1")(x, emb, train)
+        x = run(UNetBlock(x.shape[-1], attention=True, **block, name=f"{at}_in0"), x)
+        x = run(UNetBlock(x.shape[-1], **block, name=f"{at}_in1"), x)
       else:
-        x = UNetBlock(x.shape[-1], up=True, **block, name=f"{at}_up")(x, emb, train)
+        x = run(UNetBlock(x.shape[-1], up=True, **block, name=f"{at}_up"), x)
       for idx in range(self.num_blocks + 1):
         x = jnp.concatenate([x, skips.pop()], axis=-1)
-        x = UNetBlock(mc * mult, attention=res in self.attn_resolutions, **block,
-                      name=f"{at}_block{idx}")(x, emb, train)
+        x = run(UNetBlock(mc * mult, attention=res in self.attn_resolutions, **block,
+                      name=f"{at}_block{idx}"), x)
     x = nn.silu(GroupNorm(name="out_norm")(x))
     x = Conv2d(features=self.out_channels, kernel=3, **init_zero, dtype=self.dtype,
                name="out_conv")(x)

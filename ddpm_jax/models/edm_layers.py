@@ -33,12 +33,13 @@ CONV_DIMS = ("NHWC", "OIHW", "NHWC")
 def weight_init(mode: str, fan_in: int, fan_out: int, scale: float = 1.0):
   """The reference's weight_init(shape, mode, fan_in, fan_out) × scale, as a Flax initializer."""
   def init(key, shape, dtype=jnp.float32):
+    uniform = lambda: jax.random.uniform(key, shape, dtype, -1, 1)  # noqa: E731
     if mode == "xavier_uniform":
-      return scale * math.sqrt(6 / (fan_in + fan_out)) * jax.random.uniform(key, shape, dtype, -1, 1)
+      return scale * math.sqrt(6 / (fan_in + fan_out)) * uniform()
     if mode == "xavier_normal":
       return scale * math.sqrt(2 / (fan_in + fan_out)) * jax.random.normal(key, shape, dtype)
     if mode == "kaiming_uniform":
-      return scale * math.sqrt(3 / fan_in) * jax.random.uniform(key, shape, dtype, -1, 1)
+      return scale * math.sqrt(3 / fan_in) * uniform()
     if mode == "kaiming_normal":
       return scale * math.sqrt(1 / fan_in) * jax.random.normal(key, shape, dtype)
     raise ValueError(f"Unknown init mode {mode!r}; use one of {INIT_MODES}.")

@@ -21,6 +21,7 @@ from flax import linen as nn
 
 from ddpm_jax.models import ncsnpp_layers as L
 from ddpm_jax.models.layers import default_init, timestep_embedding
+from ddpm_jax.models.remat import call
 
 RESBLOCKS = ("biggan", "ddpm")
 PROGRESSIVE = ("none", "output_skip", "residual")
@@ -51,6 +52,7 @@ class NCSNpp(nn.Module):
   init_scale: float = 0.0
   scale_by_sigma: bool = True
   nonlinearity: str = "swish"
+  remat: bool = False
 
   def _check(self):
     for name, value, choices in (
@@ -84,6 +86,7 @@ class NCSNpp(nn.Module):
     else:
       temb = None
     attn = lambda: L.AttnBlockpp(init_scale=self.init_scale, skip_rescale=self.skip_rescale)  # noqa: E731
+    rm = dict(remat=self.remat, train=train)
     res = dict(act=act, dropout=self.dropout, init_scale=self.init_scale,
                skip_rescale=self.skip_rescale)
     if self.resblock_type == "ddpm":
@@ -96,7 +99,7 @@ class NCSNpp(nn.Module):
     hs = [L.conv3x3(x, nf)]
     for level in range(num_levels):
       for _ in range(self.num_res_blocks):
-        h = block(out_ch=nf * self.ch_mult[level])(hs[-1], temb, train)
+        h = call(block(out_ch=nf * self.ch_mult[level]), hs[-1], temb, **rm)
         if h.shape[1] in self.attn_resolutions:
           h = attn()(h)
         hs.append(h)
@@ -104,7 +107,7 @@ class NCSNpp(nn.Module):
         if self.resblock_type == "ddpm":
           h = L.Downsample(with_conv=self.resamp_with_conv, **fir)(hs[-1])
         else:
-          h = block(down=True)(hs[-1], temb, train)
+          h = call(block(down=True), hs[-1], temb, **rm)
         if self.progressive_input == "input_skip":
           pyramid_in = L.Downsample(with_conv=False, **fir)(pyramid_in)
           h = L.Combine(method=self.progressive_combine)(pyramid_in, h)
@@ -114,17 +117,17 @@ class NCSNpp(nn.Module):
           h = pyramid_in
         hs.append(h)
 
-    h = block()(hs[-1], temb, train)
+    h = call(block(), hs[-1], temb, **rm)
     h = attn()(h)
-    h = block()(h, temb, train)
+    h = call(block(), h, temb, **rm)
 
     # Upsampling.
     pyramid = None
     channels = x.shape[-1]
     for level in reversed(range(num_levels)):
       for _ in range(self.num_res_blocks + 1):
-        h = block(out_ch=nf * self.ch_mult[level])(jnp.concatenate([h, hs.pop()], axis=-1),
-                                                    temb, train)
+        h = call(block(out_ch=nf * self.ch_mult[level]),
+                 jnp.concatenate([h, hs.pop()], axis=-1), temb, **rm)
       if h.shape[1] in self.attn_resolutions:
         h = attn()(h)
       if self.progressive != "none":
@@ -133,7 +136,7 @@ class NCSNpp(nn.Module):
         if self.resblock_type == "ddpm":
           h = L.Upsample(with_conv=self.resamp_with_conv, **fir)(h)
         else:
-          h = block(up=True)(h, temb, train)
+          h = call(block(up=True), h, temb, **rm)
     assert not hs
 
     if self.progressive == "output_skip":

@@ -23,6 +23,7 @@ from ddpm_jax.models.edm_layers import (
   UNetBlock,
   positional_embedding,
 )
+from ddpm_jax.models.remat import call
 
 EMBEDDINGS = ("positional", "fourier")
 ENCODERS = ("standard", "skip", "residual")
@@ -56,6 +57,7 @@ class SongUNet(nn.Module):
   decoder_type: str = "standard"
   resample_filter: Sequence[int] = (1, 1)
   dtype: Any = jnp.float32
+  remat: bool = False
 
   @nn.compact
   def __call__(self, x, noise_labels, y=None, augment=None, train: bool = False):
@@ -93,6 +95,9 @@ class SongUNet(nn.Module):
     emb = nn.silu(Linear(features=mc * self.channel_mult_emb, **init, name="map_layer0")(emb))
     emb = nn.silu(Linear(features=mc * self.channel_mult_emb, **init, name="map_layer1")(emb))
 
+    def run(block, x):  # one residual block, rematerialized with self.remat
+      return call(block, x, emb, remat=self.remat, train=train)
+
     # Encoder.
     skips, aux = [], x
     for level, mult in enumerate(self.channel_mult):
@@ -103,7 +108,7 @@ class SongUNet(nn.Module):
         skips.append(x)
       else:
         cout = x.shape[-1]
-        x = UNetBlock(cout, down=True, **block, name=f"{at}_down")(x, emb, train)
+        x = run(UNetBlock(cout, down=True, **block, name=f"{at}_down"), x)
         skips.append(x)
         if self.encoder_type == "skip":
           aux = Conv2d(kernel=0, down=True, resample_filter=rf, name=f"{at}_aux_down")(aux)
@@ -113,8 +118,8 @@ class SongUNet(nn.Module):
               features=cout, kernel=3, down=True, resample_filter=rf, fused_resample=True,
               **init, name=f"{at}_aux_residual")(aux)) / math.sqrt(2)
       for idx in range(self.num_blocks):
-        x = UNetBlock(mc * mult, attention=res in self.attn_resolutions, **block,
-                      name=f"{at}_block{idx}")(x, emb, train)
+        x = run(UNetBlock(mc * mult, attention=res in self.attn_resolutions, **block,
+                      name=f"{at}_block{idx}"), x)
         skips.append(x)
 
     # Decoder.
@@ -125,14 +130,14 @@ class SongUNet(nn.Module):
       at = f"dec.{res}x{res}"
       cout = x.shape[-1]
       if level == last:
-        x = UNetBlock(cout, attention=True, **block, name=f"{at}_in0")(x, emb, train)
-        x = UNetBlock(cout, **block, name=f"{at}_in1")(x, emb, train)
+        x = run(UNetBlock(cout, attention=True, **block, name=f"{at}_in0"), x)
+        x = run(UNetBlock(cout, **block, name=f"{at}_in1"), x)
       else:
-        x = UNetBlock(cout, up=True, **block, name=f"{at}_up")(x, emb, train)
+        x = run(UNetBlock(cout, up=True, **block, name=f"{at}_up"), x)
       for idx in range(self.num_blocks + 1):
         x = jnp.concatenate([x, skips.pop()], axis=-1)
         attn = idx == self.num_blocks and res in self.attn_resolutions
-        x = UNetBlock(mc * mult, attention=attn, **block, name=f"{at}_block{idx}")(x, emb, train)
+        x = run(UNetBlock(mc * mult, attention=attn, **block, name=f"{at}_block{idx}"), x)
       if self.decoder_type == "skip" or level == 0:
         if self.decoder_type == "skip" and level < last:
           aux = Conv2d(kernel=0, up=True, resample_filter=rf, name=f"{at}_aux_up")(aux)

@@ -20,6 +20,7 @@ from ddpm_jax.models.layers import (
   default_init,
   timestep_embedding,
 )
+from ddpm_jax.models.remat import call
 
 EMBEDDINGS = ("positional", "fourier")
 
@@ -43,6 +44,7 @@ implementation."""
   fourier_scale: float = 16.0
   dtype: Any = jnp.float32
   attention: str = "einsum"
+  remat: bool = False
 
   @nn.compact
   def __call__(self, x, t, y=None, train: bool = False):
@@ -67,7 +69,8 @@ implementation."""
       temb = temb + nn.Embed(self.num_classes + 1, self.ch * 4, dtype=self.dtype, name="label_emb")(y)
 
     def res(h, mult):
-      return ResnetBlock(self.ch * mult, self.dropout, dtype=self.dtype)(h, temb, train)
+      return call(ResnetBlock(self.ch * mult, self.dropout, dtype=self.dtype), h, temb,
+                  remat=self.remat, train=train)
 
     hs = [nn.Conv(self.ch, (3, 3), dtype=self.dtype, kernel_init=default_init(), name="conv_in")(x.astype(self.dtype))]
     for level, mult in enumerate(self.ch_mult):
