@@ -95,6 +95,8 @@ def get_config() -> ml_collections.ConfigDict:
   training.t_sampler = "uniform"  # uniform | antithetic | importance (p_t ∝ √E[L_t²], objective ddpm)
   training.ema_decay = 0.9999
   training.label_dropout = 0.1  # for conditional models
+  training.augment_p = 0.0     # EDM's augmentation probability (0.12 for CIFAR-10); needs
+                               # model.augment_dim = 9 (song_unet, dhariwal_unet)
   training.steps_per_dispatch = 1
   training.log_every = 100
   training.checkpoint_every = 10_000

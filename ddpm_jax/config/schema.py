@@ -15,8 +15,8 @@ from ddpm_jax.core import chain, denoiser, schedules
 from ddpm_jax.core import sde as sde_lib
 from ddpm_jax.models import layers, ncsnpp, song_unet
 from ddpm_jax.models.ncsnpp_layers import ACTIVATIONS, COMBINES
+from ddpm_jax.objectives import augment, dsm
 from ddpm_jax.objectives import ddpm as ddpm_objective
-from ddpm_jax.objectives import dsm
 from ddpm_jax.samplers import ddim, grids, likelihood, table
 
 MODES = ("train", "sample", "bpd", "eval")
@@ -60,6 +60,7 @@ RANGES = (
     ("training.sample_every", _at_least(0), "0 (at the end only) or more"),
     ("training.ema_decay", _between(0, 1), "in [0, 1), e.g. 0.9999"),
     ("training.label_dropout", _between(0, 1), "in [0, 1)"),
+    ("training.augment_p", _between(0, 1, high_included=True), "in [0, 1] (0: off; EDM: 0.12)"),
     ("training.vlb_weight", _at_least(0), "0 or more"),
     ("optim.learning_rate", _positive, "positive, e.g. 2e-4"),
     ("optim.warmup_steps", _at_least(0), "0 or more"),
@@ -207,6 +208,11 @@ def _check_network(config) -> None:
       raise ValueError("model.scale_by_sigma divides by σ = exp(the noise input), which is "
                        "log σ only for VE score models (training.objective 'dsm' with sde.name "
                        "'ve', or 'ncsn'); set it False.")
+  if config.training.augment_p > 0 and (
+      m.name not in ("song_unet", "dhariwal_unet") or m.augment_dim != augment.LABEL_DIM):
+    raise ValueError(f"training.augment_p feeds {augment.LABEL_DIM} augment labels to the "
+                     f"network: set model.name 'song_unet' or 'dhariwal_unet' with "
+                     f"model.augment_dim={augment.LABEL_DIM} (now {m.name!r}, {m.augment_dim}).")
   for name in ("fir_kernel", "resample_filter"):
     taps = tuple(m[name])
     if not taps or not all(isinstance(v, int) and v > 0 for v in taps):

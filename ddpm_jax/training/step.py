@@ -18,6 +18,7 @@ from flax import linen as nn
 from flax.training import train_state
 
 from ddpm_jax.infra import parallel
+from ddpm_jax.objectives import augment
 from ddpm_jax.objectives import ddpm as ddpm_objective
 
 
@@ -69,8 +70,12 @@ def ema_update(ema, params, decay: float):
   return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema, params)
 
 
+AUGMENT_STREAM = 2  # folded into each example's key for its augmentation draw
+
+
 def make_train_step(model: nn.Module, loss_fn: Callable, *, ema_decay: float,
-                    num_classes: int | None = None, label_dropout: float = 0.0) -> Callable:
+                    num_classes: int | None = None, label_dropout: float = 0.0,
+                    augment_p: float = 0.0) -> Callable:
   """The per-device step. batch = {"image": [b, H, W, C] in [−1, 1], "label": [b]};
   loss_fn(net, x0, keys, probs) -> (loss, metrics) with net(x, t) the network, keys[i] the key
   of example i and probs the importance distribution of t (None unless the state keeps a
@@ -79,7 +84,9 @@ def make_train_step(model: nn.Module, loss_fn: Callable, *, ema_decay: float,
   whole global batch in order, so every device keeps the same one.
 
   For class-conditional models, each label is replaced by the null label `num_classes`
-  with probability `label_dropout` (classifier-free guidance training).
+  with probability `label_dropout` (classifier-free guidance training). With `augment_p` > 0
+  each image is augmented as EDM trains (objectives/augment.py, from a key of its own) and
+  the network is given the augment labels.
   """
 
   def step(state: TrainState, batch):
@@ -95,14 +102,19 @@ def make_train_step(model: nn.Module, loss_fn: Callable, *, ema_decay: float,
       drop = jax.vmap(lambda k: jax.random.bernoulli(k, label_dropout))(label_keys)
       y = jnp.where(drop, num_classes, batch["label"])
 
+    images, extra = batch["image"], {}
+    if augment_p > 0:
+      augment_keys = jax.vmap(lambda k: jax.random.fold_in(k, AUGMENT_STREAM))(example_keys)
+      images, extra["augment"] = augment.augment(augment_keys, images, augment_p)
+
     history = state.loss_history
     probs = None if history is None else ddpm_objective.history_probs(history)
 
     def loss_of(params):
       def net(x_t, t):
         return model.apply({"params": params}, x_t, t, y, train=True,
-                           rngs={"dropout": dropout_key})
-      loss, metrics = loss_fn(net, batch["image"], loss_keys, probs)
+                           rngs={"dropout": dropout_key}, **extra)
+      loss, metrics = loss_fn(net, images, loss_keys, probs)
       return loss, metrics
 
     (_, metrics), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
