@@ -214,29 +214,6 @@ def _assert_grid_is_the_samples(config, workdir, step, state):
   assert want.std() > 0  # not a blank grid
 
 
-def test_every_config_file_builds():
-  import importlib
-  for name in sorted(p.stem for p in (ROOT / "configs").glob("*.py") if p.stem != "__init__"):
-    config = importlib.import_module(f"configs.{name}").get_config()
-    schema.check(config)
-    sampler.loop(config, (config.data.image_size,) * 2 + (3,))  # the sampler's host objects
-    build.loss(config)
-    model = build.model(config, 3)
-    assert model.ch == config.model.ch
-    leaves = _none_leaves(config)
-    assert not leaves, f"{name}: None fields cannot be set from the command line: {leaves}"
-
-
-def _none_leaves(config, prefix=""):
-  out = []
-  for k, v in config.items():
-    if hasattr(v, "items"):
-      out += _none_leaves(v, f"{prefix}{k}.")
-    elif v is None:
-      out.append(prefix + k)
-  return out
-
-
 def test_path_fields_are_set_from_the_command_line():
   from absl import flags
   from ml_collections import config_flags
