@@ -46,6 +46,17 @@ def test_throughput_times_a_training_step_a_forward_and_a_sampler(monkeypatch, c
     assert r["img_per_sec"] > 0 and r["gflop_per_image"] > 0 and r["batch"] == 8
 
 
+def test_networks_counts_a_network_and_measures_a_step_with_and_without_remat(monkeypatch,
+                                                                             capsys):
+  import networks
+  rows = _main(networks, ["--configs", "configs/demo.py", "--memory", "configs/demo.py",
+                          "--memory_batch", "8", "--set", "model.ch_mult=(1,)"],
+               monkeypatch, capsys)
+  assert [r["what"] for r in rows] == ["network", "memory", "memory"]
+  assert rows[0]["parameters"] > 0 and rows[0]["gflop_per_image"] > 0
+  assert [r["remat"] for r in rows[1:]] == [False, True] and all(r["peak_mib"] > 0 for r in rows[1:])
+
+
 def test_input_pipeline_reads_the_digits(monkeypatch, capsys):
   import input_pipeline
   rows = _main(input_pipeline, ["--dataset", "digits", "--image_size", "8", "--batch", "16",
