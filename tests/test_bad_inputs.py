@@ -107,6 +107,16 @@ GATE_CASES = [
     ("optim_ignored_by_sample", ["--mode=sample", "--config.optim.learning_rate=0.002"], "--config.optim.learning_rate is read only by --mode train"),
     ("dpm_3m_form_unknown", ["--config.sampling.method=dpm_solver", "--config.sampling.dpm_solver_3m=exact"], "Unknown sampling.dpm_solver_3m 'exact'; use one of ('taylor', 'published')"),
     ("dpm_3m_start_unknown", ["--config.sampling.method=dpm_solver", "--config.sampling.dpm_solver_start=warm"], "Unknown sampling.dpm_solver_start 'warm'; use one of ('lower_order', 'singlestep')"),
+    # the networks (config.model.name) and their options
+    ("network_unknown", ["--config.model.name=unet"], "Unknown model.name 'unet'; use one of ('ddpm', 'ncsnpp', 'song_unet', 'dhariwal_unet')"),
+    ("encoder_unknown", ["--config.model.name=song_unet", "--config.model.encoder_type=deep"], "Unknown model.encoder_type 'deep'; use one of ('standard', 'skip', 'residual')"),
+    ("progressive_unknown", ["--config.model.name=ncsnpp", "--config.model.progressive=skip"], "Unknown model.progressive 'skip'; use one of ('none', 'output_skip', 'residual')"),
+    ("fir_ignored_by_song_unet", ["--config.model.name=song_unet", "--config.model.fir=True"], "--config.model.fir is read only by model.name 'ncsnpp'"),
+    ("embedding_ignored_by_adm", ["--config.model.name=dhariwal_unet", "--config.model.embedding_type=fourier"], "--config.model.embedding_type is read only by model.name 'ncsnpp' / 'song_unet'"),
+    ("ncsnpp_with_labels", ["--config.model.name=ncsnpp", "--config.model.conditional=True"], "model.name 'ncsnpp' has no class labels"),
+    ("scale_by_sigma_without_log_sigma", ["--config.model.name=ncsnpp", "--config.model.scale_by_sigma=True"], "model.scale_by_sigma divides by σ = exp(the noise input)"),
+    ("augment_without_labels", ["--config.model.name=song_unet", "--config.training.objective=edm", "--config.sampling.method=edm", "--config.training.augment_p=0.12"], "set model.name 'song_unet' or 'dhariwal_unet' with model.augment_dim=9"),
+    ("resample_filter_not_taps", ["--config.model.name=song_unet", "--config.model.resample_filter=(1,0.5)"], "model.resample_filter=(1, 0.5) must be positive integer taps"),
 ]
 
 # (id, file to write, what the error line must contain); arguments use {path}
