@@ -59,16 +59,15 @@ class SongUNet(nn.Module):
   dtype: Any = jnp.float32
   remat: bool = False
 
-  @nn.compact
-  def __call__(self, x, noise_labels, y=None, augment=None, train: bool = False):
+  def _check(self):
     for name, value, choices in (("embedding_type", self.embedding_type, EMBEDDINGS),
                                  ("encoder_type", self.encoder_type, ENCODERS),
                                  ("decoder_type", self.decoder_type, DECODERS)):
       if value not in choices:
         raise ValueError(f"Unknown SongUNet {name} {value!r}; use one of {choices}.")
-    b, resolution, _, _ = x.shape
-    mc = self.model_channels
-    noise_channels = mc * self.channel_mult_noise
+
+  def _inits(self):
+    """The reference's initializers: (init, init_zero, the residual blocks' keywords)."""
     init = dict(init_mode="xavier_uniform", dtype=self.dtype)
     init_zero = dict(init_mode="xavier_uniform", init_weight=1e-5)
     block = dict(num_heads=1, dropout=self.dropout, skip_scale=math.sqrt(0.5), eps=1e-6,
@@ -77,9 +76,24 @@ class SongUNet(nn.Module):
                  init_zero=init_zero,
                  init_attn=dict(init_mode="xavier_uniform", init_weight=math.sqrt(0.2)),
                  dtype=self.dtype)
-    rf = tuple(self.resample_filter)
+    return init, init_zero, block
 
-    # Mapping: the noise embedding with its halves swapped (sin first), labels, augmentation.
+  @nn.compact
+  def __call__(self, x, noise_labels, y=None, augment=None, train: bool = False):
+    self._check()
+    emb = self._embedding(noise_labels, y, augment, x.shape[0])
+
+    def run(block, h):  # one residual block, rematerialized with self.remat
+      return call(block, h, emb, remat=self.remat, train=train)
+
+    x, skips = self._encoder(x, run)
+    return self._decoder(x, skips, run).astype(jnp.float32)
+
+  def _embedding(self, noise_labels, y, augment, b):
+    """The noise embedding with its halves swapped (sin first), plus labels and
+    augmentation, through two SiLU layers."""
+    init, _, _ = self._inits()
+    noise_channels = self.model_channels * self.channel_mult_noise
     if self.embedding_type == "positional":
       emb = positional_embedding(noise_labels, noise_channels, endpoint=True)
     else:
@@ -92,13 +106,15 @@ class SongUNet(nn.Module):
       augment = jnp.zeros((b, self.augment_dim)) if augment is None else augment
       emb = emb + Linear(features=noise_channels, use_bias=False, **init,
                          name="map_augment")(augment)
-    emb = nn.silu(Linear(features=mc * self.channel_mult_emb, **init, name="map_layer0")(emb))
-    emb = nn.silu(Linear(features=mc * self.channel_mult_emb, **init, name="map_layer1")(emb))
+    width = self.model_channels * self.channel_mult_emb
+    emb = nn.silu(Linear(features=width, **init, name="map_layer0")(emb))
+    return nn.silu(Linear(features=width, **init, name="map_layer1")(emb))
 
-    def run(block, x):  # one residual block, rematerialized with self.remat
-      return call(block, x, emb, remat=self.remat, train=train)
-
-    # Encoder.
+  def _encoder(self, x, run):
+    """(x, skips): the encoder's output and every block's, with the skip or residual
+    input pyramid (encoder_type) folded in."""
+    init, _, block = self._inits()
+    mc, rf, resolution = self.model_channels, tuple(self.resample_filter), x.shape[1]
     skips, aux = [], x
     for level, mult in enumerate(self.channel_mult):
       res = resolution >> level
@@ -119,12 +135,16 @@ class SongUNet(nn.Module):
               **init, name=f"{at}_aux_residual")(aux)) / math.sqrt(2)
       for idx in range(self.num_blocks):
         x = run(UNetBlock(mc * mult, attention=res in self.attn_resolutions, **block,
-                      name=f"{at}_block{idx}"), x)
+                          name=f"{at}_block{idx}"), x)
         skips.append(x)
+    return x, skips
 
-    # Decoder.
+  def _decoder(self, x, skips, run):
+    """The decoder, summing its output layers over the levels for decoder_type "skip"."""
+    _, init_zero, block = self._inits()
+    rf, last = tuple(self.resample_filter), len(self.channel_mult) - 1
+    resolution = x.shape[1] << last
     aux = None
-    last = len(self.channel_mult) - 1
     for level, mult in reversed(list(enumerate(self.channel_mult))):
       res = resolution >> level
       at = f"dec.{res}x{res}"
@@ -137,7 +157,8 @@ class SongUNet(nn.Module):
       for idx in range(self.num_blocks + 1):
         x = jnp.concatenate([x, skips.pop()], axis=-1)
         attn = idx == self.num_blocks and res in self.attn_resolutions
-        x = run(UNetBlock(mc * mult, attention=attn, **block, name=f"{at}_block{idx}"), x)
+        x = run(UNetBlock(self.model_channels * mult, attention=attn, **block,
+                          name=f"{at}_block{idx}"), x)
       if self.decoder_type == "skip" or level == 0:
         if self.decoder_type == "skip" and level < last:
           aux = Conv2d(kernel=0, up=True, resample_filter=rf, name=f"{at}_aux_up")(aux)
@@ -145,4 +166,4 @@ class SongUNet(nn.Module):
         tmp = Conv2d(features=self.out_channels, kernel=3, **init_zero, dtype=self.dtype,
                      name=f"{at}_aux_conv")(nn.silu(tmp))
         aux = tmp if aux is None else tmp + aux
-    return aux.astype(jnp.float32)
+    return aux
