@@ -38,63 +38,63 @@ class DhariwalUNet(nn.Module):
   dtype: Any = jnp.float32
   remat: bool = False
 
+  # The reference's initializers (kaiming-uniform at √(1/3); zero for the output layers).
+  INIT = dict(init_mode="kaiming_uniform", init_weight=math.sqrt(1 / 3), init_bias=math.sqrt(1 / 3))
+  INIT_ZERO = dict(init_mode="kaiming_uniform", init_weight=0.0, init_bias=0.0)
+
   @nn.compact
   def __call__(self, x, noise_labels, y=None, augment=None, train: bool = False):
-    b, resolution, _, _ = x.shape
-    mc, emb_channels = self.model_channels, self.model_channels * self.channel_mult_emb
-    init = dict(init_mode="kaiming_uniform", init_weight=math.sqrt(1 / 3),
-                init_bias=math.sqrt(1 / 3))
-    init_zero = dict(init_mode="kaiming_uniform", init_weight=0.0, init_bias=0.0)
-    block = dict(channels_per_head=64, dropout=self.dropout, init_args=init,
-                 init_zero=init_zero, dtype=self.dtype)
-    init = dict(init, dtype=self.dtype)
+    emb = self._embedding(noise_labels, y, augment, x.shape[0])
+    block = dict(channels_per_head=64, dropout=self.dropout, init_args=self.INIT,
+                 init_zero=self.INIT_ZERO, dtype=self.dtype)
 
-    # Mapping.
-    emb = positional_embedding(noise_labels, mc)
-    if self.augment_dim:
-      augment = jnp.zeros((b, self.augment_dim)) if augment is None else augment
-      emb = emb + Linear(features=mc, use_bias=False, **init_zero, dtype=self.dtype,
-                         name="map_augment")(augment)
-    emb = nn.silu(Linear(features=emb_channels, **init, name="map_layer0")(emb))
-    emb = Linear(features=emb_channels, **init, name="map_layer1")(emb)
-    if self.label_dim:
-      emb = emb + Linear(features=emb_channels, use_bias=False, init_mode="kaiming_normal",
-                         init_weight=math.sqrt(self.label_dim), dtype=self.dtype,
-                         name="map_label")(one_hot_labels(y, self.label_dim, b))
-    emb = nn.silu(emb)
+    def run(name, channels, h, **kw):  # one residual block, rematerialized with self.remat
+      return call(UNetBlock(channels, **block, **kw, name=name), h, emb, remat=self.remat,
+                  train=train)
 
-    def run(block, x):  # one residual block, rematerialized with self.remat
-      return call(block, x, emb, remat=self.remat, train=train)
-
-    # Encoder.
+    mc, resolution, last = self.model_channels, x.shape[1], len(self.channel_mult) - 1
     skips = []
     for level, mult in enumerate(self.channel_mult):
       res = resolution >> level
       at = f"enc.{res}x{res}"
       if level == 0:
-        x = Conv2d(features=mc * mult, kernel=3, **init, name=f"{at}_conv")(x)
+        x = Conv2d(features=mc * mult, kernel=3, **self.INIT, dtype=self.dtype,
+                   name=f"{at}_conv")(x)
       else:
-        x = run(UNetBlock(x.shape[-1], down=True, **block, name=f"{at}_down"), x)
+        x = run(f"{at}_down", x.shape[-1], x, down=True)
       skips.append(x)
       for idx in range(self.num_blocks):
-        x = run(UNetBlock(mc * mult, attention=res in self.attn_resolutions, **block,
-                      name=f"{at}_block{idx}"), x)
+        x = run(f"{at}_block{idx}", mc * mult, x, attention=res in self.attn_resolutions)
         skips.append(x)
-
-    # Decoder.
     for level, mult in reversed(list(enumerate(self.channel_mult))):
       res = resolution >> level
       at = f"dec.{res}x{res}"
-      if level == len(self.channel_mult) - 1:
-        x = run(UNetBlock(x.shape[-1], attention=True, **block, name=f"{at}_in0"), x)
-        x = run(UNetBlock(x.shape[-1], **block, name=f"{at}_in1"), x)
+      if level == last:
+        x = run(f"{at}_in0", x.shape[-1], x, attention=True)
+        x = run(f"{at}_in1", x.shape[-1], x)
       else:
-        x = run(UNetBlock(x.shape[-1], up=True, **block, name=f"{at}_up"), x)
+        x = run(f"{at}_up", x.shape[-1], x, up=True)
       for idx in range(self.num_blocks + 1):
-        x = jnp.concatenate([x, skips.pop()], axis=-1)
-        x = run(UNetBlock(mc * mult, attention=res in self.attn_resolutions, **block,
-                      name=f"{at}_block{idx}"), x)
+        x = run(f"{at}_block{idx}", mc * mult, jnp.concatenate([x, skips.pop()], axis=-1),
+                attention=res in self.attn_resolutions)
     x = nn.silu(GroupNorm(name="out_norm")(x))
-    x = Conv2d(features=self.out_channels, kernel=3, **init_zero, dtype=self.dtype,
+    x = Conv2d(features=self.out_channels, kernel=3, **self.INIT_ZERO, dtype=self.dtype,
                name="out_conv")(x)
     return x.astype(jnp.float32)
+
+  def _embedding(self, noise_labels, y, augment, b):
+    """silu(map_layer1(silu(map_layer0(positional + augmentation))) + labels)."""
+    mc, width = self.model_channels, self.model_channels * self.channel_mult_emb
+    init = dict(self.INIT, dtype=self.dtype)
+    emb = positional_embedding(noise_labels, mc)
+    if self.augment_dim:
+      augment = jnp.zeros((b, self.augment_dim)) if augment is None else augment
+      emb = emb + Linear(features=mc, use_bias=False, **self.INIT_ZERO, dtype=self.dtype,
+                         name="map_augment")(augment)
+    emb = nn.silu(Linear(features=width, **init, name="map_layer0")(emb))
+    emb = Linear(features=width, **init, name="map_layer1")(emb)
+    if self.label_dim:
+      emb = emb + Linear(features=width, use_bias=False, init_mode="kaiming_normal",
+                         init_weight=math.sqrt(self.label_dim), dtype=self.dtype,
+                         name="map_label")(one_hot_labels(y, self.label_dim, b))
+    return nn.silu(emb)
