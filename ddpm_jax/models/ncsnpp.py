@@ -76,76 +76,89 @@ class NCSNpp(nn.Module):
       raise ValueError("NCSN++ is not class-conditional; set model.conditional=False.")
     act, nf, num_levels = L.ACTIVATIONS[self.nonlinearity], self.nf, len(self.ch_mult)
     fir = dict(fir=self.fir, fir_kernel=tuple(self.fir_kernel))
-    if self.embedding_type == "fourier":
-      temb = L.GaussianFourierProjection(embedding_size=nf, scale=self.fourier_scale)(noise_labels)
-    else:
-      temb = timestep_embedding(noise_labels, nf)
-    if self.noise_conditional:
-      temb = nn.Dense(nf * 4, kernel_init=default_init())(temb)
-      temb = nn.Dense(nf * 4, kernel_init=default_init())(act(temb))
-    else:
-      temb = None
-    attn = lambda: L.AttnBlockpp(init_scale=self.init_scale, skip_rescale=self.skip_rescale)  # noqa: E731
-    rm = dict(remat=self.remat, train=train)
-    res = dict(act=act, dropout=self.dropout, init_scale=self.init_scale,
-               skip_rescale=self.skip_rescale)
-    if self.resblock_type == "ddpm":
-      block = lambda **kw: L.ResnetBlockDDPMpp(**res, **kw)  # noqa: E731
-    else:
-      block = lambda **kw: L.ResnetBlockBigGANpp(**res, **fir, **kw)  # noqa: E731
+    res = self._residual_block(self._embedding(noise_labels, act), act, fir, train)
 
     # Downsampling.
     pyramid_in = x if self.progressive_input != "none" else None
     hs = [L.conv3x3(x, nf)]
     for level in range(num_levels):
       for _ in range(self.num_res_blocks):
-        h = call(block(out_ch=nf * self.ch_mult[level]), hs[-1], temb, **rm)
-        if h.shape[1] in self.attn_resolutions:
-          h = attn()(h)
-        hs.append(h)
+        h = res(hs[-1], out_ch=nf * self.ch_mult[level])
+        hs.append(self._attention(h) if h.shape[1] in self.attn_resolutions else h)
       if level != num_levels - 1:
         if self.resblock_type == "ddpm":
           h = L.Downsample(with_conv=self.resamp_with_conv, **fir)(hs[-1])
         else:
-          h = call(block(down=True), hs[-1], temb, **rm)
-        if self.progressive_input == "input_skip":
-          pyramid_in = L.Downsample(with_conv=False, **fir)(pyramid_in)
-          h = L.Combine(method=self.progressive_combine)(pyramid_in, h)
-        elif self.progressive_input == "residual":
-          pyramid_in = L.Downsample(out_ch=h.shape[-1], with_conv=True, **fir)(pyramid_in)
-          pyramid_in = (pyramid_in + h) / np.sqrt(2.0) if self.skip_rescale else pyramid_in + h
-          h = pyramid_in
+          h = res(hs[-1], down=True)
+        pyramid_in, h = self._pyramid_input(pyramid_in, h, fir)
         hs.append(h)
-
-    h = call(block(), hs[-1], temb, **rm)
-    h = attn()(h)
-    h = call(block(), h, temb, **rm)
+    h = res(self._attention(res(hs[-1])))
 
     # Upsampling.
     pyramid = None
-    channels = x.shape[-1]
     for level in reversed(range(num_levels)):
       for _ in range(self.num_res_blocks + 1):
-        h = call(block(out_ch=nf * self.ch_mult[level]),
-                 jnp.concatenate([h, hs.pop()], axis=-1), temb, **rm)
+        h = res(jnp.concatenate([h, hs.pop()], axis=-1), out_ch=nf * self.ch_mult[level])
       if h.shape[1] in self.attn_resolutions:
-        h = attn()(h)
+        h = self._attention(h)
       if self.progressive != "none":
-        pyramid, h = self._progressive(pyramid, h, level == num_levels - 1, channels, act, fir)
+        pyramid, h = self._progressive(pyramid, h, level == num_levels - 1, x.shape[-1], act,
+                                       fir)
       if level != 0:
         if self.resblock_type == "ddpm":
           h = L.Upsample(with_conv=self.resamp_with_conv, **fir)(h)
         else:
-          h = call(block(up=True), h, temb, **rm)
+          h = res(h, up=True)
     assert not hs
 
     if self.progressive == "output_skip":
       h = pyramid
     else:
-      h = L.conv3x3(act(L.group_norm(h)), channels, init_scale=self.init_scale)
+      h = L.conv3x3(act(L.group_norm(h)), x.shape[-1], init_scale=self.init_scale)
     if self.scale_by_sigma:
       h = h / jnp.exp(noise_labels).reshape(-1, 1, 1, 1)
     return h
+
+  def _embedding(self, noise_labels, act):
+    """The noise embedding (Fourier features of log σ, or sinusoids of t) through two dense
+    layers; None for a network that is not noise-conditional."""
+    nf = self.nf
+    if self.embedding_type == "fourier":
+      temb = L.GaussianFourierProjection(embedding_size=nf, scale=self.fourier_scale)(noise_labels)
+    else:
+      temb = timestep_embedding(noise_labels, nf)
+    if not self.noise_conditional:
+      return None
+    temb = nn.Dense(nf * 4, kernel_init=default_init())(temb)
+    return nn.Dense(nf * 4, kernel_init=default_init())(act(temb))
+
+  def _residual_block(self, temb, act, fir, train):
+    """h, **options ↦ the configured residual block (BigGAN or DDPM) of h, rematerialized
+    with self.remat."""
+    common = dict(act=act, dropout=self.dropout, init_scale=self.init_scale,
+                  skip_rescale=self.skip_rescale)
+
+    def res(h, **kw):
+      if self.resblock_type == "ddpm":
+        block = L.ResnetBlockDDPMpp(**common, **kw)
+      else:
+        block = L.ResnetBlockBigGANpp(**common, **fir, **kw)
+      return call(block, h, temb, remat=self.remat, train=train)
+    return res
+
+  def _attention(self, h):
+    return L.AttnBlockpp(init_scale=self.init_scale, skip_rescale=self.skip_rescale)(h)
+
+  def _pyramid_input(self, pyramid_in, h, fir):
+    """The input pyramid at a downsampling: (pyramid, h) for progressive_input."""
+    if self.progressive_input == "input_skip":
+      pyramid_in = L.Downsample(with_conv=False, **fir)(pyramid_in)
+      return pyramid_in, L.Combine(method=self.progressive_combine)(pyramid_in, h)
+    if self.progressive_input == "residual":
+      pyramid_in = L.Downsample(out_ch=h.shape[-1], with_conv=True, **fir)(pyramid_in)
+      pyramid_in = (pyramid_in + h) / np.sqrt(2.0) if self.skip_rescale else pyramid_in + h
+      return pyramid_in, pyramid_in
+    return pyramid_in, h
 
   def _progressive(self, pyramid, h, first: bool, channels: int, act, fir):
     """The output pyramid at one level: (pyramid, h)."""

@@ -64,7 +64,8 @@ def _fir(x, k, pad0: int, pad1: int, up: int = 1):
 
 
 def fir_upsample(x, taps: Sequence[int]):
-  """upsample_2d: ×2 with the filter 4 k kᵀ/(Σk)², padded ((p+1)//2 + 1, p//2), p = |k| − 2."""
+  """upsample_2d: ×2 with the filter 4 k kᵀ/(Σk)², padded ((p+1)//2 + 1, p//2),
+  p = |k| − 2."""
   k = edm_layers.resample_kernel(taps)
   p = k.shape[0] - 2
   return _fir(x, 4 * k, (p + 1) // 2 + 1, p // 2, up=2)
@@ -154,7 +155,8 @@ class Combine(nn.Module):
 
 
 class AttnBlockpp(nn.Module):
-  """x + NIN(softmax(q kᵀ/√C) v) over the H·W positions (one head), ÷√2 with skip_rescale."""
+  """x + NIN(softmax(q kᵀ/√C) v) over the H·W positions (one head); ÷√2 with
+  skip_rescale."""
   skip_rescale: bool = False
   init_scale: float = 0.0
 
