@@ -97,6 +97,7 @@ def get_config() -> ml_collections.ConfigDict:
   training.label_dropout = 0.1  # for conditional models
   training.augment_p = 0.0     # EDM's augmentation probability (0.12 for CIFAR-10); needs
                                # model.augment_dim = 9 (song_unet, dhariwal_unet)
+  training.augment_color = False  # also ADA's colour transforms (model.augment_dim = 15)
   training.steps_per_dispatch = 1
   training.log_every = 100
   training.checkpoint_every = 10_000

@@ -16,32 +16,40 @@ from ddpm_jax.objectives import augment
 FIXTURE = ROOT / "tests" / "fixtures" / "edm_augment.npz"
 
 
+INTEGER = ("xflip", "yflip", "lumaflip")
+
+
 def _draw(params) -> augment.Draw:
-  return augment.Draw(*[jnp.asarray(v, jnp.int32 if i < 2 else jnp.float32)
-                        for i, v in enumerate(params)])
+  return augment.Draw(*[jnp.asarray(v, jnp.int32 if name in INTEGER else jnp.float32)
+                        for name, v in zip(augment.Draw._fields, params)])
 
 
-@pytest.mark.parametrize("case", ["p0.6_16px", "p1_8px", "p0_16px"])
-def test_images_and_labels_equal_the_reference_for_the_same_draws(case):
+@pytest.mark.parametrize("case,color", [("p0.6_16px", False), ("p1_8px", False),
+                                        ("p0_16px", False), ("color_p0.7_8px", True),
+                                        ("color_grey_p1_8px", True)])
+def test_images_and_labels_equal_the_reference_for_the_same_draws(case, color):
   with np.load(FIXTURE) as z:
     images, want, labels, params = (z[f"{case}/{k}"] for k in ("images", "out", "labels", "params"))
-  got = np.stack([np.asarray(augment.apply(jnp.asarray(x), _draw(p)))
+  got = np.stack([np.asarray(augment.apply(jnp.asarray(x), _draw(p), color))
                   for x, p in zip(images, params)])
   assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max(), np.abs(got - want).max()
-  got_labels = np.stack([np.asarray(augment.labels(_draw(p))) for p in params])
+  got_labels = np.stack([np.asarray(augment.labels(_draw(p), color)) for p in params])
   np.testing.assert_allclose(got_labels, labels, atol=1e-6)
-  assert labels.shape[1] == augment.LABEL_DIM
+  assert labels.shape[1] == augment.LABEL_DIM + (augment.COLOR_LABEL_DIM if color else 0)
 
 
 def test_draws_have_the_reference_probabilities():
-  """x-flip 1/2 always; y-flip p/2; scale, rotation, anisotropy and translation each on with
-  probability p; the anisotropy axis rotated half the time (each within 4.5 s.e.)."""
+  """x-flip 1/2 always; y-flip and luma flip p/2; scale, rotation, anisotropy, translation,
+  brightness, contrast, hue and saturation each on with probability p; the anisotropy axis
+  rotated half the time (each within 4.5 s.e.)."""
   n, p = 20_000, 0.3
-  d = jax.vmap(lambda k: augment.draw(k, p))(jax.random.split(jax.random.key(0), n))
+  d = jax.vmap(lambda k: augment.draw(k, p, True))(jax.random.split(jax.random.key(0), n))
   freq = {"xflip": (np.mean(d.xflip), 0.5), "yflip": (np.mean(d.yflip), p / 2),
           "scale": (np.mean(d.scale != 0), p), "rotate": (np.mean(d.rotate != 0), p),
           "aniso": (np.mean(d.aniso != 0), p), "axis": (np.mean(d.aniso_angle != 0), 0.5),
-          "translate": (np.mean(d.tx != 0), p)}
+          "translate": (np.mean(d.tx != 0), p), "brightness": (np.mean(d.brightness != 0), p),
+          "contrast": (np.mean(d.contrast != 0), p), "lumaflip": (np.mean(d.lumaflip), p / 2),
+          "hue": (np.mean(d.hue != 0), p), "saturation": (np.mean(d.saturation != 0), p)}
   for name, (got, want) in freq.items():
     assert abs(got - want) < 4.5 * np.sqrt(want * (1 - want) / n), (name, got, want)
   assert np.array_equal(d.tx != 0, d.ty != 0)  # one coin for both translations

@@ -192,7 +192,7 @@ def train_step(config, net_module, mesh):
   t = config.training
   step = step_lib.make_train_step(net_module, loss(config), ema_decay=t.ema_decay,
                                   num_classes=num_classes(config), label_dropout=t.label_dropout,
-                                  augment_p=t.augment_p)
+                                  augment_p=t.augment_p, augment_color=t.augment_color)
   return parallel.data_parallel_train_step(step, mesh, t.steps_per_dispatch)
 
 

@@ -208,11 +208,13 @@ def _check_network(config) -> None:
       raise ValueError("model.scale_by_sigma divides by σ = exp(the noise input), which is "
                        "log σ only for VE score models (training.objective 'dsm' with sde.name "
                        "'ve', or 'ncsn'); set it False.")
-  if config.training.augment_p > 0 and (
-      m.name not in ("song_unet", "dhariwal_unet") or m.augment_dim != augment.LABEL_DIM):
-    raise ValueError(f"training.augment_p feeds {augment.LABEL_DIM} augment labels to the "
-                     f"network: set model.name 'song_unet' or 'dhariwal_unet' with "
-                     f"model.augment_dim={augment.LABEL_DIM} (now {m.name!r}, {m.augment_dim}).")
+  t = config.training
+  labels = augment.LABEL_DIM + (augment.COLOR_LABEL_DIM if t.augment_color else 0)
+  if t.augment_p > 0 and (m.name not in ("song_unet", "dhariwal_unet")
+                          or m.augment_dim != labels):
+    raise ValueError(f"training.augment_p feeds {labels} augment labels to the network: set "
+                     f"model.name 'song_unet' or 'dhariwal_unet' with model.augment_dim="
+                     f"{labels} (now {m.name!r}, {m.augment_dim}).")
   for name in ("fir_kernel", "resample_filter"):
     taps = tuple(m[name])
     if not taps or not all(isinstance(v, int) and v > 0 for v in taps):
@@ -286,6 +288,8 @@ def _rules(config, mode: str) -> list[tuple[str, bool, str]]:
        "training.loss_type 'hybrid'"),
       ("training.t_sampler", train and obj == "ddpm", "--mode train of objective 'ddpm'"),
       ("training.label_dropout", train and conditional, "--mode train of conditional models"),
+      ("training.augment_color", train and config.training.augment_p > 0,
+       "--mode train with training.augment_p > 0"),
       ("training", train, "--mode train"),
       ("optim", train, "--mode train"),
       ("eval.divergence", mode == "bpd" and obj != "ddpm", "--mode bpd of score models"),

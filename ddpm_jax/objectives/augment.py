@@ -2,9 +2,11 @@
 after ADA, Karras et al. 2020) with the transformations EDM trains CIFAR-10 with: x-flip
 (always drawn: 50 %), and with probability p each of y-flip, isotropic scaling 2^{0.2 N},
 rotation U(−π, π), anisotropic scaling 2^{±0.2 N} along a random axis (half the time
-rotated) and translation 0.125·N of the image size. The network sees the 9 numbers that
-describe them (augment labels, through its augment_dim mapping) and learns to undo nothing:
-at sampling time the labels are zero, the identity.
+rotated) and translation 0.125·N of the image size; with `color`, also ADA's colour
+transformations, each with probability p: brightness + 0.2 N, contrast 2^{0.5 N}, luma flip,
+hue rotation U(−π, π) about the luma axis, saturation 2^{N}. The network sees the numbers
+that describe them (9 augment labels, 15 with colour, through its augment_dim mapping) and
+learns to undo nothing: at sampling time the labels are zero, the identity.
 
 The geometric part is the reference's, per example: reflect-pad by the margin the
 transformed image needs, upsample ×2 with the sym6 wavelet, sample bilinearly along the
@@ -29,12 +31,14 @@ SYM6 = np.array([0.015404109327027373, 0.0034907120842174702, -0.117990111148190
                  0.04472490177066578, 0.0017677118642428036, -0.007800708325034148], np.float32)
 HZ_PAD = len(SYM6) // 4
 LABEL_DIM = 9  # xflip, yflip, scale, rotation (cos − 1, sin), anisotropy (2), translation (2)
+COLOR_LABEL_DIM = 6  # brightness, contrast, luma flip, hue (cos − 1, sin), saturation
 
 
 class Draw(NamedTuple):
   """One example's transformation (zeros: the identity). Flips are 0/1; scale and aniso are
   N(0, 1) draws w of 2^{0.2 w}; rotate and aniso_angle are angles; tx, ty are N(0, 1) draws
-  of 0.125·size translations."""
+  of 0.125·size translations; brightness, contrast and saturation N(0, 1) draws, lumaflip
+  0/1, hue an angle (the colour part, zero without `color`)."""
   xflip: jnp.ndarray
   yflip: jnp.ndarray
   scale: jnp.ndarray
@@ -43,29 +47,43 @@ class Draw(NamedTuple):
   aniso_angle: jnp.ndarray
   tx: jnp.ndarray
   ty: jnp.ndarray
+  brightness: jnp.ndarray = 0.0
+  contrast: jnp.ndarray = 0.0
+  lumaflip: jnp.ndarray = 0
+  hue: jnp.ndarray = 0.0
+  saturation: jnp.ndarray = 0.0
 
 
-def draw(key, p: float) -> Draw:
+def draw(key, p: float, color: bool = False) -> Draw:
   """One example's draw, as the reference draws it with probability multiplier p."""
-  k = jax.random.split(key, 13)
+  k = jax.random.split(key, 24)
   u = lambda i: jax.random.uniform(k[i])  # noqa: E731
   n = lambda i: jax.random.normal(k[i])  # noqa: E731
   on = lambda i, v: jnp.where(u(i) < p, v, jnp.zeros_like(v))  # noqa: E731
-  return Draw(
+  angle = lambda i: (2 * u(i) - 1) * math.pi  # noqa: E731
+  d = Draw(
       xflip=jax.random.bernoulli(k[0]).astype(jnp.int32),  # xflip multiplier 1e8: always
       yflip=on(1, jax.random.bernoulli(k[2]).astype(jnp.int32)),
       scale=on(3, n(4)),
-      rotate=on(5, (2 * u(6) - 1) * math.pi),
+      rotate=on(5, angle(6)),
       aniso=on(7, n(8)),
-      aniso_angle=jnp.where(u(9) < 0.5, (2 * u(10) - 1) * math.pi, 0.0),
-      tx=on(11, n(12)), ty=on(11, jax.random.normal(jax.random.fold_in(k[12], 1))))
+      aniso_angle=jnp.where(u(9) < 0.5, angle(10), 0.0),
+      tx=on(11, n(12)), ty=on(11, n(13)))
+  if not color:
+    return d
+  return d._replace(brightness=on(14, n(15)), contrast=on(16, n(17)),
+                    lumaflip=on(18, jax.random.bernoulli(k[19]).astype(jnp.int32)),
+                    hue=on(20, angle(21)), saturation=on(22, n(23)))
 
 
-def labels(d: Draw) -> jnp.ndarray:
-  """The 9 augment labels of a draw, in the reference's order."""
-  return jnp.stack([d.xflip, d.yflip, d.scale, jnp.cos(d.rotate) - 1, jnp.sin(d.rotate),
-                    d.aniso * jnp.cos(d.aniso_angle), d.aniso * jnp.sin(d.aniso_angle),
-                    d.tx, d.ty]).astype(jnp.float32)
+def labels(d: Draw, color: bool = False) -> jnp.ndarray:
+  """The augment labels of a draw (9, or 15 with `color`), in the reference's order."""
+  out = [d.xflip, d.yflip, d.scale, jnp.cos(d.rotate) - 1, jnp.sin(d.rotate),
+         d.aniso * jnp.cos(d.aniso_angle), d.aniso * jnp.sin(d.aniso_angle), d.tx, d.ty]
+  if color:
+    out += [d.brightness, d.contrast, d.lumaflip, jnp.cos(d.hue) - 1, jnp.sin(d.hue),
+            d.saturation]
+  return jnp.stack([jnp.asarray(v, jnp.float32) for v in out])
 
 
 def _rotate(theta):
@@ -150,15 +168,55 @@ def geometric(image, g):
   return _filter(x, SYM6, 0, stride=2, pad=down)[HZ_PAD:-HZ_PAD]
 
 
-def apply(image, d: Draw):
-  """One HWC image augmented by the draw d: flips, then the geometric transform."""
+def color_matrix(d: Draw) -> jnp.ndarray:
+  """The 4 × 4 affine colour transform M (RGB and 1), composed in the reference's order:
+  brightness, contrast, luma flip, hue, saturation."""
+  luma = jnp.array([1.0, 1.0, 1.0, 0.0]) / math.sqrt(3)
+  luma_outer = jnp.outer(luma, luma)
+  eye = jnp.eye(4)
+  b = 0.2 * d.brightness
+  m = eye.at[:3, 3].set(b)
+  m = jnp.diag(jnp.array([1.0, 1.0, 1.0, 0.0]) * jnp.exp2(0.5 * d.contrast)
+               + jnp.array([0.0, 0.0, 0.0, 1.0])) @ m
+  m = (eye - 2 * luma_outer * d.lumaflip) @ m
+  m = _rotate3d(luma, d.hue) @ m
+  return (luma_outer + (eye - luma_outer) * jnp.exp2(d.saturation)) @ m
+
+
+def _rotate3d(v, theta):
+  """Rotation by theta about the unit axis v[:3] (Rodrigues), as a 4 × 4 affine matrix."""
+  x, y, z = v[0], v[1], v[2]
+  s, c = jnp.sin(theta), jnp.cos(theta)
+  cc = 1 - c
+  return jnp.array([[x * x * cc + c, x * y * cc - z * s, x * z * cc + y * s, 0.0],
+                    [y * x * cc + z * s, y * y * cc + c, y * z * cc - x * s, 0.0],
+                    [z * x * cc - y * s, z * y * cc + x * s, z * z * cc + c, 0.0],
+                    [0.0, 0.0, 0.0, 1.0]])
+
+
+def apply_color(image, m):
+  """RGB: x ← M₃ₓ₃ x + M[:3, 3]; grey: the mean of M's three colour rows."""
+  if image.shape[-1] == 3:
+    return image @ m[:3, :3].T + m[:3, 3]
+  if image.shape[-1] == 1:
+    row = m[:3].mean(axis=0)
+    return image * row[:3].sum() + row[3]
+  raise ValueError("Colour augmentation needs RGB (3 channels) or grey (1 channel) images.")
+
+
+def apply(image, d: Draw, color: bool = False):
+  """One HWC image augmented by the draw d: flips, the geometric transform, then (with
+  `color`) the colour transform."""
   h, w, _ = image.shape
   image = jnp.where(d.xflip == 1, image[:, ::-1], image)
   image = jnp.where(d.yflip == 1, image[::-1], image)
-  return geometric(image, inverse_transform(d, h, w))
+  image = geometric(image, inverse_transform(d, h, w))
+  return apply_color(image, color_matrix(d)) if color else image
 
 
-def augment(keys, images, p: float):
-  """(augmented images, [B, 9] augment labels) of NHWC images, example i drawn from keys[i]."""
-  draws = jax.vmap(lambda k: draw(k, p))(keys)
-  return jax.vmap(apply)(images, draws), jax.vmap(labels)(draws)
+def augment(keys, images, p: float, color: bool = False):
+  """(augmented images, [B, 9 or 15] augment labels) of NHWC images, example i drawn from
+  keys[i]."""
+  draws = jax.vmap(lambda k: draw(k, p, color))(keys)
+  return (jax.vmap(lambda x, d: apply(x, d, color))(images, draws),
+          jax.vmap(lambda d: labels(d, color))(draws))

@@ -75,7 +75,7 @@ AUGMENT_STREAM = 2  # folded into each example's key for its augmentation draw
 
 def make_train_step(model: nn.Module, loss_fn: Callable, *, ema_decay: float,
                     num_classes: int | None = None, label_dropout: float = 0.0,
-                    augment_p: float = 0.0) -> Callable:
+                    augment_p: float = 0.0, augment_color: bool = False) -> Callable:
   """The per-device step. batch = {"image": [b, H, W, C] in [−1, 1], "label": [b]};
   loss_fn(net, x0, keys, probs) -> (loss, metrics) with net(x, t) the network, keys[i] the key
   of example i and probs the importance distribution of t (None unless the state keeps a
@@ -86,7 +86,7 @@ def make_train_step(model: nn.Module, loss_fn: Callable, *, ema_decay: float,
   For class-conditional models, each label is replaced by the null label `num_classes`
   with probability `label_dropout` (classifier-free guidance training). With `augment_p` > 0
   each image is augmented as EDM trains (objectives/augment.py, from a key of its own) and
-  the network is given the augment labels.
+  the network is given the augment labels (with `augment_color`, ADA's colour transforms too).
   """
 
   def step(state: TrainState, batch):
@@ -105,7 +105,7 @@ def make_train_step(model: nn.Module, loss_fn: Callable, *, ema_decay: float,
     images, extra = batch["image"], {}
     if augment_p > 0:
       augment_keys = jax.vmap(lambda k: jax.random.fold_in(k, AUGMENT_STREAM))(example_keys)
-      images, extra["augment"] = augment.augment(augment_keys, images, augment_p)
+      images, extra["augment"] = augment.augment(augment_keys, images, augment_p, augment_color)
 
     history = state.loss_history
     probs = None if history is None else ddpm_objective.history_probs(history)
