@@ -14,6 +14,7 @@ from conftest import ROOT
 from ddpm_jax.objectives import augment
 
 FIXTURE = ROOT / "tests" / "fixtures" / "edm_augment.npz"
+pytestmark = pytest.mark.usefixtures("cheap_compile")  # conftest.py
 
 
 INTEGER = ("xflip", "yflip", "lumaflip")
