@@ -78,12 +78,13 @@ def resample_kernel(taps: Sequence[int]) -> np.ndarray:
   return np.outer(f, f) / f.sum()**2
 
 
-def _depthwise(x, kernel, *, stride=1, padding=0, dilation=1):
-  """The 2-D filter `kernel` applied to each channel of NHWC x (groups = channels)."""
+def depthwise(x, kernel, *, stride=1, padding=(0, 0), dilation=1):
+  """The 2-D filter `kernel` correlated with each channel of NHWC x (groups = channels),
+  zero-padded by padding = (before, after) on both axes, the input dilated by `dilation`."""
   c = x.shape[-1]
   k = jnp.asarray(np.tile(kernel[None, None], (c, 1, 1, 1)), x.dtype)
   return jax.lax.conv_general_dilated(
-      x, k, (stride, stride), [(padding, padding)] * 2, lhs_dilation=(dilation, dilation),
+      x, k, (stride, stride), [tuple(padding)] * 2, lhs_dilation=(dilation, dilation),
       dimension_numbers=CONV_DIMS, feature_group_count=c)
 
 
@@ -91,13 +92,14 @@ def upsample(x, taps: Sequence[int]):
   """×2 by the reference's conv_transpose2d(x, 4 f, stride 2, padding (k−1)/2 floor)."""
   f = resample_kernel(taps)
   pad = (f.shape[0] - 1) // 2
-  return _depthwise(x, 4 * f[::-1, ::-1], padding=f.shape[0] - 1 - pad, dilation=2)
+  return depthwise(x, 4 * f[::-1, ::-1], padding=(f.shape[0] - 1 - pad,) * 2, dilation=2)
 
 
 def downsample(x, taps: Sequence[int], padding: int | None = None):
   """÷2 by the reference's conv2d(x, f, stride 2, padding (k−1)/2 floor)."""
   f = resample_kernel(taps)
-  return _depthwise(x, f, stride=2, padding=(f.shape[0] - 1) // 2 if padding is None else padding)
+  pad = (f.shape[0] - 1) // 2 if padding is None else padding
+  return depthwise(x, f, stride=2, padding=(pad, pad))
 
 
 class Conv2d(Init):

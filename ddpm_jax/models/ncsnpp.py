@@ -20,7 +20,11 @@ import numpy as np
 from flax import linen as nn
 
 from ddpm_jax.models import ncsnpp_layers as L
-from ddpm_jax.models.layers import default_init, timestep_embedding
+from ddpm_jax.models.layers import (
+  GaussianFourierProjection,
+  default_init,
+  timestep_embedding,
+)
 from ddpm_jax.models.remat import call
 
 RESBLOCKS = ("biggan", "ddpm")
@@ -124,7 +128,7 @@ class NCSNpp(nn.Module):
     layers; None for a network that is not noise-conditional."""
     nf = self.nf
     if self.embedding_type == "fourier":
-      temb = L.GaussianFourierProjection(embedding_size=nf, scale=self.fourier_scale)(noise_labels)
+      temb = GaussianFourierProjection(2 * nf, self.fourier_scale)(noise_labels)
     else:
       temb = timestep_embedding(noise_labels, nf)
     if not self.noise_conditional:

@@ -55,12 +55,7 @@ def naive_downsample(x):
 def _fir(x, k, pad0: int, pad1: int, up: int = 1):
   """upfirdn: insert up − 1 zeros after each pixel, zero-pad (pad0, pad1), correlate each
   channel with the flipped filter k."""
-  c = x.shape[-1]
-  kernel = jnp.asarray(np.tile(k[::-1, ::-1][None, None], (c, 1, 1, 1)), x.dtype)
-  return jax.lax.conv_general_dilated(x, kernel, (1, 1), [(pad0, pad1 + up - 1)] * 2,
-                                      lhs_dilation=(up, up),
-                                      dimension_numbers=edm_layers.CONV_DIMS,
-                                      feature_group_count=c)
+  return edm_layers.depthwise(x, k[::-1, ::-1], padding=(pad0, pad1 + up - 1), dilation=up)
 
 
 def fir_upsample(x, taps: Sequence[int]):
@@ -88,19 +83,6 @@ class NIN(nn.Module):
     w = self.param("W", default_init(self.init_scale), (x.shape[-1], self.num_units))
     b = self.param("b", nn.initializers.zeros, (self.num_units,))
     return jnp.tensordot(x, w, 1) + b
-
-
-class GaussianFourierProjection(nn.Module):
-  """[sin(2π W x), cos(2π W x)], W ~ N(0, scale²) fixed (stop_gradient); x = log σ."""
-  embedding_size: int = 256
-  scale: float = 1.0
-
-  @nn.compact
-  def __call__(self, x):
-    w = jax.lax.stop_gradient(self.param("W", nn.initializers.normal(self.scale),
-                                         (self.embedding_size,)))
-    proj = x[:, None] * w[None, :] * 2 * jnp.pi
-    return jnp.concatenate([jnp.sin(proj), jnp.cos(proj)], axis=-1)
 
 
 class Conv2d(nn.Module):
