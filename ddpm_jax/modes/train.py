@@ -203,12 +203,17 @@ def _finite_metrics(metrics, step: int, manager) -> dict[str, float]:
   return m
 
 
-def write_samples(sample_fn, params, sampling, run, step, writer) -> str:
-  """A grid of sampling.num_samples (at most 64, rounded up to the devices) samples with
-  sampling.seed."""
-  num = -(-min(sampling.num_samples, 64) // run.mesh.size) * run.mesh.size
+def sample_grid(sample_fn, params, sampling, num_devices: int, shape):
+  """(uint8 grid, NFE per sample) of sampling.num_samples (at most 64, rounded up to the
+  devices) samples with sampling.seed, upscaled to at least 64 pixels per image."""
+  num = -(-min(sampling.num_samples, 64) // num_devices) * num_devices
   x, nfe = sample_fn(params, jax.random.key(sampling.seed), num)
-  grid = images.make_grid(parallel.to_host(x), scale=max(1, 64 // run.shape[0]))
+  return images.make_grid(parallel.to_host(x), scale=max(1, 64 // shape[0])), nfe
+
+
+def write_samples(sample_fn, params, sampling, run, step, writer) -> str:
+  """The sample grid (sample_grid) as WORKDIR/samples/step_N.png and a TensorBoard image."""
+  grid, nfe = sample_grid(sample_fn, params, sampling, run.mesh.size, run.shape)
   path = os.path.join(run.workdir, "samples", f"step_{step:08d}.png")
   if parallel.is_main_process():
     images.save_png(path, grid)
