@@ -64,7 +64,7 @@ def parse_flags(argv):
             f"returns an ml_collections.ConfigDict (see configs/demo.py).")
     text = str(e).replace("\\n", "\n").replace("\\'", "'")
     parts = [p.strip(" '\"") for p in text.splitlines() if p.strip(" '\"")]
-    _fail(f"unknown config field {'; '.join(parts)} (the fields are in configs/default.py)")
+    _fail(f"unknown config field {'; '.join(parts)} (the fields are in ddpm_jax/config/defaults.py)")
   except flags.Error as e:
     _fail(str(e).splitlines()[0])
   except Exception as e:  # noqa: BLE001 (the config file raised while it was loaded)

@@ -314,5 +314,5 @@ def test_config_overrides_without_absl_name_an_unknown_field():
   assert config.sampling.eta == 0.5 and config.data.path == "x.npz"  # literal, else string
   for name in ("sampling.etta", "samplng.eta", "seed.x"):
     with pytest.raises(ValueError, match=rf"^unknown config field '{name}' \(the fields are in "
-                                         rf"configs/default.py\)$"):
+                                         rf"ddpm_jax/config/defaults.py\)$"):
       load.override(config, [f"{name}=1"])

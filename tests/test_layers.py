@@ -12,8 +12,9 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "ddpm_jax"
 LAYERS = [  # top to bottom
     ["main"],
     ["modes"],
+    ["interop"],
     ["config"],
-    ["training", "samplers", "testing", "interop"],
+    ["training", "samplers", "testing"],
     ["objectives"],
     ["core"],
     ["models", "data", "evaluation"],

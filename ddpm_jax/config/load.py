@@ -25,7 +25,7 @@ def load(spec: str):
 def parent(config, name: str):
   """(the section holding dotted field `name`, the field's own name); an unknown field is a
   one-line ValueError."""
-  unknown = ValueError(f"unknown config field {name!r} (the fields are in configs/default.py)")
+  unknown = ValueError(f"unknown config field {name!r} (the fields are in ddpm_jax/config/defaults.py)")
   *parents, leaf = name.split(".")
   node = config
   for part in parents:

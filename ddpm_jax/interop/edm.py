@@ -4,6 +4,12 @@ The rule: a state-dict key is the tree path joined by "."; the encoder's and dec
 ModuleDict entries make one Flax name ("enc.32x32_block0"), so the first two parts of an
 `enc.`/`dec.` key are one tree level. Arrays keep their layouts (models/edm_layers.py). The
 constant `resample_filter` buffers are not parameters here and are dropped on the way in.
+
+EDM publishes its networks only as pickles of Python objects (network-snapshot-*.pkl), which
+run code when unpickled: `read` refuses them and gives the one command that exports the
+network's state dict with EDM's own code, once; a state dict (.npz or .safetensors; the
+preconditioner's "model." prefix is dropped) loads onto SongUNet or DhariwalUNet, and the
+config's training.objective "edm" supplies EDM's preconditioning.
 """
 
 from __future__ import annotations
@@ -13,6 +19,12 @@ from typing import Mapping
 import numpy as np
 from flax import traverse_util
 
+from ddpm_jax.interop import tensors
+
+EXPORT = ("export the network's state dict once with EDM's own code, in a checkout of "
+          "NVlabs/edm: python -c \"import pickle, numpy as np; net = pickle.load(open('NET.pkl', "
+          "'rb'))['ema']; np.savez('NET.npz', **{k: v.cpu().numpy() for k, v in "
+          "net.model.state_dict().items()})\", then load NET.npz.")
 GROUPED = ("enc", "dec")  # the ModuleDicts whose entries are one tree level
 
 
@@ -47,3 +59,12 @@ def params_from_state_dict(state: Mapping[str, np.ndarray], template) -> dict:
                        f"{shape} in this network; check the network options (model.*).")
   return traverse_util.unflatten_dict(
       {tree_path(k): np.asarray(state[k], np.float32) for k in want})
+
+
+def read(path: str) -> dict[str, np.ndarray]:
+  """The network's state dict in an .npz or .safetensors file (a pickle is refused with the
+  export recipe), without the preconditioner's "model." prefix."""
+  state = tensors.read(path, EXPORT)
+  if state and all(k.startswith("model.") for k in state):
+    state = {k.removeprefix("model."): v for k, v in state.items()}
+  return state

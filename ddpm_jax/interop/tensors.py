@@ -1,0 +1,140 @@
+"""Named tensors in and out: reading weight files without running code from them, PyTorch's
+layouts ↔ Flax's, and a name table ↔ a parameter tree with every tensor checked by name.
+
+Files: .safetensors (safetensors' numpy API), .npz (numpy with allow_pickle=False) and
+msgpack (flax.serialization) are data only. Pickles (.pkl, .pt, .pth, .bin, .ckpt) can run
+code when unpickled: they are refused with the reason and a recipe, or, for PyTorch files and
+only where torch is installed, read by torch.load(weights_only=True), whose unpickler admits
+tensors and containers only.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Mapping, Sequence
+
+import numpy as np
+from flax import traverse_util
+
+PICKLES = (".pkl", ".pt", ".pth", ".bin", ".ckpt")
+LAYOUTS = ("vector", "conv", "linear", "conv1x1")
+
+
+class FormatError(ValueError):
+  """A file that is not the format it claims, or whose tensors do not fit the network."""
+
+
+def read(path: str, pickle_advice: str = "") -> dict[str, np.ndarray]:
+  """{name: array} of a .safetensors or .npz file; a pickle is refused with `pickle_advice`."""
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"No weights file {path!r}; check the path.")
+  suffix = os.path.splitext(path)[1].lower()
+  if suffix == ".safetensors":
+    from safetensors.numpy import load_file
+    try:
+      return load_file(path)
+    except Exception as e:  # noqa: BLE001 (safetensors raises its own types)
+      raise FormatError(f"{path} is not a readable safetensors file ({e}).") from None
+  if suffix == ".npz":
+    try:
+      with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+    except ValueError as e:
+      raise FormatError(f"{path} holds pickled objects, which are never loaded ({e}); save "
+                        f"plain arrays (np.savez).") from None
+  if suffix in PICKLES:
+    raise FormatError(f"{path} is a Python pickle, which can run code when loaded, so it is "
+                      f"not read. {pickle_advice}".rstrip())
+  raise FormatError(f"{path}: unknown weights format {suffix!r}; use .safetensors or .npz.")
+
+
+def read_torch(path: str) -> dict:
+  """A PyTorch file by torch.load(weights_only=True) (tensors and containers only; no code
+  runs), its tensors as numpy; needs torch."""
+  try:
+    import torch
+  except ImportError:
+    raise FormatError(f"{path} is a PyTorch pickle: reading it safely needs torch "
+                      f"(torch.load(weights_only=True)); pip install torch, or convert it to "
+                      f".npz/.safetensors where torch is installed.") from None
+  try:
+    loaded = torch.load(path, map_location="cpu", weights_only=True)
+  except Exception as e:  # noqa: BLE001 (the unpickler refuses anything but tensors)
+    raise FormatError(f"{path} cannot be read with torch.load(weights_only=True) "
+                      f"({str(e).splitlines()[0]}); it holds more than tensors.") from None
+
+  def numpy(x):
+    if isinstance(x, torch.Tensor):
+      return x.detach().float().numpy()
+    if isinstance(x, Mapping):
+      return {k: numpy(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+      return [numpy(v) for v in x]
+    return x
+  return numpy(loaded)
+
+
+def to_tree(a: np.ndarray, layout: str) -> np.ndarray:
+  """A PyTorch tensor in Flax's layout: conv OIHW → HWIO, Linear (out, in) → (in, out), a
+  1×1 conv (out, in, 1, 1) → a Dense kernel (in, out)."""
+  a = np.asarray(a, np.float32)
+  if layout == "conv":
+    return a.transpose(2, 3, 1, 0)
+  if layout == "linear":
+    return a.T
+  if layout == "conv1x1":
+    return a[:, :, 0, 0].T
+  return a
+
+
+def from_tree(a, layout: str) -> np.ndarray:
+  """The inverse of to_tree."""
+  a = np.asarray(a, np.float32)
+  if layout == "conv":
+    return np.ascontiguousarray(a.transpose(3, 2, 0, 1))
+  if layout == "linear":
+    return np.ascontiguousarray(a.T)
+  if layout == "conv1x1":
+    return np.ascontiguousarray(a.T[:, :, None, None])
+  return a
+
+
+def flat_shapes(template) -> dict[str, tuple]:
+  """{'a/b/kernel': shape} of a parameter tree (arrays or ShapeDtypeStructs)."""
+  return {"/".join(p): tuple(np.shape(v)) for p, v in traverse_util.flatten_dict(template).items()}
+
+
+def tree_from_state_dict(state: Mapping[str, np.ndarray], names: Sequence[tuple[str, str, str]],
+                         template, where: str, advice: str) -> dict:
+  """The parameter tree of `state` under `names` ((key, tree path, layout) rows; the rows
+  whose path the template lacks are skipped), every tensor present, none extra, each of the
+  template's shape; otherwise one line naming the first offending tensor and `advice`."""
+  want = flat_shapes(template)
+  rows = [(k, p, layout) for k, p, layout in names if p in want]
+  unmapped = sorted(set(want) - {p for _, p, _ in rows})
+  if unmapped:  # the table does not cover the network: a bug here, not in the file
+    raise AssertionError(f"no state-dict name for {unmapped[:3]}")
+  missing = [k for k, _, _ in rows if k not in state]
+  extra = sorted(set(state) - {k for k, _, _ in rows})
+  if missing or extra:
+    first = (f"tensor {missing[0]} is missing" if missing else f"tensor {extra[0]} is not in "
+             f"this network")
+    raise FormatError(f"{where}: {first} ({len(missing)} missing, {len(extra)} unexpected in "
+                      f"all); {advice}")
+  tree = {}
+  for key, path, layout in rows:
+    value = to_tree(state[key], layout)
+    if value.shape != want[path]:
+      raise FormatError(f"{where}: tensor {key} has shape {tuple(np.shape(state[key]))}, and "
+                        f"this network's {path} needs {want[path]} (in Flax's layout); {advice}")
+    tree[tuple(path.split("/"))] = value
+  return traverse_util.unflatten_dict(tree)
+
+
+def state_dict_from_tree(params, names: Sequence[tuple[str, str, str]]) -> dict[str, np.ndarray]:
+  """The state dict of a parameter tree under `names` (the rows whose path it holds)."""
+  flat = {"/".join(p): v for p, v in traverse_util.flatten_dict(params).items()}
+  out = {k: from_tree(flat[p], layout) for k, p, layout in names if p in flat}
+  if len(out) != len(flat):
+    raise AssertionError(f"unnamed tensors: {sorted(set(flat) - {p for _, p, _ in names})[:3]}")
+  return out

@@ -1,0 +1,257 @@
+"""Published weights in and ours out, by config: the Python API (`from ddpm_jax import interop`)
+and what `--mode import` runs.
+
+  config, params = interop.load_diffusers("ddpm-cifar10-32")       # google/ddpm-* folders
+  interop.save_diffusers(config, params, "exported")               # loads in diffusers
+  params = interop.load_score_sde("checkpoint_26", config)         # score_sde (Flax / .pth)
+  params = interop.load_edm("edm-cifar10-uncond-vp.npz", config)   # EDM's exported state dict
+  net = interop.network_fn(config)                                 # net(params, x, t[, y])
+
+Here a ConfigDict meets the file formats (interop/diffusers.py, score_sde.py, edm.py, which
+take plain arguments): the network a config builds gives the template that every tensor is
+checked against, by name and shape.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ddpm_jax.config import build, defaults, load
+from ddpm_jax.infra import files
+from ddpm_jax.interop import diffusers, edm, score_sde, tensors
+
+FORMATS = ("diffusers", "score_sde", "edm")
+
+
+def network_fn(config, channels: int = 3):
+  """net(params, x, noise_input, y=None) -> output: the network `config` builds, compiled, on
+  NHWC float32 x with the noise input its Denoiser feeds it (the chain step for DDPM
+  networks and score_sde's VP models, log σ for VE ones, EDM's c_noise for EDM's)."""
+  apply = build.apply_fn(build.model(config, channels))
+
+  @jax.jit
+  def net(params, x, noise_input, y=None):
+    return apply(params, x, noise_input, *(() if y is None else (y,)))
+  return net
+
+
+def param_shapes(config, channels: int = 3) -> tuple[dict, list[str]]:
+  """(the network's parameter shapes, its top-level entries in creation order)."""
+  net, size = build.model(config, channels), config.data.image_size
+  args = (jnp.zeros((1, size, size, channels)), jnp.zeros((1,)),
+          jnp.zeros((1,), jnp.int32) if build.num_classes(config) else None)
+  order = []
+
+  def init():
+    params = net.init(jax.random.key(0), *args)["params"]
+    order.extend(params)  # a dict in creation order, before jax sorts it
+    return params
+  return jax.eval_shape(init), order
+
+
+# ------------------------------------------------------------------ diffusers
+
+def _diffusers_files(folder: str) -> tuple[str, str, str]:
+  """(config.json, weights, scheduler_config.json) of a UNet2DModel folder or a pipeline."""
+  unet = folder if os.path.isfile(os.path.join(folder, "config.json")) else os.path.join(folder, "unet")
+  config = os.path.join(unet, "config.json")
+  if not os.path.isfile(config):
+    raise FileNotFoundError(f"No config.json in {folder} or {folder}/unet; pass a diffusers "
+                            f"UNet2DModel folder (e.g. a download of google/ddpm-cifar10-32).")
+  weights = os.path.join(unet, diffusers.WEIGHTS)
+  if not os.path.isfile(weights):
+    raise FileNotFoundError(
+        f"No {diffusers.WEIGHTS} in {unet} (a .bin file is a pickle, which is never "
+        f"loaded); download the .safetensors file of the release, or convert with diffusers: "
+        f"UNet2DModel.from_pretrained(FOLDER).save_pretrained(FOLDER).")
+  for candidate in (os.path.join(unet, "scheduler_config.json"),
+                    os.path.join(unet, "..", "scheduler", "scheduler_config.json"),
+                    os.path.join(folder, "scheduler", "scheduler_config.json")):
+    if os.path.isfile(candidate):
+      return config, weights, os.path.normpath(candidate)
+  raise FileNotFoundError(f"No scheduler_config.json beside {config} or in a scheduler/ folder; "
+                          f"it gives the β schedule and prediction type: download it too.")
+
+
+def diffusers_fields(folder: str) -> dict:
+  """This library's config fields for a diffusers folder (diffusers.settings)."""
+  unet, _, scheduler = _diffusers_files(folder)
+  return diffusers.settings(_read_json(unet), _read_json(scheduler), unet)
+
+
+def load_diffusers(folder: str, config=None):
+  """(config, params) of a diffusers UNet2DModel folder: `config` (default: the library's
+  defaults) with every field the folder determines set from it."""
+  fields = diffusers_fields(folder)
+  config = _with_fields(config, fields)
+  _, weights, _ = _diffusers_files(folder)
+  return config, diffusers_params(weights, config, fields["in_channels"])
+
+
+def diffusers_params(weights: str, config, channels: int) -> dict:
+  state = diffusers.modern_names(tensors.read(weights))
+  template, _ = param_shapes(config, channels)
+  return tensors.tree_from_state_dict(state, _unet_names(config), template, weights,
+                                      "check the config against the folder's config.json")
+
+
+def _unet_names(config):
+  m, size = config.model, config.data.image_size
+  attn = [(size >> i) in tuple(m.attn_resolutions) for i in range(len(m.ch_mult))]
+  return diffusers.leaf_names(len(m.ch_mult), m.num_res_blocks, attn)
+
+
+def save_diffusers(config, params, folder: str, channels: int = 3) -> str:
+  """Writes `params` of a DDPM U-Net as a diffusers pipeline folder: model_index.json,
+  unet/config.json + diffusion_pytorch_model.safetensors, scheduler/scheduler_config.json
+  (DDPMPipeline.from_pretrained(folder) and UNet2DModel.from_pretrained(folder,
+  subfolder="unet") load it). Returns the folder."""
+  m = config.model
+  if m.name != "ddpm" or config.training.objective != "ddpm" or m.conditional:
+    raise ValueError(f"diffusers' UNet2DModel with a DDPMScheduler is the DDPM U-Net of "
+                     f"training.objective 'ddpm', unconditional (model.name {m.name!r}, "
+                     f"objective {config.training.objective!r}, conditional {m.conditional}); "
+                     f"export other networks' state dicts another way.")
+  fields = {f"{section}.{k}": v for section in ("model", "diffusion")
+            for k, v in config[section].items()}
+  fields.update({"data.image_size": config.data.image_size, "in_channels": channels,
+                 "sampling.clip_x0": config.sampling.clip_x0,
+                 "betas": build.betas(config)})
+  unet, scheduler = diffusers.config_files(fields)
+  state = tensors.state_dict_from_tree(jax.device_get(params), _unet_names(config))
+  from safetensors.numpy import save_file
+  os.makedirs(os.path.join(folder, "unet"), exist_ok=True)
+  weights = os.path.join(folder, "unet", diffusers.WEIGHTS)
+  save_file(state, weights + ".tmp", metadata={"format": "pt"})
+  os.replace(weights + ".tmp", weights)
+  files.save_json(os.path.join(folder, "unet", "config.json"), unet)
+  files.save_json(os.path.join(folder, "scheduler", "scheduler_config.json"), scheduler)
+  files.save_json(os.path.join(folder, "model_index.json"), {
+      "_class_name": "DDPMPipeline", "_diffusers_version": diffusers.DIFFUSERS_VERSION,
+      "scheduler": ["diffusers", "DDPMScheduler"], "unet": ["diffusers", "UNet2DModel"]})
+  return folder
+
+
+# ------------------------------------------------------------------ score_sde and EDM
+
+def load_score_sde(path: str, config, channels: int = 3, centered: bool | None = None) -> dict:
+  """NCSN++/DDPM++ parameters of a score_sde checkpoint: a Flax `checkpoint_N` file or a
+  score_sde_pytorch `.pth` (needs torch), the EMA weights. `centered`: whether it was trained
+  on data in [−1, 1] (score_sde's data.centered; default: False for the VE SDE, as its
+  configs have it, else True); an uncentered VE model's log σ input is shifted by log 2."""
+  if config.model.name != "ncsnpp":
+    raise ValueError(f"score_sde checkpoints are NCSN++/DDPM++ networks: set "
+                     f"model.name='ncsnpp' (not {config.model.name!r}) with its options.")
+  template, order = param_shapes(config, channels)
+  if path.endswith(".pth"):
+    state = score_sde.ema_state_dict(tensors.read_torch(path), order)
+    params = tensors.tree_from_state_dict(state, score_sde.torch_names(list(state), order),
+                                          template, path, score_sde.ADVICE)
+  else:
+    params = score_sde.params_from_flax(score_sde.read_flax(path), template, path)
+  ve = config.training.objective == "dsm" and config.sde.name == "ve"
+  if centered is None:
+    centered = not ve
+  if not centered:
+    if not (ve and config.model.embedding_type == "fourier"):
+      raise ValueError("An uncentered score_sde model (data in [0, 1]) is read onto this "
+                       "library's [−1, 1] data only for the VE SDE with Fourier embeddings "
+                       "(its σ doubles); pass centered=True if it was trained on [−1, 1].")
+    params = score_sde.fold_log_sigma_shift(params, -float(np.log(2.0)))
+  return params
+
+
+def load_edm(path: str, config, channels: int = 3) -> dict:
+  """SongUNet/DhariwalUNet parameters of an EDM state dict (.npz or .safetensors; EDM's
+  .pkl files are refused with the one-command export, interop/edm.py)."""
+  if config.model.name not in ("song_unet", "dhariwal_unet"):
+    raise ValueError(f"EDM's networks are model.name 'song_unet' (DDPM++, NCSN++) or "
+                     f"'dhariwal_unet' (ADM), not {config.model.name!r}.")
+  template, _ = param_shapes(config, channels)
+  try:
+    return edm.params_from_state_dict(edm.read(path), template)
+  except tensors.FormatError:
+    raise
+  except ValueError as e:
+    raise tensors.FormatError(f"{path}: {e}") from None
+
+
+# ------------------------------------------------------------------ --mode import
+
+def parse_source(source: str) -> tuple[str, str]:
+  """'diffusers:FOLDER' → ('diffusers', 'FOLDER')."""
+  kind, sep, path = source.partition(":")
+  if not sep or kind not in FORMATS or not path:
+    raise ValueError(f"--import_from={source!r}: use FORMAT:PATH with FORMAT one of {FORMATS}, "
+                     f"e.g. --import_from=diffusers:ddpm-cifar10-32.")
+  return kind, os.path.expanduser(path)
+
+
+# The fields a diffusers folder fixes that the run's config must have (dropout, the fixed
+# variance and clipping are choices of training and sampling, not of the weights).
+WEIGHT_FIELDS = ("model.name", "model.ch", "model.ch_mult", "model.num_res_blocks",
+                 "model.attn_resolutions", "model.resamp_with_conv", "model.conditional",
+                 "model.mean_type", "data.image_size", "training.objective",
+                 "diffusion.beta_schedule", "diffusion.beta_start", "diffusion.beta_end",
+                 "diffusion.num_timesteps", "diffusion.zero_terminal_snr")
+
+
+def import_params(config, source: str, channels: int) -> dict:
+  """The parameters `source` ('FORMAT:PATH') holds, for the network `config` builds; a
+  diffusers folder that does not match the config is one line naming the field."""
+  kind, path = parse_source(source)
+  if kind == "diffusers":
+    fields = diffusers_fields(path)
+    learned = fields["model.var_type"].startswith("learned")
+    wanted = [*WEIGHT_FIELDS, *(["model.var_type"] if learned else [])]
+    for name in wanted:
+      node, leaf = load.parent(config, name)
+      have, want = node[leaf], fields[name]
+      if (tuple(have) if isinstance(have, (list, tuple)) else have) != want:
+        raise ValueError(f"{path} holds a model with {name}={want!r}, the config has "
+                         f"{have!r}; pass --config.{name}={want!r} (or a matching config).")
+    if fields["in_channels"] != channels:
+      raise ValueError(f"{path} takes {fields['in_channels']} channels and the data have "
+                       f"{channels}; use data with {fields['in_channels']} channels.")
+    return diffusers_params(_diffusers_files(path)[1], config, channels)
+  if kind == "score_sde":
+    return load_score_sde(path, config, channels)
+  return load_edm(path, config, channels)
+
+
+def source_digest(source: str) -> dict:
+  """{file: sha256} of the files an import reads (the provenance written beside it)."""
+  kind, path = parse_source(source)
+  paths = list(_diffusers_files(path)) if kind == "diffusers" else [path]
+  out = {}
+  for p in paths:
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+      for block in iter(lambda: f.read(1 << 20), b""):
+        h.update(block)
+    out[os.path.abspath(p)] = h.hexdigest()
+  return out
+
+
+def _read_json(path: str) -> dict:
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except json.JSONDecodeError as e:
+    raise tensors.FormatError(f"{path} is not valid JSON ({e}).") from None
+
+
+def _with_fields(config, fields: dict):
+  config = defaults.get_config() if config is None else config.copy_and_resolve_references()
+  with config.unlocked():
+    for name, value in fields.items():
+      if name != "in_channels":
+        node, leaf = load.parent(config, name)
+        node[leaf] = value
+  return config
