@@ -1,5 +1,5 @@
 """Command line: python -m ddpm_jax.main --config configs/X.py --workdir DIR
-[--mode train|sample|bpd|eval] [--config.field=value ...].
+[--mode train|sample|bpd|eval|import] [--config.field=value ...].
 
   train   train, or resume from the newest readable checkpoint (train.py); after SIGTERM or
           SIGINT it saves and exits 143 or 130 (128 + the signal), so that a scheduler can
@@ -8,6 +8,8 @@
   sample  samples from the latest checkpoint as a PNG grid and an .npz (modes/sample.py)
   bpd     bits/dim of a data split (modes/bpd.py)
   eval    FID, KID, precision and recall of samples against a data split (modes/evaluate.py)
+  import  published weights as the workdir's first checkpoint, with --import_from=
+          diffusers:FOLDER, score_sde:FILE or edm:FILE (modes/import_weights.py)
 
 Every mode passes the config gate first (config/validate.py): a bad value, or a --config.*
 setting that the chosen objective, sampler or mode does not read, is one line on stderr
@@ -25,17 +27,21 @@ from ml_collections import config_flags
 
 from ddpm_jax.config import load
 from ddpm_jax.infra import parallel
-from ddpm_jax.modes import bpd, evaluate, sample, train
+from ddpm_jax.modes import bpd, evaluate, import_weights, sample, train
 from ddpm_jax.training import checkpoint
 
 MODES = {"train": train.train_and_evaluate, "sample": sample.sample_from_checkpoint,
-         "bpd": bpd.evaluate_bpd, "eval": evaluate.evaluate}
+         "bpd": bpd.evaluate_bpd, "eval": evaluate.evaluate,
+         "import": import_weights.import_weights}
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and samples.")
 flags.DEFINE_enum("mode", "train", list(MODES), "What to do.")
+flags.DEFINE_string("import_from", None, "With --mode import: FORMAT:PATH of the weights, "
+                    "diffusers:FOLDER (a UNet2DModel folder or pipeline), score_sde:FILE (a "
+                    "Flax checkpoint_N or PyTorch .pth) or edm:FILE (an exported state dict).")
 flags.DEFINE_bool("distributed", False, "Join a multi-process run first (one process per host "
                   "of a TPU pod slice, or per GPU or node of a GPU cluster): see the three "
                   "flags below; where they are unset, JAX detects them on Cloud TPU, SLURM "
@@ -120,8 +126,11 @@ def main(argv) -> None:
     parallel.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   elif FLAGS.coordinator_address or FLAGS.num_processes or FLAGS.process_id is not None:
     _fail("--coordinator_address, --num_processes and --process_id need --distributed.")
+  if (FLAGS.mode == "import") != bool(FLAGS.import_from):
+    _fail("--mode import needs --import_from=FORMAT:PATH, and --import_from needs --mode import.")
+  source = {"source": FLAGS.import_from} if FLAGS.mode == "import" else {}
   try:
-    MODES[FLAGS.mode](FLAGS.config, FLAGS.workdir, overrides=command_line_overrides())
+    MODES[FLAGS.mode](FLAGS.config, FLAGS.workdir, overrides=command_line_overrides(), **source)
   except USER_ERRORS as e:
     _fail(str(e))
   except train.Interrupted as e:  # saved; resumable

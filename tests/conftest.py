@@ -68,3 +68,24 @@ def cheap_compile():
     yield
   finally:
     jax.config.update("jax_disable_most_optimizations", False)
+
+
+def run_cli(args, capsys, monkeypatch) -> tuple[int, str]:
+  """The command line's entry point (main.parse_flags, then main.main) in this process."""
+  from absl import flags
+
+  from ddpm_jax import main as cli
+  argv = ["ddpm_jax.main", *args]
+  monkeypatch.setattr(sys, "argv", argv)  # ml_collections reads the overrides from sys.argv
+  for name in [n for n in flags.FLAGS if n.startswith("config.")]:
+    delattr(flags.FLAGS, name)  # the override flags an earlier parse defined
+  monkeypatch.delitem(sys.modules, "config_config", raising=False)  # ml_collections reuses it
+  flags.FLAGS.unparse_flags()
+  try:
+    cli.main(cli.parse_flags(argv))
+    code = 0
+  except SystemExit as e:
+    code = e.code
+  finally:
+    flags.FLAGS.unparse_flags()
+  return code, capsys.readouterr().err

@@ -5,15 +5,12 @@ leaves an existing workdir's checkpoints untouched."""
 import hashlib
 import pathlib
 import re
-import sys
 
 import numpy as np
 import pytest
-from absl import flags
-from conftest import tiny_config
+from conftest import run_cli, tiny_config
 from PIL import Image
 
-from ddpm_jax import main as cli
 from ddpm_jax.config import build
 from ddpm_jax.modes import train
 from ddpm_jax.training import checkpoint
@@ -161,27 +158,9 @@ def _snapshot(path: pathlib.Path) -> dict:
           for p in sorted((path / "checkpoints").rglob("*")) if p.is_file()}
 
 
-def _run_cli(args, capsys, monkeypatch) -> tuple[int, str]:
-  """The command line's entry point (main.parse_flags, then main.main) in this process."""
-  argv = ["ddpm_jax.main", *args]
-  monkeypatch.setattr(sys, "argv", argv)  # ml_collections reads the overrides from sys.argv
-  for name in [n for n in flags.FLAGS if n.startswith("config.")]:
-    delattr(flags.FLAGS, name)  # the override flags an earlier parse defined
-  monkeypatch.delitem(sys.modules, "config_config", raising=False)  # ml_collections reuses it
-  flags.FLAGS.unparse_flags()
-  try:
-    cli.main(cli.parse_flags(argv))
-    code = 0
-  except SystemExit as e:
-    code = e.code
-  finally:
-    flags.FLAGS.unparse_flags()
-  return code, capsys.readouterr().err
-
-
 def _check(args, expected, workdir, capsys, monkeypatch) -> str:
   before = _snapshot(workdir)
-  code, err = _run_cli([*args, f"--workdir={workdir}"], capsys, monkeypatch)
+  code, err = run_cli([*args, f"--workdir={workdir}"], capsys, monkeypatch)
   lines = err.strip().splitlines()
   assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
   assert expected in lines[0], lines[0]
@@ -201,7 +180,7 @@ def test_the_gate_refuses_before_anything_is_written(case_id, args, expected, tm
                                                      monkeypatch):
   """A fresh workdir is never created (so no config.json, no checkpoint, no training step)."""
   fresh = tmp_path / "run"
-  code, err = _run_cli([DEMO, *args, f"--workdir={fresh}"], capsys, monkeypatch)
+  code, err = run_cli([DEMO, *args, f"--workdir={fresh}"], capsys, monkeypatch)
   lines = err.strip().splitlines()
   assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
   assert expected in lines[0], lines[0]
@@ -221,7 +200,7 @@ def test_an_override_equal_to_the_config_files_value_is_not_refused(tmp_path, ca
                                                                      monkeypatch):
   """demo.py's sampling.eta is its own value: restating it is not a setting the run ignores
   (the run then fails later, for the missing checkpoint)."""
-  code, err = _run_cli([DEMO, "--mode=sample", "--config.sampling.method=ddim",
+  code, err = run_cli([DEMO, "--mode=sample", "--config.sampling.method=ddim",
                         f"--workdir={tmp_path}"], capsys, monkeypatch)
   assert code == 2 and "No checkpoint in" in err, err
 
@@ -255,7 +234,7 @@ def test_a_nan_loss_without_any_checkpoint_says_so(tmp_path):
 
 
 def test_sampling_without_a_checkpoint_says_to_train_first(tmp_path, capsys, monkeypatch):
-  code, err = _run_cli([DEMO, "--mode=sample", f"--workdir={tmp_path}"], capsys, monkeypatch)
+  code, err = run_cli([DEMO, "--mode=sample", f"--workdir={tmp_path}"], capsys, monkeypatch)
   assert code == 2 and err.strip() == (f"error: No checkpoint in {tmp_path}/checkpoints; train "
                                        f"first with --mode train and the same --workdir.")
 

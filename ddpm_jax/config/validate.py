@@ -48,8 +48,9 @@ def validate(config, mode: str, overrides: Mapping | None = None) -> Plan:
   if unread:
     raise ValueError(unread[0])
   mesh = parallel.make_mesh()
-  batch_field = BATCH_FIELDS[mode]
-  parallel.check_divisible(schema.field(config, batch_field), mesh, batch_field)
+  batch_field = BATCH_FIELDS.get(mode)  # import: no batches
+  if batch_field:
+    parallel.check_divisible(schema.field(config, batch_field), mesh, batch_field)
   if mode == "train":
     _check_antithetic(config, mesh)
   source = build.source(config, config.eval.split if mode == "bpd" else None)
@@ -57,7 +58,7 @@ def validate(config, mode: str, overrides: Mapping | None = None) -> Plan:
   model = build.model(config, shape[-1])
   template = build.train_state(config, model, shape, abstract=True)
   plan = Plan(mode, mesh, source, shape, model, template)
-  if mode != "bpd":
+  if mode not in ("bpd", "import"):
     plan = dataclasses.replace(plan, sample_fn=sampler.make_sampler(config, model, shape, mesh))
   if mode == "train":
     plan = dataclasses.replace(plan, step_fn=build.train_step(config, model, mesh))

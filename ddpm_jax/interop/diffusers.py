@@ -49,7 +49,9 @@ HONOURED = dict(
 SCHEDULER_DEFAULTS = dict(  # DDPMScheduler's
     num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
     trained_betas=None, variance_type="fixed_small", clip_sample=True, prediction_type="epsilon",
-    thresholding=False, clip_sample_range=1.0, rescale_betas_zero_snr=False)
+    thresholding=False, dynamic_thresholding_ratio=0.995, clip_sample_range=1.0,
+    sample_max_value=1.0, timestep_spacing="leading", steps_offset=0,
+    rescale_betas_zero_snr=False)
 SCHEDULES = {"linear": "linear", "scaled_linear": "quadratic",
              "squaredcos_cap_v2": "cosine", "sigmoid": "sigmoid"}  # diffusers: ours
 PREDICTIONS = {"epsilon": "eps", "sample": "x0", "v_prediction": "v"}

@@ -100,7 +100,8 @@ def torch_names(keys, order: list[str]) -> list[tuple[str, str, str]]:
 
 def ema_state_dict(checkpoint: Mapping, order: list[str]) -> dict[str, np.ndarray]:
   """The model state dict of a score_sde_pytorch checkpoint with the EMA values put in: the
-  shadow parameters, in order, replace each entry that requires a gradient."""
+  shadow parameters, in order, replace each entry that requires a gradient (and the buffers
+  go: the `sigmas` table is the config's)."""
   if "model" not in checkpoint or "ema" not in checkpoint:
     raise FormatError(f"not a score_sde_pytorch checkpoint (it holds {sorted(checkpoint)[:6]}); "
                       f"pass its checkpoint_N.pth.")
@@ -112,7 +113,7 @@ def ema_state_dict(checkpoint: Mapping, order: list[str]) -> dict[str, np.ndarra
   if len(shadow) != len(trained):
     raise FormatError(f"the checkpoint's EMA holds {len(shadow)} tensors for {len(trained)} "
                       f"trained parameters; it is not a score_sde_pytorch NCSNpp checkpoint.")
-  return {**model, **dict(zip(trained, shadow))}
+  return {k: v for k, v in {**model, **dict(zip(trained, shadow))}.items() if _MODULE.match(k)}
 
 
 def fold_log_sigma_shift(params: dict, shift: float) -> dict:

@@ -1,0 +1,50 @@
+"""`--mode import --import_from=FORMAT:PATH`: published weights (interop/) as this run's
+checkpoint, so that --mode sample, eval and bpd, and further training, run on them as on a
+model trained here.
+
+The config gate runs first, then the source is read and checked against the network the
+config builds (a mismatch is one line naming the field or tensor); only then is the workdir
+touched: a workdir that already holds checkpoints is refused, and the import is written as
+step 0 (the weights as both the parameters and the EMA parameters, a fresh optimizer state)
+with checksums, beside config.json and imported.json (the source and each file's sha256).
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import numpy as np
+
+from ddpm_jax.config import build, validate
+from ddpm_jax.infra import files, parallel
+from ddpm_jax.infra.metrics_writer import log
+from ddpm_jax.interop import weights
+from ddpm_jax.modes import runs
+from ddpm_jax.training import checkpoint
+
+
+def import_weights(config, workdir: str, overrides=None, *, source: str) -> str:
+  """Writes the weights of `source` ('diffusers:FOLDER', 'score_sde:FILE', 'edm:FILE') as
+  WORKDIR's step-0 checkpoint; returns the checkpoint folder."""
+  plan = validate.validate(config, "import", overrides)
+  params = weights.import_params(config, source, plan.shape[-1])
+  provenance = {"source": source, "files": weights.source_digest(source)}
+  run = runs.Run(runs.prepare_workdir(workdir), plan)
+  manager = checkpoint.make_manager(run.checkpoint_dir)
+  if manager.all_steps():
+    raise ValueError(f"{run.checkpoint_dir} already holds checkpoints (steps "
+                     f"{sorted(manager.all_steps())}); import into a new --workdir (nothing was "
+                     f"changed).")
+  state = build.train_state(config, plan.model, plan.shape)
+  imported = jax.tree.map(lambda t, p: np.asarray(p, t.dtype), state.params, params)
+  state = state.replace(params=imported, ema_params=jax.tree.map(np.copy, imported))
+  checkpoint.save(manager, state)
+  if parallel.is_main_process():
+    with files.atomic_open(os.path.join(run.workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
+    files.save_json(os.path.join(run.workdir, "imported.json"),
+                    {**provenance, "digest": checkpoint.digest(imported)})
+  n = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(imported))
+  log(f"Imported {n / 1e6:.2f}M parameters from {source} as step 0 in {run.checkpoint_dir}")
+  return run.checkpoint_dir

@@ -1,0 +1,325 @@
+"""Published weights in and ours out (ddpm_jax/interop/): each format's files, made from
+random weights with the reference library's names, load onto this library's network with the
+reference's outputs; an export is what diffusers reads; a mismatch or a pickle is one line.
+
+Fixtures, made once outside the project (tests/fixtures/make_*.py):
+  diffusers.{json,npz}           HF diffusers 0.42.1 UNet2DModel: configs as diffusers writes
+                                 them, state-dict names and shapes, outputs; what diffusers
+                                 reads back from this library's export (checked there to give
+                                 bit-equal outputs in UNet2DModel and DDPMPipeline)
+  ncsnpp.{json,npz}              yang-song/score_sde (Flax), including its uncentered VE setting
+  score_sde_pytorch.{json,npz}   yang-song/score_sde_pytorch, names in state-dict order
+  edm_networks.{json,npz}        NVlabs/edm SongUNet / DhariwalUNet
+The weights are not stored: reference_weights.random_state_dict draws them again.
+"""
+
+import importlib.util
+import json
+import sys
+
+import jax
+import numpy as np
+import pytest
+from conftest import ROOT, run_cli
+from flax import serialization, traverse_util
+from safetensors.numpy import load_file, save_file
+
+from ddpm_jax import interop
+from ddpm_jax.config import defaults, load
+from ddpm_jax.interop import diffusers, tensors, weights
+
+pytestmark = pytest.mark.usefixtures("cheap_compile")
+FIXTURES = ROOT / "tests" / "fixtures"
+sys.path.insert(0, str(FIXTURES))
+from reference_weights import random_state_dict  # noqa: E402
+
+DIFFUSERS = json.loads((FIXTURES / "diffusers.json").read_text())
+
+
+def _arrays(stem: str, name: str) -> dict:
+  with np.load(FIXTURES / f"{stem}.npz") as z:
+    return {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith(name + "/")}
+
+
+def _rel_err(out, want) -> float:
+  return float(np.abs(np.asarray(out) - want).max() / np.abs(want).max())
+
+
+def _diffusers_folder(tmp_path, name: str, legacy_names: bool = False):
+  """A UNet2DModel folder as diffusers' save_pretrained writes it, with the case's weights
+  (under the pre-0.15 attention names with `legacy_names`, as the google/ddpm-* files have)."""
+  entry = DIFFUSERS["cases"][name]
+  state = random_state_dict(entry["shapes"], entry["seed"])
+  if legacy_names:
+    new = {v: k for k, v in diffusers.OLD_ATTENTION.items()}
+    state = {".".join(new.get(p, p) if "attentions" in k else p for p in k.split(".")): v
+             for k, v in state.items()}
+    assert any(".query." in k for k in state)
+  folder = tmp_path / name
+  folder.mkdir()
+  save_file(state, str(folder / diffusers.WEIGHTS))
+  (folder / "config.json").write_text(json.dumps(entry["config"]))
+  (folder / "scheduler_config.json").write_text(json.dumps(entry["scheduler_config"]))
+  return folder
+
+
+@pytest.mark.parametrize("name", sorted(DIFFUSERS["cases"]))
+def test_a_diffusers_folder_gives_diffusers_outputs(tmp_path, name):
+  legacy = name == "attention_at_4"
+  config, params = interop.load_diffusers(str(_diffusers_folder(tmp_path, name, legacy)))
+  arrays = _arrays("diffusers", name)
+  out = interop.network_fn(config, arrays["x"].shape[-1])(params, arrays["x"],
+                                                          arrays["t"].astype(np.float32))
+  assert _rel_err(out, arrays["out"]) <= 1e-5
+  if name == "learned_range_three_levels":  # the scheduler's fields came along
+    assert (config.model.var_type, config.diffusion.beta_schedule, config.sampling.clip_x0) == (
+        "learned_range", "cosine", False)
+
+
+@pytest.mark.parametrize("name", sorted(DIFFUSERS["cases"]))
+def test_an_export_is_what_diffusers_reads_and_comes_back_bit_exact(tmp_path, name):
+  entry = DIFFUSERS["cases"][name]
+  config, params = interop.load_diffusers(str(_diffusers_folder(tmp_path, name)))
+  channels = entry["config"]["in_channels"]
+  out = tmp_path / "export"
+  interop.save_diffusers(config, params, str(out), channels)
+  # the configs hold every field diffusers read from the export (make_diffusers.py loaded it
+  # in UNet2DModel and DDPMPipeline and got the reference's outputs bit for bit)
+  for written, read in ((out / "unet" / "config.json", entry["diffusers_reads_export"]),
+                        (out / "scheduler" / "scheduler_config.json",
+                         entry["diffusers_reads_export_scheduler"])):
+    ours = json.loads(written.read_text())
+    public = {k: v for k, v in read.items() if not k.startswith("_")}
+    assert {k: ours.get(k) for k in public} == public
+  state = load_file(str(out / "unet" / diffusers.WEIGHTS))
+  assert {k: list(v.shape) for k, v in state.items()} == entry["shapes"]
+  assert all(v.dtype == np.float32 for v in state.values())
+  _, back = interop.load_diffusers(str(out))  # the pipeline folder reads back in
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(back), strict=True):
+    assert np.array_equal(a, b)
+
+
+def test_the_published_cifar10_folder_is_configs_cifar10_ddpm():
+  """google/ddpm-cifar10-32's config.json gives configs/cifar10_ddpm.py's network (35.7M
+  parameters), and diffusers' state dict of it fits the U-Net name for name."""
+  published = DIFFUSERS["published_cifar10"]
+  fields = diffusers.settings(published["config"], published["scheduler_config"])
+  ours = load.load(str(ROOT / "configs" / "cifar10_ddpm.py"))
+  for name in weights.WEIGHT_FIELDS:
+    node, leaf = load.parent(ours, name)
+    have = tuple(node[leaf]) if isinstance(node[leaf], tuple) else node[leaf]
+    assert have == fields[name], name
+  assert published["parameters"] == 35_746_307
+  template, _ = weights.param_shapes(ours)
+  fake = {k: np.broadcast_to(np.float32(0), s) for k, s in published["shapes"].items()}
+  tree = tensors.tree_from_state_dict(fake, weights._unet_names(ours), template, "cifar10", "")
+  assert sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree)) == 35_746_307
+
+
+@pytest.mark.parametrize("file,field,value,match", [
+    ("config.json", "flip_sin_to_cos", True, r"flip_sin_to_cos=True is not supported"),
+    ("config.json", "attention_head_dim", 8, r"attention_head_dim=8 is not supported"),
+    ("config.json", "num_class_embeds", 10, r"num_class_embeds=10 is not supported"),
+    ("config.json", "up_block_types", ["UpBlock2D", "UpBlock2D"], r"up_block_types=.* need"),
+    ("scheduler_config.json", "trained_betas", [0.1] * 1000, r"trained_betas=.*not supported"),
+    ("scheduler_config.json", "prediction_type", "flow", r"prediction_type='flow'"),
+])
+def test_a_field_the_unet_cannot_honour_is_refused_by_name(tmp_path, file, field, value, match):
+  folder = _diffusers_folder(tmp_path, "attention_at_4")
+  content = json.loads((folder / file).read_text())
+  content[field] = value
+  (folder / file).write_text(json.dumps(content))
+  with pytest.raises(tensors.FormatError, match=match):
+    interop.load_diffusers(str(folder))
+
+
+def test_a_missing_or_misshapen_tensor_is_named(tmp_path):
+  folder = _diffusers_folder(tmp_path, "attention_at_4")
+  state = load_file(str(folder / diffusers.WEIGHTS))
+  conv = state.pop("down_blocks.0.resnets.0.conv1.weight")
+  save_file(state, str(folder / diffusers.WEIGHTS))
+  with pytest.raises(tensors.FormatError, match=r"^\S+: tensor down_blocks.0.resnets.0.conv1."
+                                                r"weight is missing \(1 missing, 0 unexpected"):
+    interop.load_diffusers(str(folder))
+  state["down_blocks.0.resnets.0.conv1.weight"] = conv[:16]
+  save_file(state, str(folder / diffusers.WEIGHTS))
+  with pytest.raises(tensors.FormatError, match=r"tensor down_blocks.0.resnets.0.conv1.weight "
+                                                r"has shape \(16, 32, 3, 3\)"):
+    interop.load_diffusers(str(folder))
+
+
+def test_import_refuses_a_config_that_does_not_match_the_folder(tmp_path):
+  folder = _diffusers_folder(tmp_path, "attention_at_4")
+  config, _ = interop.load_diffusers(str(folder))
+  config.model.ch_mult = (1, 2, 2)
+  with pytest.raises(ValueError, match=r"model.ch_mult=\(1, 2\), the config has \(1, 2, 2\); "
+                                       r"pass --config.model.ch_mult=\(1, 2\)"):
+    weights.import_params(config, f"diffusers:{folder}", 3)
+
+
+def test_pickles_are_never_loaded(tmp_path):
+  folder = _diffusers_folder(tmp_path, "attention_at_4")
+  (folder / diffusers.WEIGHTS).rename(folder / "diffusion_pytorch_model.bin")
+  with pytest.raises(FileNotFoundError, match=r"a \.bin file is a pickle, which is never loaded"):
+    interop.load_diffusers(str(folder))
+  pkl = tmp_path / "edm-cifar10-32x32-uncond-vp.pkl"
+  pkl.write_bytes(b"\x80\x04cos\nsystem\n.")  # would run code if unpickled
+  config = defaults.get_config()
+  config.model.name = "song_unet"
+  with pytest.raises(tensors.FormatError, match=r"is a Python pickle, which can run code when "
+                                                r"loaded, so it is not read\. export .*np\.savez"):
+    interop.load_edm(str(pkl), config)
+  fake = tmp_path / "notes.npz"
+  np.savez(fake, a=np.array([{"x": 1}], dtype=object))
+  with pytest.raises(tensors.FormatError, match="pickled objects, which are never loaded"):
+    tensors.read(str(fake))
+
+
+# ------------------------------------------------------------------ score_sde
+
+NCSNPP = json.loads((FIXTURES / "ncsnpp.json").read_text())
+SCORE_SDE_PYTORCH = json.loads((FIXTURES / "score_sde_pytorch.json").read_text())
+OURS = ("ch_mult", "num_res_blocks", "attn_resolutions", "dropout", "resamp_with_conv", "fir",
+        "fir_kernel", "skip_rescale", "resblock_type", "progressive", "progressive_input",
+        "progressive_combine", "embedding_type", "fourier_scale", "init_scale",
+        "scale_by_sigma", "nonlinearity")
+
+
+def _score_sde_config(model: dict):
+  """This library's config of a score_sde config.model (nf is model.ch)."""
+  config = defaults.get_config()
+  config.data.image_size = 8
+  config.model.name, config.model.ch = "ncsnpp", model["nf"]
+  for k in OURS:
+    config.model[k] = tuple(model[k]) if isinstance(model[k], list) else model[k]
+  ve = model["embedding_type"] == "fourier"
+  config.training.objective, config.sde.name = "dsm", ("ve" if ve else "vp")
+  return config
+
+
+def _noise_input(entry, time_cond, scale=1.0):
+  return np.log(scale * time_cond) if entry["model"]["embedding_type"] == "fourier" else time_cond
+
+
+def _flax_checkpoint(path, params, junk):
+  """A file as score_sde's checkpoints.save_checkpoint writes its State (models/utils.py):
+  msgpack of {step, optimizer, lr, model_state, ema_rate, params_ema, rng}."""
+  state = {"step": 26, "optimizer": {"target": junk, "state": {"step": 26}}, "lr": 2e-4,
+           "model_state": {}, "ema_rate": 0.999, "params_ema": params,
+           "rng": np.zeros(2, np.uint32)}
+  path.write_bytes(serialization.msgpack_serialize(state))
+
+
+@pytest.mark.parametrize("name", ["ncsnpp_ve_uncentered", "ddpmpp_vp"])
+def test_a_score_sde_flax_checkpoint_gives_its_outputs(tmp_path, name):
+  """The EMA weights load as they are; score_sde's uncentered VE model, fed (y + 1)/2 and
+  σ/2 by the reference, is this library's network on y with σ: the output halves (the score
+  of y = 2x − 1 is half that of x)."""
+  entry = NCSNPP["cases"][name]
+  params = traverse_util.unflatten_dict(random_state_dict(entry["shapes"], entry["seed"], "flax"),
+                                        sep="/")
+  junk = jax.tree.map(lambda a: a + 1, params)  # the raw weights: not what is read
+  _flax_checkpoint(tmp_path / "checkpoint_26", params, junk)
+  config = _score_sde_config(entry["model"])
+  loaded = interop.load_score_sde(str(tmp_path / "checkpoint_26"), config)
+  arrays = _arrays("ncsnpp", name)
+  uncentered = not entry["centered"]
+  out = interop.network_fn(config)(loaded, arrays["x"],
+                                   _noise_input(entry, arrays["time_cond"], 2 if uncentered else 1))
+  want = arrays["out"] / (2 if uncentered else 1)
+  assert _rel_err(out, want) <= 1e-5, _rel_err(out, want)
+
+
+@pytest.mark.parametrize("name", sorted(SCORE_SDE_PYTORCH["cases"]))
+def test_a_score_sde_pytorch_checkpoint_gives_its_outputs(tmp_path, monkeypatch, name):
+  """checkpoint.pth as score_sde_pytorch saves it ({model, ema, optimizer, step}; DataParallel
+  names), read here as torch.load(weights_only=True) returns it: the EMA's shadow parameters
+  in model.parameters() order are the weights."""
+  entry = SCORE_SDE_PYTORCH["cases"][name]
+  ema = random_state_dict(entry["shapes"], entry["seed"])
+  model = {f"module.{k}": (ema[k] if k not in entry["trained"] else ema[k] + 1)
+           for k in entry["names"]}  # raw weights differ from the EMA's; the fixed W does not
+  model["module.sigmas"] = np.ones(1000, np.float32)
+  checkpoint = {"model": model, "ema": {"decay": 0.999, "num_updates": 5,
+                                        "shadow_params": [ema[k] for k in entry["trained"]]},
+                "optimizer": {}, "step": 5}
+  monkeypatch.setattr(tensors, "read_torch", lambda path: checkpoint)
+  config = _score_sde_config(entry["model"])
+  params = interop.load_score_sde(str(tmp_path / "checkpoint_5.pth"), config, centered=True)
+  arrays = _arrays("score_sde_pytorch", name)
+  out = interop.network_fn(config)(params, arrays["x"], _noise_input(entry, arrays["time_cond"]))
+  assert _rel_err(out, arrays["out"]) <= 1e-5
+
+
+def test_without_torch_a_pth_file_says_what_to_install(tmp_path):
+  if importlib.util.find_spec("torch"):  # torch is not a test dependency; CI has none
+    pytest.skip("torch is installed here")
+  (tmp_path / "checkpoint.pth").write_bytes(b"PK")
+  config = _score_sde_config(SCORE_SDE_PYTORCH["cases"]["ddpmpp_vp"]["model"])
+  with pytest.raises(tensors.FormatError, match=r"needs torch \(torch.load\(weights_only=True\)"):
+    interop.load_score_sde(str(tmp_path / "checkpoint.pth"), config)
+
+
+# ------------------------------------------------------------------ EDM
+
+EDM = json.loads((FIXTURES / "edm_networks.json").read_text())
+
+
+@pytest.mark.parametrize("name", ["song_ncsnpp", "adm"])
+def test_an_edm_state_dict_file_gives_its_outputs(tmp_path, name):
+  """The state dict as EDM's export recipe writes it (np.savez of net.model.state_dict():
+  the preconditioner's "model." prefix and the resample_filter buffers included)."""
+  entry = EDM["cases"][name]
+  state = random_state_dict(entry["shapes"], entry["seed"])
+  state["enc.8x8_down.resample_filter"] = np.ones((1, 1, 2, 2), np.float32)  # a buffer
+  np.savez(tmp_path / "net.npz", **{f"model.{k}": v for k, v in state.items()})
+  k = entry["kwargs"]
+  config = defaults.get_config()
+  config.training.objective, config.data.image_size = "edm", entry["resolution"]
+  m = config.model
+  m.name = {"SongUNet": "song_unet", "DhariwalUNet": "dhariwal_unet"}[entry["cls"]]
+  m.ch, m.ch_mult, m.num_res_blocks = k["model_channels"], tuple(k["channel_mult"]), k["num_blocks"]
+  m.attn_resolutions, m.dropout = tuple(k["attn_resolutions"]), k["dropout"]
+  for field in ("embedding_type", "channel_mult_noise", "encoder_type", "decoder_type"):
+    if field in k:
+      m[field] = k[field]
+  if "resample_filter" in k:
+    m.resample_filter = tuple(k["resample_filter"])
+  params = interop.load_edm(str(tmp_path / "net.npz"), config)
+  arrays = _arrays("edm_networks", name)
+  out = interop.network_fn(config)(params, arrays["x"], arrays["noise"])
+  assert _rel_err(out, arrays["out"]) <= 1e-5
+
+
+# ------------------------------------------------------------------ --mode import
+
+# The learned-variance case's network on the embedded 8×8 one-channel digits.
+FOLDER_NETWORK = ["--config.model.ch_mult=(1, 1, 2)", "--config.model.num_res_blocks=2",
+                  "--config.model.attn_resolutions=(8,)", "--config.model.var_type=learned_range",
+                  "--config.diffusion.beta_schedule=cosine"]
+
+
+def test_mode_import_writes_a_checkpoint_that_sample_runs_on(tmp_path, capsys, monkeypatch):
+  folder = _diffusers_folder(tmp_path, "learned_range_three_levels")
+  workdir = tmp_path / "run"
+  common = ["--config=configs/demo.py", f"--workdir={workdir}", *FOLDER_NETWORK]
+  code, err = run_cli([*common[:2], "--mode=import", f"--import_from=diffusers:{folder}"],
+                      capsys, monkeypatch)  # the demo's network is not the folder's
+  assert code == 2 and "holds a model with model.ch_mult=(1, 1, 2), the config has (1, 2); " \
+      "pass --config.model.ch_mult=(1, 1, 2)" in err, err
+  assert not workdir.exists()  # refused before the workdir was made
+  code, err = run_cli([*common, "--mode=import", f"--import_from=diffusers:{folder}"], capsys,
+                      monkeypatch)
+  assert code == 0, err
+  provenance = json.loads((workdir / "imported.json").read_text())
+  assert provenance["source"] == f"diffusers:{folder}" and len(provenance["files"]) == 3
+  code, err = run_cli([*common, "--mode=import", f"--import_from=diffusers:{folder}"], capsys,
+                      monkeypatch)
+  assert code == 2 and "already holds checkpoints (steps [0])" in err, err
+  code, err = run_cli([*common, "--mode=sample", "--config.sampling.num_steps=2",
+                       "--config.sampling.num_samples=8", "--config.sampling.batch_size=8"],
+                      capsys, monkeypatch)
+  assert code == 0, err
+  assert len(list((workdir / "samples").glob("ddim2_eta0_ema_step0_*.png"))) == 1
+  code, err = run_cli([*common, "--mode=import"], capsys, monkeypatch)
+  assert code == 2 and "--mode import needs --import_from=FORMAT:PATH" in err
