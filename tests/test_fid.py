@@ -101,7 +101,7 @@ def test_pytorch_fid_converter_maps_every_layer_and_folds_the_bn_scale():
   with np.load(WEIGHTS / "inception_fid.npz", allow_pickle=False) as z:
     ours = {k: z[k] for k in z.files}
   assert {f"{o}.{leaf}" for o in names.values() for leaf in ("weight", "beta", "mean", "var")
-          } == set(ours)
+          } == set(ours)  # the shared file was converted without the classifier
   for theirs, o in names.items():  # each pairing has torchvision's kernel shape
     assert ours[f"{o}.weight"].shape[2:] == _TV_KERNELS[theirs], (theirs, o)
   # A pytorch-fid-style state dict with a BatchNorm scale γ of either sign: the converter
@@ -117,6 +117,8 @@ def test_pytorch_fid_converter_maps_every_layer_and_folds_the_bn_scale():
     state[f"{theirs}.bn.running_var"] = ours[f"{o}.var"]
     state[f"{theirs}.bn.num_batches_tracked"] = np.array(0)
   converted = convert_inception.convert_state_dict(state)
+  assert converted.pop("logits.weight").shape == (1008, 2048)  # kept for the Inception Score
+  assert converted.pop("logits.bias").shape == (1008,)
   for k, v in ours.items():
     np.testing.assert_allclose(converted[k], v, rtol=1e-6, atol=1e-9, err_msg=k)
   del state["Mixed_7c.branch_pool.bn.running_var"]

@@ -138,7 +138,7 @@ def test_samples_with_other_settings_go_to_other_files(state, tmp_path):
 
 def test_the_reference_feature_pass_resumes_from_its_chunks(tmp_path):
   """A pass killed after two of four chunks resumes at the third, with the same features; the
-  chunks go once the cache file is written."""
+  chunks go once the cache file (and its (μ, Σ) in the FID tools' format) is written."""
   config = tiny_config(**{"fid.chunk_size": 8, "fid.ref_split": "train",
                           "fid.ref_num_examples": 30})
   source, n = build.reference(config)
@@ -162,8 +162,9 @@ def test_the_reference_feature_pass_resumes_from_its_chunks(tmp_path):
   straight = evaluate.reference_features(config, source, n, features, "cd" * 32,
                                          str(tmp_path / "other"))
   np.testing.assert_array_equal(resumed, straight)
-  assert [p.name for p in (tmp_path / "cache").iterdir()] == [
-      f"digits_train_8px_30_{'ab' * 6}.npz"]
+  assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [
+      f"digits_train_8px_30_bilinear_{'ab' * 6}.npz",
+      f"digits_train_8px_30_bilinear_{'ab' * 6}_stats.npz"]
 
 
 @pytest.mark.parametrize("num_samples,n_ref", [(500, 10_000), (10_000, 1000)])

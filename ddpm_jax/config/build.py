@@ -9,6 +9,7 @@ checked first (config/schema.py): these functions assume a valid config.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 
@@ -20,6 +21,7 @@ from ddpm_jax.core import chain, schedules
 from ddpm_jax.core import denoiser as denoiser_lib
 from ddpm_jax.core import sde as sde_lib
 from ddpm_jax.data import sources
+from ddpm_jax.evaluation import protocols
 from ddpm_jax.infra import parallel
 from ddpm_jax.models.dhariwal_unet import DhariwalUNet
 from ddpm_jax.models.ncsnpp import NCSNpp
@@ -243,12 +245,24 @@ def source(config: ml_collections.ConfigDict, split: str | None = None):
   return sources.at_size(src, d.image_size)
 
 
-def reference(config) -> tuple:
-  """(source, n): the split fid.ref_split and how many of its images are the FID reference
-  (the first fid.ref_num_examples of it, or all when that is 0)."""
+def fid_protocol(config) -> protocols.Protocol:
+  """How --mode eval measures: the paper's preset fid.protocol (with fid.num_samples per seed),
+  or the config's own fid.* fields."""
   f = config.fid
-  src = source(config, f.ref_split)
-  return src, len(src) if f.ref_num_examples <= 0 else min(f.ref_num_examples, len(src))
+  if f.protocol:
+    return dataclasses.replace(protocols.PROTOCOLS[f.protocol], num_samples=f.num_samples)
+  return protocols.Protocol(f.num_samples, f.ref_split, f.resize, f.num_seeds,
+                            "this config's fid.* fields")
+
+
+def reference(config) -> tuple:
+  """(source, n): the FID reference split and how many of its images are the reference: all
+  of the protocol's split, or the first fid.ref_num_examples of fid.ref_split (all when 0)."""
+  f = config.fid
+  src = source(config, fid_protocol(config).ref_split)
+  if f.protocol or f.ref_num_examples <= 0:
+    return src, len(src)
+  return src, min(f.ref_num_examples, len(src))
 
 
 def image_shape(config, src) -> tuple[int, int, int]:

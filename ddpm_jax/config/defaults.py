@@ -157,7 +157,15 @@ def get_config() -> ml_collections.ConfigDict:
   evaluation.seed = 0
 
   config.fid = fid = ml_collections.ConfigDict()  # --mode eval
-  fid.num_samples = 50_000
+  # a paper's protocol (evaluation/protocols.py: ddpm | score_sde | edm | pytorch_fid |
+  # clean_fid) fixes the reference (all of "train"), the resize and the seeds; "": the fields below
+  fid.protocol = ""
+  fid.num_samples = 50_000     # per seed
+  fid.resize = "bilinear"      # to 299: bilinear | tf1_bilinear | clean_bicubic (inception.py)
+  fid.num_seeds = 1            # sampling.seed, +1, …: FID of each, the lowest reported (EDM: 3)
+  fid.reference_stats = ""     # a published reference .npz (mu/sigma, or score_sde's pool_3)
+                               # instead of fid.ref_split's features
+  fid.is_splits = 10           # the Inception Score's splits (weights with the logits layer)
   fid.chunk_size = 512         # samples per resumable chunk (a multiple of the devices)
   fid.inception_batch_size = 256
   fid.inception_weights = "~/.cache/ddpm_jax/inception_fid.npz"  # the README says how to fill it

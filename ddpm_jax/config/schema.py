@@ -13,6 +13,7 @@ import functools
 from ddpm_jax.config import build
 from ddpm_jax.core import chain, denoiser, schedules
 from ddpm_jax.core import sde as sde_lib
+from ddpm_jax.evaluation import inception, protocols
 from ddpm_jax.models import layers, ncsnpp, song_unet
 from ddpm_jax.models.ncsnpp_layers import ACTIVATIONS, COMBINES
 from ddpm_jax.objectives import augment, dsm
@@ -102,6 +103,8 @@ RANGES = (
     ("fid.ref_num_examples", _at_least(0), "0 (the whole split) or more"),
     ("fid.kid_subsets", _positive, "at least 1"),
     ("fid.kid_subset_size", _at_least(2), "at least 2"),
+    ("fid.num_seeds", _positive, "at least 1"),
+    ("fid.is_splits", _positive, "at least 1 (10 as published)"),
 )
 # (first, second): fields whose values must be ordered first < second.
 ORDERED = (("diffusion.beta_start", "diffusion.beta_end"), ("sde.beta_min", "sde.beta_max"),
@@ -131,6 +134,8 @@ CHOICES = (
     ("training.t_sampler", ddpm_objective.TIMESTEP_SAMPLERS),
     ("sampling.spacing", ("",) + grids.SPACINGS),
     ("eval.divergence", likelihood.DIVERGENCES),
+    ("fid.protocol", protocols.NAMES),
+    ("fid.resize", inception.RESIZES),
 )
 
 
@@ -240,7 +245,8 @@ def _check_sampling(config) -> None:
 
 def _rules(config, mode: str) -> list[tuple[str, bool, str]]:
   """(field or section, whether this run reads it, what reads it), most specific first."""
-  obj, s, c = config.training.objective, config.sampling, config.sde
+  obj, s, c, f = config.training.objective, config.sampling, config.sde, config.fid
+  evaluates = mode == "eval"
   entry = table.get(s.method)
   train, samples = mode == "train", mode in ("train", "sample", "eval")
   conditional = bool(config.model.conditional)
@@ -296,7 +302,13 @@ def _rules(config, mode: str) -> list[tuple[str, bool, str]]:
       ("eval.rtol", mode == "bpd" and obj != "ddpm", "--mode bpd of score models"),
       ("eval.atol", mode == "bpd" and obj != "ddpm", "--mode bpd of score models"),
       ("eval", mode == "bpd", "--mode bpd"),
-      ("fid", mode == "eval", "--mode eval"),
+      ("fid.ref_split", evaluates and not (f.protocol or f.reference_stats),
+       "fid.protocol '' without fid.reference_stats (a protocol's reference is all of its split)"),
+      ("fid.ref_num_examples", evaluates and not (f.protocol or f.reference_stats),
+       "fid.protocol '' without fid.reference_stats (a protocol's reference is all of its split)"),
+      ("fid.resize", evaluates and not f.protocol, "fid.protocol '' (a protocol fixes its resize)"),
+      ("fid.num_seeds", evaluates and not f.protocol, "fid.protocol '' (a protocol fixes its seeds)"),
+      ("fid", evaluates, "--mode eval"),
   ]
   return rules
 

@@ -10,16 +10,27 @@ checkpoint read; and what was built is what the mode then runs.
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any, Callable, Mapping
 
 from jax.sharding import Mesh
 
 from ddpm_jax.config import build, sampler, schema
-from ddpm_jax.evaluation import inception
+from ddpm_jax.evaluation import fid, inception
 from ddpm_jax.infra import parallel
 
 BATCH_FIELDS = {"train": "training.batch_size", "sample": "sampling.batch_size",
                 "bpd": "eval.batch_size", "eval": "fid.chunk_size"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Reference:
+  """The FID reference: a data split's first `count` images (features computed by the mode),
+  or published statistics (fid.reference_stats: μ, Σ and the features where the file has
+  them)."""
+  source: Any = None
+  count: int = 0
+  stats: tuple | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,7 +45,7 @@ class Plan:
   sample_fn: Callable | None = None   # train, sample, eval (config/sampler.py)
   step_fn: Callable | None = None     # train
   bpd_fn: Callable | None = None      # bpd
-  reference: tuple | None = None      # eval: (source of fid.ref_split, number of images)
+  reference: Reference | None = None  # eval
 
 
 def validate(config, mode: str, overrides: Mapping | None = None) -> Plan:
@@ -80,12 +91,23 @@ def _check_antithetic(config, mesh) -> None:
                      f"devices is odd per device; use a multiple of {2 * mesh.size}.")
 
 
-def _reference(config) -> tuple:
-  """(source, n) of fid.ref_split, with the KID subset and the Inception weights checked."""
+def _reference(config) -> Reference:
+  """The FID reference (published statistics, read and checked, or the protocol's split), with
+  the KID subset and the Inception weights checked."""
+  f = config.fid
+  inception.weights_path(f.inception_weights)
+  if f.reference_stats:
+    stats = fid.load_reference(os.path.expanduser(f.reference_stats))
+    if stats[0].shape != (inception.FEATURES,):
+      raise ValueError(f"fid.reference_stats={f.reference_stats!r} holds {stats[0].shape[0]}-d "
+                       f"statistics; the FID Inception's pool3 features are "
+                       f"{inception.FEATURES}-d: use the tools' Inception statistics.")
+    if stats[2] is not None:
+      check_kid_subset(f, len(stats[2]))
+    return Reference(stats=stats)
   source, n = build.reference(config)
-  check_kid_subset(config.fid, n)
-  inception.weights_path(config.fid.inception_weights)
-  return source, n
+  check_kid_subset(f, n)
+  return Reference(source, n)
 
 
 def check_kid_subset(f, n_ref: int) -> None:

@@ -10,7 +10,9 @@ The .pth is read with `torch.load(weights_only=True)`, which unpickles tensors o
 never executes code from the file. Names follow torchvision's Inception-v3
 (`Mixed_5b.branch5x5_2.conv.weight`, `….bn.running_var`) and become the graph's names
 (`mixed.tower.conv_1.weight`, `….var`). The BatchNorm scale γ is folded exactly into the
-convolution: γ(w∗x − m)/√(v + ε) + β = (γw∗x − γm)/√(v + ε) + β, so w ← γw, m ← γm.
+convolution: γ(w∗x − m)/√(v + ε) + β = (γw∗x − γm)/√(v + ε) + β, so w ← γw, m ← γm. The
+1008-way classifier `fc` (the graph's softmax/logits, which the Inception Score reads) is kept
+as `logits.weight` and `logits.bias`.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ _BLOCKS = {"Mixed_5b": ("mixed", _A), "Mixed_5c": ("mixed_1", _A), "Mixed_5d": (
            "Mixed_6a": ("mixed_3", _B), "Mixed_6b": ("mixed_4", _C), "Mixed_6c": ("mixed_5", _C),
            "Mixed_6d": ("mixed_6", _C), "Mixed_6e": ("mixed_7", _C), "Mixed_7a": ("mixed_8", _D),
            "Mixed_7b": ("mixed_9", _E), "Mixed_7c": ("mixed_10", _E)}
-_UNUSED = ("fc.", "AuxLogits.")  # the classifier heads; FID uses pool3
+_UNUSED = ("AuxLogits.",)  # the auxiliary head of training; fc is kept (logits)
 
 
 def conv_names() -> dict[str, str]:
@@ -64,8 +66,10 @@ def convert_state_dict(state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]
   used = {f"{t}.{s}" for t in names for s in ("conv.weight", "bn.weight", "bn.bias",
                                                "bn.running_mean", "bn.running_var",
                                                "bn.num_batches_tracked")}
+  used |= {"fc.weight", "fc.bias"}
   unknown = sorted(k for k in state if k not in used and not k.startswith(_UNUSED))
-  missing = sorted(k for k in used if k not in state and not k.endswith("num_batches_tracked"))
+  missing = sorted(k for k in used if k not in state
+                   and not k.endswith("num_batches_tracked") and not k.startswith("fc."))
   if unknown or missing:
     raise ValueError(f"Not pytorch-fid's FID Inception state dict: unknown {unknown[:3]}, "
                      f"missing {missing[:3]}; pass pt_inception-2015-12-05-6726825d.pth.")
@@ -78,6 +82,9 @@ def convert_state_dict(state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]
     out[f"{ours}.mean"] = (np.asarray(state[f"{theirs}.bn.running_mean"], np.float64)
                            * gamma).astype(np.float32)
     out[f"{ours}.var"] = np.asarray(state[f"{theirs}.bn.running_var"], np.float32)
+  if "fc.weight" in state:
+    out["logits.weight"] = np.asarray(state["fc.weight"], np.float32)
+    out["logits.bias"] = np.asarray(state["fc.bias"], np.float32)
   return out
 
 

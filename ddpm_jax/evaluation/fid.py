@@ -4,6 +4,8 @@
   Tr (Σ₁Σ₂)^½ = Σ √λ_i(Σ₁^½ Σ₂ Σ₁^½), a symmetric PSD eigenproblem, so no complex sqrtm
   KID = unbiased MMD² with k(x, y) = (xᵀy/d + 1)³, averaged over random subsets (Bińkowski
         et al. 2018), reported with its standard deviation over the subsets
+  IS  = exp E_x KL(p(y|x) ‖ p(y)), p(y) the split's mean of p(y|x) = softmax(logits), as
+        mean ± std over equal splits (Salimans et al. 2016; 10 splits)
   precision = P_fake[∃ real r: ‖f − r‖ ≤ ρ_k(r)], recall = P_real[∃ fake f: ‖r − f‖ ≤ ρ_k(f)]
         with ρ_k the distance to the k-th nearest neighbour in the point's own set
         (k-NN manifolds, Kynkäänniemi et al. 2019; k = 3)
@@ -12,6 +14,8 @@
 from __future__ import annotations
 
 import numpy as np
+
+from ddpm_jax.infra import files
 
 
 def statistics(features) -> tuple[np.ndarray, np.ndarray]:
@@ -37,6 +41,54 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
   w = np.where(w > len(w) * np.finfo(np.float64).eps * max(w.max(), 0.0), w, 0.0)
   tr_sqrt = np.sum(np.sqrt(w))
   return float(np.sum((mu1 - mu2)**2) + np.trace(s1) + np.trace(s2) - 2 * tr_sqrt)
+
+
+def inception_score(logits, splits: int = 10) -> tuple[float, float]:
+  """(mean, std) over `splits` equal parts of exp E KL(p(y|x) ‖ p(y)) (float64)."""
+  z = np.asarray(logits, np.float64)
+  if len(z) < splits:
+    raise ValueError(f"The Inception Score of {len(z)} samples in {splits} splits: use at "
+                     f"least as many samples as fid.is_splits.")
+  log_p = z - z.max(1, keepdims=True)
+  log_p -= np.log(np.exp(log_p).sum(1, keepdims=True))
+  scores = []
+  for part in np.array_split(log_p, splits):
+    log_marginal = np.log(np.exp(part).mean(0))
+    scores.append(np.exp(np.mean(np.sum(np.exp(part) * (part - log_marginal), 1))))
+  return float(np.mean(scores)), float(np.std(scores))
+
+
+def save_statistics(path: str, mu, sigma) -> str:
+  """(μ, Σ) as the FID tools publish them: an .npz with float64 `mu` [d] and `sigma` [d, d]
+  (pytorch-fid, TTUR, EDM's fid.py)."""
+  return files.save_npz(path, mu=np.asarray(mu, np.float64), sigma=np.asarray(sigma, np.float64))
+
+
+def load_reference(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+  """(μ, Σ, features or None) of a published reference: an .npz with `mu` and `sigma`
+  (pytorch-fid, TTUR, EDM's cifar10-32x32.npz) or with the `pool_3` features themselves
+  (score_sde's cifar10_stats.npz). Read with allow_pickle=False."""
+  try:
+    with np.load(path, allow_pickle=False) as z:
+      arrays = {k: z[k] for k in z.files}
+  except FileNotFoundError:
+    raise FileNotFoundError(f"No reference statistics {path!r}; check fid.reference_stats.") from None
+  except ValueError as e:
+    raise ValueError(f"{path} is not an .npz of plain arrays ({e}); fid.reference_stats takes "
+                     f"mu/sigma or pool_3.") from None
+  if "mu" in arrays and "sigma" in arrays:
+    mu, sigma = np.asarray(arrays["mu"], np.float64), np.asarray(arrays["sigma"], np.float64)
+    features = None
+  elif "pool_3" in arrays:
+    features = np.asarray(arrays["pool_3"], np.float64).reshape(len(arrays["pool_3"]), -1)
+    mu, sigma = statistics(features)
+  else:
+    raise ValueError(f"{path} holds {sorted(arrays)}: fid.reference_stats takes an .npz with "
+                     f"mu and sigma (pytorch-fid, EDM) or pool_3 features (score_sde).")
+  if mu.ndim != 1 or sigma.shape != (len(mu), len(mu)):
+    raise ValueError(f"{path}: mu {mu.shape} and sigma {sigma.shape} are not the statistics "
+                     f"of one feature vector (d,) and (d, d).")
+  return mu, sigma, features
 
 
 def fid_from_features(f1, f2) -> float:

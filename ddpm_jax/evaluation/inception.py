@@ -2,11 +2,21 @@
 
 Convolutions without bias, each followed by BatchNorm without scale (ε = 1e-3) and ReLU; the
 average pools inside the blocks exclude padding; the last block's pool branch is a max pool;
-the output is the 2048-d global average ("pool3"). Input: images in [0, 255], any size,
-resized bilinearly to 299×299 and mapped to x/128 − 1.
+the output is the 2048-d global average ("pool3"), and with `logits` also the graph's
+1008-way classifier on it (`softmax/logits`, pytorch-fid's `fc`; the Inception Score's).
+Input: images in [0, 255], any size, resized to 299×299 as the chosen tool resizes
+(`resize`), then mapped to x/128 − 1:
+
+  bilinear       half-pixel centres (x_src = (x + ½)·in/out − ½, clamped): PyTorch's
+                 F.interpolate(align_corners=False), as pytorch-fid and StyleGAN's/EDM's
+                 TorchScript Inception do (jax.image.resize; exact for upsampling)
+  tf1_bilinear   TensorFlow 1's resize_bilinear (align_corners=False, no half-pixel centres:
+                 x_src = x·in/out), as TF-GAN's and the original FID code do (DDPM, score_sde)
+  clean_bicubic  PIL's bicubic on float32 images, clipped to [0, 255] (clean-fid)
 
 Weights come from an .npz of named float32 arrays (`conv.weight` OIHW, `conv.beta`,
-`conv.mean`, `conv.var`, `mixed.tower.conv_1.weight`, …), read with allow_pickle=False.
+`conv.mean`, `conv.var`, `mixed.tower.conv_1.weight`, …, and `logits.weight` [1008, 2048],
+`logits.bias` where the converted file kept them), read with allow_pickle=False.
 """
 
 from __future__ import annotations
@@ -21,6 +31,34 @@ from flax import linen as nn
 
 BN_EPS = 1e-3
 DEFAULT_WEIGHTS = "~/.cache/ddpm_jax/inception_fid.npz"  # where convert_inception writes them
+RESIZES = ("bilinear", "tf1_bilinear", "clean_bicubic")
+SIZE = 299
+FEATURES = 2048  # pool3
+
+
+def _tf1_matrix(n_in: int, n_out: int) -> np.ndarray:
+  """[n_out, n_in] weights of TF1 resize_bilinear along one axis: x_src = x·n_in/n_out,
+  interpolating floor(x_src) and min(floor(x_src) + 1, n_in − 1)."""
+  src = np.arange(n_out) * (n_in / n_out)
+  lo = np.floor(src).astype(int)
+  hi, frac = np.minimum(lo + 1, n_in - 1), src - lo
+  m = np.zeros((n_out, n_in))
+  np.add.at(m, (np.arange(n_out), lo), 1 - frac)
+  np.add.at(m, (np.arange(n_out), hi), frac)
+  return m.astype(np.float32)
+
+
+def resize(x, method: str, size: int = SIZE):
+  """Images [B, H, W, C] (float, [0, 255]) to size×size as `method` (module docstring)."""
+  b, h, w, c = x.shape
+  if method == "bilinear":
+    return jax.image.resize(x, (b, size, size, c), "bilinear")
+  if method == "tf1_bilinear":
+    mh, mw = jnp.asarray(_tf1_matrix(h, size)), jnp.asarray(_tf1_matrix(w, size))
+    return jnp.einsum("yh,bhwc,xw->byxc", mh, x, mw, precision=jax.lax.Precision.HIGHEST)
+  if method == "clean_bicubic":
+    return jnp.clip(jax.image.resize(x, (b, size, size, c), "bicubic"), 0, 255)
+  raise ValueError(f"Unknown resize {method!r}; use one of {RESIZES}.")
 
 
 class ConvBN(nn.Module):
@@ -147,15 +185,18 @@ class InceptionE(nn.Module):
 
 
 class InceptionV3(nn.Module):
-  """images [B, H, W, C] in [0, 255] (C = 1 is repeated to 3) → pool3 features [B, 2048]."""
+  """images [B, H, W, C] in [0, 255] (C = 1 is repeated to 3) → pool3 features [B, 2048], or
+  with `logits` (pool3 [B, 2048], logits [B, 1008])."""
+  resize: str = "bilinear"
+  logits: bool = False
 
   @nn.compact
   def __call__(self, images):
     x = jnp.asarray(images, jnp.float32)
     if x.shape[-1] == 1:
       x = jnp.repeat(x, 3, axis=-1)
-    if x.shape[1:3] != (299, 299):
-      x = jax.image.resize(x, (x.shape[0], 299, 299, 3), "bilinear")
+    if x.shape[1:3] != (SIZE, SIZE):
+      x = resize(x, self.resize)
     x = x / 128.0 - 1.0
     x = ConvBN(32, (3, 3), 2, name="conv")(x)
     x = ConvBN(32, (3, 3), name="conv_1")(x)
@@ -175,7 +216,15 @@ class InceptionV3(nn.Module):
     x = InceptionD(name="mixed_8")(x)
     x = InceptionE(name="mixed_9")(x)
     x = InceptionE(max_pool_branch=True, name="mixed_10")(x)
-    return jnp.mean(x, axis=(1, 2))
+    pool = jnp.mean(x, axis=(1, 2))
+    if not self.logits:
+      return pool
+    return pool, nn.Dense(1008, precision=jax.lax.Precision.HIGHEST, name="logits")(pool)
+
+
+def has_logits(params) -> bool:
+  """Whether converted weights kept the 1008-way classifier (the Inception Score needs it)."""
+  return "logits" in params["params"]
 
 
 def weights_path(path: str) -> str:
@@ -198,7 +247,8 @@ def load_weights(path: str):
 def load_params(path: str) -> dict:
   """The Flax parameter tree from the named .npz (no code is executed: allow_pickle=False).
 
-  `a.b.c.weight` (OIHW) → params[a][b][c]["kernel"] (HWIO); beta/mean/var likewise.
+  `a.b.c.weight` (OIHW) → params[a][b][c]["kernel"] (HWIO); beta/mean/var likewise;
+  `logits.weight` [1008, 2048] → params["logits"]["kernel"] [2048, 1008].
   """
   params: dict = {}
   with np.load(path, allow_pickle=False) as z:
@@ -206,7 +256,7 @@ def load_params(path: str) -> dict:
       *path_parts, leaf = name.split(".")
       value = np.asarray(z[name], np.float32)
       if leaf == "weight":
-        leaf, value = "kernel", value.transpose(2, 3, 1, 0)
+        leaf, value = "kernel", value.T if value.ndim == 2 else value.transpose(2, 3, 1, 0)
       node = params
       for part in path_parts:
         node = node.setdefault(part, {})

@@ -1,17 +1,22 @@
-"""`--mode eval`: FID, KID, precision and recall of generated samples against a dataset split.
+"""`--mode eval`: FID (and KID, precision, recall, Inception Score) of generated samples
+against a reference, as this config's fid.* fields or a paper's protocol (fid.protocol,
+evaluation/protocols.py: the sample count, the reference split, the resize and the seeds).
 
 Samples are generated in chunks of config.fid.chunk_size, each written (uint8 images with
 their Inception features) to WORKDIR/eval/<name>/chunk_XXXXX.npz before the next starts, so
 an interrupted run resumes at the first missing chunk; chunk i always uses key
 fold_in(seed, i), so the resumed result equals an uninterrupted one. <name> (runs.results_name)
 says the sampler settings and digests every setting that changes the samples (all of
-config.sampling, the model, the checkpoint step and its parameters, the chunk size and the
-Inception weights), so other settings never reuse these chunks; the result is
-WORKDIR/eval/<name>_n<num_samples>_vs_<split><count>.json. Reference features of the split are
-computed in resumable chunks too and cached once under fid.cache_dir (default
-WORKDIR/fid_cache), keyed by dataset, split, resolution, count and the weights' checksum.
-Images are resized to 299×299 bilinearly (the choice moves FID; it is the usual one for small
-images).
+config.sampling, the model, the checkpoint step and its parameters, the chunk size, the
+Inception weights, the resize), so other settings never reuse these chunks. With several seeds
+(fid.num_seeds; EDM's protocol: 3) each seed sampling.seed + k has its own chunks and FID, and
+the lowest is reported, as EDM did. The result is WORKDIR/eval/<name>_n<N>_vs_<ref>.json,
+with the samples' (μ, Σ) beside it as <name>_stats.npz in the format the FID tools publish.
+
+The reference: published statistics (fid.reference_stats: a pytorch-fid/EDM mu-sigma .npz,
+or score_sde's pool_3 features), or the features of the reference split, computed in
+resumable chunks and cached once under fid.cache_dir (default WORKDIR/fid_cache) by dataset,
+split, resolution, count, resize and the weights' checksum, with their (μ, Σ) beside them.
 """
 
 from __future__ import annotations
@@ -23,29 +28,33 @@ import jax
 import numpy as np
 from etils import epath
 
+from ddpm_jax.config import build
 from ddpm_jax.data import batches
-from ddpm_jax.evaluation import fid, inception
+from ddpm_jax.evaluation import fid, inception, protocols
 from ddpm_jax.infra import files, images, parallel
 from ddpm_jax.infra.metrics_writer import log
 from ddpm_jax.modes import runs
 
 
-def make_inception_features(params, mesh, batch_size: int):
+def make_inception_features(params, mesh, batch_size: int, resize: str = "bilinear",
+                            logits: bool = False):
   """features(read, n) -> pool3 features [n, 2048] (np.ndarray, on every process) of the uint8
-  images [k, H, W, 3] that read(indices) returns for indices in [0, n): in batches of
-  `batch_size` split over the mesh, each process reading only its rows; compiled once (per
-  batch shape)."""
-  program = parallel.data_parallel(
-      lambda p, x: inception.InceptionV3().apply(p, x), mesh)
+  images [k, H, W, 3] that read(indices) returns for indices in [0, n), resized to 299 as
+  `resize` says; with `logits` (weights that have the classifier) (features, logits [n,
+  1008]). In batches of `batch_size` split over the mesh, each process reading only its rows;
+  compiled once (per batch shape)."""
+  net = inception.InceptionV3(resize=resize, logits=logits)
+  program = parallel.data_parallel(lambda p, x: net.apply(p, x), mesh)
 
-  def features(read, n: int) -> np.ndarray:
+  def features(read, n: int):
     out = []
     for i in range(0, n, batch_size):
       idx = np.arange(i, min(i + batch_size, n))
       padded = np.pad(idx, (0, (-len(idx)) % mesh.size), mode="edge")  # rows dropped below
       x = read(padded[parallel.local_rows(len(padded))]).astype(np.float32)
-      out.append(parallel.to_host(program(params, parallel.shard_batch(x, mesh)))[:len(idx)])
-    return np.concatenate(out)
+      y = program(params, parallel.shard_batch(x, mesh))
+      out.append(jax.tree.map(lambda a: parallel.to_host(a)[:len(idx)], y))
+    return jax.tree.map(lambda *parts: np.concatenate(parts), *out)
   return features
 
 
@@ -54,8 +63,9 @@ def reference_features(config, source, n: int, features_fn, checksum: str,
   """Inception features of the first n images of `source` (fid.ref_split), computed with
   `features_fn` and cached under cache_dir by dataset, split, size, count and weights. The
   pass goes in resumable chunks of fid.chunk_size (kept until the cache file is written)."""
-  f = config.fid
-  name = f"{config.data.dataset}_{f.ref_split}_{config.data.image_size}px_{n}_{checksum[:12]}"
+  f, protocol = config.fid, build.fid_protocol(config)
+  name = (f"{config.data.dataset}_{protocol.ref_split}_{config.data.image_size}px_{n}_"
+          f"{protocol.resize}_{checksum[:12]}")
   path = os.path.join(cache_dir, name + ".npz")
   if parallel.agree(files.exists(path)):
     return files.load_npz(path)["features"]
@@ -79,6 +89,7 @@ def reference_features(config, source, n: int, features_fn, checksum: str,
   features = np.concatenate([c["features"] for c in chunks])
   if parallel.is_main_process():
     files.save_npz(path, features=features)
+    fid.save_statistics(os.path.join(cache_dir, name + "_stats.npz"), *fid.statistics(features))
     epath.Path(chunk_dir).rmtree()  # the cache file holds them all now
   return features
 
@@ -95,44 +106,106 @@ def metrics(features, ref, f) -> dict:
 
 
 def evaluate(config, workdir: str, overrides=None) -> dict:
-  """Generates config.fid.num_samples samples (resumably), then FID/KID; writes a JSON named
-  after every setting that made it (runs.results_name)."""
-  f, s = config.fid, config.sampling
+  """Generates fid.num_samples samples per seed (resumably), then the metrics; writes a JSON
+  named after every setting that made it (runs.results_name) and says which protocol."""
+  f = config.fid
   run = runs.start_run(config, workdir, "eval", overrides)
-  (ref_source, n_ref), sample_fn = run.plan.reference, run.plan.sample_fn
+  protocol = build.fid_protocol(config)
   params, checksum = inception.load_weights(f.inception_weights)
   net_params, step = runs.restore_params(config, run)
-  features_fn = make_inception_features(params, run.mesh, f.inception_batch_size)
-  name, settings = runs.results_name(config, step, net_params, "eval", chunk_size=f.chunk_size,
-                                     inception_sha256=checksum)
+  logits = inception.has_logits(params)
+  features_fn = make_inception_features(params, run.mesh, f.inception_batch_size,
+                                        protocol.resize, logits)
+  reference = run.plan.reference
+  if reference.stats is not None:
+    mu_ref, sigma_ref, ref = reference.stats
+    ref_name = os.path.basename(f.reference_stats)
+  else:
+    ref = reference_features(config, reference.source, reference.count,
+                             lambda read, n: _pool3(features_fn(read, n)), checksum,
+                             f.cache_dir or os.path.join(run.workdir, "fid_cache"))
+    mu_ref, sigma_ref = fid.statistics(ref)
+    ref_name = f"{protocol.ref_split}{reference.count}"
+  start, seeds = time.time(), []
+  for k in range(protocol.num_seeds):
+    seeds.append(_one_seed(config, run, step, net_params, features_fn, checksum, protocol,
+                           config.sampling.seed + k, start))
+  per_seed = [fid.frechet_distance(*fid.statistics(x["features"]), mu_ref, sigma_ref)
+              for x in seeds]
+  first = seeds[0]
+  others = metrics(first["features"], ref, f) if ref is not None else {}  # KID, P/R: seed 1
+  others.pop("fid", None)
+  result = {"fid": min(per_seed), "fid_per_seed": per_seed,  # EDM: the lowest of the seeds
+            "seeds": [x["seed"] for x in seeds], **others,
+            "protocol": _protocol_entry(config, protocol),
+            "num_samples": int(len(first["features"])),
+            "num_reference": int(len(ref)) if ref is not None else None,
+            "reference": f.reference_stats or f"{config.data.dataset}/{protocol.ref_split}",
+            "sampler": config.sampling.method, "nfe_per_sample": first["nfe"],
+            "kid_subsets": f.kid_subsets, "kid_subset_size": f.kid_subset_size,
+            "seconds": time.time() - start, "settings": first["settings"]}
+  if logits:
+    scores = [fid.inception_score(x["logits"], f.is_splits) for x in seeds]
+    result.update(inception_score=scores[0][0], inception_score_std=scores[0][1],
+                  inception_score_per_seed=[m for m, _ in scores])
+  else:
+    result["inception_score"] = None
+    result["inception_score_note"] = (
+        "the Inception weights have no 1008-way classifier (logits); convert pytorch-fid's .pth "
+        "with this version's convert_inception, which keeps it")
+  out = f"{first['stem']}_n{f.num_samples}_vs_{ref_name}.json"
+  if parallel.is_main_process():
+    files.save_json(out, result)
+  is_text = (f", IS {result['inception_score']:.2f}" if logits else "")
+  log(f"FID {result['fid']:.3f} ({protocol.num_seeds} seed(s): "
+      f"{', '.join(f'{v:.3f}' for v in per_seed)}){is_text} [{result['protocol']['name']}] "
+      f"-> {out}")
+  return result
+
+
+def _pool3(out):
+  return out[0] if isinstance(out, tuple) else out
+
+
+def _protocol_entry(config, protocol) -> dict:
+  name = config.fid.protocol or "config"
+  published = protocols.PROTOCOLS.get(config.fid.protocol)
+  return {"name": name, "tool": protocol.tool, "num_samples": protocol.num_samples,
+          "ref_split": protocol.ref_split, "resize": protocol.resize,
+          "num_seeds": protocol.num_seeds,
+          "reported": "the lowest of the seeds" if protocol.num_seeds > 1 else "one seed",
+          "as_published": published is None or protocol.num_samples == published.num_samples}
+
+
+def _one_seed(config, run, step, net_params, features_fn, checksum, protocol, seed: int,
+              start: float) -> dict:
+  """The samples of one seed (resumable chunks): features, logits, NFE, the results name."""
+  f = config.fid
+  seeded = config.copy_and_resolve_references()
+  seeded.sampling.seed = seed
+  name, settings = runs.results_name(seeded, step, net_params, "eval", chunk_size=f.chunk_size,
+                                     inception_sha256=checksum, resize=protocol.resize)
   run_dir = os.path.join(run.workdir, "eval", name)
-  key = jax.random.key(s.seed)
-  start = time.time()
+  key, sample_fn = jax.random.key(seed), run.plan.sample_fn
 
   def make(i):
     x, nfe = sample_fn(net_params, jax.random.fold_in(key, i), f.chunk_size,
                        first_index=i * f.chunk_size)
     imgs = images.to_uint8(parallel.to_host(x))
-    feats = features_fn(lambda rows: imgs[rows], len(imgs))
+    out = features_fn(lambda rows: imgs[rows], len(imgs))
     done = (i + 1) * f.chunk_size
     rate = done / (time.time() - start)
-    log(f"eval samples {min(done, f.num_samples)}/{f.num_samples} | {rate:.2f} img/s | "
-        f"{nfe:.0f} network evaluations each | ETA {(f.num_samples - done) / rate:.0f}s")
-    return {"images": imgs, "nfe": np.float64(nfe), "features": feats}
+    log(f"eval samples (seed {seed}) {min(done, f.num_samples)}/{f.num_samples} | "
+        f"{rate:.2f} img/s | {nfe:.0f} network evaluations each | ETA "
+        f"{(f.num_samples - done) / rate:.0f}s")
+    chunk = {"images": imgs, "nfe": np.float64(nfe), "features": _pool3(out)}
+    if isinstance(out, tuple):
+      chunk["logits"] = out[1]
+    return chunk
   chunks = runs.resumable_chunks(run_dir, -(-f.num_samples // f.chunk_size), make)
-  nfes = [float(c["nfe"]) for c in chunks]
-  sample_feats = np.concatenate([c["features"] for c in chunks])[:f.num_samples]
-  ref = reference_features(config, ref_source, n_ref, features_fn, checksum,
-                           f.cache_dir or os.path.join(run.workdir, "fid_cache"))
-  result = {**metrics(sample_feats, ref, f),
-            "num_samples": int(len(sample_feats)), "num_reference": int(len(ref)),
-            "sampler": s.method, "nfe_per_sample": float(np.mean(nfes)),
-            "reference": f"{config.data.dataset}/{f.ref_split}",
-            "kid_subsets": f.kid_subsets, "kid_subset_size": f.kid_subset_size,
-            "seconds": time.time() - start, "settings": settings}
-  out = f"{run_dir}_n{f.num_samples}_vs_{f.ref_split}{n_ref}.json"
+  joined = {k: np.concatenate([c[k] for c in chunks])[:f.num_samples]
+            for k in ("features", "logits") if k in chunks[0]}
   if parallel.is_main_process():
-    files.save_json(out, result)
-  log(f"FID {result['fid']:.3f}, KID {result['kid']:.5f} ± {result['kid_std']:.5f}, "
-      f"precision {result['precision']:.3f}, recall {result['recall']:.3f} -> {out}")
-  return result
+    fid.save_statistics(f"{run_dir}_stats.npz", *fid.statistics(joined["features"]))
+  return {**joined, "seed": seed, "stem": run_dir, "settings": settings,
+          "nfe": float(np.mean([float(c["nfe"]) for c in chunks]))}
