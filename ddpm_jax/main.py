@@ -1,5 +1,5 @@
 """Command line: python -m ddpm_jax.main --config configs/X.py --workdir DIR
-[--mode train|sample|bpd|eval|import] [--config.field=value ...].
+[--mode train|sample|bpd|eval|import|export] [--config.field=value ...].
 
   train   train, or resume from the newest readable checkpoint (train.py); after SIGTERM or
           SIGINT it saves and exits 143 or 130 (128 + the signal), so that a scheduler can
@@ -10,6 +10,8 @@
   eval    FID, KID, precision and recall of samples against a data split (modes/evaluate.py)
   import  published weights as the workdir's first checkpoint, with --import_from=
           diffusers:FOLDER, score_sde:FILE or edm:FILE (modes/import_weights.py)
+  export  the latest checkpoint for other libraries, with --export_to=diffusers:FOLDER or
+          edm:FILE.npz (modes/export_weights.py)
 
 Every mode passes the config gate first (config/validate.py): a bad value, or a --config.*
 setting that the chosen objective, sampler or mode does not read, is one line on stderr
@@ -27,12 +29,13 @@ from ml_collections import config_flags
 
 from ddpm_jax.config import load
 from ddpm_jax.infra import parallel
-from ddpm_jax.modes import bpd, evaluate, import_weights, sample, train
+from ddpm_jax.modes import bpd, evaluate, export_weights, import_weights, sample, train
 from ddpm_jax.training import checkpoint
 
 MODES = {"train": train.train_and_evaluate, "sample": sample.sample_from_checkpoint,
          "bpd": bpd.evaluate_bpd, "eval": evaluate.evaluate,
-         "import": import_weights.import_weights}
+         "import": import_weights.import_weights, "export": export_weights.export_weights}
+PATH_FLAGS = {"import": ("import_from", "source"), "export": ("export_to", "target")}
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).",
@@ -42,6 +45,9 @@ flags.DEFINE_enum("mode", "train", list(MODES), "What to do.")
 flags.DEFINE_string("import_from", None, "With --mode import: FORMAT:PATH of the weights, "
                     "diffusers:FOLDER (a UNet2DModel folder or pipeline), score_sde:FILE (a "
                     "Flax checkpoint_N or PyTorch .pth) or edm:FILE (an exported state dict).")
+flags.DEFINE_string("export_to", None, "With --mode export: FORMAT:PATH to write, "
+                    "diffusers:FOLDER (the DDPM U-Net as a DDPMPipeline folder) or edm:FILE.npz "
+                    "(SongUNet/DhariwalUNet as EDM's state dict).")
 flags.DEFINE_bool("distributed", False, "Join a multi-process run first (one process per host "
                   "of a TPU pod slice, or per GPU or node of a GPU cluster): see the three "
                   "flags below; where they are unset, JAX detects them on Cloud TPU, SLURM "
@@ -126,11 +132,14 @@ def main(argv) -> None:
     parallel.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   elif FLAGS.coordinator_address or FLAGS.num_processes or FLAGS.process_id is not None:
     _fail("--coordinator_address, --num_processes and --process_id need --distributed.")
-  if (FLAGS.mode == "import") != bool(FLAGS.import_from):
-    _fail("--mode import needs --import_from=FORMAT:PATH, and --import_from needs --mode import.")
-  source = {"source": FLAGS.import_from} if FLAGS.mode == "import" else {}
+  paths = {}
+  for mode, (flag, argument) in PATH_FLAGS.items():
+    if (FLAGS.mode == mode) != bool(FLAGS[flag].value):
+      _fail(f"--mode {mode} needs --{flag}=FORMAT:PATH, and --{flag} needs --mode {mode}.")
+    if FLAGS.mode == mode:
+      paths[argument] = FLAGS[flag].value
   try:
-    MODES[FLAGS.mode](FLAGS.config, FLAGS.workdir, overrides=command_line_overrides(), **source)
+    MODES[FLAGS.mode](FLAGS.config, FLAGS.workdir, overrides=command_line_overrides(), **paths)
   except USER_ERRORS as e:
     _fail(str(e))
   except train.Interrupted as e:  # saved; resumable

@@ -289,6 +289,10 @@ def test_an_edm_state_dict_file_gives_its_outputs(tmp_path, name):
   arrays = _arrays("edm_networks", name)
   out = interop.network_fn(config)(params, arrays["x"], arrays["noise"])
   assert _rel_err(out, arrays["out"]) <= 1e-5
+  interop.export(config, params, f"edm:{tmp_path / 'back.npz'}")  # EDM's names, no buffers
+  with np.load(tmp_path / "back.npz") as z:
+    assert set(z.files) == set(entry["shapes"]) and all(
+        np.array_equal(z[k], state[k]) for k in z.files)
 
 
 # ------------------------------------------------------------------ --mode import
@@ -321,5 +325,15 @@ def test_mode_import_writes_a_checkpoint_that_sample_runs_on(tmp_path, capsys, m
                       capsys, monkeypatch)
   assert code == 0, err
   assert len(list((workdir / "samples").glob("ddim2_eta0_ema_step0_*.png"))) == 1
+  exported = tmp_path / "exported"
+  code, err = run_cli([*common, "--mode=export", f"--export_to=diffusers:{exported}"], capsys,
+                      monkeypatch)
+  assert code == 0, err  # what was imported goes back out tensor for tensor
+  theirs, ours = (load_file(str(f)) for f in (folder / diffusers.WEIGHTS,
+                                             exported / "unet" / diffusers.WEIGHTS))
+  assert theirs.keys() == ours.keys() and all(np.array_equal(theirs[k], ours[k]) for k in ours)
+  code, err = run_cli([*common, "--mode=export", f"--export_to=diffusers:{exported}"], capsys,
+                      monkeypatch)
+  assert code == 2 and "exists; choose a new path (nothing is overwritten)" in err, err
   code, err = run_cli([*common, "--mode=import"], capsys, monkeypatch)
   assert code == 2 and "--mode import needs --import_from=FORMAT:PATH" in err

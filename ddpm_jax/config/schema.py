@@ -20,7 +20,7 @@ from ddpm_jax.objectives import augment, dsm
 from ddpm_jax.objectives import ddpm as ddpm_objective
 from ddpm_jax.samplers import ddim, grids, likelihood, table
 
-MODES = ("train", "sample", "bpd", "eval", "import")
+MODES = ("train", "sample", "bpd", "eval", "import", "export")
 
 
 def _positive(v) -> bool:
@@ -269,7 +269,7 @@ def _rules(config, mode: str) -> list[tuple[str, bool, str]]:
       ("sampling.guidance_weight", samples and conditional, "conditional models"),
       ("sampling.num_samples", mode in ("train", "sample"), "--mode sample and train's grids"),
       ("sampling.batch_size", mode == "sample", "--mode sample"),
-      ("sampling.method", mode not in ("bpd", "import"), "the modes that sample"),
+      ("sampling.method", mode not in ("bpd", "import", "export"), "the modes that sample"),
       ("sampling.seed", samples, "the modes that sample"),
       ("diffusion", obj == "ddpm", "training.objective 'ddpm'"),
       ("sde.name", obj == "dsm", "training.objective 'dsm'"),

@@ -59,7 +59,7 @@ def validate(config, mode: str, overrides: Mapping | None = None) -> Plan:
   if unread:
     raise ValueError(unread[0])
   mesh = parallel.make_mesh()
-  batch_field = BATCH_FIELDS.get(mode)  # import: no batches
+  batch_field = BATCH_FIELDS.get(mode)  # import, export: no batches
   if batch_field:
     parallel.check_divisible(schema.field(config, batch_field), mesh, batch_field)
   if mode == "train":
@@ -69,7 +69,7 @@ def validate(config, mode: str, overrides: Mapping | None = None) -> Plan:
   model = build.model(config, shape[-1])
   template = build.train_state(config, model, shape, abstract=True)
   plan = Plan(mode, mesh, source, shape, model, template)
-  if mode not in ("bpd", "import"):
+  if mode not in ("bpd", "import", "export"):
     plan = dataclasses.replace(plan, sample_fn=sampler.make_sampler(config, model, shape, mesh))
   if mode == "train":
     plan = dataclasses.replace(plan, step_fn=build.train_step(config, model, mesh))

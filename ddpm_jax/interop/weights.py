@@ -5,6 +5,7 @@ and what `--mode import` runs.
   interop.save_diffusers(config, params, "exported")               # loads in diffusers
   params = interop.load_score_sde("checkpoint_26", config)         # score_sde (Flax / .pth)
   params = interop.load_edm("edm-cifar10-uncond-vp.npz", config)   # EDM's exported state dict
+  interop.export(config, params, "edm:net.npz")                    # or diffusers:FOLDER
   net = interop.network_fn(config)                                 # net(params, x, t[, y])
 
 Here a ConfigDict meets the file formats (interop/diffusers.py, score_sde.py, edm.py, which
@@ -26,7 +27,8 @@ from ddpm_jax.config import build, defaults, load
 from ddpm_jax.infra import files
 from ddpm_jax.interop import diffusers, edm, score_sde, tensors
 
-FORMATS = ("diffusers", "score_sde", "edm")
+FORMATS = ("diffusers", "score_sde", "edm")  # --import_from
+EXPORTS = ("diffusers", "edm")  # --export_to
 
 
 def network_fn(config, channels: int = 3):
@@ -112,12 +114,7 @@ def save_diffusers(config, params, folder: str, channels: int = 3) -> str:
   unet/config.json + diffusion_pytorch_model.safetensors, scheduler/scheduler_config.json
   (DDPMPipeline.from_pretrained(folder) and UNet2DModel.from_pretrained(folder,
   subfolder="unet") load it). Returns the folder."""
-  m = config.model
-  if m.name != "ddpm" or config.training.objective != "ddpm" or m.conditional:
-    raise ValueError(f"diffusers' UNet2DModel with a DDPMScheduler is the DDPM U-Net of "
-                     f"training.objective 'ddpm', unconditional (model.name {m.name!r}, "
-                     f"objective {config.training.objective!r}, conditional {m.conditional}); "
-                     f"export other networks' state dicts another way.")
+  check_export(config, f"diffusers:{folder}")
   fields = {f"{section}.{k}": v for section in ("model", "diffusion")
             for k, v in config[section].items()}
   fields.update({"data.image_size": config.data.image_size, "in_channels": channels,
@@ -184,13 +181,40 @@ def load_edm(path: str, config, channels: int = 3) -> dict:
 
 # ------------------------------------------------------------------ --mode import
 
-def parse_source(source: str) -> tuple[str, str]:
+def parse_source(source: str, formats=FORMATS) -> tuple[str, str]:
   """'diffusers:FOLDER' → ('diffusers', 'FOLDER')."""
   kind, sep, path = source.partition(":")
-  if not sep or kind not in FORMATS or not path:
-    raise ValueError(f"--import_from={source!r}: use FORMAT:PATH with FORMAT one of {FORMATS}, "
-                     f"e.g. --import_from=diffusers:ddpm-cifar10-32.")
+  if not sep or kind not in formats or not path:
+    flag = "--import_from" if formats == FORMATS else "--export_to"
+    raise ValueError(f"{flag}={source!r}: use FORMAT:PATH with FORMAT one of {formats}, "
+                     f"e.g. {flag}=diffusers:ddpm-cifar10-32.")
   return kind, os.path.expanduser(path)
+
+
+def check_export(config, target: str) -> None:
+  """The target names a format this config's network is written in, and is not there yet."""
+  kind, path = parse_source(target, EXPORTS)
+  m = config.model
+  if kind == "edm" and m.name not in ("song_unet", "dhariwal_unet"):
+    raise ValueError(f"--export_to=edm: writes EDM's networks (model.name 'song_unet' or "
+                     f"'dhariwal_unet'), not {m.name!r}; use diffusers for the DDPM U-Net.")
+  if kind == "diffusers" and (m.name != "ddpm" or config.training.objective != "ddpm"
+                              or m.conditional):
+    raise ValueError(f"--export_to=diffusers: writes the unconditional DDPM U-Net of "
+                     f"training.objective 'ddpm' (model.name {m.name!r}, objective "
+                     f"{config.training.objective!r}); use edm for SongUNet/DhariwalUNet.")
+  if os.path.exists(path):
+    raise ValueError(f"--export_to: {path} exists; choose a new path (nothing is overwritten).")
+
+
+def export(config, params, target: str, channels: int = 3) -> str:
+  """Writes `params` to target 'diffusers:FOLDER' or 'edm:FILE.npz'; returns the path."""
+  check_export(config, target)
+  kind, path = parse_source(target, EXPORTS)
+  if kind == "diffusers":
+    return save_diffusers(config, params, path, channels)
+  files.save_npz(path, **edm.state_dict(params))
+  return path
 
 
 # The fields a diffusers folder fixes that the run's config must have (dropout, the fixed
