@@ -132,7 +132,8 @@ def test_eval_killed_under_two_processes_resumes_under_one(runs_dir, tmp_path):
     assert resumed[name] == pytest.approx(straight[name], rel=1e-4, abs=1e-6), name
   assert resumed["fid"] > 0 and resumed["sampler"] == "ddim" and resumed["num_samples"] == 16
   assert resumed["nfe_per_sample"] == _config().sampling.num_steps
-  assert len(list((tmp_path / "cache").glob("*.npz"))) == 1  # reference features cached once
+  cached = sorted(p.name for p in (tmp_path / "cache").glob("*.npz"))
+  assert len(cached) == 2 and cached[1].endswith("_stats.npz")  # features cached once, (μ, Σ)
 
 
 def test_a_global_batch_that_does_not_split_over_processes_is_a_one_line_error(tmp_path):

@@ -311,12 +311,13 @@ def test_ddpm_model_samples_with_sde_samplers_and_guidance(tmp_path):
      "model.conditional": True, "model.ch": 64},
 ], ids=["ncsnpp_ve", "song_unet_ncsnpp_edm_augmented", "adm_edm_conditional"])
 def test_every_network_learns_the_digits(tmp_path, overrides):
-  """100 steps on the 8×8 digits: the mean loss of the last 20 steps is below 0.8 × that of
-  the first 20 (measured 0.49, 0.64, 0.49; DDPM++ on the VP SDE, dropped for time, 0.23)."""
-  config = tiny_config(**{"training.num_train_steps": 100, "training.checkpoint_every": 100,
+  """60 steps on the 8×8 digits: the mean loss of the last 15 steps is below 0.8 × that of
+  the first 15 (measured 0.48, 0.68, 0.57; DDPM++ on the VP SDE, dropped for time, 0.23
+  after 100 steps)."""
+  config = tiny_config(**{"training.num_train_steps": 60, "training.checkpoint_every": 60,
                           "optim.learning_rate": 2e-3, "optim.warmup_steps": 10,
                           "training.batch_size": 32, "training.ema_decay": 0.9, **overrides})
   train.train_and_evaluate(config, str(tmp_path))
   loss = [json.loads(line)["loss"] for line in open(tmp_path / "metrics.jsonl")]
-  first, last = np.mean(loss[:20]), np.mean(loss[-20:])
-  assert len(loss) == 100 and last < 0.8 * first, (first, last)
+  first, last = np.mean(loss[:15]), np.mean(loss[-15:])
+  assert len(loss) == 60 and last < 0.8 * first, (first, last)
