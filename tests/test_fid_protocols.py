@@ -60,7 +60,7 @@ def _features(n, seed, shift=0.0, d=256):
 
 def _pytorch_fid(mu1, s1, mu2, s2):
   """pytorch-fid's calculate_frechet_distance: scipy's sqrtm of Σ₁Σ₂, its real part."""
-  covmean, _ = scipy.linalg.sqrtm(s1.dot(s2), disp=False)
+  covmean = scipy.linalg.sqrtm(s1.dot(s2))
   diff = mu1 - mu2
   return float(diff.dot(diff) + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean.real))
 
