@@ -117,14 +117,19 @@ FID_FLAGS = [f"--config.fid.inception_weights={WEIGHTS / 'inception_fid.npz'}",
                     reason="FID weights absent (../shared/weights)")
 def test_fid_floor_and_fid_vs_nfe_on_a_tiny_run(tmp_path):
   """fid_floor scores the 16 first digits against themselves (FID 0: the demo's one split
-  is its reference); fid_vs_nfe evaluates a 4-step run with DPM-Solver++ at a budget of 3
-  evaluations (2 steps and the denoising one)."""
-  from ddpm_jax.modes import train
+  is its reference); fid_vs_nfe evaluates a checkpoint (untrained: the script's plumbing is
+  what is smoke-tested) with DPM-Solver++ at a budget of 3 evaluations (2 steps and the
+  denoising one)."""
+  from ddpm_jax.config import build
+  from ddpm_jax.training import checkpoint
   cache = f"--config.fid.cache_dir={tmp_path / 'cache'}"
   floor = _lines(_script("fid_floor.py", "--config", "configs/demo.py", "--split", "train",
                          f"--cache_dir={tmp_path / 'floor'}", *FID_FLAGS))
   assert floor[0]["num"] == floor[0]["num_reference"] == 16 and abs(floor[0]["fid"]) < 1e-3
-  train.train_and_evaluate(tiny_config(), str(tmp_path / "run"))
+  config = tiny_config()
+  shape = build.image_shape(config, build.source(config))
+  checkpoint.save(checkpoint.make_manager(str(tmp_path / "run" / "checkpoints")),
+                  build.train_state(config, build.model(config, shape[-1]), shape))
   out = tmp_path / "points.jsonl"
   _script("fid_vs_nfe.py", "--config", "configs/demo.py", "--workdir", str(tmp_path / "run"),
           "--samplers", "dpm_solver", "--nfe", "3", "--out", str(out), *FID_FLAGS, cache,
