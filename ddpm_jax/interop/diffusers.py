@@ -125,11 +125,16 @@ def settings(unet: Mapping, scheduler: Mapping, where: str = "config.json") -> d
       "sampling.clip_x0": bool(s["clip_sample"]), "in_channels": u["in_channels"]}
 
 
+def attention_levels(image_size: int, attn_resolutions, num_levels: int) -> list[bool]:
+  """Which levels of the U-Net attend (their resolution image_size / 2^level is listed)."""
+  return [(image_size >> i) in tuple(attn_resolutions) for i in range(num_levels)]
+
+
 def config_files(fields: Mapping) -> tuple[dict, dict]:
   """(config.json, scheduler_config.json) contents for `settings`-style fields: the inverse
   of `settings`, every field written out."""
   ch, mult, size = fields["model.ch"], fields["model.ch_mult"], fields["data.image_size"]
-  attn = [(size >> i) in fields["model.attn_resolutions"] for i in range(len(mult))]
+  attn = attention_levels(size, fields["model.attn_resolutions"], len(mult))
   channels = fields["in_channels"]
   learned = fields["model.var_type"].startswith("learned")
   unet = {**UNET_DEFAULTS, **HONOURED, "_class_name": "UNet2DModel",

@@ -105,7 +105,7 @@ def diffusers_params(weights: str, config, channels: int) -> dict:
 
 def _unet_names(config):
   m, size = config.model, config.data.image_size
-  attn = [(size >> i) in tuple(m.attn_resolutions) for i in range(len(m.ch_mult))]
+  attn = diffusers.attention_levels(size, m.attn_resolutions, len(m.ch_mult))
   return diffusers.leaf_names(len(m.ch_mult), m.num_res_blocks, attn)
 
 
