@@ -8,6 +8,7 @@ import pytest
 from scipy import linalg
 
 from ddpm_jax.evaluation import fid, inception
+from ddpm_jax.infra import files
 
 WEIGHTS = pathlib.Path(__file__).resolve().parents[2] / "shared" / "weights"
 
@@ -20,7 +21,7 @@ def test_inception_reproduces_the_reference_features():
   out = np.asarray(jax.jit(inception.InceptionV3().apply)(params, ref["images_uint8_nhwc"]))
   err = np.abs(out - ref["features"]).max()
   assert err < 1e-4 * np.abs(ref["features"]).max()  # measured 3.0e-6 (relative 6.6e-7)
-  assert inception.file_sha256(str(WEIGHTS / "inception_fid.npz")).startswith("1e4c8cc4")
+  assert files.sha256(str(WEIGHTS / "inception_fid.npz")).startswith("1e4c8cc4")
 
 
 def test_frechet_distance_equals_the_closed_form():

@@ -105,7 +105,7 @@ def main() -> None:
   out = os.path.expanduser(args.out)
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   files.save_npz(out, **arrays)
-  print(f"{len(arrays)} arrays -> {out} (sha256 {inception.file_sha256(out)})")
+  print(f"{len(arrays)} arrays -> {out} (sha256 {files.sha256(out)})")
 
 
 if __name__ == "__main__":

@@ -21,13 +21,14 @@ Weights come from an .npz of named float32 arrays (`conv.weight` OIHW, `conv.bet
 
 from __future__ import annotations
 
-import hashlib
 import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
+
+from ddpm_jax.infra import files
 
 BN_EPS = 1e-3
 DEFAULT_WEIGHTS = "~/.cache/ddpm_jax/inception_fid.npz"  # where convert_inception writes them
@@ -241,7 +242,7 @@ def weights_path(path: str) -> str:
 def load_weights(path: str):
   """(Inception params, sha256 of the file) of the .npz at `path` (~ expanded)."""
   path = weights_path(path)
-  return load_params(path), file_sha256(path)
+  return load_params(path), files.sha256(path)
 
 
 def load_params(path: str) -> dict:
@@ -262,11 +263,3 @@ def load_params(path: str) -> dict:
         node = node.setdefault(part, {})
       node[leaf] = jnp.asarray(value)
   return {"params": params}
-
-
-def file_sha256(path: str) -> str:
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for chunk in iter(lambda: f.read(1 << 20), b""):
-      h.update(chunk)
-  return h.hexdigest()

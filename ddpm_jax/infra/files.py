@@ -6,6 +6,7 @@ is a copy; the temporary name still keeps readers from a partial file.)"""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -63,3 +64,12 @@ def save_json(path: str, obj) -> str:
 
 def exists(path: str) -> bool:
   return epath.Path(path).exists()
+
+
+def sha256(path: str) -> str:
+  """The hex sha256 of a file's bytes, read in 1 MiB blocks."""
+  h = hashlib.sha256()
+  with epath.Path(path).open("rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      h.update(block)
+  return h.hexdigest()

@@ -17,7 +17,6 @@ import numpy as np
 from flax import traverse_util
 
 PICKLES = (".pkl", ".pt", ".pth", ".bin", ".ckpt")
-LAYOUTS = ("vector", "conv", "linear", "conv1x1")
 
 
 class FormatError(ValueError):

@@ -15,7 +15,6 @@ checked against, by name and shape.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 
@@ -115,6 +114,10 @@ def save_diffusers(config, params, folder: str, channels: int = 3) -> str:
   (DDPMPipeline.from_pretrained(folder) and UNet2DModel.from_pretrained(folder,
   subfolder="unet") load it). Returns the folder."""
   check_export(config, f"diffusers:{folder}")
+  return _write_diffusers(config, params, folder, channels)
+
+
+def _write_diffusers(config, params, folder: str, channels: int) -> str:
   fields = {f"{section}.{k}": v for section in ("model", "diffusion")
             for k, v in config[section].items()}
   fields.update({"data.image_size": config.data.image_size, "in_channels": channels,
@@ -212,7 +215,7 @@ def export(config, params, target: str, channels: int = 3) -> str:
   check_export(config, target)
   kind, path = parse_source(target, EXPORTS)
   if kind == "diffusers":
-    return save_diffusers(config, params, path, channels)
+    return _write_diffusers(config, params, path, channels)
   files.save_npz(path, **edm.state_dict(params))
   return path
 
@@ -253,14 +256,7 @@ def source_digest(source: str) -> dict:
   """{file: sha256} of the files an import reads (the provenance written beside it)."""
   kind, path = parse_source(source)
   paths = list(_diffusers_files(path)) if kind == "diffusers" else [path]
-  out = {}
-  for p in paths:
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-      for block in iter(lambda: f.read(1 << 20), b""):
-        h.update(block)
-    out[os.path.abspath(p)] = h.hexdigest()
-  return out
+  return {os.path.abspath(p): files.sha256(p) for p in paths}
 
 
 def _read_json(path: str) -> dict:
