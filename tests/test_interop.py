@@ -337,3 +337,27 @@ def test_mode_import_writes_a_checkpoint_that_sample_runs_on(tmp_path, capsys, m
   assert code == 2 and "exists; choose a new path (nothing is overwritten)" in err, err
   code, err = run_cli([*common, "--mode=import"], capsys, monkeypatch)
   assert code == 2 and "--mode import needs --import_from=FORMAT:PATH" in err
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda c: weights.parse_source("hub:google/ddpm-cifar10-32"),
+     r"^--import_from='hub:google/ddpm-cifar10-32': use FORMAT:PATH with FORMAT one of"),
+    (lambda c: weights.check_export(c, "score_sde:out"), r"^--export_to='score_sde:out': use"),
+    (lambda c: weights.check_export(c, "edm:net.npz"),
+     r"^--export_to=edm: writes EDM's networks .* not 'ddpm'; use diffusers"),
+    (lambda c: interop.load_score_sde("checkpoint_1", c),
+     r"^score_sde checkpoints are NCSN\+\+/DDPM\+\+ networks: set model.name='ncsnpp'"),
+    (lambda c: interop.load_edm("net.npz", c), r"^EDM's networks are model.name 'song_unet'"),
+])
+def test_a_wrong_format_or_network_for_the_weights_is_one_line(call, match):
+  with pytest.raises(ValueError, match=match):
+    call(defaults.get_config())  # the DDPM U-Net; nothing is read
+
+
+def test_export_refuses_an_existing_path_and_a_network_diffusers_cannot_hold(tmp_path):
+  config = defaults.get_config()
+  with pytest.raises(ValueError, match=r"exists; choose a new path \(nothing is overwritten\)"):
+    weights.check_export(config, f"diffusers:{tmp_path}")
+  config.model.name = "song_unet"
+  with pytest.raises(ValueError, match=r"^--export_to=diffusers: writes the unconditional DDPM"):
+    weights.check_export(config, f"diffusers:{tmp_path / 'new'}")
