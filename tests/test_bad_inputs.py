@@ -105,7 +105,7 @@ GATE_CASES = [
     ("dpm_3m_form_unknown", ["--config.sampling.method=dpm_solver", "--config.sampling.dpm_solver_3m=exact"], "Unknown sampling.dpm_solver_3m 'exact'; use one of ('taylor', 'published')"),
     ("dpm_3m_start_unknown", ["--config.sampling.method=dpm_solver", "--config.sampling.dpm_solver_start=warm"], "Unknown sampling.dpm_solver_start 'warm'; use one of ('lower_order', 'singlestep')"),
     # the networks (config.model.name) and their options
-    ("network_unknown", ["--config.model.name=unet"], "Unknown model.name 'unet'; use one of ('ddpm', 'ncsnpp', 'song_unet', 'dhariwal_unet')"),
+    ("network_unknown", ["--config.model.name=unet"], "Unknown model.name 'unet'; use one of ('ddpm', 'ncsnpp', 'song_unet', 'dhariwal_unet', 'half_unet')"),
     ("encoder_unknown", ["--config.model.name=song_unet", "--config.model.encoder_type=deep"], "Unknown model.encoder_type 'deep'; use one of ('standard', 'skip', 'residual')"),
     ("progressive_unknown", ["--config.model.name=ncsnpp", "--config.model.progressive=skip"], "Unknown model.progressive 'skip'; use one of ('none', 'output_skip', 'residual')"),
     ("fir_ignored_by_song_unet", ["--config.model.name=song_unet", "--config.model.fir=True"], "--config.model.fir is read only by model.name 'ncsnpp'"),

@@ -23,10 +23,12 @@ from ddpm_jax.core import sde as sde_lib
 from ddpm_jax.data import sources
 from ddpm_jax.evaluation import protocols
 from ddpm_jax.infra import parallel
+from ddpm_jax.models.classifier import HalfUNet
 from ddpm_jax.models.dhariwal_unet import DhariwalUNet
 from ddpm_jax.models.ncsnpp import NCSNpp
 from ddpm_jax.models.song_unet import SongUNet
 from ddpm_jax.models.unet import UNet
+from ddpm_jax.objectives import classifier as classifier_objective
 from ddpm_jax.objectives import ddpm as ddpm_objective
 from ddpm_jax.objectives import dsm, edm
 from ddpm_jax.samplers import common, likelihood
@@ -45,12 +47,20 @@ def betas(config):
   return schedules.rescale_zero_terminal_snr(b) if c.zero_terminal_snr else b
 
 
+def kind(config) -> str:
+  """The network kind (core/denoiser.py KINDS) whose process the run is on:
+  training.objective, or for a classifier that of the models it guides (classifier.process)."""
+  obj = config.training.objective
+  return config.classifier.process if obj == "classifier" else obj
+
+
 def process(config):
   """What the network was trained on: for "ddpm" the discrete chain of config.diffusion as
   the exact VP process of its β_i (DiscreteVPSDE: every sampler, DDPM's and the SDE ones,
   runs on the same schedule); for "dsm" the SDE of config.sde; for "ncsn" the VE SDE over its
-  sde.num_scales levels; for "edm" the VE SDE over EDM's σ range (config.edm)."""
-  obj, c = config.training.objective, config.sde
+  sde.num_scales levels; for "edm" the VE SDE over EDM's σ range (config.edm). A classifier
+  is on the process of the models it guides."""
+  obj, c = kind(config), config.sde
   if obj == "ddpm":
     return sde_lib.DiscreteVPSDE(tuple(float(b) for b in betas(config)))
   if obj == "ncsn":
@@ -71,6 +81,11 @@ def learned_variance(config) -> bool:
   return config.training.objective == "ddpm" and chain.learns_variance(config.model.var_type)
 
 
+def classifies(config) -> bool:
+  """A noise-conditional classifier's run (training.objective 'classifier')."""
+  return config.training.objective == "classifier"
+
+
 # The options under config.model that each network reads besides the shared ones (name, ch,
 # ch_mult, num_res_blocks, attn_resolutions, dropout, remat, conditional, mean_type, var_type).
 NETWORK_OPTIONS = {
@@ -81,19 +96,26 @@ NETWORK_OPTIONS = {
     "song_unet": ("dtype", "embedding_type", "channel_mult_noise", "encoder_type",
                   "decoder_type", "resample_filter", "channel_mult_emb", "augment_dim"),
     "dhariwal_unet": ("dtype", "channel_mult_emb", "augment_dim"),
+    "half_unet": ("resamp_with_conv", "attention", "dtype"),
 }
 NETWORKS = tuple(NETWORK_OPTIONS)
 
 
 def model(config: ml_collections.ConfigDict, num_channels: int):
-  """The network of config.model.name, with 2C outputs for a learned variance. The DDPM
-  U-Net embeds its noise input as its Denoiser feeds it (the chain step: positional; log σ or
-  c_noise: Fourier); the others as model.embedding_type says."""
+  """The network of config.model.name, with 2C outputs for a learned variance (a classifier,
+  'half_unet': data.num_classes logits). The DDPM U-Net and its half embed their noise input
+  as their Denoiser feeds it (the chain step: positional; log σ or c_noise: Fourier); the
+  others as model.embedding_type says."""
   m = config.model
   out = num_channels * (2 if learned_variance(config) else 1)
   shared = dict(attn_resolutions=tuple(m.attn_resolutions), dropout=m.dropout, remat=m.remat)
+  embedding = "positional" if _probe(config).noise_input == "index" else "fourier"
+  if m.name == "half_unet":
+    return HalfUNet(num_classes=config.data.num_classes, ch=m.ch, ch_mult=tuple(m.ch_mult),
+                    num_res_blocks=m.num_res_blocks, resamp_with_conv=m.resamp_with_conv,
+                    embedding=embedding, dtype=DTYPES[m.dtype], attention=m.attention,
+                    **shared)
   if m.name == "ddpm":
-    embedding = "positional" if _probe(config).noise_input == "index" else "fourier"
     return UNet(ch=m.ch, ch_mult=tuple(m.ch_mult), num_res_blocks=m.num_res_blocks,
                 resamp_with_conv=m.resamp_with_conv, out_ch=out,
                 num_classes=num_classes(config), dtype=DTYPES[m.dtype], attention=m.attention,
@@ -130,7 +152,7 @@ def denoiser(config, *, clip_x0: bool = False):
   process built once; `clip_x0` clips its x̂_0 (samplers that honour sampling.clip_x0)."""
   proc, m = process(config), config.model
   var_type = m.var_type if learned_variance(config) else "fixed_small"
-  return lambda net: denoiser_lib.make(net, proc, config.training.objective,
+  return lambda net: denoiser_lib.make(net, proc, kind(config),
                                        mean_type=m.mean_type, var_type=var_type,
                                        sigma_data=config.edm.sigma_data, clip_x0=clip_x0)
 
@@ -149,28 +171,35 @@ def ddpm_loss_options(config: ml_collections.ConfigDict) -> dict:
 
 
 def loss(config):
-  """loss_fn(net, x0, keys, probs=None) -> (loss, metrics) for the configured objective;
-  probs is the importance distribution of t (training.t_sampler 'importance')."""
+  """loss_fn(net, x0, keys, probs=None, labels=None) -> (loss, metrics) for the configured
+  objective; probs is the importance distribution of t (training.t_sampler 'importance'),
+  labels the batch's (what a classifier learns)."""
   obj, c = config.training.objective, config.sde
   if obj == "ddpm":
     schedule, options = process(config).schedule(), ddpm_loss_options(config)
-    return lambda net, x0, keys, probs=None: ddpm_objective.diffusion_loss(
+    return lambda net, x0, keys, probs=None, labels=None: ddpm_objective.diffusion_loss(
         net, schedule, x0, keys, probs=probs, **options)
   make = denoiser(config)
+  if obj == "classifier":
+    e, probe = config.edm, _probe(config)
+    levels = classifier_objective.level_sampler(probe, eps=c.train_eps, p_mean=e.p_mean,
+                                                p_std=e.p_std)
+    return lambda net, x0, keys, probs=None, labels=None: classifier_objective.classifier_loss(
+        net, probe, levels, x0, labels, keys)
   if obj == "edm":
     e = config.edm
-    return lambda net, x0, keys, probs=None: edm.edm_loss(
+    return lambda net, x0, keys, probs=None, labels=None: edm.edm_loss(
         lambda x, s: make(net).predict_at_sigma(x, s).x0, x0, keys,
         sigma_data=e.sigma_data, p_mean=e.p_mean, p_std=e.p_std)
   if obj == "ncsn":
     levels = process(config).discrete_sigmas()[::-1]
-    return lambda net, x0, keys, probs=None: dsm.ncsn_loss(
+    return lambda net, x0, keys, probs=None, labels=None: dsm.ncsn_loss(
         make(net).score_at_sigma, levels, x0, keys, reduce=c.reduce)
   sde = process(config)
   options = dict(eps=c.train_eps, likelihood_weighting=c.likelihood_weighting,
                  importance_sampling=c.importance_sampling, reduce=c.reduce)
-  return lambda net, x0, keys, probs=None: dsm.dsm_loss(make(net).score, sde, x0, keys,
-                                                        **options)
+  return lambda net, x0, keys, probs=None, labels=None: dsm.dsm_loss(
+      make(net).score, sde, x0, keys, **options)
 
 
 def optimizer(config: ml_collections.ConfigDict):

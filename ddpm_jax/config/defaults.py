@@ -30,6 +30,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model = model = ml_collections.ConfigDict()
   model.name = "ddpm"          # ddpm (Ho et al.'s U-Net) | ncsnpp (score_sde's NCSN++/DDPM++)
                                # | song_unet (EDM's DDPM++/NCSN++) | dhariwal_unet (EDM's ADM)
+                               # | half_unet (the U-Net's encoder: a classifier, ADM's)
   model.ch = 128               # base channels (score_sde's nf, EDM's model_channels)
   model.ch_mult = (1, 2, 2, 2)
   model.num_res_blocks = 2
@@ -77,6 +78,9 @@ def get_config() -> ml_collections.ConfigDict:
   sde.importance_sampling = False
   sde.reduce = "mean"          # mean | sum over the pixels of each example
 
+  config.classifier = classifier = ml_collections.ConfigDict()  # training.objective "classifier"
+  classifier.process = "ddpm"  # the objective of the models it guides: ddpm | dsm | ncsn | edm
+
   config.edm = edm = ml_collections.ConfigDict()  # for training.objective "edm"
   edm.sigma_min = 0.002        # the σ range of the VE SDE its samplers integrate
   edm.sigma_max = 80.0
@@ -86,7 +90,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.training = training = ml_collections.ConfigDict()
   # ddpm (discrete, config.diffusion) | dsm (config.sde) | ncsn | edm (config.edm)
-  training.objective = "ddpm"
+  training.objective = "ddpm"   # ddpm | dsm | ncsn | edm | classifier (for classifier guidance)
   training.batch_size = 128    # global, over all devices and hosts
   training.num_train_steps = 800_000
   training.loss_type = "simple"  # simple | vlb | hybrid
@@ -131,6 +135,8 @@ def get_config() -> ml_collections.ConfigDict:
   sampling.atol = 1e-5
   sampling.step_lr = 2e-5      # ald: ε of α_i = ε σ_i²/σ_L²
   sampling.guidance_weight = 0.0  # classifier-free guidance w for conditional models
+  sampling.classifier_scale = 0.0  # classifier guidance s (0: off), with the classifier of
+  sampling.classifier_workdir = ""  # this workdir (a training.objective "classifier" run)
   sampling.solver_order = 2    # dpm_solver, unipc: 1 | 2 | 3
   # dpm_solver, unipc, edm: time_uniform | logsnr | karras ("": logsnr; karras for edm)
   sampling.spacing = ""

@@ -36,11 +36,17 @@ def guided(config) -> bool:
   return bool(config.model.conditional and config.sampling.guidance_weight)
 
 
-def nfe_per_sample(config) -> int | None:
-  """Network evaluations per sample of a fixed-step sampler (×2 under classifier-free
-  guidance); None for the adaptive probability-flow ODE, whose solver counts its own."""
+def evaluations_per_call(config, classifier: bool) -> int:
+  """Evaluations per prediction: 2 networks under classifier-free guidance, +1 for the
+  classifier's gradient (core/denoiser.py)."""
+  return (2 if guided(config) else 1) + bool(classifier)
+
+
+def nfe_per_sample(config, classifier: bool = False) -> int | None:
+  """Evaluations per sample of a fixed-step sampler (evaluations_per_call per step); None for
+  the adaptive probability-flow ODE, whose solver counts its own."""
   n = table.nfe(config.sampling.method, build.process(config), options(config))
-  return None if n is None else n * (2 if guided(config) else 1)
+  return None if n is None else n * evaluations_per_call(config, classifier)
 
 
 def loop(config, shape):
@@ -49,21 +55,25 @@ def loop(config, shape):
   return entry.build(build.process(config), tuple(shape), **options(config))
 
 
-def make_sampler(config, net_module, shape, mesh):
-  """sample_fn(params, key, num, first_index=0) -> (samples [num, *shape], network
-  evaluations per sample) with the configured sampler, compiled once (for each distinct num)
-  and data-parallel over `mesh`.
+def make_sampler(config, net_module, shape, mesh, classifier_module=None):
+  """sample_fn(params, key, num, first_index=0) -> (samples [num, *shape], evaluations per
+  sample) with the configured sampler, compiled once (for each distinct num) and
+  data-parallel over `mesh`.
 
   Class-conditional models get labels cycling through the classes: sample i of the whole
   run (i = first_index, first_index + 1, …) has label i mod num_classes; with
-  sampling.guidance_weight, classifier-free guidance (applied by the Denoiser).
+  sampling.guidance_weight, classifier-free guidance (applied by the Denoiser). With a
+  `classifier_module` (config/guidance.py), params = (network's, classifier's) and the
+  sampler is guided by it at sampling.classifier_scale, the labels cycling through its
+  classes.
   """
   s = config.sampling
   entry = table.get(s.method)
-  run = common.compile_loop(loop(config, shape),
-                            _make_denoiser(config, net_module, entry.clips), mesh)
-  classes, fixed_nfe = build.num_classes(config), nfe_per_sample(config)
-  per_call = 2 if guided(config) else 1
+  run = common.compile_loop(loop(config, shape), _make_denoiser(
+      config, net_module, entry.clips, classifier_module), mesh)
+  classes = build.num_classes(config) or getattr(classifier_module, "num_classes", None)
+  fixed_nfe = nfe_per_sample(config, classifier_module is not None)
+  per_call = evaluations_per_call(config, classifier_module is not None)
 
   def sample_fn(params, key, num: int, first_index: int = 0):
     labels = None if classes is None else np.arange(first_index, first_index + num) % classes
@@ -74,13 +84,22 @@ def make_sampler(config, net_module, shape, mesh):
   return sample_fn
 
 
-def _make_denoiser(config, net_module, clips: bool):
-  """params ↦ the Denoiser of the network with those parameters, as the sampler reads it."""
+def _make_denoiser(config, net_module, clips: bool, classifier_module=None):
+  """params ↦ the Denoiser of the network with those parameters, as the sampler reads it
+  (params = (network's, classifier's) with a classifier)."""
   make = build.denoiser(config, clip_x0=clips and config.sampling.clip_x0)
   apply = build.apply_fn(net_module)
   weight, null = config.sampling.guidance_weight, build.num_classes(config)
 
   def denoiser(params):
+    if classifier_module is not None:
+      params, classifier_params = params
     d = make(functools.partial(apply, params))
-    return d.guided(weight, null) if guided(config) else d
+    if guided(config):
+      d = d.guided(weight, null)
+    if classifier_module is not None:
+      d = d.classifier_guided(
+          functools.partial(build.apply_fn(classifier_module), classifier_params),
+          config.sampling.classifier_scale, net_labels=config.model.conditional)
+    return d
   return denoiser

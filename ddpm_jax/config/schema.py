@@ -81,6 +81,7 @@ RANGES = (
     ("sampling.atol", _positive, "positive"),
     ("sampling.step_lr", _positive, "positive"),
     ("sampling.guidance_weight", _at_least(0), "0 (off) or more"),
+    ("sampling.classifier_scale", _at_least(0), "0 (off) or more, e.g. 1.0"),
     ("sampling.edm_churn", _at_least(0), "0 (deterministic) or more, e.g. 40"),
     ("sampling.edm_s_tmin", _at_least(0), "0 or more"),
     ("sampling.edm_s_noise", _positive, "positive, e.g. 1.0"),
@@ -112,7 +113,8 @@ ORDERED = (("diffusion.beta_start", "diffusion.beta_end"), ("sde.beta_min", "sde
            ("sampling.edm_s_tmin", "sampling.edm_s_tmax"))
 # (field, its choices): settings that name one of a few options, as their consumers list them.
 CHOICES = (
-    ("training.objective", denoiser.KINDS),
+    ("training.objective", denoiser.KINDS + ("classifier",)),
+    ("classifier.process", denoiser.KINDS),
     ("model.name", build.NETWORKS),
     ("model.embedding_type", song_unet.EMBEDDINGS),
     ("model.resblock_type", ncsnpp.RESBLOCKS),
@@ -179,6 +181,13 @@ def _sampler_choices(config) -> tuple:
 
 def _check_objective(config) -> None:
   obj, t, m, c = config.training.objective, config.training, config.model, config.sde
+  if (obj == "classifier") != (m.name == "half_unet"):
+    raise ValueError(f"training.objective 'classifier' trains model.name 'half_unet' and only "
+                     f"it (now objective {obj!r}, model.name {m.name!r}); set both or "
+                     f"neither.")
+  if obj == "classifier" and m.conditional:
+    raise ValueError("A classifier predicts the labels, it is not fed them; set "
+                     "model.conditional=False (data.num_classes is its number of classes).")
   if obj == "ddpm":
     chain.check_types(m.mean_type, m.var_type)
     if t.loss_type == "hybrid" and not chain.learns_variance(m.var_type):
@@ -228,6 +237,8 @@ def _check_network(config) -> None:
 
 def _check_sampling(config) -> None:
   s, obj = config.sampling, config.training.objective
+  if obj == "classifier":
+    return  # a classifier does not sample
   entry = table.get(s.method)
   if obj not in entry.kinds:
     fits = tuple(name for name, e in table.SAMPLERS.items() if obj in e.kinds)
@@ -245,13 +256,16 @@ def _check_sampling(config) -> None:
 
 def _rules(config, mode: str) -> list[tuple[str, bool, str]]:
   """(field or section, whether this run reads it, what reads it), most specific first."""
-  obj, s, c, f = config.training.objective, config.sampling, config.sde, config.fid
-  evaluates = mode == "eval"
+  obj, s, c, f = build.kind(config), config.sampling, config.sde, config.fid
+  evaluates, classifies = mode == "eval", build.classifies(config)
   entry = table.get(s.method)
-  train, samples = mode == "train", mode in ("train", "sample", "eval")
+  train, samples = mode == "train", mode in ("train", "sample", "eval") and not classifies
+  guides = samples and mode != "train" and s.classifier_scale > 0
   conditional = bool(config.model.conditional)
-  rules = [("training.objective", True, ""), ("sampling.use_ema", True, ""),
-           ("model.dtype", True, "")]
+  rules = [("training.objective", True, ""), ("model.dtype", True, "")]
+  if classifies:
+    rules.append(("sampling", False, "the modes that sample (not a classifier's run)"))
+  rules.append(("sampling.use_ema", True, ""))
   network_options = {f for fields in build.NETWORK_OPTIONS.values() for f in fields}
   for name in sorted(network_options - {"dtype"}):
     readers = tuple(n for n, fields in build.NETWORK_OPTIONS.items() if name in fields)
@@ -267,6 +281,10 @@ def _rules(config, mode: str) -> list[tuple[str, bool, str]]:
       ("sampling.clip_x0", samples and entry.clips,
        f"the samplers that clip ({', '.join(m for m, e in table.SAMPLERS.items() if e.clips)})"),
       ("sampling.guidance_weight", samples and conditional, "conditional models"),
+      ("sampling.classifier_scale", samples and mode != "train",
+       "--mode sample and eval (train's grids are unguided)"),
+      ("sampling.classifier_workdir", guides, "sampling.classifier_scale > 0"),
+      ("classifier", classifies, "training.objective 'classifier'"),
       ("sampling.num_samples", mode in ("train", "sample"), "--mode sample and train's grids"),
       ("sampling.batch_size", mode == "sample", "--mode sample"),
       ("sampling.method", mode not in ("bpd", "import", "export"), "the modes that sample"),
@@ -284,15 +302,19 @@ def _rules(config, mode: str) -> list[tuple[str, bool, str]]:
       ("edm.sigma_max", obj == "edm", "training.objective 'edm'"),
       ("edm.sigma_data", obj == "edm", "training.objective 'edm'"),
       ("edm", train and obj == "edm", "--mode train of training.objective 'edm'"),
-      ("model.mean_type", obj in ("ddpm", "dsm"), "training.objective 'ddpm' and 'dsm'"),
-      ("model.var_type", obj == "ddpm", "training.objective 'ddpm'"),
-      ("data.num_classes", conditional, "conditional models (model.conditional=True)"),
+      ("model.mean_type", obj in ("ddpm", "dsm") and not classifies,
+       "training.objective 'ddpm' and 'dsm'"),
+      ("model.var_type", obj == "ddpm" and not classifies, "training.objective 'ddpm'"),
+      ("data.num_classes", conditional or classifies,
+       "conditional models (model.conditional=True) and classifiers"),
       ("data.random_flip", train, "--mode train"),
       ("data.num_workers", train, "--mode train"),
-      ("training.loss_type", train and obj == "ddpm", "--mode train of objective 'ddpm'"),
+      ("training.loss_type", train and config.training.objective == "ddpm",
+       "--mode train of objective 'ddpm'"),
       ("training.vlb_weight", train and obj == "ddpm" and config.training.loss_type == "hybrid",
        "training.loss_type 'hybrid'"),
-      ("training.t_sampler", train and obj == "ddpm", "--mode train of objective 'ddpm'"),
+      ("training.t_sampler", train and config.training.objective == "ddpm",
+       "--mode train of objective 'ddpm'"),
       ("training.label_dropout", train and conditional, "--mode train of conditional models"),
       ("training.augment_color", train and config.training.augment_p > 0,
        "--mode train with training.augment_p > 0"),

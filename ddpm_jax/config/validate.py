@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping
 
 from jax.sharding import Mesh
 
-from ddpm_jax.config import build, sampler, schema
+from ddpm_jax.config import build, guidance, sampler, schema
 from ddpm_jax.evaluation import fid, inception
 from ddpm_jax.infra import parallel
 
@@ -46,6 +46,7 @@ class Plan:
   step_fn: Callable | None = None     # train
   bpd_fn: Callable | None = None      # bpd
   reference: Reference | None = None  # eval
+  classifier: guidance.Classifier | None = None  # sample, eval with sampling.classifier_scale
 
 
 def validate(config, mode: str, overrides: Mapping | None = None) -> Plan:
@@ -55,6 +56,10 @@ def validate(config, mode: str, overrides: Mapping | None = None) -> Plan:
   if mode not in schema.MODES:
     raise ValueError(f"Unknown mode {mode!r}; use one of {schema.MODES}.")
   schema.check(config)
+  if build.classifies(config) and mode != "train":
+    raise ValueError(f"A training.objective 'classifier' run is trained (--mode train), not "
+                     f"used with --mode {mode}: guide a model's sampler with it via "
+                     f"sampling.classifier_workdir and sampling.classifier_scale.")
   unread = schema.ignored(config, mode, overrides or ())
   if unread:
     raise ValueError(unread[0])
@@ -69,7 +74,11 @@ def validate(config, mode: str, overrides: Mapping | None = None) -> Plan:
   model = build.model(config, shape[-1])
   template = build.train_state(config, model, shape, abstract=True)
   plan = Plan(mode, mesh, source, shape, model, template)
-  if mode not in ("bpd", "import", "export"):
+  if mode in ("sample", "eval"):
+    clf = guidance.classifier(config, shape)
+    plan = dataclasses.replace(plan, classifier=clf, sample_fn=sampler.make_sampler(
+        config, model, shape, mesh, None if clf is None else clf.module))
+  elif mode == "train" and not build.classifies(config):
     plan = dataclasses.replace(plan, sample_fn=sampler.make_sampler(config, model, shape, mesh))
   if mode == "train":
     plan = dataclasses.replace(plan, step_fn=build.train_step(config, model, mesh))

@@ -23,12 +23,27 @@ VE and NCSN models) or EDM's c_noise. Classifier-free guidance (Ho & Salimans 20
 here, to the network's mean output: õ = (1 + w) o(x, y) − w o(x, ∅), which is the same
 combination of ε̂, x̂_0, v̂ or the score since each is affine in o at fixed x and t; a learned
 variance is not extrapolated: it is the conditional pass's (GLIDE).
+
+Classifier guidance (Dhariwal & Nichol 2021; Song et al. 2021, controllable generation) is
+applied here too, after it: with a noise-conditional classifier p_φ(y | x_t) fed what the
+network is fed (x and the noise input; EDM's c_in x̃ and c_noise), the score of the guided
+model is ∇ log p_t(x) + s ∇_x log p_φ(y | x_t), i.e.
+
+  ε̃ = ε̂ − s σ ∇_x log p_φ(y | x_t),   x̂_0 = (x − σ ε̃) / α,
+
+one gradient (`jax.grad`) per prediction, inside the sampler's compiled loop. At s = 1 with
+the exact p(y | x_t) this is exactly the score of p_t(x | y).
+
+Inpainting (`known` = (data, mask)) replaces the known part of x̂_0 by the data, x̂_0 ←
+m data + (1 − m) x̂_0 (and ε̂ from it), so that every sampler carries the known pixels along
+the noised data's path α data + σ ε and ends on the data.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple
 
+import jax
 import jax.numpy as jnp
 from flax import struct
 
@@ -72,8 +87,10 @@ def edm_coefficients(sigma, sigma_data: float):
 class Denoiser:
   """A network as a denoiser of its process (see the module docstring). `net` (a pytree: the
   arrays bound in a jax.tree_util.Partial stay arguments of a compiled program), `cond` the
-  batch's condition (labels) and `guidance` the classifier-free weight are leaves; the rest is
-  static."""
+  batch's condition (labels), `guidance` the classifier-free weight, `classifier` (logits of
+  (x, noise input), a pytree like `net`) with its `classifier_scale`, and `known` (inpainting
+  data and mask) are leaves; the rest is static. `net_labels` False: the labels in `cond` are
+  the classifier's only (an unconditional network guided by a classifier)."""
   net: Callable
   process: Any = struct.field(pytree_node=False)
   kind: str = struct.field(pytree_node=False, default="ddpm")
@@ -83,17 +100,35 @@ class Denoiser:
   sigma_data: float = struct.field(pytree_node=False, default=0.5)
   clip_x0: bool = struct.field(pytree_node=False, default=False)
   null_label: int = struct.field(pytree_node=False, default=0)
+  net_labels: bool = struct.field(pytree_node=False, default=True)
   cond: Any = None
   guidance: Any = None
+  classifier: Any = None
+  classifier_scale: Any = None
+  known: Any = None
+
+  PER_EXAMPLE = ("cond", "known")  # the leaves that hold one entry per example of the batch
 
   @property
   def evaluations_per_call(self) -> int:
-    """Network evaluations per prediction: two under classifier-free guidance."""
-    return 1 if self.guidance is None else 2
+    """Evaluations per prediction: the network's (two under classifier-free guidance) and
+    the classifier's gradient (counted as one)."""
+    return (1 if self.guidance is None else 2) + (self.classifier is not None)
 
-  def bind(self, cond) -> "Denoiser":
-    """The denoiser with the batch's condition (e.g. labels [B]; None for none)."""
-    return self.replace(cond=cond)
+  def bind(self, cond, known=None) -> "Denoiser":
+    """The denoiser with the batch's condition (e.g. labels [B]; None for none) and, for
+    inpainting, known = (data [B, ...], mask broadcastable to it, 1 = known)."""
+    if known is not None:
+      data, mask = known
+      known = (data, jnp.broadcast_to(jnp.asarray(mask, data.dtype), data.shape))
+    return self.replace(cond=cond, known=known)
+
+  def classifier_guided(self, classifier, scale, *, net_labels: bool) -> "Denoiser":
+    """Classifier guidance with scale s (an array leaf) by `classifier`(x, noise input) ->
+    logits [B, K] of the labels bound with `bind`; the network is fed them only where it is
+    class-conditional (`net_labels`)."""
+    return self.replace(classifier=classifier, classifier_scale=jnp.asarray(scale, jnp.float32),
+                        net_labels=bool(net_labels))
 
   def guided(self, weight, null_label: int) -> "Denoiser":
     """Classifier-free guidance with weight w (an array leaf, so one program serves every
@@ -103,11 +138,14 @@ class Denoiser:
   def predict(self, x, t) -> Prediction:
     """x̂_0, ε̂ (and variance channels) at times t [B] of the process."""
     alpha, sigma = self.process.marginal_coef(t)
+    return self._predict(x, self.noise_input_at(t, sigma), alpha, sigma)
+
+  def noise_input_at(self, t, sigma):
+    """The network's noise input at times t [B] with marginal σ(t): t (N − 1)/T ("index")
+    or log σ (from which EDM's c_noise is made)."""
     if self.noise_input == "index":
-      noise_input = t * (self.process.N - 1) / self.process.T
-    else:
-      noise_input = jnp.log(sigma)
-    return self._predict(x, noise_input, alpha, sigma)
+      return t * (self.process.N - 1) / self.process.T
+    return jnp.log(sigma)
 
   def predict_step(self, x, i) -> Prediction:
     """The same at integer steps i [B] of a discrete chain (DDPM networks on a
@@ -133,26 +171,51 @@ class Denoiser:
   def score_at_sigma(self, x, sigma):
     return -self.predict_at_sigma(x, sigma).eps / per_example(sigma, x)
 
+  def network_input(self, x, noise_input, alpha, sigma):
+    """(x_in, c): what the network (and a classifier of its process) is fed for a state x at
+    marginal coefficients α, σ [B] with noise input c: x itself, or EDM's c_in x / α and
+    c_noise."""
+    if self.prediction != "edm":
+      return x, jnp.broadcast_to(noise_input, x.shape[:1])
+    _, _, c_in, c_noise = edm_coefficients(sigma / alpha, self.sigma_data)
+    a = per_example(alpha, x).astype(x.dtype)
+    return per_example(c_in, x).astype(x.dtype) * x / a, c_noise
+
+  def classifier_grad(self, x, noise_input, alpha, sigma):
+    """∇_x log p_φ(y | x_t) for the bound labels y (float32, one backward pass)."""
+    def log_prob(x):
+      logits = self.classifier(*self.network_input(x, noise_input, alpha, sigma))
+      logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+      return jnp.sum(jnp.take_along_axis(logp, self.cond[:, None].astype(jnp.int32), 1))
+    return jax.grad(log_prob)(x.astype(jnp.float32)).astype(x.dtype)
+
   def _predict(self, x, noise_input, alpha, sigma) -> Prediction:
     a, s = per_example(alpha, x).astype(x.dtype), per_example(sigma, x).astype(x.dtype)
+    x_in, c = self.network_input(x, noise_input, alpha, sigma)
+    out, var_out = self._network(x_in, c)
     if self.prediction == "edm":
-      c_skip, c_out, c_in, c_noise = edm_coefficients(sigma / alpha, self.sigma_data)
-      c_skip, c_out, c_in = (per_example(c, x).astype(x.dtype) for c in (c_skip, c_out, c_in))
-      out, var_out = self._network(c_in * x / a, c_noise)
+      c_skip, c_out, _, _ = edm_coefficients(sigma / alpha, self.sigma_data)
+      c_skip, c_out = (per_example(v, x).astype(x.dtype) for v in (c_skip, c_out))
       x0 = c_skip * x / a + c_out * out
       eps = (x - a * x0) / s
     else:
-      out, var_out = self._network(x, noise_input)
       x0, eps = convert(self.prediction, out, x, a, s)
+    if self.classifier is not None:
+      eps = eps - self.classifier_scale.astype(x.dtype) * s * self.classifier_grad(
+          x, noise_input, alpha, sigma)
+      x0 = (x - s * eps) / a
     if self.clip_x0:
       x0 = jnp.clip(x0, -1.0, 1.0)
+      eps = (x - a * x0) / s
+    if self.known is not None:
+      data, mask = self.known
+      x0 = mask * data + (1 - mask) * x0
       eps = (x - a * x0) / s
     return Prediction(x0, eps, var_out)
 
   def _network(self, x, noise_input):
     """(mean output, variance channels or None), guided where a weight is set."""
-    noise_input = jnp.broadcast_to(noise_input, x.shape[:1])
-    if self.cond is None:
+    if self.cond is None or not self.net_labels:
       out = self.net(x, noise_input)
     elif self.guidance is None:
       out = self.net(x, noise_input, self.cond)

@@ -43,6 +43,24 @@ class GaussianFourierProjection(nn.Module):
     return jnp.concatenate([jnp.sin(proj), jnp.cos(proj)], axis=-1)
 
 
+EMBEDDINGS = ("positional", "fourier")
+
+
+def noise_embedding(t, ch: int, embedding: str, fourier_scale: float, dtype):
+  """The U-Net's noise embedding, Dense(4ch) ∘ swish ∘ Dense(4ch) of the positional embedding
+  of a timestep index or the Fourier features of e.g. log σ; called inside a network's
+  compact method, its layers (temb_dense0/1) are that network's."""
+  if embedding == "positional":
+    temb = timestep_embedding(t, ch)
+  elif embedding == "fourier":
+    temb = GaussianFourierProjection(ch, fourier_scale)(t)
+  else:
+    raise ValueError(f"Unknown embedding {embedding!r}; use one of {EMBEDDINGS}.")
+  temb = nn.Dense(ch * 4, dtype=dtype, kernel_init=default_init(), name="temb_dense0")(temb)
+  return nn.Dense(ch * 4, dtype=dtype, kernel_init=default_init(), name="temb_dense1")(
+      nn.swish(temb))
+
+
 def _conv(features, dtype, kernel=3, stride=1, init_scale=1.0, name=None):
   pad = "SAME" if stride == 1 else ((0, 1), (0, 1))  # TF "SAME" for stride 2
   return nn.Conv(features, (kernel, kernel), (stride, stride), padding=pad, dtype=dtype,

@@ -14,15 +14,12 @@ from flax import linen as nn
 from ddpm_jax.models.layers import (
   AttnBlock,
   Downsample,
-  GaussianFourierProjection,
   ResnetBlock,
   Upsample,
   default_init,
-  timestep_embedding,
+  noise_embedding,
 )
 from ddpm_jax.models.remat import call
-
-EMBEDDINGS = ("positional", "fourier")
 
 
 class UNet(nn.Module):
@@ -55,14 +52,7 @@ implementation."""
       raise ValueError(f"Image size {height}x{width} must be divisible by {factor} "
                        f"(2^(len(ch_mult)-1) for ch_mult={tuple(self.ch_mult)}); resize the "
                        f"data or use fewer levels.")
-    if self.embedding == "positional":
-      temb = timestep_embedding(t, self.ch)
-    elif self.embedding == "fourier":
-      temb = GaussianFourierProjection(self.ch, self.fourier_scale)(t)
-    else:
-      raise ValueError(f"Unknown embedding {self.embedding!r}; use one of {EMBEDDINGS}.")
-    temb = nn.Dense(self.ch * 4, dtype=self.dtype, kernel_init=default_init(), name="temb_dense0")(temb)
-    temb = nn.Dense(self.ch * 4, dtype=self.dtype, kernel_init=default_init(), name="temb_dense1")(nn.swish(temb))
+    temb = noise_embedding(t, self.ch, self.embedding, self.fourier_scale, self.dtype)
     if self.num_classes is not None:
       if y is None:
         raise ValueError("This U-Net is class-conditional: pass labels y (num_classes for none).")

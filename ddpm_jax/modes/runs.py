@@ -77,14 +77,23 @@ def load_run(config, workdir: str, mode: str, overrides=None) -> tuple[Run, Any,
 
 def restore_params(config, run: Run) -> tuple[Any, int]:
   """(params, step) of the newest readable checkpoint of the run's workdir: the EMA
-  parameters unless config.sampling.use_ema is False."""
-  manager = checkpoint.make_manager(run.checkpoint_dir)
-  if not manager.all_steps():  # before building a template to restore into
-    raise FileNotFoundError(f"No checkpoint in {run.checkpoint_dir}; train first with "
-                            f"--mode train and the same --workdir.")
-  state = checkpoint.restore_latest(manager, run.plan.template)
+  parameters unless config.sampling.use_ema is False; with a guiding classifier (its EMA
+  parameters), params = (the network's, the classifier's)."""
+  state = _restore(run.checkpoint_dir, run.plan.template, "train first with --mode train and "
+                   "the same --workdir")
   params = state.ema_params if config.sampling.use_ema else state.params
+  clf = run.plan.classifier
+  if clf is not None:
+    params = (params, _restore(clf.checkpoint_dir, clf.template, "train the classifier "
+                               "first (--mode train on sampling.classifier_workdir)").ema_params)
   return parallel.replicate(params, run.mesh), int(state.step)
+
+
+def _restore(checkpoint_dir: str, template, advice: str):
+  manager = checkpoint.make_manager(checkpoint_dir)
+  if not manager.all_steps():  # before building a template to restore into
+    raise FileNotFoundError(f"No checkpoint in {checkpoint_dir}; {advice}.")
+  return checkpoint.restore_latest(manager, template)
 
 
 def results_name(config, step: int, params, mode: str = "sample", **extra) -> tuple[str, dict]:
@@ -110,6 +119,8 @@ def results_name(config, step: int, params, mode: str = "sample", **extra) -> tu
     words.append(f"eta{s.eta:g}")
   if config.model.conditional:
     words.append(f"w{s.guidance_weight:g}")
+  if s.classifier_scale:
+    words.append(f"cg{s.classifier_scale:g}")
   words += ["ema" if s.use_ema else "raw", f"step{step}", f"seed{s.seed}"]
   key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
   return "_".join(words + [key]), settings

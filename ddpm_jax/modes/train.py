@@ -178,7 +178,7 @@ def train_and_evaluate(config, workdir: str, overrides=None):
             log(progress_line(step, t.num_train_steps, m, rate, eta, wait))
       if due["save"]:
         checkpoint.save(manager, state)
-      if due["samples"]:
+      if due["samples"] and plan.sample_fn is not None:  # a classifier does not sample
         params = state.ema_params if config.sampling.use_ema else state.params
         write_samples(plan.sample_fn, params, config.sampling, run, step, writer)
   manager.wait_until_finished()

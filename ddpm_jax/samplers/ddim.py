@@ -75,17 +75,18 @@ def check_eta(eta: float) -> float:
 
 def ddim_loop(sde, shape: Sequence[int], *, num_steps: int = 50, eta: float = 0.0,
               skip_type: str = "uniform", timesteps: Sequence[int] | None = None,
-              record_steps: Sequence[int] = ()):
+              record_steps: Sequence[int] = (), t_start: float | None = None):
   """The per-device DDIM loop (samplers/common.py) on a sub-sequence of the chain of `sde` (a
-  DiscreteVPSDE) for examples of `shape`, from x_T ~ N(0, I) unless x is given."""
+  DiscreteVPSDE) for examples of `shape`, from x_T ~ N(0, I) unless x is given; with
+  a t_start ∈ (0, 1] on the steps up to round(t_start (N − 1)), x the data to edit (SDEdit)."""
   schedule = ddpm.chain_schedule(sde)
   eta, shape, record_steps = check_eta(eta), tuple(shape), tuple(int(t) for t in record_steps)
-  seq = np.asarray(_sequence(schedule, num_steps, skip_type, timesteps))[::-1]
+  seq = np.asarray(_sequence(schedule, num_steps, skip_type, timesteps, t_start))[::-1]
   prev = np.append(seq[1:], -1)
+  ab = float(schedule.alpha_bars[seq[0]])
 
   def loop(model, keys, x, _):
-    if x is None:
-      x = common.initial_noise(keys, shape)
+    x = common.first_state(keys, shape, x, t_start, ab**0.5, (1 - ab)**0.5, 1.0)
 
     def step(x, s):
       t, t_prev = s
@@ -136,9 +137,18 @@ def ddim_encode(model, x0, *, num_steps: int = 50, skip_type: str = "uniform",
   return common.run(loop, model, None, x0.shape[0], mesh=mesh, x_init=x0, cond=cond)[0]
 
 
-def _sequence(schedule, num_steps, skip_type, timesteps) -> tuple:
+def _sequence(schedule, num_steps, skip_type, timesteps, t_start: float | None = None
+              ) -> tuple:
+  """The sub-sequence: given, or of the chain's steps up to the start step (all of them for
+  t_start = 1)."""
   if timesteps is None:
-    return ddim_timesteps(schedule.num_timesteps, num_steps, skip_type)
+    available = ddpm.start_step(schedule.num_timesteps, t_start) + 1
+    if t_start is not None and num_steps > available:
+      raise ValueError(f"DDIM from t_start={t_start:g} has {available} chain steps to take; "
+                       f"lower num_steps (sampling.num_steps) to at most {available}.")
+    return ddim_timesteps(available, num_steps, skip_type)
+  if t_start is not None:
+    raise ValueError("Give either DDIM timesteps or t_start, not both.")
   seq = tuple(int(t) for t in timesteps)
   if (list(seq) != sorted(set(seq)) or not seq or seq[0] < 0
       or seq[-1] >= schedule.num_timesteps):

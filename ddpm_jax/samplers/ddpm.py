@@ -22,21 +22,24 @@ def ancestral_step(model, schedule: Schedule, x, t, noise):
   return x_prev, pred.x0
 
 
-def ddpm_loop(sde, shape: Sequence[int], *, record_steps: Sequence[int] = ()):
+def ddpm_loop(sde, shape: Sequence[int], *, record_steps: Sequence[int] = (),
+              t_start: float | None = None):
   """The per-device ancestral loop (samplers/common.py) over all N steps of the chain of
-  `sde` (a DiscreteVPSDE) for examples of `shape`, from x_T ~ N(0, I) unless x is given."""
+  `sde` (a DiscreteVPSDE) for examples of `shape`, from x_T ~ N(0, I) unless x is given;
+  with a t_start ∈ (0, 1] from step round(t_start (N − 1)), x the data to edit (SDEdit)."""
   schedule = chain_schedule(sde)
   shape, record_steps = tuple(shape), tuple(int(t) for t in record_steps)
+  first = start_step(schedule.num_timesteps, t_start)
+  ab = float(schedule.alpha_bars[first])
 
   def loop(model, keys, x, _):
-    if x is None:
-      x = common.initial_noise(keys, shape)
+    x = common.first_state(keys, shape, x, t_start, ab**0.5, (1 - ab)**0.5, 1.0)
 
     def step(x, t):
       x_prev, x0 = ancestral_step(model, schedule, x, t, common.step_noise(keys, t, shape))
       return x_prev, x0, t
 
-    steps = jnp.arange(schedule.num_timesteps - 1, -1, -1)
+    steps = jnp.arange(first, -1, -1)
     return common.scan_recorded(step, x, steps, record_steps)
   return loop
 
@@ -49,6 +52,11 @@ def chain_schedule(sde) -> Schedule:
   return sde.schedule()
 
 
-def nfe(sde, **_) -> int:
-  """Network evaluations per sample: one per step of the chain."""
-  return sde.N
+def start_step(num_timesteps: int, t_start: float) -> int:
+  """The chain step a sampler started at t_start·T begins from: round(t_start (N − 1))."""
+  return int(round(common.check_t_start(t_start) * (num_timesteps - 1)))
+
+
+def nfe(sde, *, t_start: float | None = None, **_) -> int:
+  """Network evaluations per sample: one per step of the chain (from the start step)."""
+  return start_step(sde.N, t_start) + 1

@@ -119,7 +119,7 @@ def _starts_singlestep(variant, order, start, num_steps) -> bool:
 def dpm_solver_loop(sde, shape: Sequence[int], *, num_steps: int = 20, order: int = 2,
                     variant: str = "multistep", spacing: str = SPACING, eps: float = 1e-3,
                     lower_order_final: bool = True, third_order: str = "published",
-                    start: str = "lower_order", denoise: bool = True):
+                    start: str = "lower_order", denoise: bool = True, t_start: float | None = None):
   """The per-device DPM-Solver++ loop (samplers/common.py) from x_T ~ N(0, σ_T² I) (unless x
   is given) at sde.T to eps, then (`denoise`) x̂_0(x, eps), on the model's data predictions
   (clipped where the Denoiser clips: static thresholding, no longer the ODE's solution but
@@ -131,7 +131,8 @@ def dpm_solver_loop(sde, shape: Sequence[int], *, num_steps: int = 20, order: in
     raise ValueError(f"Unknown DPM-Solver++ start {start!r}; use one of {STARTS}.")
   grids.check_log_snr(sde, eps)
   shape = tuple(shape)
-  times = grids.time_grid(sde, num_steps, spacing, eps)
+  times = grids.time_grid(sde, num_steps, spacing, eps, common.check_t_start(t_start) * sde.T)
+  alpha_0, sigma_0 = (float(v[0]) for v in grids.marginals(sde, times[:1])[:2])
   first_2s = _starts_singlestep(variant, order, start, num_steps)  # the first step by 2S
   if variant == "singlestep" or first_2s:
     single = tuple(jnp.asarray(v) for v in (times[:-1],) + singlestep_coefficients(sde, times))
@@ -143,8 +144,7 @@ def dpm_solver_loop(sde, shape: Sequence[int], *, num_steps: int = 20, order: in
       steps = tuple(v[1:] for v in steps)
 
   def loop(model, keys, x, _):
-    if x is None:
-      x = sde.prior_std() * common.initial_noise(keys, shape)
+    x = common.first_state(keys, shape, x, t_start, alpha_0, sigma_0, sde.prior_std())
     x0 = lambda y, t: model.x0(y, jnp.full(y.shape[:1], t, y.dtype))  # noqa: E731
     c = lambda v: v.astype(x.dtype)  # noqa: E731
 

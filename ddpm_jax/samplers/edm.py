@@ -52,14 +52,15 @@ def schedule(sde, times, churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float 
 
 def edm_loop(sde, shape: Sequence[int], *, num_steps: int = 18, spacing: str = SPACING,
              eps: float = 1e-3, churn: float = 0.0, s_tmin: float = 0.0,
-             s_tmax: float = math.inf, s_noise: float = 1.0, denoise: bool = True):
+             s_tmax: float = math.inf, s_noise: float = 1.0, denoise: bool = True, t_start: float | None = None):
   """The per-device EDM Heun loop (samplers/common.py) from x_T ~ N(0, σ_T² I) (unless x is
   given) at sde.T to eps, then (`denoise`) x̂_0(x, eps), with D the model's data prediction
   (clipped where the Denoiser clips). Churn draws per-example noise (keys needed when
   churn > 0)."""
   grids.check_log_snr(sde, eps)
   shape = tuple(shape)
-  times = grids.time_grid(sde, num_steps, spacing, eps)
+  times = grids.time_grid(sde, num_steps, spacing, eps, common.check_t_start(t_start) * sde.T)
+  alpha_0, sigma_0 = (float(v[0]) for v in grids.marginals(sde, times[:1])[:2])
   sigma, sigma_hat, t_hat = schedule(sde, times, churn, s_tmin, s_tmax)
   alpha = grids.marginals(sde, times)[0]
   alpha_hat = grids.marginals(sde, t_hat)[0]
@@ -70,8 +71,7 @@ def edm_loop(sde, shape: Sequence[int], *, num_steps: int = 18, spacing: str = S
   stochastic = bool(np.any(sigma_hat > sigma[:-1]))
 
   def loop(model, keys, x, _):
-    if x is None:
-      x = sde.prior_std() * common.initial_noise(keys, shape)
+    x = common.first_state(keys, shape, x, t_start, alpha_0, sigma_0, sde.prior_std())
     c = lambda v: v.astype(x.dtype)  # noqa: E731
 
     def denoiser(y, t, a):  # D(ỹ; σ̃) = x̂_0(α ỹ, t) at the time t of σ̃, where α = α(t)

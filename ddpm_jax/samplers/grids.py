@@ -34,14 +34,19 @@ def time_of_log_snr(sde, lam, t_min: float, t_max: float) -> np.ndarray:
   return 0.5 * (lo + hi)
 
 
-def time_grid(sde, num_steps: int, spacing: str = "logsnr", eps: float = 1e-3) -> np.ndarray:
-  """num_steps + 1 decreasing times from sde.T to eps: uniform in t, uniform in λ, or
-  Karras et al.'s σ_i = (σ_max^{1/ρ} + i/N (σ_min^{1/ρ} − σ_max^{1/ρ}))^ρ in σ = e^{−λ}."""
+def time_grid(sde, num_steps: int, spacing: str = "logsnr", eps: float = 1e-3,
+              t_max: float | None = None) -> np.ndarray:
+  """num_steps + 1 decreasing times from t_max (default sde.T) to eps: uniform in t, uniform
+  in λ, or Karras et al.'s σ_i = (σ_max^{1/ρ} + i/N (σ_min^{1/ρ} − σ_max^{1/ρ}))^ρ in
+  σ = e^{−λ}."""
   if spacing not in SPACINGS:
     raise ValueError(f"Unknown spacing {spacing!r}; use one of {SPACINGS}.")
   if num_steps < 1:
     raise ValueError(f"num_steps must be at least 1, got {num_steps}.")
-  t_max, t_min = float(sde.T), float(eps)
+  t_max, t_min = float(sde.T if t_max is None else t_max), float(eps)
+  if not t_min < t_max:
+    raise ValueError(f"The grid starts at t = {t_max:g}, not after its end eps = {t_min:g}: "
+                     f"start later or lower eps (sampling.eps).")
   if spacing == "time_uniform":
     return np.linspace(t_max, t_min, num_steps + 1)
   lam_start, lam_end = log_snr(sde, np.array([t_max, t_min]))

@@ -12,6 +12,7 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ddpm_jax.samplers import common
 
@@ -25,14 +26,16 @@ def levels(sde):
 
 
 def ald_loop(sde, shape: Sequence[int], *, step_lr: float = 2e-5, n_steps_each: int = 100,
-             denoise: bool = True):
+             denoise: bool = True, t_start: float | None = None):
   """The per-device annealed Langevin loop (samplers/common.py) over the levels of `sde` for
-  examples of `shape`, from N(0, σ_1² I) unless x is given; the model's score at each σ."""
-  shape, sig = tuple(shape), jnp.asarray(levels(sde), jnp.float32)
+  examples of `shape`, from N(0, σ_1² I) unless x is given; the model's score at each σ.
+  With a t_start ∈ (0, 1], over the levels from σ(t_start·T) (the level round((1 − t_start)(L − 1))
+  of the L) down, x the data to edit (SDEdit)."""
+  all_levels = np.asarray(levels(sde), np.float32)
+  shape, sig = tuple(shape), jnp.asarray(all_levels[first_level(sde, t_start):])
 
   def loop(model, keys, x, _):
-    if x is None:
-      x = sig[0] * common.initial_noise(keys, shape)
+    x = common.first_state(keys, shape, x, t_start, 1.0, sig[0], sig[0])
 
     def level(x, i):
       sigma = jnp.full(x.shape[:1], sig[i])
@@ -52,6 +55,11 @@ def ald_loop(sde, shape: Sequence[int], *, step_lr: float = 2e-5, n_steps_each: 
   return loop
 
 
-def nfe(sde, *, n_steps_each: int, denoise: bool, **_) -> int:
+def first_level(sde, t_start: float) -> int:
+  """The index of the largest level a run from t_start·T starts at (0 for t_start = 1)."""
+  return int(round((1 - common.check_t_start(t_start)) * (sde.N - 1)))
+
+
+def nfe(sde, *, n_steps_each: int, denoise: bool, t_start: float | None = None, **_) -> int:
   """Network evaluations per sample: every level's steps and the final denoising step."""
-  return sde.N * n_steps_each + denoise
+  return (sde.N - first_level(sde, t_start)) * n_steps_each + denoise

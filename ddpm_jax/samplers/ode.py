@@ -10,6 +10,7 @@ from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ddpm_jax.core import sde as sde_lib
 from ddpm_jax.samplers import common, grids
@@ -44,33 +45,37 @@ def solve(vector_field: Callable, y0, t0: float, t1: float, *, solver: str, rtol
 
 
 def ode_loop(sde, shape: Sequence[int], *, solver: str = "tsit5", rtol: float = 1e-5,
-             atol: float = 1e-5, num_steps: int = 100, eps: float = 1e-3, denoise: bool = True):
+             atol: float = 1e-5, num_steps: int = 100, eps: float = 1e-3, denoise: bool = True,
+             t_start: float | None = None):
   """The per-device probability-flow loop (samplers/common.py) for examples of `shape`, from
   x_T ~ N(0, σ_T² I) unless x is given, to eps, then (`denoise`) x̂_0(x, eps); each example is
   solved alone, with its own condition. A clipping Denoiser (clip_x0) gives the score of the
   clipped x̂_0, s_c = (α clip(x̂_0) − x)/σ²: the ODE that DPM-Solver++ with clipping steps.
-  info["nfe"] [b] counts the field's evaluations."""
+  info["nfe"] [b] counts the field's evaluations. With a t_start ∈ (0, 1] it is solved from
+  t_start·T, x the data to edit (SDEdit)."""
   make_solver(solver)
   grids.check_log_snr(sde, eps)
   shape, rtol, atol, num_steps, eps = tuple(shape), float(rtol), float(atol), int(num_steps), float(eps)
 
-  def loop(model, keys, x, _):
-    if x is None:
-      x = sde.prior_std() * common.initial_noise(keys, shape)
+  t_first = float(common.check_t_start(t_start) * sde.T)
+  alpha, sigma = (float(v) for v in grids.marginals(sde, np.array(t_first))[:2])
 
-    def one(x1, cond):
-      model_one = model.bind(None if cond is None else jax.tree.map(lambda c: c[None], cond))
+  def loop(model, keys, x, _):
+    x = common.first_state(keys, shape, x, t_start, alpha, sigma, sde.prior_std())
+
+    def one(x1, cond, known):
+      model_one = model.replace(**jax.tree.map(lambda c: c[None], {"cond": cond, "known": known}))
 
       def field(t, y):
         drift, _ = sde_lib.reverse_sde(sde, model_one.score, y[None], jnp.full((1,), t),
                                        probability_flow=True)
         return drift[0]
-      x0, nfe = solve(field, x1, sde.T, eps, solver=solver, rtol=rtol, atol=atol,
+      x0, nfe = solve(field, x1, t_first, eps, solver=solver, rtol=rtol, atol=atol,
                       num_steps=num_steps)
       if denoise:
         x0 = model_one.x0(x0[None], jnp.full((1,), eps, x0.dtype))[0]
       return x0, nfe + denoise
 
-    samples, nfe = jax.vmap(one)(x, model.cond)
+    samples, nfe = jax.vmap(one)(x, model.cond, model.known)
     return samples, {"nfe": nfe}
   return loop

@@ -102,20 +102,24 @@ def check_options(sde, predictor: str, corrector: str) -> None:
 
 def pc_loop(sde, shape: Sequence[int], *, predictor: str = "reverse_diffusion",
             corrector: str = "langevin", snr: float = 0.16, n_steps: int = 1,
-            eps: float = 1e-3, denoise: bool = True, task: str | None = None):
+            eps: float = 1e-3, denoise: bool = True, task: str | None = None,
+            t_start: float | None = None):
   """The per-device PC loop (samplers/common.py) over the N levels of `sde` for examples of
   `shape` from x_T ~ N(0, σ_T² I) unless x is given; the model's score drives it. With a
   `task` ("inpaint" or "colorize"), extra = (data, mask) and the known part follows the
-  data."""
+  data. With a t_start ∈ (0, 1], the round(t_start N) levels from t_start·T down, x the data to
+  edit (SDEdit)."""
   check_options(sde, predictor, corrector)
   grids.check_log_snr(sde, eps)
   shape, snr, n_steps, eps = tuple(shape), float(snr), int(n_steps), float(eps)
+  levels = num_levels(sde, t_start)
+  t_first = float(common.check_t_start(t_start) * sde.T)
+  alpha, sigma = (float(v) for v in grids.marginals(sde, np.array(t_first))[:2])
 
   def loop(model, keys, x, extra):
     score_fn = model.score
-    if x is None:
-      x = sde.prior_std() * common.initial_noise(keys, shape)
-    timesteps = jnp.linspace(sde.T, eps, sde.N)
+    x = common.first_state(keys, shape, x, t_start, alpha, sigma, sde.prior_std())
+    timesteps = jnp.linspace(t_first, eps, levels)
     known = _known_fn(sde, task, extra, keys, shape)
     x = known(x, timesteps[0], 0)
 
@@ -130,14 +134,20 @@ def pc_loop(sde, shape: Sequence[int], *, predictor: str = "reverse_diffusion",
                                  common.step_noise(keys, i * (n_steps + 1) + n_steps, shape))
       return (known(x, timesteps[i], 1 + i * (n_steps + 1) + n_steps), x_mean), None
 
-    (x, x_mean), _ = jax.lax.scan(body, (x, x), jnp.arange(sde.N))
+    (x, x_mean), _ = jax.lax.scan(body, (x, x), jnp.arange(levels))
     return _finish(task, extra, x_mean if denoise else x), {}
   return loop
 
 
-def nfe(sde, *, predictor: str, corrector: str, n_steps: int, **_) -> int:
-  """Network evaluations per sample: N levels × (predictor + corrector steps)."""
-  return sde.N * ((predictor != "none") + (corrector != "none") * n_steps)
+def num_levels(sde, t_start: float) -> int:
+  """The levels a PC run started at t_start·T steps: N, or round(t_start N) (at least 1)."""
+  return max(1, int(round(common.check_t_start(t_start) * sde.N)))
+
+
+def nfe(sde, *, predictor: str, corrector: str, n_steps: int, t_start: float | None = None,
+        **_) -> int:
+  """Network evaluations per sample: the levels × (predictor + corrector steps)."""
+  return num_levels(sde, t_start) * ((predictor != "none") + (corrector != "none") * n_steps)
 
 
 # ------------------------------------------------------------------ conditional tasks

@@ -121,18 +121,21 @@ def nfe(method: str, sde, options: dict) -> int | None:
   return entry.nfe(sde, **{k: v for k, v in bound.arguments.items() if k not in ("sde", "shape")})
 
 
-def sample(method: str, model, key, shape: Sequence[int], *, x_T=None, cond=None, mesh=None,
-           **options):
+def sample(method: str, model, key, shape: Sequence[int], *, x_T=None, cond=None, known=None,
+           mesh=None, **options):
   """Samples [B, ...] of `shape` from the Denoiser `model` with sampler `method` and its
-  `options` (the builder's keywords), from x_T where given: returns (samples, info), info
-  holding "nfe", the network evaluations per sample (both passes under guidance), and what
-  the sampler records. This compiles for the call; config/sampler.py compiles once per run."""
+  `options` (the builder's keywords), from x_T where given (with `start`, the images that
+  are noised to it and edited), with labels `cond` and inpainting's known = (data, mask):
+  returns (samples, info), info holding "nfe", the evaluations per sample (both passes under
+  classifier-free guidance, and the classifier's gradients), and what the sampler records.
+  This compiles for the call; config/sampler.py compiles once per run."""
   entry = get(method)
   if model.kind not in entry.kinds:
     raise ValueError(f"Sampler {method!r} samples networks of kind {entry.kinds}, not "
                      f"{model.kind!r}.")
   loop = entry.build(model.process, tuple(shape[1:]), **options)
-  x, info = common.run(loop, model, key, shape[0], mesh=mesh, x_init=x_T, cond=cond)
+  x, info = common.run(loop, model, key, shape[0], mesh=mesh, x_init=x_T, cond=cond,
+                       known=known)
   fixed = nfe(method, model.process, options)
   counted = np.mean(np.asarray(info["nfe"])) if fixed is None else fixed
   return x, {**info, "nfe": float(counted) * model.evaluations_per_call}

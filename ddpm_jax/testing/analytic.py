@@ -63,6 +63,27 @@ def mixture_network(process, means, stds, weights=None, *, kind: str = "ddpm",
       sigma_data=sigma_data), means, stds, log_w)
 
 
+def mixture_classifier(process, means, stds, weights=None, *, kind: str = "ddpm",
+                       prediction: str = "eps", sigma_data: float = 0.5):
+  """classifier(x, noise_input) -> logits [B, K] of the exact p(y = k | x_t) for
+  x_0 ~ Σ_k w_k N(μ_k, diag s_k²) with y the component: the noised marginal is the mixture of
+  N(α μ_k, diag(α² s_k² + σ²)), so p(y = k | x_t) is the posterior responsibility of component
+  k. It is fed what a `kind` network predicting `prediction` is (core/denoiser.py
+  network_input), so it guides that network's Denoiser."""
+  means, stds, log_w = _mixture_arrays(means, stds, weights)
+  noise_input = denoiser.make(None, process, kind, mean_type=prediction).noise_input
+  return jax.tree_util.Partial(functools.partial(
+      _classifier, process=process, noise_input_kind=noise_input,
+      edm=kind == "edm", sigma_data=sigma_data), means, stds, log_w)
+
+
+def bayes_cross_entropy(logits, labels):
+  """The mean cross-entropy −log softmax(logits)[y]: of the exact classifier, the lowest any
+  classifier of y from x_t can reach (the Bayes risk of the log loss)."""
+  logp = jax.nn.log_softmax(jnp.asarray(logits, jnp.float32), axis=-1)
+  return -jnp.mean(jnp.take_along_axis(logp, jnp.asarray(labels)[:, None], 1))
+
+
 def mixture_denoiser(process, means, stds, weights=None, *, kind: str = "ddpm",
                      prediction: str = "eps", sigma_data: float = 0.5, **options):
   """The Denoiser of `mixture_network` (options: var_type, clip_x0)."""
@@ -84,9 +105,9 @@ def gaussian_flow_map(process, mean, std, x_T, t_end: float):
   return a_e * mean + np.sqrt(a_e**2 * std**2 + s_e**2) * z
 
 
-def _network(means, stds, log_w, x, noise_input, *, process, noise_input_kind, prediction,
-             sigma_data):
-  """The exact output for input x at the level the noise input names (module docstring)."""
+def _levels(x, noise_input, process, noise_input_kind, edm: bool, sigma_data: float):
+  """(x, α, σ): the state and its marginal coefficients from what a network of the noise
+  input's kind is fed (EDM's network: c_in x at c_noise = ¼ ln σ)."""
   if noise_input_kind == "index":
     if jnp.issubdtype(noise_input.dtype, jnp.integer):  # a chain step: its own α_i, σ_i
       alpha, sigma = process.step_coef(noise_input)
@@ -95,10 +116,27 @@ def _network(means, stds, log_w, x, noise_input, *, process, noise_input_kind, p
   else:  # log σ, or EDM's c_noise = ¼ ln σ, at α = 1
     sigma = jnp.exp(noise_input * (4.0 if noise_input_kind == "edm" else 1.0))
     alpha = jnp.ones_like(sigma)
+  if edm:
+    x = x / per_example(denoiser.edm_coefficients(sigma, sigma_data)[2], x)  # fed c_in x
+  return x, alpha, sigma
+
+
+def _classifier(means, stds, log_w, x, noise_input, *, process, noise_input_kind, edm,
+                sigma_data):
+  x, alpha, sigma = _levels(x, noise_input, process, noise_input_kind, edm, sigma_data)
+  xs = x[:, None]
+  a, s = per_example(alpha, xs).astype(x.dtype), per_example(sigma, xs).astype(x.dtype)
+  return _log_likelihoods(means, stds, log_w, x, a, s)
+
+
+def _network(means, stds, log_w, x, noise_input, *, process, noise_input_kind, prediction,
+             sigma_data):
+  """The exact output for input x at the level the noise input names (module docstring)."""
+  x, alpha, sigma = _levels(x, noise_input, process, noise_input_kind, prediction == "edm",
+                            sigma_data)
   if prediction == "edm":
-    c_skip, c_out, c_in, _ = (per_example(c, x) for c in
-                              denoiser.edm_coefficients(sigma, sigma_data))
-    x = x / c_in  # the network is fed c_in x
+    c_skip, c_out, _, _ = (per_example(c, x) for c in
+                           denoiser.edm_coefficients(sigma, sigma_data))
   xs = x[:, None]
   a, s = per_example(alpha, xs).astype(x.dtype), per_example(sigma, xs).astype(x.dtype)
   score = _mixture_score(means, stds, log_w, x, a, s)
@@ -130,12 +168,18 @@ def _mixture_eps(schedule, means, stds, log_w, x, t):
   return -s[:, 0] * _mixture_score(means, stds, log_w, x, jnp.sqrt(ab), s)
 
 
+def _log_likelihoods(means, stds, log_w, x, a, s):
+  """log w_k + log N(x; a μ_k, diag(a² s_k² + s²)) up to a constant shared by k: [B, K]."""
+  var = a**2 * stds[None]**2 + s**2                         # [B, K, ...]
+  diff = x[:, None] - a * means[None]
+  axes = tuple(range(2, x.ndim + 1))
+  return -0.5 * jnp.sum(diff**2 / var + jnp.log(var), axis=axes) + log_w
+
+
 def _mixture_score(means, stds, log_w, x, a, s):
   """Σ_k r_k(x) · −(x − a μ_k) / (a² s_k² + s²), with a, s of shape [B, 1, 1...]."""
-  xs = x[:, None]                                           # [B, 1, ...]
   var = a**2 * stds[None]**2 + s**2                         # [B, K, ...]
-  diff = xs - a * means[None]
-  axes = tuple(range(2, x.ndim + 1))
-  log_like = -0.5 * jnp.sum(diff**2 / var + jnp.log(var), axis=axes) + log_w  # [B, K]
-  resp = per_example(jax.nn.softmax(log_like, axis=1), diff)  # [B, K, 1...]
+  diff = x[:, None] - a * means[None]
+  resp = per_example(jax.nn.softmax(_log_likelihoods(means, stds, log_w, x, a, s), axis=1),
+                     diff)  # [B, K, 1...]
   return -jnp.sum(resp * diff / var, axis=1)

@@ -77,9 +77,9 @@ def make_train_step(model: nn.Module, loss_fn: Callable, *, ema_decay: float,
                     num_classes: int | None = None, label_dropout: float = 0.0,
                     augment_p: float = 0.0, augment_color: bool = False) -> Callable:
   """The per-device step. batch = {"image": [b, H, W, C] in [−1, 1], "label": [b]};
-  loss_fn(net, x0, keys, probs) -> (loss, metrics) with net(x, t) the network, keys[i] the key
-  of example i and probs the importance distribution of t (None unless the state keeps a
-  loss history); metrics hold "per_example_loss" and "t" (objectives/ddpm.py diffusion_loss,
+  loss_fn(net, x0, keys, probs, labels) -> (loss, metrics) with net(x, t) the network, keys[i]
+  the key of example i, probs the importance distribution of t (None unless the state keeps
+  a loss history) and labels the batch's (a classifier's targets); metrics hold "per_example_loss" and "t" (objectives/ddpm.py diffusion_loss,
   objectives/dsm.py dsm_loss, … with their options bound). The history takes the losses of the
   whole global batch in order, so every device keeps the same one.
 
@@ -114,7 +114,7 @@ def make_train_step(model: nn.Module, loss_fn: Callable, *, ema_decay: float,
       def net(x_t, t):
         return model.apply({"params": params}, x_t, t, y, train=True,
                            rngs={"dropout": dropout_key}, **extra)
-      loss, metrics = loss_fn(net, images, loss_keys, probs)
+      loss, metrics = loss_fn(net, images, loss_keys, probs, batch["label"])
       return loss, metrics
 
     (_, metrics), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)

@@ -1,0 +1,98 @@
+"""The classifier that guides a sampler (sampling.classifier_scale > 0): the run in
+sampling.classifier_workdir, its config.json read (nothing in it runs) and checked against the
+model's — a classifier of another process, image size or set of classes is refused in one
+line — and its network built for the Denoiser (core/denoiser.py classifier_guided).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import ml_collections
+from etils import epath
+
+from ddpm_jax.config import build
+from ddpm_jax.infra import files
+
+# The fields that define each kind's process: a classifier is only valid on the levels and
+# marginals it was trained on.
+PROCESS_FIELDS = {
+    "ddpm": ("diffusion.beta_schedule", "diffusion.beta_start", "diffusion.beta_end",
+             "diffusion.num_timesteps", "diffusion.zero_terminal_snr"),
+    "dsm": ("sde.name", "sde.beta_min", "sde.beta_max", "sde.sigma_min", "sde.sigma_max"),
+    "ncsn": ("sde.sigma_min", "sde.sigma_max", "sde.num_scales"),
+    "edm": ("edm.sigma_min", "edm.sigma_max", "edm.sigma_data"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Classifier:
+  """The guiding classifier: its network, the shapes of its checkpoint and where they are."""
+  config: Any         # its run's ConfigDict
+  module: Any         # models/classifier.py HalfUNet
+  template: Any       # its TrainState's shapes and dtypes
+  checkpoint_dir: str
+  num_classes: int
+
+
+def read_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config.json of a run (a one-line FileNotFoundError if it has none)."""
+  path = os.path.join(files.resolve(workdir), "config.json")
+  if not files.exists(path):
+    raise FileNotFoundError(f"sampling.classifier_workdir={workdir!r} has no config.json: "
+                            f"give the workdir of a training.objective 'classifier' run "
+                            f"(--mode train with a classifier config, e.g. "
+                            f"configs/digits_classifier.py).")
+  return ml_collections.ConfigDict(json.loads(epath.Path(path).read_text()))
+
+
+def classifier(config, shape) -> Classifier | None:
+  """The classifier of sampling.classifier_workdir, checked against `config` (the guided
+  model's), or None where sampling.classifier_scale is 0."""
+  s = config.sampling
+  if not s.classifier_scale:
+    return None
+  if not s.classifier_workdir:
+    raise ValueError(f"sampling.classifier_scale={s.classifier_scale:g} needs a classifier: "
+                     f"set sampling.classifier_workdir to the workdir of a training.objective "
+                     f"'classifier' run, or set the scale to 0.")
+  clf = read_config(s.classifier_workdir)
+  where = f"sampling.classifier_workdir={s.classifier_workdir!r}"
+  if clf.training.objective != "classifier":
+    raise ValueError(f"{where} is a training.objective {clf.training.objective!r} run, not a "
+                     f"classifier; give a training.objective 'classifier' run's workdir.")
+  kind = build.kind(config)
+  if clf.classifier.process != kind:
+    raise ValueError(f"{where} classifies the process of objective "
+                     f"{clf.classifier.process!r}, this model is {kind!r}: train a classifier "
+                     f"with classifier.process={kind!r} and this model's process settings.")
+  for name in PROCESS_FIELDS[kind] + ("data.image_size",):
+    mine, theirs = _field(config, name), _field(clf, name)
+    if mine != theirs and not (kind == "dsm" and _unused_by_sde(config, name)):
+      raise ValueError(f"{where} was trained with {name}={theirs!r}, this model has "
+                       f"{mine!r}: train a classifier on this model's process and image size.")
+  classes = build.num_classes(config)
+  if classes is not None and clf.data.num_classes != classes:
+    raise ValueError(f"{where} has {clf.data.num_classes} classes, this class-conditional "
+                     f"model {classes}: its labels must be the model's; train a classifier on "
+                     f"the same labels.")
+  module = build.model(clf, shape[-1])
+  template = build.train_state(clf, module, shape, abstract=True)
+  return Classifier(clf, module, template,
+                    os.path.join(files.resolve(s.classifier_workdir), "checkpoints"),
+                    int(clf.data.num_classes))
+
+
+def _field(config, name: str):
+  section, leaf = name.split(".")
+  value = config[section][leaf]
+  return tuple(value) if isinstance(value, (list, tuple)) else value
+
+
+def _unused_by_sde(config, name: str) -> bool:
+  """The σ fields of a VP SDE and the β fields of a VE one do not define its process."""
+  ve = config.sde.name == "ve"
+  return name in (("sde.beta_min", "sde.beta_max") if ve else ("sde.sigma_min", "sde.sigma_max"))
