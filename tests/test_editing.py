@@ -5,12 +5,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from test_classifier_guidance import CASES, MEANS, STD, WEIGHTS
 
 from ddpm_jax.core import denoiser
 from ddpm_jax.core import sde as sde_lib
 from ddpm_jax.samplers import table
 from ddpm_jax.testing import analytic
-from test_classifier_guidance import CASES, MEANS, STD, WEIGHTS
 
 pytestmark = pytest.mark.usefixtures("cheap_compile")  # conftest.py: compiled sooner, run slower
 IDS = [c[0] for c in CASES]
