@@ -1,5 +1,5 @@
 """Command line: python -m ddpm_jax.main --config configs/X.py --workdir DIR
-[--mode train|sample|bpd|eval|import|export] [--config.field=value ...].
+[--mode train|sample|bpd|eval|import|export|edit] [--config.field=value ...].
 
   train   train, or resume from the newest readable checkpoint (train.py); after SIGTERM or
           SIGINT it saves and exits 143 or 130 (128 + the signal), so that a scheduler can
@@ -12,6 +12,8 @@
           diffusers:FOLDER, score_sde:FILE or edm:FILE (modes/import_weights.py)
   export  the latest checkpoint for other libraries, with --export_to=diffusers:FOLDER or
           edm:FILE.npz (modes/export_weights.py)
+  edit    SDEdit and inpainting of the images of edit.input (edit.t_start, edit.mask) with the
+          configured sampler, as a PNG grid and an .npz (modes/edit.py)
 
 Every mode passes the config gate first (config/validate.py): a bad value, or a --config.*
 setting that the chosen objective, sampler or mode does not read, is one line on stderr
@@ -29,12 +31,21 @@ from ml_collections import config_flags
 
 from ddpm_jax.config import load
 from ddpm_jax.infra import parallel
-from ddpm_jax.modes import bpd, evaluate, export_weights, import_weights, sample, train
+from ddpm_jax.modes import (
+  bpd,
+  edit,
+  evaluate,
+  export_weights,
+  import_weights,
+  sample,
+  train,
+)
 from ddpm_jax.training import checkpoint
 
 MODES = {"train": train.train_and_evaluate, "sample": sample.sample_from_checkpoint,
          "bpd": bpd.evaluate_bpd, "eval": evaluate.evaluate,
-         "import": import_weights.import_weights, "export": export_weights.export_weights}
+         "import": import_weights.import_weights, "export": export_weights.export_weights,
+         "edit": edit.edit_images}
 PATH_FLAGS = {"import": ("import_from", "source"), "export": ("export_to", "target")}
 
 FLAGS = flags.FLAGS

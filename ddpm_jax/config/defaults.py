@@ -115,6 +115,11 @@ def get_config() -> ml_collections.ConfigDict:
   optim.beta2 = 0.999
   optim.eps = 1e-8
 
+  config.edit = edit = ml_collections.ConfigDict()  # --mode edit: SDEdit and inpainting
+  edit.input = ""              # an .npz with an 'images' array (and 'labels'), or an image folder
+  edit.mask = ""               # inpainting: an .npz 'mask' or an image, 1 (white) = keep the pixel
+  edit.t_start = 0.5           # SDEdit's t₀/T: noise the inputs to t₀, denoise from there
+
   config.sampling = sampling = ml_collections.ConfigDict()
   # ddpm | ddim (objective ddpm); pc | ode | dpm_solver | unipc | edm (ddpm, dsm, edm); ald (ncsn)
   sampling.method = "ddim"

@@ -22,14 +22,14 @@ from ddpm_jax.samplers import common, table
 REVISION = 4
 
 
-def options(config) -> dict:
+def options(config, t_start: float | None = None) -> dict:
   """The builder keywords of sampling.method, read from config.sampling (an empty spacing
-  is the sampler's own default grid)."""
+  is the sampler's own default grid); with a t_start, SDEdit's start (--mode edit)."""
   s, entry = config.sampling, table.get(config.sampling.method)
   out = {keyword: s[field] for keyword, field in entry.options.items()}
   if "spacing" in out and not out["spacing"]:
     out["spacing"] = entry.grid
-  return out
+  return out if t_start is None else {**out, "t_start": t_start}
 
 
 def guided(config) -> bool:
@@ -42,23 +42,26 @@ def evaluations_per_call(config, classifier: bool) -> int:
   return (2 if guided(config) else 1) + bool(classifier)
 
 
-def nfe_per_sample(config, classifier: bool = False) -> int | None:
+def nfe_per_sample(config, classifier: bool = False, t_start: float | None = None
+                   ) -> int | None:
   """Evaluations per sample of a fixed-step sampler (evaluations_per_call per step); None for
   the adaptive probability-flow ODE, whose solver counts its own."""
-  n = table.nfe(config.sampling.method, build.process(config), options(config))
+  n = table.nfe(config.sampling.method, build.process(config), options(config, t_start))
   return None if n is None else n * evaluations_per_call(config, classifier)
 
 
-def loop(config, shape):
+def loop(config, shape, t_start: float | None = None):
   """The per-device loop of sampling.method for images of `shape` (samplers/common.py)."""
   entry = table.get(config.sampling.method)
-  return entry.build(build.process(config), tuple(shape), **options(config))
+  return entry.build(build.process(config), tuple(shape), **options(config, t_start))
 
 
-def make_sampler(config, net_module, shape, mesh, classifier_module=None):
-  """sample_fn(params, key, num, first_index=0) -> (samples [num, *shape], evaluations per
-  sample) with the configured sampler, compiled once (for each distinct num) and
-  data-parallel over `mesh`.
+def make_sampler(config, net_module, shape, mesh, classifier_module=None,
+                 t_start: float | None = None):
+  """sample_fn(params, key, num, first_index=0, *, x=None, known=None, labels=None) ->
+  (samples [num, *shape], evaluations per sample) with the configured sampler, compiled once
+  (for each distinct num) and data-parallel over `mesh`. With a `t_start` (SDEdit, --mode
+  edit), x are the images to edit; known = (data, mask) inpaints (core/denoiser.py).
 
   Class-conditional models get labels cycling through the classes: sample i of the whole
   run (i = first_index, first_index + 1, …) has label i mod num_classes; with
@@ -69,15 +72,17 @@ def make_sampler(config, net_module, shape, mesh, classifier_module=None):
   """
   s = config.sampling
   entry = table.get(s.method)
-  run = common.compile_loop(loop(config, shape), _make_denoiser(
+  run = common.compile_loop(loop(config, shape, t_start), _make_denoiser(
       config, net_module, entry.clips, classifier_module), mesh)
   classes = build.num_classes(config) or getattr(classifier_module, "num_classes", None)
-  fixed_nfe = nfe_per_sample(config, classifier_module is not None)
+  fixed_nfe = nfe_per_sample(config, classifier_module is not None, t_start)
   per_call = evaluations_per_call(config, classifier_module is not None)
 
-  def sample_fn(params, key, num: int, first_index: int = 0):
-    labels = None if classes is None else np.arange(first_index, first_index + num) % classes
-    x, info = run(params, key, num, cond=labels)
+  def sample_fn(params, key, num: int, first_index: int = 0, *, x=None, known=None,
+                labels=None):
+    if labels is None and classes is not None:
+      labels = np.arange(first_index, first_index + num) % classes
+    x, info = run(params, key, num, x_init=x, cond=labels, known=known)
     if fixed_nfe is None:  # the ODE counts its evaluations of the field
       return x, float(np.mean(jax.device_get(info["nfe"]))) * per_call
     return x, float(fixed_nfe)

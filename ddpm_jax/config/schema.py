@@ -20,7 +20,7 @@ from ddpm_jax.objectives import augment, dsm
 from ddpm_jax.objectives import ddpm as ddpm_objective
 from ddpm_jax.samplers import ddim, grids, likelihood, table
 
-MODES = ("train", "sample", "bpd", "eval", "import", "export")
+MODES = ("train", "sample", "bpd", "eval", "import", "export", "edit")
 
 
 def _positive(v) -> bool:
@@ -82,6 +82,8 @@ RANGES = (
     ("sampling.step_lr", _positive, "positive"),
     ("sampling.guidance_weight", _at_least(0), "0 (off) or more"),
     ("sampling.classifier_scale", _at_least(0), "0 (off) or more, e.g. 1.0"),
+    ("edit.t_start", lambda v: 0 < v <= 1,
+     "in (0, 1]: the fraction of the process's time T to noise the inputs to"),
     ("sampling.edm_churn", _at_least(0), "0 (deterministic) or more, e.g. 40"),
     ("sampling.edm_s_tmin", _at_least(0), "0 or more"),
     ("sampling.edm_s_noise", _positive, "positive, e.g. 1.0"),
@@ -259,7 +261,8 @@ def _rules(config, mode: str) -> list[tuple[str, bool, str]]:
   obj, s, c, f = build.kind(config), config.sampling, config.sde, config.fid
   evaluates, classifies = mode == "eval", build.classifies(config)
   entry = table.get(s.method)
-  train, samples = mode == "train", mode in ("train", "sample", "eval") and not classifies
+  samples = mode in ("train", "sample", "eval", "edit") and not classifies
+  train = mode == "train"
   guides = samples and mode != "train" and s.classifier_scale > 0
   conditional = bool(config.model.conditional)
   rules = [("training.objective", True, ""), ("model.dtype", True, "")]
@@ -282,11 +285,12 @@ def _rules(config, mode: str) -> list[tuple[str, bool, str]]:
        f"the samplers that clip ({', '.join(m for m, e in table.SAMPLERS.items() if e.clips)})"),
       ("sampling.guidance_weight", samples and conditional, "conditional models"),
       ("sampling.classifier_scale", samples and mode != "train",
-       "--mode sample and eval (train's grids are unguided)"),
+       "--mode sample, eval and edit (train's grids are unguided)"),
       ("sampling.classifier_workdir", guides, "sampling.classifier_scale > 0"),
       ("classifier", classifies, "training.objective 'classifier'"),
       ("sampling.num_samples", mode in ("train", "sample"), "--mode sample and train's grids"),
-      ("sampling.batch_size", mode == "sample", "--mode sample"),
+      ("sampling.batch_size", mode in ("sample", "edit"), "--mode sample and edit"),
+      ("edit", mode == "edit", "--mode edit"),
       ("sampling.method", mode not in ("bpd", "import", "export"), "the modes that sample"),
       ("sampling.seed", samples, "the modes that sample"),
       ("diffusion", obj == "ddpm", "training.objective 'ddpm'"),

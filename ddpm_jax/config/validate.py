@@ -15,11 +15,12 @@ from typing import Any, Callable, Mapping
 
 from jax.sharding import Mesh
 
-from ddpm_jax.config import build, guidance, sampler, schema
+from ddpm_jax.config import build, edit, guidance, sampler, schema
 from ddpm_jax.evaluation import fid, inception
 from ddpm_jax.infra import parallel
 
 BATCH_FIELDS = {"train": "training.batch_size", "sample": "sampling.batch_size",
+                "edit": "sampling.batch_size",
                 "bpd": "eval.batch_size", "eval": "fid.chunk_size"}
 
 
@@ -46,7 +47,8 @@ class Plan:
   step_fn: Callable | None = None     # train
   bpd_fn: Callable | None = None      # bpd
   reference: Reference | None = None  # eval
-  classifier: guidance.Classifier | None = None  # sample, eval with sampling.classifier_scale
+  classifier: guidance.Classifier | None = None  # sample, eval, edit: sampling.classifier_scale
+  edit: edit.Inputs | None = None     # edit
 
 
 def validate(config, mode: str, overrides: Mapping | None = None) -> Plan:
@@ -74,10 +76,15 @@ def validate(config, mode: str, overrides: Mapping | None = None) -> Plan:
   model = build.model(config, shape[-1])
   template = build.train_state(config, model, shape, abstract=True)
   plan = Plan(mode, mesh, source, shape, model, template)
-  if mode in ("sample", "eval"):
+  if mode in ("sample", "eval", "edit"):
     clf = guidance.classifier(config, shape)
+    t_start = None
+    if mode == "edit":
+      plan = dataclasses.replace(plan, edit=_edit_inputs(config, shape, clf))
+      t_start = None if plan.edit.mask is not None and config.edit.t_start == 1 else (
+          config.edit.t_start)
     plan = dataclasses.replace(plan, classifier=clf, sample_fn=sampler.make_sampler(
-        config, model, shape, mesh, None if clf is None else clf.module))
+        config, model, shape, mesh, None if clf is None else clf.module, t_start))
   elif mode == "train" and not build.classifies(config):
     plan = dataclasses.replace(plan, sample_fn=sampler.make_sampler(config, model, shape, mesh))
   if mode == "train":
@@ -90,6 +97,20 @@ def validate(config, mode: str, overrides: Mapping | None = None) -> Plan:
   if mode == "eval":
     plan = dataclasses.replace(plan, reference=_reference(config))
   return plan
+
+
+def _edit_inputs(config, shape, clf) -> edit.Inputs:
+  """The images to edit; their labels (where the .npz has them and the model or classifier
+  takes labels) within the classes."""
+  inputs = edit.inputs(config, shape)
+  classes = build.num_classes(config) or (None if clf is None else clf.num_classes)
+  if inputs.labels is not None and classes is not None and (
+      inputs.labels.min() < 0 or inputs.labels.max() >= classes):
+    raise ValueError(f"edit.input={config.edit.input!r} has labels outside [0, {classes}); "
+                     f"the model's classes are 0…{classes - 1}.")
+  if classes is None:
+    inputs = dataclasses.replace(inputs, labels=None)
+  return inputs
 
 
 def _check_antithetic(config, mesh) -> None:

@@ -31,7 +31,7 @@ def sample_from_checkpoint(config, workdir: str, overrides=None) -> tuple[str, s
                        first_index=i * s.batch_size)
     done = min((i + 1) * s.batch_size, s.num_samples)
     log(f"sampled {done}/{s.num_samples} ({done / (time.time() - start):.1f} img/s, "
-        f"{nfe:.0f} network evaluations each)")
+        f"{nfe:.0f} evaluations each)")
     return {"images": images.to_uint8(parallel.to_host(x))}
   chunk_dir = stem + "_chunks"
   chunks = runs.resumable_chunks(chunk_dir, num_chunks, make)
