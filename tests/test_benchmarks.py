@@ -57,6 +57,15 @@ def test_networks_counts_a_network_and_measures_a_step_with_and_without_remat(mo
   assert [r["remat"] for r in rows[1:]] == [False, True] and all(r["peak_mib"] > 0 for r in rows[1:])
 
 
+def test_classifier_guidance_times_the_guided_and_unguided_sampler(monkeypatch, capsys):
+  import classifier_guidance
+  rows = _main(classifier_guidance, ["--batch", "8", "--steps", "2", "--repeats", "1"],
+               monkeypatch, capsys)
+  assert [r["what"] for r in rows] == ["unguided", "guided", "added"]
+  assert [r["evaluations_per_sample"] for r in rows[:2]] == [2, 4]
+  assert rows[2]["ratio"] > 0
+
+
 def test_input_pipeline_reads_the_digits(monkeypatch, capsys):
   import input_pipeline
   rows = _main(input_pipeline, ["--dataset", "digits", "--image_size", "8", "--batch", "16",

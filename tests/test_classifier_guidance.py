@@ -156,3 +156,17 @@ def test_classifier_and_classifier_free_guidance_combine():
                                                            jnp.full_like(y, 3))
           - 0.7 * sigma[:, None] * grad)
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_guided_samples_do_not_depend_on_the_device_count():
+  """The classifier's gradient is per example: one device and eight give the same samples."""
+  from ddpm_jax.infra import parallel
+  labels = jnp.arange(64) % 3
+  model = _guided(VP, "dsm", "eps", 2.0)
+  one, info = table.sample("dpm_solver", model, jax.random.key(4), (64, 2), cond=labels,
+                           num_steps=10)
+  eight, _ = table.sample("dpm_solver", model, jax.random.key(4), (64, 2), cond=labels,
+                          num_steps=10, mesh=parallel.make_mesh())
+  assert parallel.make_mesh().size == 8
+  np.testing.assert_allclose(one, eight, atol=2e-5)
+  assert info["nfe"] == 2 * 11
