@@ -196,7 +196,7 @@ def _one_seed(config, run, step, net_params, features_fn, checksum, protocol, se
     done = (i + 1) * f.chunk_size
     rate = done / (time.time() - start)
     log(f"eval samples (seed {seed}) {min(done, f.num_samples)}/{f.num_samples} | "
-        f"{rate:.2f} img/s | {nfe:.0f} network evaluations each | ETA "
+        f"{rate:.2f} img/s | {nfe:.0f} evaluations each | ETA "
         f"{(f.num_samples - done) / rate:.0f}s")
     chunk = {"images": imgs, "nfe": np.float64(nfe), "features": _pool3(out)}
     if isinstance(out, tuple):
