@@ -119,19 +119,22 @@ def _starts_singlestep(variant, order, start, num_steps) -> bool:
 def dpm_solver_loop(sde, shape: Sequence[int], *, num_steps: int = 20, order: int = 2,
                     variant: str = "multistep", spacing: str = SPACING, eps: float = 1e-3,
                     lower_order_final: bool = True, third_order: str = "published",
-                    start: str = "lower_order", denoise: bool = True, t_start: float | None = None):
+                    start: str = "lower_order", denoise: bool = True,
+                    t_start: float | None = None):
   """The per-device DPM-Solver++ loop (samplers/common.py) from x_T ~ N(0, σ_T² I) (unless x
   is given) at sde.T to eps, then (`denoise`) x̂_0(x, eps), on the model's data predictions
   (clipped where the Denoiser clips: static thresholding, no longer the ODE's solution but
   better images from pixel-space models). `variant` "multistep" is DPM-Solver++(1/2/3M) of
-  `order` (3M's form: `third_order`, `start`); "singlestep" is DPM-Solver++(2S)."""
+  `order` (3M's form: `third_order`, `start`); "singlestep" is DPM-Solver++(2S). With a
+  t_start ∈ (0, 1] (SDEdit) the grid runs from t_start·T, x the images to edit."""
   if variant not in VARIANTS:
     raise ValueError(f"Unknown DPM-Solver++ variant {variant!r}; use one of {VARIANTS}.")
   if start not in STARTS:
     raise ValueError(f"Unknown DPM-Solver++ start {start!r}; use one of {STARTS}.")
   grids.check_log_snr(sde, eps)
   shape = tuple(shape)
-  times = grids.time_grid(sde, num_steps, spacing, eps, common.check_t_start(t_start) * sde.T)
+  times = grids.time_grid(sde, num_steps, spacing, eps,
+                         common.check_t_start(t_start) * sde.T)
   alpha_0, sigma_0 = (float(v[0]) for v in grids.marginals(sde, times[:1])[:2])
   first_2s = _starts_singlestep(variant, order, start, num_steps)  # the first step by 2S
   if variant == "singlestep" or first_2s:

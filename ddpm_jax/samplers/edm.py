@@ -52,14 +52,17 @@ def schedule(sde, times, churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float 
 
 def edm_loop(sde, shape: Sequence[int], *, num_steps: int = 18, spacing: str = SPACING,
              eps: float = 1e-3, churn: float = 0.0, s_tmin: float = 0.0,
-             s_tmax: float = math.inf, s_noise: float = 1.0, denoise: bool = True, t_start: float | None = None):
+             s_tmax: float = math.inf, s_noise: float = 1.0, denoise: bool = True,
+             t_start: float | None = None):
   """The per-device EDM Heun loop (samplers/common.py) from x_T ~ N(0, σ_T² I) (unless x is
   given) at sde.T to eps, then (`denoise`) x̂_0(x, eps), with D the model's data prediction
   (clipped where the Denoiser clips). Churn draws per-example noise (keys needed when
-  churn > 0)."""
+  churn > 0). With a t_start ∈ (0, 1] (SDEdit) the grid runs from t_start·T,
+  x the images to edit."""
   grids.check_log_snr(sde, eps)
   shape = tuple(shape)
-  times = grids.time_grid(sde, num_steps, spacing, eps, common.check_t_start(t_start) * sde.T)
+  times = grids.time_grid(sde, num_steps, spacing, eps,
+                         common.check_t_start(t_start) * sde.T)
   alpha_0, sigma_0 = (float(v[0]) for v in grids.marginals(sde, times[:1])[:2])
   sigma, sigma_hat, t_hat = schedule(sde, times, churn, s_tmin, s_tmax)
   alpha = grids.marginals(sde, times)[0]
