@@ -223,7 +223,9 @@ def train_step(config, net_module, mesh):
   t = config.training
   step = step_lib.make_train_step(net_module, loss(config), ema_decay=t.ema_decay,
                                   num_classes=num_classes(config), label_dropout=t.label_dropout,
-                                  augment_p=t.augment_p, augment_color=t.augment_color)
+                                  augment_p=t.augment_p, augment_color=t.augment_color,
+                                  grad_accum_steps=t.grad_accum_steps,
+                                  unroll=jax.default_backend() == "cpu")
   return parallel.data_parallel_train_step(step, mesh, t.steps_per_dispatch)
 
 

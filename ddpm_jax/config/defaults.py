@@ -102,6 +102,7 @@ def get_config() -> ml_collections.ConfigDict:
                                # model.augment_dim = 9 (song_unet, dhariwal_unet)
   training.augment_color = False  # also ADA's colour transforms (model.augment_dim = 15)
   training.steps_per_dispatch = 1
+  training.grad_accum_steps = 1  # micro-batches per device and step, gradients averaged (memory)
   training.log_every = 100
   training.checkpoint_every = 10_000
   training.keep_checkpoints = 3

@@ -55,6 +55,7 @@ RANGES = (
     ("training.batch_size", _positive, "a positive global batch size"),
     ("training.num_train_steps", _positive, "at least 1"),
     ("training.steps_per_dispatch", _positive, "at least 1"),
+    ("training.grad_accum_steps", _positive, "at least 1 (1: no accumulation)"),
     ("training.log_every", _positive, "at least 1"),
     ("training.checkpoint_every", _positive, "at least 1"),
     ("training.keep_checkpoints", _positive, "at least 1 (the newest checkpoint is always kept)"),

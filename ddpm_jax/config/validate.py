@@ -70,7 +70,7 @@ def validate(config, mode: str, overrides: Mapping | None = None) -> Plan:
   if batch_field:
     parallel.check_divisible(schema.field(config, batch_field), mesh, batch_field)
   if mode == "train":
-    _check_antithetic(config, mesh)
+    _check_micro_batches(config, mesh)
   source = build.source(config, config.eval.split if mode == "bpd" else None)
   shape = build.image_shape(config, source)
   model = build.model(config, shape[-1])
@@ -113,12 +113,21 @@ def _edit_inputs(config, shape, clf) -> edit.Inputs:
   return inputs
 
 
-def _check_antithetic(config, mesh) -> None:
-  t = config.training
-  if t.t_sampler == "antithetic" and (t.batch_size // mesh.size) % 2:
+def _check_micro_batches(config, mesh) -> None:
+  """Each device's batch splits into training.grad_accum_steps micro-batches, each even for
+  antithetic timesteps (paired within the batch a loss sees)."""
+  t, k = config.training, config.training.grad_accum_steps
+  per_device = t.batch_size // mesh.size
+  if per_device % k:
+    raise ValueError(f"training.grad_accum_steps={k} must divide each device's batch: "
+                     f"training.batch_size={t.batch_size} over {mesh.size} devices is "
+                     f"{per_device} per device; use a batch size that is a multiple of "
+                     f"{k * mesh.size} or another number of micro-batches.")
+  if t.t_sampler == "antithetic" and (per_device // k) % 2:
     raise ValueError(f"training.t_sampler 'antithetic' pairs the timesteps within each "
-                     f"device's batch: training.batch_size={t.batch_size} over {mesh.size} "
-                     f"devices is odd per device; use a multiple of {2 * mesh.size}.")
+                     f"micro-batch: training.batch_size={t.batch_size} over {mesh.size} "
+                     f"devices and {k} micro-batches is odd per micro-batch; use a multiple "
+                     f"of {2 * k * mesh.size}.")
 
 
 def _reference(config) -> Reference:

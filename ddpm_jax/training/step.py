@@ -75,18 +75,27 @@ AUGMENT_STREAM = 2  # folded into each example's key for its augmentation draw
 
 def make_train_step(model: nn.Module, loss_fn: Callable, *, ema_decay: float,
                     num_classes: int | None = None, label_dropout: float = 0.0,
-                    augment_p: float = 0.0, augment_color: bool = False) -> Callable:
+                    augment_p: float = 0.0, augment_color: bool = False,
+                    grad_accum_steps: int = 1, unroll: bool = True) -> Callable:
   """The per-device step. batch = {"image": [b, H, W, C] in [−1, 1], "label": [b]};
   loss_fn(net, x0, keys, probs, labels) -> (loss, metrics) with net(x, t) the network, keys[i]
   the key of example i, probs the importance distribution of t (None unless the state keeps
-  a loss history) and labels the batch's (a classifier's targets); metrics hold "per_example_loss" and "t" (objectives/ddpm.py diffusion_loss,
-  objectives/dsm.py dsm_loss, … with their options bound). The history takes the losses of the
+  a loss history) and labels the batch's (a classifier's targets); metrics hold
+  "per_example_loss" and "t" (objectives/ddpm.py diffusion_loss, objectives/dsm.py dsm_loss,
+  … with their options bound). The history takes the losses of the
   whole global batch in order, so every device keeps the same one.
 
   For class-conditional models, each label is replaced by the null label `num_classes`
   with probability `label_dropout` (classifier-free guidance training). With `augment_p` > 0
   each image is augmented as EDM trains (objectives/augment.py, from a key of its own) and
   the network is given the augment labels (with `augment_color`, ADA's colour transforms too).
+
+  With `grad_accum_steps` = k > 1 the device's batch is split into k micro-batches of
+  consecutive examples whose gradients are averaged (a lax.scan, unrolled where `unroll`:
+  XLA's CPU backend runs gradient convolutions inside a while loop ~30× slower) before the one
+  optimizer and EMA update: every example keeps its own keys (from its global index), so the
+  update is that of the whole batch up to float32 rounding, except dropout, whose masks are
+  drawn per network call (a key per micro-batch).
   """
 
   def step(state: TrainState, batch):
@@ -110,14 +119,20 @@ def make_train_step(model: nn.Module, loss_fn: Callable, *, ema_decay: float,
     history = state.loss_history
     probs = None if history is None else ddpm_objective.history_probs(history)
 
-    def loss_of(params):
+    def loss_of(params, micro, dropout_key):
       def net(x_t, t):
-        return model.apply({"params": params}, x_t, t, y, train=True,
-                           rngs={"dropout": dropout_key}, **extra)
-      loss, metrics = loss_fn(net, images, loss_keys, probs, batch["label"])
-      return loss, metrics
+        return model.apply({"params": params}, x_t, t, micro["y"], train=True,
+                           rngs={"dropout": dropout_key}, **micro["extra"])
+      return loss_fn(net, micro["images"], micro["keys"], probs, micro["labels"])
 
-    (_, metrics), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
+    grad_fn = jax.value_and_grad(loss_of, has_aux=True)
+    whole = {"images": images, "keys": loss_keys, "labels": batch["label"], "y": y,
+             "extra": extra}
+    if grad_accum_steps == 1:
+      (_, metrics), grads = grad_fn(state.params, whole, dropout_key)
+    else:
+      grads, metrics = _accumulate(grad_fn, state.params, whole, dropout_key,
+                                   grad_accum_steps, unroll)
     # The parameters are replicated (device-invariant), so shard_map returns their gradient
     # already summed over devices (the transpose of the implicit broadcast is a psum): divide
     # by the device count for the gradient of the mean loss over the global batch.
@@ -134,3 +149,20 @@ def make_train_step(model: nn.Module, loss_fn: Callable, *, ema_decay: float,
     return new_state, metrics
 
   return step
+
+
+def _accumulate(grad_fn, params, whole, dropout_key, k: int, unroll: bool):
+  """(mean gradient, metrics) over k micro-batches of `whole` (each [b, ...] leaf split into
+  [k, b/k, ...]); scalar metrics averaged, per-example ones put back in batch order."""
+  micro = jax.tree.map(lambda v: v.reshape((k, v.shape[0] // k) + v.shape[1:]), whole)
+
+  def body(total, inputs):
+    m, batch = inputs
+    (_, metrics), grads = grad_fn(params, batch, jax.random.fold_in(dropout_key, m))
+    return jax.tree.map(jnp.add, total, grads), metrics
+
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  total, metrics = jax.lax.scan(body, zeros, (jnp.arange(k), micro), unroll=unroll)
+  metrics = {name: jnp.mean(v, 0) if v.ndim == 1 else v.reshape((-1,) + v.shape[2:])
+             for name, v in metrics.items()}
+  return jax.tree.map(lambda g: g / k, total), metrics
