@@ -65,3 +65,22 @@ def test_the_gate_refuses_micro_batches_that_do_not_divide_the_batch(tmp_path, c
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and expected in lines[0], err
     assert not fresh.exists()
+
+
+def test_the_compilation_cache_is_on_by_default_off_with_an_empty_field_and_yields_to_the_env(
+    tmp_path, monkeypatch):
+  from ddpm_jax.config import defaults
+  from ddpm_jax.infra import compile_cache
+  assert defaults.get_config().compilation_cache  # on by default
+  monkeypatch.setenv(compile_cache.ENV, str(tmp_path / "session"))
+  assert compile_cache.enable(str(tmp_path / "mine")) == str(tmp_path / "session")
+  assert not (tmp_path / "mine").exists()
+  monkeypatch.delenv(compile_cache.ENV)
+  assert compile_cache.enable("") is None
+  before = jax.config.jax_compilation_cache_dir
+  try:
+    assert compile_cache.enable(str(tmp_path / "mine")) == str(tmp_path / "mine")
+    assert (tmp_path / "mine").is_dir() and jax.config.jax_compilation_cache_dir == str(
+        tmp_path / "mine")
+  finally:
+    jax.config.update("jax_compilation_cache_dir", before)

@@ -66,6 +66,14 @@ def test_classifier_guidance_times_the_guided_and_unguided_sampler(monkeypatch, 
   assert rows[2]["ratio"] > 0
 
 
+def test_compile_cache_times_a_cold_and_a_warm_first_step(monkeypatch, capsys):
+  import compile_cache
+  rows = _main(compile_cache, ["--set", "model.ch_mult=(1,)", "--set", "training.batch_size=8"],
+               monkeypatch, capsys)
+  assert [r["run"] for r in rows] == ["cold", "warm"]
+  assert rows[0]["cache_files"] > 0 and all(r["first_step_s"] > 0 for r in rows)
+
+
 def test_input_pipeline_reads_the_digits(monkeypatch, capsys):
   import input_pipeline
   rows = _main(input_pipeline, ["--dataset", "digits", "--image_size", "8", "--batch", "16",

@@ -9,6 +9,9 @@ import ml_collections
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0
+  # JAX's persistent compilation cache (infra/compile_cache.py): a resumed or repeated run does
+  # not compile again; "" turns it off; JAX_COMPILATION_CACHE_DIR, where set, takes precedence.
+  config.compilation_cache = "~/.cache/ddpm_jax/jax_compilation_cache"
 
   config.data = data = ml_collections.ConfigDict()
   data.dataset = "digits"      # "digits" (embedded), "npz", "folder", or a tfds name

@@ -21,7 +21,7 @@ from etils import epath
 from jax.sharding import Mesh
 
 from ddpm_jax.config import build, sampler, schema, validate
-from ddpm_jax.infra import files, parallel
+from ddpm_jax.infra import compile_cache, files, parallel
 from ddpm_jax.infra.metrics_writer import log
 from ddpm_jax.training import checkpoint
 
@@ -66,7 +66,9 @@ def start_run(config, workdir: str, mode: str, overrides=None) -> Run:
   """The config gate (config/validate.py: checks and builds everything the mode runs), then
   the workdir: nothing is written for a config that the gate refuses."""
   plan = validate.validate(config, mode, overrides)
-  return Run(prepare_workdir(workdir), plan)
+  run = Run(prepare_workdir(workdir), plan)
+  compile_cache.enable(config.compilation_cache)  # before the mode compiles anything
+  return run
 
 
 def load_run(config, workdir: str, mode: str, overrides=None) -> tuple[Run, Any, int]:
