@@ -51,3 +51,55 @@ def test_bf16_and_float32_networks_sample_the_same_gaussian(method, process, kin
   np.testing.assert_allclose(out["bfloat16"].std(0), out["float32"].std(0), rtol=0.01)
   np.testing.assert_allclose(out["bfloat16"].mean(0), MU,
                              atol=4 * float(SD.max()) / np.sqrt(n) + 0.01)
+
+
+def _float16_run():
+  from conftest import tiny_config
+
+  from ddpm_jax.config import build
+  from ddpm_jax.data import batches
+  from ddpm_jax.infra import parallel
+  config = tiny_config(**{"model.dtype": "float16", "training.loss_scale_init": 1024.0,
+                          "training.loss_scale_every": 2})
+  source = build.source(config)
+  shape = build.image_shape(config, source)
+  model = build.model(config, shape[-1])
+  mesh = parallel.make_mesh()
+  step = build.train_step(config, model, mesh)
+  state = parallel.replicate(build.train_state(config, model, shape), mesh)
+  data = [batches.get_batch(source, s, global_batch=16, image_size=8, seed=0) for s in range(4)]
+  return step, state, [parallel.shard_batch(b, mesh) for b in data], mesh
+
+
+def test_float16_loss_scaling_skips_exactly_the_overflowing_step():
+  """Step 2's batch overflows float16 (pixels of 1e5): that update is skipped (parameters,
+  Adam state and EMA unchanged), the scale halves, and steps 3–4 are bit for bit those of a
+  run that never took step 2 (its state after step 1 at step 2 with the halved scale). Two
+  finite steps in a row then double the scale."""
+  step, state, data, mesh = _float16_run()
+  after_1, m1 = step(state, data[0])
+  assert float(m1["skipped"]) == 0.0 and float(m1["loss_scale"]) == 1024.0
+  host_1 = jax.device_get(after_1)  # the step donates its input state
+  bad = {**data[1], "image": data[1]["image"] * 1e5}
+  after_2, m2 = step(after_1, bad)
+  assert float(m2["skipped"]) == 1.0 and np.isfinite(float(m2["grad_norm"]))
+  host_2 = jax.device_get(after_2)
+  assert float(host_2.loss_scale["scale"]) == 512.0 and int(host_2.step) == 2
+  assert float(m2["skipped_steps"]) == 1.0
+  for new, old in ((host_2.params, host_1.params), (host_2.opt_state, host_1.opt_state),
+                   (host_2.ema_params, host_1.ema_params)):
+    for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(old), strict=True):
+      np.testing.assert_array_equal(a, b)
+  from ddpm_jax.infra import parallel
+  straight = parallel.replicate(host_1.replace(step=host_1.step + 1,
+                                               loss_scale=host_2.loss_scale), mesh)
+  skipped = after_2
+  for batch in data[2:]:
+    skipped, ms = step(skipped, batch)
+    straight, _ = step(straight, batch)
+    assert float(ms["skipped"]) == 0.0
+  skipped, straight = jax.device_get(skipped), jax.device_get(straight)
+  for a, b in zip(jax.tree.leaves(skipped), jax.tree.leaves(straight), strict=True):
+    np.testing.assert_array_equal(a, b)
+  assert float(skipped.loss_scale["scale"]) == 1024.0  # two finite steps: doubled
+  assert int(skipped.loss_scale["skips"]) == 1

@@ -34,7 +34,7 @@ from ddpm_jax.objectives import dsm, edm
 from ddpm_jax.samplers import common, likelihood
 from ddpm_jax.training import step as step_lib
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
 # ------------------------------------------------------------------ the process
@@ -215,7 +215,14 @@ def train_state(config, net_module, shape, *, abstract: bool = False) -> step_li
   if config.training.objective == "ddpm" and config.training.t_sampler == "importance":
     history = ddpm_objective.empty_loss_history(config.diffusion.num_timesteps)
   return step_lib.create_train_state(net_module, optimizer(config), jax.random.key(config.seed),
-                                     shape, num_classes(config), history, abstract=abstract)
+                                     shape, num_classes(config), history, abstract=abstract,
+                                     loss_scale=loss_scale(config))
+
+
+def loss_scale(config) -> float | None:
+  """The initial dynamic loss scale of float16 compute (None for float32 and bfloat16, whose
+  range needs none)."""
+  return config.training.loss_scale_init if config.model.dtype == "float16" else None
 
 
 def train_step(config, net_module, mesh):
@@ -225,7 +232,8 @@ def train_step(config, net_module, mesh):
                                   num_classes=num_classes(config), label_dropout=t.label_dropout,
                                   augment_p=t.augment_p, augment_color=t.augment_color,
                                   grad_accum_steps=t.grad_accum_steps,
-                                  unroll=jax.default_backend() == "cpu")
+                                  unroll=jax.default_backend() == "cpu",
+                                  loss_scale_every=t.loss_scale_every)
   return parallel.data_parallel_train_step(step, mesh, t.steps_per_dispatch)
 
 

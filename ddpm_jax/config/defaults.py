@@ -43,7 +43,8 @@ def get_config() -> ml_collections.ConfigDict:
   model.mean_type = "eps"      # eps | x0 | v
   model.var_type = "fixed_large"  # fixed_small | fixed_large | learned | learned_range
   model.conditional = False    # class labels, with a null label for classifier-free guidance
-  model.dtype = "float32"      # compute dtype: float32 | bfloat16 (parameters stay float32)
+  model.dtype = "float32"      # compute: float32 | bfloat16 | float16 (dynamic loss scaling);
+                               # parameters stay float32
   model.attention = "einsum"   # einsum | xla | cudnn (jax.nn.dot_product_attention; GPU)
   model.remat = False          # recompute each residual block in the backward pass (memory)
   # ncsnpp and song_unet (each network reads only its own options; the gate refuses the rest)
@@ -106,6 +107,8 @@ def get_config() -> ml_collections.ConfigDict:
   training.augment_color = False  # also ADA's colour transforms (model.augment_dim = 15)
   training.steps_per_dispatch = 1
   training.grad_accum_steps = 1  # micro-batches per device and step, gradients averaged (memory)
+  training.loss_scale_init = 2.0**15  # model.dtype float16: the dynamic loss scale's start;
+  training.loss_scale_every = 2000  # doubled after this many finite steps, halved on overflow
   training.log_every = 100
   training.checkpoint_every = 10_000
   training.keep_checkpoints = 3

@@ -191,8 +191,13 @@ def train_and_evaluate(config, workdir: str, overrides=None):
 
 
 def _finite_metrics(metrics, step: int, manager) -> dict[str, float]:
-  """The step's metrics on the host; NonFiniteLossError (nothing saved) if any is NaN/inf."""
+  """The step's metrics on the host; NonFiniteLossError (nothing saved) if any is NaN/inf,
+  except on a step that float16's loss scaling skipped (its update was not applied)."""
   m = {key: float(v) for key, v in jax.device_get(metrics).items()}
+  if m.get("skipped"):  # float16: an overflowing step was skipped and the loss scale halved
+    log(f"Step {step}: non-finite gradient in float16, update skipped; loss scale now "
+        f"{m['loss_scale'] / 2:g}")
+    return {k: v for k, v in m.items() if np.isfinite(v)}
   if not all(np.isfinite(v) for v in m.values()):
     last_good = manager.latest_step()
     kept = ("there is no checkpoint yet" if last_good is None else

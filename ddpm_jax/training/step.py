@@ -23,11 +23,30 @@ from ddpm_jax.objectives import ddpm as ddpm_objective
 
 
 class TrainState(train_state.TrainState):
-  """params, opt_state and step (flax) + EMA parameters, the run's key (raw key data) and,
-  for importance-sampled timesteps, the recent losses per timestep (objectives/ddpm.py)."""
+  """params, opt_state and step (flax) + EMA parameters, the run's key (raw key data), for
+  importance-sampled timesteps the recent losses per timestep (objectives/ddpm.py) and, for
+  float16 compute, the dynamic loss scale ({"scale": float32, "good": int32 finite steps since
+  the last change, "skips": int32 steps skipped so far})."""
   ema_params: Any = None
   rng: jax.Array = None
   loss_history: Any = None
+  loss_scale: Any = None
+
+
+def initial_loss_scale(scale: float) -> dict:
+  return {"scale": jnp.asarray(scale, jnp.float32), "good": jnp.asarray(0, jnp.int32),
+          "skips": jnp.asarray(0, jnp.int32)}
+
+
+def update_loss_scale(loss_scale: dict, finite, grow_every: int) -> dict:
+  """Dynamic loss scaling (Micikevicius et al. 2018): halve the scale after a non-finite
+  gradient, double it after `grow_every` finite steps in a row."""
+  good = jnp.where(finite, loss_scale["good"] + 1, 0)
+  grow = good >= grow_every
+  scale = jnp.where(finite, jnp.where(grow, 2 * loss_scale["scale"], loss_scale["scale"]),
+                    loss_scale["scale"] / 2)
+  return {"scale": scale, "good": jnp.where(grow, 0, good).astype(jnp.int32),
+          "skips": loss_scale["skips"] + (1 - finite.astype(jnp.int32))}
 
 
 def make_optimizer(*, learning_rate: float, warmup_steps: int, grad_clip: float,
@@ -43,7 +62,7 @@ def make_optimizer(*, learning_rate: float, warmup_steps: int, grad_clip: float,
 
 def create_train_state(model: nn.Module, tx: optax.GradientTransformation, key,
                        image_shape, num_classes: int | None, loss_history=None, *,
-                       abstract: bool = False) -> TrainState:
+                       abstract: bool = False, loss_scale: float | None = None) -> TrainState:
   """Initializes parameters on a dummy batch of one; EMA starts equal to the parameters.
   `loss_history` (objectives/ddpm.py empty_loss_history) turns on importance-sampled
   timesteps. With `abstract`, only the shapes and dtypes (jax.ShapeDtypeStruct leaves),
@@ -57,7 +76,9 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation, key,
     params = init(init_key, x, t, y)["params"]
     return TrainState.create(apply_fn=model.apply, params=params, tx=tx,
                              ema_params=jax.tree.map(jnp.copy, params),  # distinct buffers
-                             rng=jax.random.key_data(run_key), loss_history=loss_history)
+                             rng=jax.random.key_data(run_key), loss_history=loss_history,
+                             loss_scale=None if loss_scale is None else initial_loss_scale(
+                                 loss_scale))
   if abstract:
     return jax.eval_shape(lambda k: state(model.init, k), key)
   # Run once: compiled unoptimized, which is ~3× faster to compile (the initializers' random
@@ -76,7 +97,8 @@ AUGMENT_STREAM = 2  # folded into each example's key for its augmentation draw
 def make_train_step(model: nn.Module, loss_fn: Callable, *, ema_decay: float,
                     num_classes: int | None = None, label_dropout: float = 0.0,
                     augment_p: float = 0.0, augment_color: bool = False,
-                    grad_accum_steps: int = 1, unroll: bool = True) -> Callable:
+                    grad_accum_steps: int = 1, unroll: bool = True,
+                    loss_scale_every: int = 2000) -> Callable:
   """The per-device step. batch = {"image": [b, H, W, C] in [−1, 1], "label": [b]};
   loss_fn(net, x0, keys, probs, labels) -> (loss, metrics) with net(x, t) the network, keys[i]
   the key of example i, probs the importance distribution of t (None unless the state keeps
@@ -96,6 +118,11 @@ def make_train_step(model: nn.Module, loss_fn: Callable, *, ema_decay: float,
   optimizer and EMA update: every example keeps its own keys (from its global index), so the
   update is that of the whole batch up to float32 rounding, except dropout, whose masks are
   drawn per network call (a key per micro-batch).
+
+  Where the state holds a loss scale (float16 compute), the loss is multiplied by it before
+  the backward pass and the gradient divided by it; a non-finite gradient skips the update
+  (parameters, optimizer state and EMA unchanged, metrics "skipped" = 1) and halves the
+  scale, `loss_scale_every` finite steps double it (update_loss_scale).
   """
 
   def step(state: TrainState, batch):
@@ -123,8 +150,10 @@ def make_train_step(model: nn.Module, loss_fn: Callable, *, ema_decay: float,
       def net(x_t, t):
         return model.apply({"params": params}, x_t, t, micro["y"], train=True,
                            rngs={"dropout": dropout_key}, **micro["extra"])
-      return loss_fn(net, micro["images"], micro["keys"], probs, micro["labels"])
+      loss, metrics = loss_fn(net, micro["images"], micro["keys"], probs, micro["labels"])
+      return (loss if scale is None else loss * scale), metrics
 
+    scale = None if state.loss_scale is None else state.loss_scale["scale"]
     grad_fn = jax.value_and_grad(loss_of, has_aux=True)
     whole = {"images": images, "keys": loss_keys, "labels": batch["label"], "y": y,
              "extra": extra}
@@ -137,6 +166,8 @@ def make_train_step(model: nn.Module, loss_fn: Callable, *, ema_decay: float,
     # already summed over devices (the transpose of the implicit broadcast is a psum): divide
     # by the device count for the gradient of the mean loss over the global batch.
     grads = jax.tree.map(lambda g: g / jax.lax.axis_size(parallel.DATA_AXIS), grads)
+    if scale is not None:
+      grads = jax.tree.map(lambda g: g / scale, grads)
     if history is not None:
       gathered = [parallel.all_gather_invariant(metrics[k]) for k in ("t", "per_example_loss")]
       history = ddpm_objective.update_loss_history(history, *gathered)
@@ -146,9 +177,27 @@ def make_train_step(model: nn.Module, loss_fn: Callable, *, ema_decay: float,
     new_state = state.apply_gradients(grads=grads)
     new_state = new_state.replace(ema_params=ema_update(state.ema_params, new_state.params, ema_decay),
                                   loss_history=history)
+    if scale is not None:
+      new_state, metrics = _skip_non_finite(state, new_state, metrics, loss_scale_every)
     return new_state, metrics
 
   return step
+
+
+def _skip_non_finite(state, new_state, metrics, grow_every: int):
+  """The update where the gradient is finite, else the old parameters, optimizer state and
+  EMA (the step count and key stream still advance); the loss scale updated."""
+  finite = jnp.isfinite(metrics["grad_norm"])
+  keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
+  loss_scale = update_loss_scale(state.loss_scale, finite, grow_every)
+  new_state = new_state.replace(
+      params=keep(new_state.params, state.params),
+      opt_state=keep(new_state.opt_state, state.opt_state),
+      ema_params=keep(new_state.ema_params, state.ema_params), loss_scale=loss_scale)
+  return new_state, {**metrics, "grad_norm": jnp.where(finite, metrics["grad_norm"], 0.0),
+                     "skipped": 1.0 - finite.astype(jnp.float32),
+                     "skipped_steps": loss_scale["skips"].astype(jnp.float32),
+                     "loss_scale": state.loss_scale["scale"]}
 
 
 def _accumulate(grad_fn, params, whole, dropout_key, k: int, unroll: bool):
