@@ -65,7 +65,7 @@ CASES = [
     # choices and relations
     ("objective_unknown", ["--config.training.objective=gan"], "Unknown training.objective 'gan'"),
     ("sampler_mismatch", ["--config.training.objective=ncsn"], "sampling.method 'ddim' does not fit training.objective 'ncsn'"),
-    ("dtype_unknown", ["--config.model.dtype=float16"], "Unknown model.dtype 'float16'"),
+    ("dtype_unknown", ["--config.model.dtype=float8"], "Unknown model.dtype 'float8'"),
     ("attention_unknown", ["--config.model.attention=flash"], "Unknown model.attention 'flash'"),
     ("spacing_unknown", ["--config.sampling.spacing=uniform"], "Unknown sampling.spacing 'uniform'; use one of ('', 'time_uniform', 'logsnr', 'karras')"),
     ("dpm_variant_unknown", ["--config.sampling.dpm_solver_variant=adaptive"], "Unknown sampling.dpm_solver_variant 'adaptive'"),
