@@ -76,6 +76,12 @@ def convert(prediction: str, output, x, alpha, sigma):
   raise ValueError(f"Unknown prediction {prediction!r}; use one of {PREDICTIONS[:-1]}.")
 
 
+def label_log_probs(logits, labels):
+  """log p(y | x) = log softmax(logits)_y per example (float32), logits [B, K], labels [B]."""
+  logp = jax.nn.log_softmax(jnp.asarray(logits, jnp.float32), axis=-1)
+  return jnp.take_along_axis(logp, jnp.asarray(labels)[:, None].astype(jnp.int32), 1)[:, 0]
+
+
 def edm_coefficients(sigma, sigma_data: float):
   """(c_skip, c_out, c_in, c_noise) of EDM's preconditioning at noise levels σ."""
   total = sigma**2 + sigma_data**2
@@ -107,8 +113,6 @@ class Denoiser:
   classifier_scale: Any = None
   known: Any = None
 
-  PER_EXAMPLE = ("cond", "known")  # the leaves that hold one entry per example of the batch
-
   @property
   def evaluations_per_call(self) -> int:
     """Evaluations per prediction: the network's (two under classifier-free guidance) and
@@ -117,10 +121,8 @@ class Denoiser:
 
   def bind(self, cond, known=None) -> "Denoiser":
     """The denoiser with the batch's condition (e.g. labels [B]; None for none) and, for
-    inpainting, known = (data [B, ...], mask broadcastable to it, 1 = known)."""
-    if known is not None:
-      data, mask = known
-      known = (data, jnp.broadcast_to(jnp.asarray(mask, data.dtype), data.shape))
+    inpainting, known = (data [B, ...], mask [B, ...], 1 = known; samplers/common.py
+    compile_loop broadcasts a shared mask to the batch)."""
     return self.replace(cond=cond, known=known)
 
   def classifier_guided(self, classifier, scale, *, net_labels: bool) -> "Denoiser":
@@ -185,8 +187,7 @@ class Denoiser:
     """∇_x log p_φ(y | x_t) for the bound labels y (float32, one backward pass)."""
     def log_prob(x):
       logits = self.classifier(*self.network_input(x, noise_input, alpha, sigma))
-      logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-      return jnp.sum(jnp.take_along_axis(logp, self.cond[:, None].astype(jnp.int32), 1))
+      return jnp.sum(label_log_probs(logits, self.cond))
     return jax.grad(log_prob)(x.astype(jnp.float32)).astype(x.dtype)
 
   def _predict(self, x, noise_input, alpha, sigma) -> Prediction:

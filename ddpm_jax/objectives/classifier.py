@@ -17,6 +17,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from ddpm_jax.core import denoiser
 from ddpm_jax.core.broadcast import per_example
 from ddpm_jax.objectives import noise
 
@@ -64,9 +65,8 @@ def classifier_loss(net, probe, levels: Callable, x0, labels, keys):
   noise_input, alpha, sigma = levels(u)
   eps = noise.normal(eps_keys, x0.shape[1:], x0.dtype)
   x_t = per_example(alpha, x0) * x0 + per_example(sigma, x0) * eps
-  logits = net(*probe.network_input(x_t, noise_input, alpha, sigma)).astype(jnp.float32)
-  logp = jax.nn.log_softmax(logits, axis=-1)
-  per_example_loss = -jnp.take_along_axis(logp, labels[:, None].astype(jnp.int32), 1)[:, 0]
+  logits = net(*probe.network_input(x_t, noise_input, alpha, sigma))
+  per_example_loss = -denoiser.label_log_probs(logits, labels)
   correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
   metrics = {"loss": jnp.mean(per_example_loss), "accuracy": jnp.mean(correct),
              "per_example_loss": per_example_loss, "t": u}

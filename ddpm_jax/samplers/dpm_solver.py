@@ -135,7 +135,7 @@ def dpm_solver_loop(sde, shape: Sequence[int], *, num_steps: int = 20, order: in
   shape = tuple(shape)
   times = grids.time_grid(sde, num_steps, spacing, eps,
                          common.check_t_start(t_start) * sde.T)
-  alpha_0, sigma_0 = (float(v[0]) for v in grids.marginals(sde, times[:1])[:2])
+  alpha_0, sigma_0 = grids.coefficients_at(sde, times[0])
   first_2s = _starts_singlestep(variant, order, start, num_steps)  # the first step by 2S
   if variant == "singlestep" or first_2s:
     single = tuple(jnp.asarray(v) for v in (times[:-1],) + singlestep_coefficients(sde, times))

@@ -63,7 +63,7 @@ def edm_loop(sde, shape: Sequence[int], *, num_steps: int = 18, spacing: str = S
   shape = tuple(shape)
   times = grids.time_grid(sde, num_steps, spacing, eps,
                          common.check_t_start(t_start) * sde.T)
-  alpha_0, sigma_0 = (float(v[0]) for v in grids.marginals(sde, times[:1])[:2])
+  alpha_0, sigma_0 = grids.coefficients_at(sde, times[0])
   sigma, sigma_hat, t_hat = schedule(sde, times, churn, s_tmin, s_tmax)
   alpha = grids.marginals(sde, times)[0]
   alpha_hat = grids.marginals(sde, t_hat)[0]

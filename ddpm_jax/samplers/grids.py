@@ -61,6 +61,12 @@ def time_grid(sde, num_steps: int, spacing: str = "logsnr", eps: float = 1e-3,
   return times
 
 
+def coefficients_at(sde, t: float) -> tuple[float, float]:
+  """(α(t), σ(t)) at one time, as floats (where a sampler's loop starts)."""
+  alpha, sigma, _ = marginals(sde, np.array([float(t)]))
+  return float(alpha[0]), float(sigma[0])
+
+
 def marginals(sde, times):
   """(α, σ, λ) at `times` as float64 numpy."""
   alpha, sigma = _marginal_coef(sde, jnp.asarray(times))

@@ -10,7 +10,6 @@ from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from ddpm_jax.core import sde as sde_lib
 from ddpm_jax.samplers import common, grids
@@ -58,7 +57,7 @@ def ode_loop(sde, shape: Sequence[int], *, solver: str = "tsit5", rtol: float = 
   shape, rtol, atol, num_steps, eps = tuple(shape), float(rtol), float(atol), int(num_steps), float(eps)
 
   t_first = float(common.check_t_start(t_start) * sde.T)
-  alpha, sigma = (float(v) for v in grids.marginals(sde, np.array(t_first))[:2])
+  alpha, sigma = grids.coefficients_at(sde, t_first)
 
   def loop(model, keys, x, _):
     x = common.first_state(keys, shape, x, t_start, alpha, sigma, sde.prior_std())

@@ -114,7 +114,7 @@ def pc_loop(sde, shape: Sequence[int], *, predictor: str = "reverse_diffusion",
   shape, snr, n_steps, eps = tuple(shape), float(snr), int(n_steps), float(eps)
   levels = num_levels(sde, t_start)
   t_first = float(common.check_t_start(t_start) * sde.T)
-  alpha, sigma = (float(v) for v in grids.marginals(sde, np.array(t_first))[:2])
+  alpha, sigma = grids.coefficients_at(sde, t_first)
 
   def loop(model, keys, x, extra):
     score_fn = model.score

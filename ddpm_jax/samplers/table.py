@@ -124,7 +124,7 @@ def nfe(method: str, sde, options: dict) -> int | None:
 def sample(method: str, model, key, shape: Sequence[int], *, x_T=None, cond=None, known=None,
            mesh=None, **options):
   """Samples [B, ...] of `shape` from the Denoiser `model` with sampler `method` and its
-  `options` (the builder's keywords), from x_T where given (with `start`, the images that
+  `options` (the builder's keywords), from x_T where given (with `t_start`, the images that
   are noised to it and edited), with labels `cond` and inpainting's known = (data, mask):
   returns (samples, info), info holding "nfe", the evaluations per sample (both passes under
   classifier-free guidance, and the classifier's gradients), and what the sampler records.

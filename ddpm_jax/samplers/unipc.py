@@ -105,7 +105,7 @@ def unipc_loop(sde, shape: Sequence[int], *, num_steps: int = 10, order: int = 2
   shape = tuple(shape)
   times = grids.time_grid(sde, num_steps, spacing, eps,
                          common.check_t_start(t_start) * sde.T)
-  alpha_0, sigma_0 = (float(v[0]) for v in grids.marginals(sde, times[:1])[:2])
+  alpha_0, sigma_0 = grids.coefficients_at(sde, times[0])
   (c_x, c_prev, c_m), (a, b) = coefficients(sde, times, order, variant, corrector,
                                             lower_order_final)
   steps = tuple(jnp.asarray(v) for v in (times[:-1], c_x, c_prev, c_m, a, b))

@@ -77,13 +77,6 @@ def mixture_classifier(process, means, stds, weights=None, *, kind: str = "ddpm"
       edm=kind == "edm", sigma_data=sigma_data), means, stds, log_w)
 
 
-def bayes_cross_entropy(logits, labels):
-  """The mean cross-entropy −log softmax(logits)[y]: of the exact classifier, the lowest any
-  classifier of y from x_t can reach (the Bayes risk of the log loss)."""
-  logp = jax.nn.log_softmax(jnp.asarray(logits, jnp.float32), axis=-1)
-  return -jnp.mean(jnp.take_along_axis(logp, jnp.asarray(labels)[:, None], 1))
-
-
 def mixture_denoiser(process, means, stds, weights=None, *, kind: str = "ddpm",
                      prediction: str = "eps", sigma_data: float = 0.5, **options):
   """The Denoiser of `mixture_network` (options: var_type, clip_x0)."""
