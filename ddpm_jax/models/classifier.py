@@ -14,14 +14,8 @@ from typing import Any, Sequence
 import jax.numpy as jnp
 from flax import linen as nn
 
-from ddpm_jax.models.layers import (
-  AttnBlock,
-  Downsample,
-  ResnetBlock,
-  default_init,
-  noise_embedding,
-)
-from ddpm_jax.models.remat import call
+from ddpm_jax.models.layers import default_init, noise_embedding
+from ddpm_jax.models.unet import encode
 
 
 class HalfUNet(nn.Module):
@@ -43,23 +37,7 @@ class HalfUNet(nn.Module):
   def __call__(self, x, t, y=None, train: bool = False):
     del y  # the labels are what it predicts
     temb = noise_embedding(t, self.ch, self.embedding, self.fourier_scale, self.dtype)
-
-    def res(h, mult):
-      return call(ResnetBlock(self.ch * mult, self.dropout, dtype=self.dtype), h, temb,
-                  remat=self.remat, train=train)
-
-    h = nn.Conv(self.ch, (3, 3), dtype=self.dtype, kernel_init=default_init(),
-                name="conv_in")(x.astype(self.dtype))
-    for level, mult in enumerate(self.ch_mult):
-      for _ in range(self.num_res_blocks):
-        h = res(h, mult)
-        if h.shape[1] in self.attn_resolutions:
-          h = AttnBlock(self.dtype, self.attention)(h)
-      if level != len(self.ch_mult) - 1:
-        h = Downsample(self.resamp_with_conv, self.dtype)(h)
-    h = res(h, self.ch_mult[-1])
-    h = AttnBlock(self.dtype, self.attention)(h)
-    h = res(h, self.ch_mult[-1])
+    h, _ = encode(self, x, temb, train)
     h = nn.swish(nn.GroupNorm(32, epsilon=1e-6, dtype=self.dtype, name="norm_out")(h))
     pooled = jnp.mean(h.astype(jnp.float32), axis=(1, 2))
     return nn.Dense(self.num_classes, kernel_init=default_init(0.0), name="logits")(pooled)

@@ -45,40 +45,17 @@ implementation."""
 
   @nn.compact
   def __call__(self, x, t, y=None, train: bool = False):
-    b, height, width, in_ch = x.shape
-    num_res = len(self.ch_mult)
-    factor = 2**(num_res - 1)
-    if height % factor or width % factor:
-      raise ValueError(f"Image size {height}x{width} must be divisible by {factor} "
-                       f"(2^(len(ch_mult)-1) for ch_mult={tuple(self.ch_mult)}); resize the "
-                       f"data or use fewer levels.")
+    in_ch = x.shape[-1]
     temb = noise_embedding(t, self.ch, self.embedding, self.fourier_scale, self.dtype)
     if self.num_classes is not None:
       if y is None:
         raise ValueError("This U-Net is class-conditional: pass labels y (num_classes for none).")
       temb = temb + nn.Embed(self.num_classes + 1, self.ch * 4, dtype=self.dtype, name="label_emb")(y)
 
-    def res(h, mult):
-      return call(ResnetBlock(self.ch * mult, self.dropout, dtype=self.dtype), h, temb,
-                  remat=self.remat, train=train)
-
-    hs = [nn.Conv(self.ch, (3, 3), dtype=self.dtype, kernel_init=default_init(), name="conv_in")(x.astype(self.dtype))]
-    for level, mult in enumerate(self.ch_mult):
-      for _ in range(self.num_res_blocks):
-        h = res(hs[-1], mult)
-        if h.shape[1] in self.attn_resolutions:
-          h = AttnBlock(self.dtype, self.attention)(h)
-        hs.append(h)
-      if level != num_res - 1:
-        hs.append(Downsample(self.resamp_with_conv, self.dtype)(hs[-1]))
-
-    h = res(hs[-1], self.ch_mult[-1])
-    h = AttnBlock(self.dtype, self.attention)(h)
-    h = res(h, self.ch_mult[-1])
-
+    h, hs = encode(self, x, temb, train)
     for level, mult in reversed(list(enumerate(self.ch_mult))):
       for _ in range(self.num_res_blocks + 1):
-        h = res(jnp.concatenate([h, hs.pop()], axis=-1), mult)
+        h = _res(self, jnp.concatenate([h, hs.pop()], axis=-1), temb, mult, train)
         if h.shape[1] in self.attn_resolutions:
           h = AttnBlock(self.dtype, self.attention)(h)
       if level != 0:
@@ -89,3 +66,34 @@ implementation."""
     out = nn.Conv(self.out_ch or in_ch, (3, 3), dtype=self.dtype, kernel_init=default_init(0.0),
                   name="conv_out")(h)
     return out.astype(jnp.float32)
+
+
+def encode(net, x, temb, train: bool):
+  """The U-Net's downsampling path and middle block, called inside the compact method of
+  `net` (a UNet or its classifier half, models/classifier.py: the same fields), whose layers
+  they are: (the middle block's output, the skips: conv_in's and every block's outputs)."""
+  height, width = x.shape[1:3]
+  factor = 2**(len(net.ch_mult) - 1)
+  if height % factor or width % factor:
+    raise ValueError(f"Image size {height}x{width} must be divisible by {factor} "
+                     f"(2^(len(ch_mult)-1) for ch_mult={tuple(net.ch_mult)}); resize the "
+                     f"data or use fewer levels.")
+  hs = [nn.Conv(net.ch, (3, 3), dtype=net.dtype, kernel_init=default_init(),
+                name="conv_in")(x.astype(net.dtype))]
+  for level, mult in enumerate(net.ch_mult):
+    for _ in range(net.num_res_blocks):
+      h = _res(net, hs[-1], temb, mult, train)
+      if h.shape[1] in net.attn_resolutions:
+        h = AttnBlock(net.dtype, net.attention)(h)
+      hs.append(h)
+    if level != len(net.ch_mult) - 1:
+      hs.append(Downsample(net.resamp_with_conv, net.dtype)(hs[-1]))
+  h = _res(net, hs[-1], temb, net.ch_mult[-1], train)
+  h = AttnBlock(net.dtype, net.attention)(h)
+  return _res(net, h, temb, net.ch_mult[-1], train), hs
+
+
+def _res(net, h, temb, mult: int, train: bool):
+  """One residual block of ch·mult channels (rematerialized with net.remat)."""
+  return call(ResnetBlock(net.ch * mult, net.dropout, dtype=net.dtype), h, temb,
+              remat=net.remat, train=train)
