@@ -1,5 +1,5 @@
 """Command line: python -m ddpm_jax.main --config configs/X.py --workdir DIR
-[--mode train|sample|bpd|eval|import|export|edit] [--config.field=value ...].
+[--mode train|sample|bpd|eval|import|export|edit|phema] [--config.field=value ...].
 
   train   train, or resume from the newest readable checkpoint (train.py); after SIGTERM or
           SIGINT it saves and exits 143 or 130 (128 + the signal), so that a scheduler can
@@ -14,6 +14,8 @@
           edm:FILE.npz (modes/export_weights.py)
   edit    SDEdit and inpainting of the images of edit.input (edit.t_start, edit.mask) with the
           configured sampler, as a PNG grid and an .npz (modes/edit.py)
+  phema   the EMA of length phema.sigma_rel reconstructed from post-hoc EMA snapshots
+          (training.phema_sigma_rels), written as a new workdir (modes/phema.py)
 
 Every mode passes the config gate first (config/validate.py): a bad value, or a --config.*
 setting that the chosen objective, sampler or mode does not read, is one line on stderr
@@ -37,6 +39,7 @@ from ddpm_jax.modes import (
   evaluate,
   export_weights,
   import_weights,
+  phema,
   sample,
   train,
 )
@@ -45,7 +48,7 @@ from ddpm_jax.training import checkpoint
 MODES = {"train": train.train_and_evaluate, "sample": sample.sample_from_checkpoint,
          "bpd": bpd.evaluate_bpd, "eval": evaluate.evaluate,
          "import": import_weights.import_weights, "export": export_weights.export_weights,
-         "edit": edit.edit_images}
+         "edit": edit.edit_images, "phema": phema.reconstruct_ema}
 PATH_FLAGS = {"import": ("import_from", "source"), "export": ("export_to", "target")}
 
 FLAGS = flags.FLAGS

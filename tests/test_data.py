@@ -137,3 +137,34 @@ def test_real_fashion_mnist_through_data_source():
   assert batch["image"].shape == (32, 32, 32, 1) and set(batch["label"]) <= set(range(10))
   # Real clothing images: dark background, bright objects.
   assert (batch["image"] < -0.9).mean() > 0.3 and batch["image"].max() > 0.9
+
+
+@pytest.mark.skipif(not SHARED.exists(), reason="../shared/tfds_array_record (real Fashion-MNIST) is absent")
+def test_two_processes_with_grain_workers_resume_the_batches_of_a_straight_run():
+  """Multi-host exact resume of the data: each of 2 processes reads its half of every global
+  batch through 2 grain worker processes from the tfds source; resumed at step N (here across
+  an epoch boundary, 3,750 steps of 16) each process gets the batches its straight run got,
+  and the two halves make the one-process global batch."""
+  src = sources.open_source("fashion_mnist", "train", str(SHARED))
+  kw = dict(global_batch=16, image_size=16, seed=5, random_flip=True)
+  first, resume, last = 3747, 3750, 3753
+
+  def read(process, start):
+    it = batches.iterate_batches(src, start, num_workers=2, process_index=process,
+                                 process_count=2, **kw)
+    try:
+      return [next(it) for _ in range(start, last)]
+    finally:
+      it.close()
+  straight = [read(p, first) for p in range(2)]
+  for p in range(2):
+    resumed = read(p, resume)
+    for got, want in zip(resumed, straight[p][resume - first:], strict=True):
+      np.testing.assert_array_equal(got["image"], want["image"])
+      np.testing.assert_array_equal(got["label"], want["label"])
+  for i, step in enumerate(range(first, last)):
+    whole = batches.get_batch(src, step, **kw)
+    np.testing.assert_array_equal(
+        np.concatenate([straight[0][i]["image"], straight[1][i]["image"]]), whole["image"])
+  epochs = [batches.batch_indices(len(src), 16, s, 5) for s in (resume - 1, resume)]
+  assert len(src) // 16 == resume and not np.array_equal(*epochs)  # the boundary is crossed

@@ -32,6 +32,7 @@ from ddpm_jax.objectives import classifier as classifier_objective
 from ddpm_jax.objectives import ddpm as ddpm_objective
 from ddpm_jax.objectives import dsm, edm
 from ddpm_jax.samplers import common, likelihood
+from ddpm_jax.training import phema
 from ddpm_jax.training import step as step_lib
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -216,7 +217,13 @@ def train_state(config, net_module, shape, *, abstract: bool = False) -> step_li
     history = ddpm_objective.empty_loss_history(config.diffusion.num_timesteps)
   return step_lib.create_train_state(net_module, optimizer(config), jax.random.key(config.seed),
                                      shape, num_classes(config), history, abstract=abstract,
-                                     loss_scale=loss_scale(config))
+                                     loss_scale=loss_scale(config),
+                                     phema_profiles=len(config.training.phema_sigma_rels))
+
+
+def phema_gammas(config) -> tuple[float, ...]:
+  """The exponents γ of the power-function EMAs tracked for post-hoc EMA (training/phema.py)."""
+  return tuple(float(g) for g in phema.sigma_rel_to_gamma(config.training.phema_sigma_rels))
 
 
 def loss_scale(config) -> float | None:
@@ -233,7 +240,8 @@ def train_step(config, net_module, mesh):
                                   augment_p=t.augment_p, augment_color=t.augment_color,
                                   grad_accum_steps=t.grad_accum_steps,
                                   unroll=jax.default_backend() == "cpu",
-                                  loss_scale_every=t.loss_scale_every)
+                                  loss_scale_every=t.loss_scale_every,
+                                  phema_gammas=phema_gammas(config))
   return parallel.data_parallel_train_step(step, mesh, t.steps_per_dispatch)
 
 

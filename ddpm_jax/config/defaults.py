@@ -113,6 +113,11 @@ def get_config() -> ml_collections.ConfigDict:
   training.checkpoint_every = 10_000
   training.keep_checkpoints = 3
   training.sample_every = 50_000  # sample grids during training (0: only at the end)
+  # Post-hoc EMA (EDM2): power-function EMAs of these lengths σ_rel tracked during training
+  # (e.g. (0.05, 0.10); (): off), saved every phema_every steps and at the end to
+  # WORKDIR/phema_snapshots/, from which --mode phema reconstructs an EMA of any length.
+  training.phema_sigma_rels = ()
+  training.phema_every = 10_000
 
   config.optim = optim = ml_collections.ConfigDict()
   optim.learning_rate = 2e-4
@@ -121,6 +126,11 @@ def get_config() -> ml_collections.ConfigDict:
   optim.beta1 = 0.9
   optim.beta2 = 0.999
   optim.eps = 1e-8
+
+  config.phema = phema = ml_collections.ConfigDict()  # --mode phema (training.phema_sigma_rels)
+  phema.sigma_rel = 0.10       # the EMA length to reconstruct, in (0, 1/√12]
+  phema.step = 0               # at this snapshot's step (0: the newest)
+  phema.output = ""            # the new workdir (default WORKDIR/phema/sigma_rel<σ>_step<N>)
 
   config.edit = edit = ml_collections.ConfigDict()  # --mode edit: SDEdit and inpainting
   edit.input = ""              # an .npz with an 'images' array (and 'labels'), or an image folder

@@ -19,8 +19,9 @@ from ddpm_jax.models.ncsnpp_layers import ACTIVATIONS, COMBINES
 from ddpm_jax.objectives import augment, dsm
 from ddpm_jax.objectives import ddpm as ddpm_objective
 from ddpm_jax.samplers import ddim, grids, likelihood, table
+from ddpm_jax.training import phema
 
-MODES = ("train", "sample", "bpd", "eval", "import", "export", "edit")
+MODES = ("train", "sample", "bpd", "eval", "import", "export", "edit", "phema")
 
 
 def _positive(v) -> bool:
@@ -63,6 +64,11 @@ RANGES = (
     ("training.keep_checkpoints", _positive, "at least 1 (the newest checkpoint is always kept)"),
     ("training.sample_every", _at_least(0), "0 (at the end only) or more"),
     ("training.ema_decay", _between(0, 1), "in [0, 1), e.g. 0.9999"),
+    ("training.phema_every", _positive, "at least 1 (steps between post-hoc EMA snapshots)"),
+    ("phema.sigma_rel", lambda v: 0 < v <= phema.SIGMA_REL_MAX,
+     f"in (0, {phema.SIGMA_REL_MAX:.4f}] (the EMA length relative to the step; 1/√12 is a "
+     f"uniform average), e.g. 0.10"),
+    ("phema.step", _at_least(0), "0 (the newest snapshot) or a snapshot's step"),
     ("training.label_dropout", _between(0, 1), "in [0, 1)"),
     ("training.augment_p", _between(0, 1, high_included=True), "in [0, 1] (0: off; EDM: 0.12)"),
     ("training.vlb_weight", _at_least(0), "0 or more"),
@@ -166,10 +172,11 @@ def check(config) -> None:
   _check_objective(config)
   _check_network(config)
   _check_sampling(config)
+  _check_phema(config)
   t, k = config.training, config.training.steps_per_dispatch
-  if t.num_train_steps % k or t.checkpoint_every % k or t.log_every % k:
+  if t.num_train_steps % k or t.checkpoint_every % k or t.log_every % k or t.phema_every % k:
     raise ValueError(f"training.steps_per_dispatch={k} must divide num_train_steps, "
-                     f"checkpoint_every and log_every; change one of them.")
+                     f"checkpoint_every, log_every and phema_every; change one of them.")
 
 
 def _sampler_choices(config) -> tuple:
@@ -257,6 +264,18 @@ def _check_sampling(config) -> None:
                      f"diffusion.num_timesteps={config.diffusion.num_timesteps}; lower it.")
 
 
+def _check_phema(config) -> None:
+  """training.phema_sigma_rels: a tuple of distinct lengths in (0, 1/√12]."""
+  rels = config.training.phema_sigma_rels
+  want = (f"a tuple of distinct EMA lengths in (0, {phema.SIGMA_REL_MAX:.4f}], e.g. (0.05, "
+          f"0.10), or () for no post-hoc EMA")
+  if not isinstance(rels, (tuple, list)) or not all(
+      isinstance(v, (int, float)) and not isinstance(v, bool) and
+      0 < v <= phema.SIGMA_REL_MAX for v in rels) or len(set(rels)) != len(rels):
+    raise ValueError(f"training.phema_sigma_rels={rels!r} must be {want}; set "
+                     f"--config.training.phema_sigma_rels.")
+
+
 # ------------------------------------------------------------------ what a run reads
 
 def _rules(config, mode: str) -> list[tuple[str, bool, str]]:
@@ -294,7 +313,8 @@ def _rules(config, mode: str) -> list[tuple[str, bool, str]]:
       ("sampling.num_samples", mode in ("train", "sample"), "--mode sample and train's grids"),
       ("sampling.batch_size", mode in ("sample", "edit"), "--mode sample and edit"),
       ("edit", mode == "edit", "--mode edit"),
-      ("sampling.method", mode not in ("bpd", "import", "export"), "the modes that sample"),
+      ("sampling.method", mode not in ("bpd", "import", "export", "phema"),
+       "the modes that sample"),
       ("sampling.seed", samples, "the modes that sample"),
       ("diffusion", obj == "ddpm", "training.objective 'ddpm'"),
       ("sde.name", obj == "dsm", "training.objective 'dsm'"),
@@ -329,6 +349,10 @@ def _rules(config, mode: str) -> list[tuple[str, bool, str]]:
        "--mode train with model.dtype 'float16'"),
       ("training.augment_color", train and config.training.augment_p > 0,
        "--mode train with training.augment_p > 0"),
+      ("training.phema_every", train and bool(config.training.phema_sigma_rels),
+       "training.phema_sigma_rels (post-hoc EMA's snapshots)"),
+      ("training.phema_sigma_rels", True, ""),  # the checkpoint's layout: every mode
+      ("phema", mode == "phema", "--mode phema"),
       ("training", train, "--mode train"),
       ("optim", train, "--mode train"),
       ("eval.divergence", mode == "bpd" and obj != "ddpm", "--mode bpd of score models"),

@@ -71,6 +71,10 @@ def validate(config, mode: str, overrides: Mapping | None = None) -> Plan:
     parallel.check_divisible(schema.field(config, batch_field), mesh, batch_field)
   if mode == "train":
     _check_micro_batches(config, mesh)
+  if mode == "phema" and not config.training.phema_sigma_rels:
+    raise ValueError("--mode phema reconstructs from the snapshots of a run trained with "
+                     "training.phema_sigma_rels (e.g. (0.05, 0.10)); set it as the run was "
+                     "trained.")
   source = build.source(config, config.eval.split if mode == "bpd" else None)
   shape = build.image_shape(config, source)
   model = build.model(config, shape[-1])

@@ -27,7 +27,7 @@ from ddpm_jax.data import batches
 from ddpm_jax.infra import files, images, parallel
 from ddpm_jax.infra.metrics_writer import MetricsWriter, log, progress_line
 from ddpm_jax.modes import runs
-from ddpm_jax.training import checkpoint
+from ddpm_jax.training import checkpoint, snapshots
 
 MAX_STEPS_AHEAD = 2  # dispatched steps the loop may run ahead of the device
 
@@ -74,15 +74,20 @@ class Cadence(NamedTuple):
   log_every: int
   checkpoint_every: int
   sample_every: int
+  snapshot_every: int = 0  # post-hoc EMA snapshots (0: none)
 
   def due(self, step: int, stopping: bool) -> dict[str, bool]:
     """log: a progress row; save: a checkpoint (at the end and on a stop too); samples: a
-    grid; check: read the metrics (before a row or a save, which needs a finite loss)."""
+    grid; snapshot: post-hoc EMA's (every snapshot_every steps and at the end, never on a
+    stop, so the snapshots' steps do not depend on interruptions); check: read the metrics
+    (before a row or a save, which needs a finite loss)."""
     done = step == self.total
     log_row = step % self.log_every == 0 or done
     save = step % self.checkpoint_every == 0 or done or stopping
     samples = done or bool(self.sample_every and step % self.sample_every == 0)
-    return {"log": log_row, "save": save, "samples": samples, "check": log_row or save}
+    snapshot = bool(self.snapshot_every) and (step % self.snapshot_every == 0 or done)
+    return {"log": log_row, "save": save, "samples": samples, "snapshot": snapshot,
+            "check": log_row or save or snapshot}
 
 
 class Rates:
@@ -130,6 +135,10 @@ def train_and_evaluate(config, workdir: str, overrides=None):
     state = restored
     log(f"Resuming from step {int(state.step)} in {run.workdir}")
   start = int(state.step)
+  snapshot_manager = None
+  if t.phema_sigma_rels:
+    snapshot_manager = snapshots.make_manager(run.workdir)
+    snapshots.forget_after(snapshot_manager, start)
   if start >= t.num_train_steps:
     log(f"Step {start} in {run.workdir} is already at training.num_train_steps="
         f"{t.num_train_steps}: nothing to train; raise it to train further.")
@@ -147,7 +156,8 @@ def train_and_evaluate(config, workdir: str, overrides=None):
       process_count=jax.process_count())
   device_batches = parallel.prefetch_to_device(host_batches, run.mesh, steps_per_dispatch=k)
   writer = MetricsWriter(run.workdir, resumed_at=start)
-  cadence = Cadence(t.num_train_steps, t.log_every, t.checkpoint_every, t.sample_every)
+  cadence = Cadence(t.num_train_steps, t.log_every, t.checkpoint_every, t.sample_every,
+                    t.phema_every if t.phema_sigma_rels else 0)
   rates = Rates(start, t.batch_size, t.num_train_steps)
   in_flight = collections.deque()  # metrics of the dispatched steps, newest last
   step = start
@@ -178,6 +188,8 @@ def train_and_evaluate(config, workdir: str, overrides=None):
             log(progress_line(step, t.num_train_steps, m, rate, eta, wait))
       if due["save"]:
         checkpoint.save(manager, state)
+      if due["snapshot"]:
+        snapshots.save(snapshot_manager, state, t.phema_sigma_rels)
       if due["samples"] and plan.sample_fn is not None:  # a classifier does not sample
         params = state.ema_params if config.sampling.use_ema else state.params
         write_samples(plan.sample_fn, params, config.sampling, run, step, writer)

@@ -37,10 +37,11 @@ class ChecksumError(CheckpointError):
   """An array read from a checkpoint differs from the one written."""
 
 
-def make_manager(directory: str, max_to_keep: int = 3) -> ocp.CheckpointManager:
-  """A manager writing step folders under `directory`; a step becomes visible only once
-  completely written (orbax writes to a temporary folder and renames it)."""
-  if max_to_keep < 1:
+def make_manager(directory: str, max_to_keep: int | None = 3) -> ocp.CheckpointManager:
+  """A manager writing step folders under `directory` (keeping the newest `max_to_keep`, or
+  all for None); a step becomes visible only once completely written (orbax writes to a
+  temporary folder and renames it)."""
+  if max_to_keep is not None and max_to_keep < 1:
     raise ValueError(f"keep_checkpoints={max_to_keep} would delete every checkpoint; keep at "
                      f"least 1.")
   return ocp.CheckpointManager(
@@ -53,11 +54,19 @@ def save(manager: ocp.CheckpointManager, state, *, wait: bool = True) -> int:
   already saved: restore_latest(set_aside=True) leaves only readable steps above the one it
   restored)."""
   step = int(jax.device_get(state.step))
+  save_tree(manager, step, state, wait=wait)
+  return step
+
+
+def save_tree(manager: ocp.CheckpointManager, step: int, tree, *, wait: bool = True,
+              **metadata) -> None:
+  """Saves a tree of arrays (its flax state dict) as `step` with the CRC-32 of every array and
+  `metadata` (JSON values) beside it; a no-op if that step is already saved."""
   try:
     if step not in manager.all_steps():
-      arrays = jax.tree.map(host_copy, _written(serialization.to_state_dict(state)))
+      arrays = jax.tree.map(host_copy, _written(serialization.to_state_dict(tree)))
       manager.save(step, args=ocp.args.StandardSave(arrays), force=True,
-                   custom_metadata={"crc32": checksums(arrays)})
+                   custom_metadata={"crc32": checksums(arrays), **metadata})
     if wait:
       manager.wait_until_finished()
   except OSError as e:  # a full disk, a read-only or vanished directory
@@ -65,7 +74,6 @@ def save(manager: ocp.CheckpointManager, state, *, wait: bool = True) -> int:
         f"Cannot write checkpoint step {step} to {manager.directory} ({e.strerror or e}); "
         f"free space or fix the permissions. The previous checkpoint (step "
         f"{manager.latest_step()}) is intact; the run resumes from it.") from None
-  return step
 
 
 def host_copy(x) -> np.ndarray:

@@ -20,17 +20,20 @@ from flax.training import train_state
 from ddpm_jax.infra import parallel
 from ddpm_jax.objectives import augment
 from ddpm_jax.objectives import ddpm as ddpm_objective
+from ddpm_jax.training import phema
 
 
 class TrainState(train_state.TrainState):
   """params, opt_state and step (flax) + EMA parameters, the run's key (raw key data), for
-  importance-sampled timesteps the recent losses per timestep (objectives/ddpm.py) and, for
-  float16 compute, the dynamic loss scale ({"scale": float32, "good": int32 finite steps since
-  the last change, "skips": int32 steps skipped so far})."""
+  importance-sampled timesteps the recent losses per timestep (objectives/ddpm.py), for
+  float16 compute the dynamic loss scale ({"scale": float32, "good": int32 finite steps since
+  the last change, "skips": int32 steps skipped so far}) and, for post-hoc EMA, one parameter
+  tree per tracked power-function profile (training/phema.py)."""
   ema_params: Any = None
   rng: jax.Array = None
   loss_history: Any = None
   loss_scale: Any = None
+  phema_params: Any = None
 
 
 def initial_loss_scale(scale: float) -> dict:
@@ -62,10 +65,11 @@ def make_optimizer(*, learning_rate: float, warmup_steps: int, grad_clip: float,
 
 def create_train_state(model: nn.Module, tx: optax.GradientTransformation, key,
                        image_shape, num_classes: int | None, loss_history=None, *,
-                       abstract: bool = False, loss_scale: float | None = None) -> TrainState:
-  """Initializes parameters on a dummy batch of one; EMA starts equal to the parameters.
-  `loss_history` (objectives/ddpm.py empty_loss_history) turns on importance-sampled
-  timesteps. With `abstract`, only the shapes and dtypes (jax.ShapeDtypeStruct leaves),
+                       abstract: bool = False, loss_scale: float | None = None,
+                       phema_profiles: int = 0) -> TrainState:
+  """Initializes parameters on a dummy batch of one; EMA (and each of `phema_profiles`
+  power-function EMAs) starts equal to the parameters. `loss_history` (objectives/ddpm.py
+  empty_loss_history) turns on importance-sampled timesteps. With `abstract`, only the shapes and dtypes (jax.ShapeDtypeStruct leaves),
   computed without running anything: what a checkpoint of this state holds."""
   x = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
   t = jnp.zeros((1,), jnp.float32)
@@ -78,7 +82,9 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation, key,
                              ema_params=jax.tree.map(jnp.copy, params),  # distinct buffers
                              rng=jax.random.key_data(run_key), loss_history=loss_history,
                              loss_scale=None if loss_scale is None else initial_loss_scale(
-                                 loss_scale))
+                                 loss_scale),
+                             phema_params=tuple(jax.tree.map(jnp.copy, params)
+                                                for _ in range(phema_profiles)) or None)
   if abstract:
     return jax.eval_shape(lambda k: state(model.init, k), key)
   # Run once: compiled unoptimized, which is ~3× faster to compile (the initializers' random
@@ -98,7 +104,7 @@ def make_train_step(model: nn.Module, loss_fn: Callable, *, ema_decay: float,
                     num_classes: int | None = None, label_dropout: float = 0.0,
                     augment_p: float = 0.0, augment_color: bool = False,
                     grad_accum_steps: int = 1, unroll: bool = True,
-                    loss_scale_every: int = 2000) -> Callable:
+                    loss_scale_every: int = 2000, phema_gammas: tuple = ()) -> Callable:
   """The per-device step. batch = {"image": [b, H, W, C] in [−1, 1], "label": [b]};
   loss_fn(net, x0, keys, probs, labels) -> (loss, metrics) with net(x, t) the network, keys[i]
   the key of example i, probs the importance distribution of t (None unless the state keeps
@@ -123,6 +129,9 @@ def make_train_step(model: nn.Module, loss_fn: Callable, *, ema_decay: float,
   the backward pass and the gradient divided by it; a non-finite gradient skips the update
   (parameters, optimizer state and EMA unchanged, metrics "skipped" = 1) and halves the
   scale, `loss_scale_every` finite steps double it (update_loss_scale).
+
+  With `phema_gammas`, the state's power-function EMAs of those exponents are updated after
+  the step (training/phema.py update; a skipped step counts, its parameters unchanged).
   """
 
   def step(state: TrainState, batch):
@@ -179,6 +188,10 @@ def make_train_step(model: nn.Module, loss_fn: Callable, *, ema_decay: float,
                                   loss_history=history)
     if scale is not None:
       new_state, metrics = _skip_non_finite(state, new_state, metrics, loss_scale_every)
+    if phema_gammas:
+      new_state = new_state.replace(phema_params=tuple(
+          phema.update(ema, new_state.params, new_state.step, gamma)
+          for ema, gamma in zip(state.phema_params, phema_gammas, strict=True)))
     return new_state, metrics
 
   return step
