@@ -28,6 +28,12 @@ done
 for k in 2 4; do
   bench --batch 512 --dtype bfloat16 --set training.steps_per_dispatch="$k"
 done
+# Memory levers at the same global batch: k micro-batches accumulated per step, and each
+# residual block recomputed in the backward pass (what each costs in img/s).
+for k in 2 4; do
+  bench --batch 512 --dtype bfloat16 --set training.grad_accum_steps="$k"
+done
+bench --batch 512 --dtype bfloat16 --set model.remat=True
 # XLA GPU flags for convolutions and fusion, one at a time.
 for flag in --xla_gpu_enable_triton_gemm=false \
             --xla_gpu_autotune_level=4 \
