@@ -19,20 +19,36 @@
 
 Every mode passes the config gate first (config/validate.py): a bad value, or a --config.*
 setting that the chosen objective, sampler or mode does not read, is one line on stderr
-(exit 2) before anything is written.
+(exit 2) before anything is written. SIGINT or SIGTERM at any other moment than train's loop
+(which saves first) stops the command with one line on stderr and exit status 130 or 143;
+what it had finished (checkpoints, sample and eval chunks) stays, and the same command
+resumes.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import traceback
+
+
+def _stop_while_starting(signum, _):
+  """Before main() runs (imports, flag parsing): nothing is written yet; exit at once."""
+  sys.stderr.write(f"stopped: {signal.Signals(signum).name} while starting; nothing was "
+                   f"written.\n")
+  os._exit(128 + signum)
+
+
+if __name__ == "__main__":  # the command line only: a program importing this module keeps its own
+  for _signal in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(_signal, _stop_while_starting)
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from ddpm_jax.config import load
-from ddpm_jax.infra import parallel
+from ddpm_jax.infra import lock, parallel
 from ddpm_jax.modes import (
   bpd,
   edit,
@@ -72,10 +88,21 @@ flags.DEFINE_integer("num_processes", None, "Processes in the run, with --distri
                      "(default: $JAX_NUM_PROCESSES, else auto-detected).")
 flags.DEFINE_integer("process_id", None, "This process's index, with --distributed "
                      "(default: $JAX_PROCESS_ID, else auto-detected).")
+flags.DEFINE_integer("distributed_timeout", 300, "Seconds to wait for every process to join, "
+                     "with --distributed.", lower_bound=1)
 flags.mark_flags_as_required(["config", "workdir"])
 
 USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, checkpoint.CheckpointError,
-               train.NonFiniteLossError)
+               train.NonFiniteLossError, lock.WorkdirLocked)
+
+
+class Stopped(BaseException):
+  """SIGTERM outside train's loop (SIGINT raises KeyboardInterrupt), raised where the program
+  is, so that files being written are abandoned as a crash would leave them (atomically)."""
+
+  def __init__(self, signum: int):
+    super().__init__(signum)
+    self.signum = signum
 
 
 def parse_flags(argv):
@@ -138,14 +165,56 @@ def _fail(message: str) -> None:
   sys.exit(2)
 
 
+def _raise_stopped(signum, _):
+  raise Stopped(signum)
+
+
 def main(argv) -> None:
+  old = signal.signal(signal.SIGTERM, _raise_stopped)
+  old_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+  try:
+    _run_mode(argv)
+  except KeyboardInterrupt:
+    _stopped(signal.SIGINT)
+  except Stopped as e:
+    _stopped(e.signum)
+  finally:
+    signal.signal(signal.SIGTERM, old)
+    signal.signal(signal.SIGINT, old_int)
+
+
+def _stopped(signum: int) -> None:
+  print(f"stopped: {signal.Signals(signum).name} during --mode {FLAGS.mode}; what was "
+        f"finished is kept (checkpoints, sample and eval chunks): run the same command to "
+        f"resume.", file=sys.stderr)
+  sys.exit(128 + signum)
+
+
+def _join(argv) -> None:
+  """Checks the command line's shape and joins a multi-process run (--distributed)."""
   if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments {argv[1:]}; pass options as --flag=value.")
-  logging.set_verbosity(logging.WARNING)  # orbax and tfds are chatty at INFO
+    _fail(f"unexpected argument {argv[1]!r}; options are --flag=value (e.g. "
+          f"--config.training.batch_size=64); --helpfull lists them.")
+  if not FLAGS.workdir.strip():
+    _fail("--workdir is empty; give the run's directory, e.g. --workdir=runs/demo.")
   if FLAGS.distributed:
-    parallel.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+    try:
+      parallel.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
+                          FLAGS.distributed_timeout)
+    except Exception as e:  # noqa: BLE001 (JAX raises ValueError, RuntimeError, XlaRuntimeError)
+      _fail(f"--distributed could not join the run ({type(e).__name__}: "
+            f"{str(e).strip().splitlines()[0] if str(e).strip() else 'no detail'}); give "
+            f"--coordinator_address=HOST:PORT, --num_processes and --process_id (or "
+            f"JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID), start every "
+            f"process within --distributed_timeout={FLAGS.distributed_timeout}s, or drop "
+            f"--distributed for one process.")
   elif FLAGS.coordinator_address or FLAGS.num_processes or FLAGS.process_id is not None:
     _fail("--coordinator_address, --num_processes and --process_id need --distributed.")
+
+
+def _run_mode(argv) -> None:
+  logging.set_verbosity(logging.WARNING)  # orbax and tfds are chatty at INFO
+  _join(argv)
   paths = {}
   for mode, (flag, argument) in PATH_FLAGS.items():
     if (FLAGS.mode == mode) != bool(FLAGS[flag].value):

@@ -271,14 +271,16 @@ def test_a_failed_save_is_one_line_and_keeps_the_previous_checkpoint(tmp_path, m
   manager = checkpoint.make_manager(str(tmp_path / "checkpoints"))
   checkpoint.save(manager, state.replace(step=5))
 
-  def full(*_, **__):
+  def full(*_, **__):  # a disk that fills up as orbax writes, after the check for room
+    (tmp_path / "checkpoints" / "6.orbax-checkpoint-tmp-123").mkdir()
     raise OSError(28, "No space left on device")
   monkeypatch.setattr(manager, "save", full)
-  with pytest.raises(checkpoint.CheckpointError) as failure:
+  with pytest.raises(checkpoint.DiskFullError) as failure:
     checkpoint.save(manager, state.replace(step=6))
   message = str(failure.value)
-  assert "\n" not in message and "No space left on device" in message
+  assert "\n" not in message and message.startswith("disk full: checkpoint step 6 in ")
   assert "previous checkpoint (step 5) is intact" in message
+  assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["5"]  # tmp removed
   restored = checkpoint.restore_latest(checkpoint.make_manager(str(tmp_path / "checkpoints")),
                                        state)
   assert int(restored.step) == 5

@@ -168,3 +168,56 @@ def test_two_processes_with_grain_workers_resume_the_batches_of_a_straight_run()
         np.concatenate([straight[0][i]["image"], straight[1][i]["image"]]), whole["image"])
   epochs = [batches.batch_indices(len(src), 16, s, 5) for s in (resume - 1, resume)]
   assert len(src) // 16 == resume and not np.array_equal(*epochs)  # the boundary is crossed
+
+
+def _one_image_folder(tmp_path, image, name="a.png", **save):
+  folder = tmp_path / name.split(".")[0]
+  folder.mkdir()
+  image.save(folder / name, **save)
+  return folder
+
+
+def test_image_modes_are_read_as_they_are(tmp_path):
+  """16-bit scaled from 65535 (not clipped at 255), palette through its colours, bilevel,
+  opaque RGBA and grayscale+alpha without the alpha, CMYK (JPEG) by its conversion: pixel
+  values checked against what each image holds."""
+  ramp16 = np.array([[0, 257, 32896, 65535]] * 4, np.uint16)
+  cases = {"i16": (Image.fromarray(ramp16), "a.png", np.array([0, 1, 128, 255]))}
+  palette = Image.new("P", (4, 4))
+  palette.putpalette([0, 0, 0, 200, 10, 30] + [0] * 762)
+  palette.putdata([1, 0, 1, 0] * 4)
+  rgba = Image.fromarray(np.full((4, 4, 4), [90, 60, 30, 255], np.uint8), "RGBA")
+  gray_alpha = Image.fromarray(np.full((4, 4, 2), [77, 255], np.uint8), "LA")
+  bilevel = Image.fromarray(np.array([[0, 1, 0, 1]] * 4, bool))
+  cmyk = Image.new("CMYK", (16, 16), (0, 0, 0, 0))
+  cmyk.paste((0, 0, 0, 255), (0, 0, 8, 16))  # left half black, right half white
+  for name, (image, file, row) in {**cases, "palette": (palette, "a.png", None),
+                                   "rgba": (rgba, "a.png", None), "la": (gray_alpha, "a.png", None),
+                                   "bilevel": (bilevel, "a.png", None),
+                                   "cmyk": (cmyk, "a.jpg", None)}.items():
+    src = sources.load_folder(str(_one_image_folder(tmp_path, image, file.replace("a", name))))
+    pixels = src.images[0].astype(int)
+    assert src.images.dtype == np.uint8 and pixels.shape[-1] == 3, name
+    if name == "i16":
+      np.testing.assert_array_equal(pixels[0, :, 0], row)
+      assert (pixels == pixels[..., :1]).all()  # gray in every channel
+    elif name == "palette":
+      np.testing.assert_array_equal(pixels[0, :2], [[200, 10, 30], [0, 0, 0]])
+    elif name == "rgba":
+      assert (pixels == [90, 60, 30]).all()
+    elif name == "la":
+      assert (pixels == 77).all()
+    elif name == "bilevel":
+      np.testing.assert_array_equal(pixels[0, :, 0], [0, 255, 0, 255])
+    else:
+      assert pixels[:, :6].max() < 20 and pixels[:, 10:].min() > 235, pixels[..., 0]
+
+
+def test_transparent_and_unreadable_modes_are_refused_naming_the_file(tmp_path):
+  see_through = np.full((4, 4, 4), 255, np.uint8)
+  see_through[0, 0, 3] = 0
+  folder = _one_image_folder(tmp_path, Image.fromarray(see_through, "RGBA"), "clear.png")
+  with pytest.raises(ValueError, match=r"clear.png has transparent pixels \(RGBA\); flatten"):
+    sources.load_folder(str(folder))
+  with pytest.raises(ValueError, match=r"f.tif is in PIL mode 'F', which is not read"):
+    sources._to_rgb(Image.new("F", (4, 4)), "f.tif")  # no extension read here makes one

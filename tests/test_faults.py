@@ -7,6 +7,7 @@ here, as it runs the real process too: a mistyped field is one line on stderr.)"
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -208,6 +209,98 @@ def test_sample_run_killed_midway_resumes_from_its_batches_with_the_same_images(
   assert resumed.shape == (20, 8, 8, 1) and resumed.dtype == np.uint8
   assert np.array_equal(resumed, np.load(straight / "samples" / npz.name)["images"])
   assert npz.with_suffix(".png").exists() and not list(samples.glob("*_chunks"))
+
+
+def _one_line(child) -> str:
+  err = child.err.read_text().strip()
+  assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+  return err
+
+
+def test_one_writer_per_workdir_the_second_run_refused_the_first_unharmed(killed_run, tmp_path):
+  """Two real processes on one workdir: the second is refused in one line naming the first
+  (its pid), while the first, held stopped (SIGSTOP) with its lock, is alive; the first then
+  ends bit for bit like a lone run. The killed runs above (SIGKILL, lock left behind) were each
+  rerun: the reruns reclaimed the stale lock."""
+  straight, killed_work, _ = killed_run
+  work = tmp_path / "work"
+  first = Child(work, "first")
+  first.wait_for(lambda: _progress(first), "a progress line")
+  first.proc.send_signal(signal.SIGSTOP)
+  try:
+    second = Child(work, "second")
+    assert second.finish() == 2
+    err = _one_line(second)
+    assert err.startswith(f"error: {work} is being written by another run, pid {first.proc.pid}"
+                          f" on host"), err
+    assert first.proc.poll() is None
+  finally:
+    first.proc.send_signal(signal.SIGCONT)
+  assert first.finish() == 0 and not (work / ".lock").exists()
+  config, template = _config(), None
+  shape = (8, 8, 1)
+  template = build.train_state(config, build.model(config, 1), shape)
+  for a, b in zip(jax.tree.leaves(_state(config, template, straight, STEPS)),
+                  jax.tree.leaves(_state(config, template, work, STEPS)), strict=True):
+    assert np.array_equal(a, b)
+  reclaimed = [p.name for p in killed_work.parent.glob("*.err")
+               if "Reclaimed the stale lock" in p.read_text()]
+  assert reclaimed and not (killed_work / ".lock").exists()
+
+
+@pytest.mark.parametrize("mode,moment", [("train", "start-up"), ("train", "compilation"),
+                                         ("sample", "sampling")])
+def test_sigint_at_any_moment_is_one_line_and_exit_130(killed_run, tmp_path, mode, moment):
+  """SIGINT while Python imports (start-up: nothing written), while the first step compiles
+  (the loop saves the step, then stops) and between two sampling batches (the batches written
+  stay: the kill test above resumes from them): one line, exit status 130, no traceback."""
+  straight = killed_run[0]
+  work = tmp_path / "work"
+  flags = ["--mode=sample"] if mode == "sample" else []
+  if mode == "sample":
+    shutil.copytree(straight / "checkpoints", work / "checkpoints")
+  child = Child(work, moment, *flags)
+  if moment == "start-up":
+    time.sleep(1.0)  # after the interpreter starts, while jax and the package import
+  elif moment == "compilation":
+    child.wait_for(lambda: "parameters;" in child.out.read_text(), "the parameter count")
+  else:
+    child.wait_for(lambda: list(work.glob("samples/*_chunks/chunk_00000.npz")), "a batch")
+  child.proc.send_signal(signal.SIGINT)
+  assert child.finish() == 130
+  err = child.err.read_text().strip()
+  assert "Traceback" not in err and len(err.splitlines()) <= 1, err
+  said = err or child.out.read_text().strip().splitlines()[-1]
+  assert said.startswith(("stopped: SIGINT", "Received SIGINT: saved step")), said
+  if "while starting" in said:
+    assert not work.exists()
+
+
+def test_a_full_disk_is_one_line_and_keeps_the_previous_checkpoint(tmp_path):
+  """A 3 MiB tmpfs holds one checkpoint of these settings (2.3 MiB) and not two: the second
+  save is refused before writing, in one line naming the folder, the space needed and free;
+  the first checkpoint is intact and no temporary folder is left."""
+  disk = tmp_path / "disk"
+  disk.mkdir()
+  mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(disk)],
+                           capture_output=True)
+  if mounted.returncode:
+    pytest.skip(f"cannot mount a tmpfs here (root and CAP_SYS_ADMIN needed): "
+                f"{mounted.stderr.decode().strip()}")
+  try:
+    work = disk / "work"
+    child = Child(work, "full")
+    assert child.finish() == 2
+    err = _one_line(child)
+    assert err.startswith(f"error: disk full: checkpoint step {2 * EVERY} in {work}/checkpoints "
+                          f"needs "), err
+    assert f"previous checkpoint (step {EVERY}) is intact" in err
+    assert sorted(p.name for p in (work / "checkpoints").iterdir()) == [str(EVERY)]
+    config = _config()
+    template = build.train_state(config, build.model(config, 1), (8, 8, 1))
+    assert int(_state(config, template, work, EVERY).step) == EVERY
+  finally:
+    subprocess.run(["umount", str(disk)], check=True)
 
 
 def test_the_cli_process_reports_an_unknown_field_in_one_line(tmp_path):

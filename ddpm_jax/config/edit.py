@@ -10,7 +10,6 @@ import dataclasses
 import os
 
 import numpy as np
-from PIL import Image
 
 from ddpm_jax.data import batches, sources
 
@@ -64,8 +63,7 @@ def _mask(path: str, shape) -> np.ndarray:
         raise ValueError(f"{path} has no 'mask' array (it has {sorted(z.keys())}).")
       mask = np.asarray(z["mask"], np.float32)
   else:
-    with Image.open(path) as image:
-      mask = np.asarray(image.convert("L"), np.float32) / 255.0
+    mask = sources.read_image(path).mean(-1, dtype=np.float32) / 255.0
   n, size, _, channels = shape
   if mask.ndim == 2 or (mask.ndim == 3 and mask.shape[0] == n and mask.shape[1:] == (size, size)):
     mask = mask[..., None]

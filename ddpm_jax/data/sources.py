@@ -133,7 +133,7 @@ def load_folder(path: str) -> ArraySource:
   if not files:
     raise ValueError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) under {path!r}.")
   classes = sorted({os.path.relpath(os.path.dirname(f), path) for f in files})
-  images = [_read_image(f) for f in files]
+  images = [read_image(f) for f in files]
   if len({im.shape for im in images}) > 1:
     raise ValueError(f"Images under {path!r} differ in size; resize them to one size first.")
   labels = (np.array([classes.index(os.path.relpath(os.path.dirname(f), path)) for f in files],
@@ -141,12 +141,37 @@ def load_folder(path: str) -> ArraySource:
   return checked_source(np.stack(images), labels, path)
 
 
-def _read_image(path: str) -> np.ndarray:
+def read_image(path: str) -> np.ndarray:
+  """An image file as uint8 RGB [H, W, 3]: 16-bit grayscale scaled from 65535 (not clipped),
+  palette and bilevel images through their colours, CMYK by PIL's conversion, an alpha channel
+  dropped where every pixel is opaque; transparent pixels and other modes (float) are refused
+  naming the file."""
   try:
     with Image.open(path) as image:
-      return np.asarray(image.convert("RGB"))
+      image.load()
+      return _to_rgb(image, path)
   except OSError as e:  # PIL: truncated, not an image, unreadable
     raise ValueError(f"Cannot read image {path} ({e}); replace or remove it.") from None
+
+
+def _to_rgb(image, path: str) -> np.ndarray:
+  mode = image.mode
+  if mode == "P":
+    image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    mode = image.mode
+  if mode in ("RGBA", "LA", "PA"):
+    alpha = np.asarray(image.getchannel("A"))
+    if alpha.min() < 255:
+      raise ValueError(f"Image {path} has transparent pixels ({mode}); flatten it onto a "
+                       f"background (e.g. PIL's Image.alpha_composite) or remove it.")
+    image = image.convert("RGB")
+  elif mode.startswith("I;16") or mode == "I":  # 16-bit grayscale (PNG): 0..65535
+    gray = np.round(np.asarray(image, np.float64) * (255.0 / 65535.0)).astype(np.uint8)
+    return np.repeat(gray[..., None], 3, -1)
+  elif mode not in ("RGB", "L", "1", "CMYK", "YCbCr"):
+    raise ValueError(f"Image {path} is in PIL mode {mode!r}, which is not read; save it as "
+                     f"8-bit RGB or grayscale.")
+  return np.asarray(image.convert("RGB"))
 
 
 def open_source(dataset: str, split: str = "train", data_dir: str | None = None,

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import collections
 import os
+import socket
+import time
 from typing import Callable, Iterator, Sequence
 
 import jax
@@ -27,18 +29,36 @@ DATA_AXIS = "data"
 
 
 def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
-               process_id: int | None = None) -> None:
+               process_id: int | None = None, timeout: int = 300) -> None:
   """jax.distributed.initialize with each value given, else read from the environment
   (JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID), else left to JAX's
-  auto-detection (Cloud TPU, SLURM, Open MPI, Kubernetes). CPU processes talk through gloo."""
+  auto-detection (Cloud TPU, SLURM, Open MPI, Kubernetes), waiting `timeout` seconds for every
+  process to join. CPU processes talk through gloo."""
   def from_env(value, name, kind):
     text = os.environ.get(name)
     return value if value is not None else (kind(text) if text else None)
+  address = from_env(coordinator_address, "JAX_COORDINATOR_ADDRESS", str)
+  process_id = from_env(process_id, "JAX_PROCESS_ID", int)
+  if address and process_id:  # XLA aborts the process when the coordinator never answers
+    _wait_for(address, timeout)
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   jax.distributed.initialize(
-      coordinator_address=from_env(coordinator_address, "JAX_COORDINATOR_ADDRESS", str),
-      num_processes=from_env(num_processes, "JAX_NUM_PROCESSES", int),
-      process_id=from_env(process_id, "JAX_PROCESS_ID", int))
+      coordinator_address=address, num_processes=from_env(num_processes, "JAX_NUM_PROCESSES", int),
+      process_id=process_id, initialization_timeout=timeout)
+
+
+def _wait_for(address: str, timeout: float) -> None:
+  """Returns once HOST:PORT accepts a connection; TimeoutError after `timeout` seconds."""
+  host, _, port = address.rpartition(":")
+  deadline = time.monotonic() + timeout
+  while True:
+    try:
+      socket.create_connection((host.strip("[]"), int(port)), timeout=1).close()
+      return
+    except (OSError, ValueError):
+      if time.monotonic() > deadline:
+        raise TimeoutError(f"no coordinator answered at {address} within {timeout}s") from None
+      time.sleep(0.5)
 
 
 def is_main_process() -> bool:

@@ -31,6 +31,13 @@ def import_weights(config, workdir: str, overrides=None, *, source: str) -> str:
   params = weights.import_params(config, source, plan.shape[-1])
   provenance = {"source": source, "files": weights.source_digest(source)}
   run = runs.Run(runs.prepare_workdir(workdir), plan)
+  with runs.one_writer(run.workdir):
+    _write(config, run, params, provenance, source)
+  return run.checkpoint_dir
+
+
+def _write(config, run, params, provenance: dict, source: str) -> None:
+  plan = run.plan
   manager = checkpoint.make_manager(run.checkpoint_dir)
   if manager.all_steps():
     raise ValueError(f"{run.checkpoint_dir} already holds checkpoints (steps "
@@ -47,4 +54,3 @@ def import_weights(config, workdir: str, overrides=None, *, source: str) -> str:
                     {**provenance, "digest": checkpoint.digest(imported)})
   n = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(imported))
   log(f"Imported {n / 1e6:.2f}M parameters from {source} as step 0 in {run.checkpoint_dir}")
-  return run.checkpoint_dir

@@ -48,9 +48,20 @@ def reconstruct_ema(config, workdir: str, overrides=None) -> str:
   state = build.train_state(config, plan.model, plan.shape)
   params = snapshots.reconstruct(manager, state.params, recon)  # before anything is written
   out = runs.Run(runs.prepare_workdir(target), plan)
+  with runs.one_writer(out.workdir):
+    _write(config, out, state, params, recon, snapshot_dir)
+  log(f"Wrote the σ_rel={p.sigma_rel:g} EMA as step {recon.step} of {out.workdir}; use it with "
+      f"--workdir={out.workdir} in any mode")
+  return out.workdir
+
+
+def _write(config, out: runs.Run, state, params, recon: snapshots.Reconstruction,
+           snapshot_dir: str) -> None:
+  """The reconstruction as the parameters, EMA and every profile of `out`'s checkpoint at the
+  snapshot's step, with config.json and phema.json."""
   copies = lambda: jax.tree.map(np.copy, params)  # noqa: E731
-  state = state.replace(step=recon.step, params=params,
-                        ema_params=copies(), phema_params=tuple(copies() for _ in rels))
+  state = state.replace(step=recon.step, params=params, ema_params=copies(),
+                        phema_params=tuple(copies() for _ in recon.sigma_rels))
   checkpoint.save(checkpoint.make_manager(out.checkpoint_dir), state)
   if parallel.is_main_process():
     with files.atomic_open(os.path.join(out.workdir, "config.json"), "w") as f:
@@ -58,6 +69,3 @@ def reconstruct_ema(config, workdir: str, overrides=None) -> str:
     files.save_json(os.path.join(out.workdir, "phema.json"),
                     {**recon.to_json(), "source": snapshot_dir,
                      "digest": checkpoint.digest(params)})
-  log(f"Wrote the σ_rel={p.sigma_rel:g} EMA as step {recon.step} of {out.workdir}; use it with "
-      f"--workdir={out.workdir} in any mode")
-  return out.workdir

@@ -10,10 +10,12 @@ called) and `resumable_chunks`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import os
+import sys
 from typing import Any, Callable
 
 import numpy as np
@@ -21,7 +23,7 @@ from etils import epath
 from jax.sharding import Mesh
 
 from ddpm_jax.config import build, sampler, schema, validate
-from ddpm_jax.infra import compile_cache, files, parallel
+from ddpm_jax.infra import compile_cache, files, lock, parallel
 from ddpm_jax.infra.metrics_writer import log
 from ddpm_jax.training import checkpoint
 
@@ -60,6 +62,28 @@ def prepare_workdir(workdir: str) -> str:
     raise PermissionError(f"Cannot write to workdir {workdir!r} ({e.strerror or e}); choose "
                           f"a writable --workdir.") from None
   return workdir
+
+
+@contextlib.contextmanager
+def one_writer(workdir: str):
+  """Holds the workdir's lock (infra/lock.py) for the block: process 0 takes it, every
+  process learns whether it could (so that all stop together with one line), and it is
+  released on any exit of the block."""
+  held, error = None, None
+  if parallel.is_main_process():
+    held = lock.WorkdirLock(workdir, " ".join(sys.argv))
+    try:
+      held.acquire()
+    except lock.WorkdirLocked as e:
+      held, error = None, e
+  if not parallel.agree(error is None):
+    raise error or lock.WorkdirLocked(f"Process 0 could not lock {workdir}: another run is "
+                                      f"writing it (process 0's error says which).")
+  try:
+    yield
+  finally:
+    if held is not None:
+      held.release()
 
 
 def start_run(config, workdir: str, mode: str, overrides=None) -> Run:

@@ -125,8 +125,14 @@ class Rates:
 def train_and_evaluate(config, workdir: str, overrides=None):
   """Trains per `config`, resuming from `workdir` if it holds a checkpoint; returns the
   final TrainState (replicated on the mesh). The config gate builds the step and the sampler
-  before the workdir, its checkpoints or its config.json are touched."""
+  before the workdir, its checkpoints or its config.json are touched; the workdir's lock is
+  held from then on (one writer per workdir: runs.one_writer)."""
   run = runs.start_run(config, workdir, "train", overrides)
+  with runs.one_writer(run.workdir):
+    return _train(config, run)
+
+
+def _train(config, run: runs.Run):
   plan, t, k = run.plan, config.training, config.training.steps_per_dispatch
   manager = checkpoint.make_manager(run.checkpoint_dir, t.keep_checkpoints)
   state = build.train_state(config, plan.model, plan.shape)
@@ -135,13 +141,15 @@ def train_and_evaluate(config, workdir: str, overrides=None):
     state = restored
     log(f"Resuming from step {int(state.step)} in {run.workdir}")
   start = int(state.step)
+  if start >= t.num_train_steps:
+    log(f"Nothing to train: {run.workdir} is at step {start}, "
+        f"{'past' if start > t.num_train_steps else 'at'} training.num_train_steps="
+        f"{t.num_train_steps}; raise it to train further (nothing was written).")
+    return parallel.replicate(state, run.mesh)
   snapshot_manager = None
   if t.phema_sigma_rels:
     snapshot_manager = snapshots.make_manager(run.workdir)
     snapshots.forget_after(snapshot_manager, start)
-  if start >= t.num_train_steps:
-    log(f"Step {start} in {run.workdir} is already at training.num_train_steps="
-        f"{t.num_train_steps}: nothing to train; raise it to train further.")
   if parallel.is_main_process():
     with files.atomic_open(os.path.join(run.workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2))

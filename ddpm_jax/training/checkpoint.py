@@ -10,8 +10,10 @@ batches are a pure function of (seed, step).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
+import shutil
 import zlib
 
 import jax
@@ -31,6 +33,10 @@ class CheckpointError(RuntimeError):
 
 class CheckpointMismatchError(CheckpointError):
   """The checkpoint holds another model's arrays (a different config)."""
+
+
+class DiskFullError(CheckpointError):
+  """The checkpoint folder's disk has no room for a save."""
 
 
 class ChecksumError(CheckpointError):
@@ -61,19 +67,65 @@ def save(manager: ocp.CheckpointManager, state, *, wait: bool = True) -> int:
 def save_tree(manager: ocp.CheckpointManager, step: int, tree, *, wait: bool = True,
               **metadata) -> None:
   """Saves a tree of arrays (its flax state dict) as `step` with the CRC-32 of every array and
-  `metadata` (JSON values) beside it; a no-op if that step is already saved."""
+  `metadata` (JSON values) beside it; a no-op if that step is already saved. A disk without
+  room for it is refused before writing (DiskFullError); a write that fails anyway leaves no
+  temporary folder behind."""
   try:
     if step not in manager.all_steps():
       arrays = jax.tree.map(host_copy, _written(serialization.to_state_dict(tree)))
+      _check_space(manager, step, arrays)
       manager.save(step, args=ocp.args.StandardSave(arrays), force=True,
                    custom_metadata={"crc32": checksums(arrays), **metadata})
     if wait:
       manager.wait_until_finished()
-  except OSError as e:  # a full disk, a read-only or vanished directory
+  except (OSError, ValueError, RuntimeError) as e:  # orbax: ValueError(RESOURCE_EXHAUSTED …)
+    if isinstance(e, CheckpointError):
+      raise
+    _remove_temporary(manager)
+    text = str(e.strerror if isinstance(e, OSError) and e.strerror else e).splitlines()[0]
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC or "No space left" in text:
+      raise DiskFullError(_disk_full(manager, step, None)) from None
+    if not isinstance(e, OSError) and "RESOURCE_EXHAUSTED" not in text:
+      raise  # not a failed write: a bug, shown as one
     raise CheckpointError(
-        f"Cannot write checkpoint step {step} to {manager.directory} ({e.strerror or e}); "
+        f"Cannot write checkpoint step {step} to {manager.directory} ({text}); "
         f"free space or fix the permissions. The previous checkpoint (step "
         f"{manager.latest_step()}) is intact; the run resumes from it.") from None
+
+
+SPACE_SLACK = 128 << 10  # bytes a save writes besides the arrays (metadata, manifests: ~40 KiB)
+
+
+def _check_space(manager: ocp.CheckpointManager, step: int, arrays) -> None:
+  """DiskFullError when the (local) checkpoint folder's disk has less room than the arrays."""
+  if files.is_uri(str(manager.directory)):
+    return
+  need = sum(np.asarray(a).nbytes for a in jax.tree.leaves(arrays)) + SPACE_SLACK
+  if shutil.disk_usage(manager.directory).free < need:
+    raise DiskFullError(_disk_full(manager, step, need))
+
+
+def _disk_full(manager: ocp.CheckpointManager, step: int, need: int | None) -> str:
+  free = shutil.disk_usage(manager.directory).free if not files.is_uri(
+      str(manager.directory)) else None
+  needs = f" needs {need / 2**20:.1f} MiB," if need else ""
+  has = f" {free / 2**20:.1f} MiB free" if free is not None else ""
+  last = manager.latest_step()
+  kept = ("there is no checkpoint yet" if last is None else
+          f"the previous checkpoint (step {last}) is intact and the run resumes from it")
+  return (f"disk full: checkpoint step {step} in {manager.directory}{needs}{has}; free space "
+          f"(or lower training.keep_checkpoints) and run the same command: {kept}.")
+
+
+def _remove_temporary(manager: ocp.CheckpointManager) -> None:
+  """Deletes the temporary folders of a save that failed (orbax's *.orbax-checkpoint-tmp*)."""
+  if not parallel.is_main_process():
+    return
+  for tmp in epath.Path(manager.directory).glob("*.orbax-checkpoint-tmp*"):
+    try:
+      tmp.rmtree()
+    except OSError:
+      logging.warning("Could not remove the failed save's temporary folder %s.", tmp)
 
 
 def host_copy(x) -> np.ndarray:
