@@ -144,7 +144,26 @@ def command_line_overrides() -> list[str]:
     except ValueError:
       return False
     return node[leaf] == v
+  _check_tuple_texts(base, sys.argv)
   return [name for name, v in given.items() if not restates(name, v)]
+
+
+def _check_tuple_texts(base, argv) -> None:
+  """A tuple field given a scalar on the command line (ml_collections would make 2 into (2,))
+  is refused: the text must be a tuple or list."""
+  for i, arg in enumerate(argv):
+    if not arg.startswith("--config."):
+      continue
+    name, equals, text = arg[len("--config."):].partition("=")
+    if not equals:
+      text = argv[i + 1] if i + 1 < len(argv) else ""
+    try:
+      node, leaf = load.parent(base, name)
+    except ValueError:
+      continue
+    if isinstance(node[leaf], tuple) and not text.strip().startswith(("(", "[")):
+      _fail(f"--config.{name}={text} is a tuple field; write it as one, e.g. "
+            f"--config.{name}='({text},)'.")
 
 
 def _config_argument(argv, with_argument: bool = False) -> str:

@@ -3,15 +3,17 @@ one line on stderr that starts with "error:" and names the problem, without a tr
 leaves an existing workdir's checkpoints untouched."""
 
 import hashlib
+import os
 import pathlib
 import re
 
 import numpy as np
 import pytest
-from conftest import run_cli, tiny_config
+from conftest import ROOT, run_cli, tiny_config
 from PIL import Image
 
-from ddpm_jax.config import build
+from ddpm_jax.config import build, schema
+from ddpm_jax.infra import lock
 from ddpm_jax.modes import train
 from ddpm_jax.training import checkpoint
 
@@ -54,7 +56,7 @@ CASES = [
     ("guidance_negative", ["--config.sampling.guidance_weight=-1.0"], "sampling.guidance_weight=-1.0"),
     ("solver_order_four", ["--config.sampling.solver_order=4"], "Unknown sampling.solver_order 4; use one of (1, 2, 3)"),
     ("edm_churn_negative", ["--config.sampling.edm_churn=-1.0"], "sampling.edm_churn=-1.0 must be 0"),
-    ("edm_sigma_data_zero", ["--config.edm.sigma_data=0.0"], "edm.sigma_data=0.0 must be positive: the data's standard deviation"),
+    ("edm_sigma_data_zero", ["--config.edm.sigma_data=0.0"], "edm.sigma_data=0.0 must be in [0.001, 100]: the data's standard deviation"),
     ("edm_sigmas_reversed", ["--config.edm.sigma_min=100.0"], "edm.sigma_min=100.0 must be below edm.sigma_max=80.0"),
     ("edm_window_reversed", ["--config.sampling.edm_s_tmin=60.0", "--config.sampling.edm_s_tmax=50.0"], "sampling.edm_s_tmin=60.0 must be below sampling.edm_s_tmax=50.0"),
     ("sde_beta_min_zero", ["--config.sde.beta_min=0.0"], "sde.beta_min=0.0 must be positive"),
@@ -85,6 +87,9 @@ CASES = [
     ("unknown_mode", ["--mode=fit"], "mode"),
     ("process_id_alone", ["--process_id=1"], "need --distributed"),
     ("unknown_dataset", ["--config.data.dataset=no_such_dataset"], "Cannot open tfds dataset 'no_such_dataset'"),
+    ("extra_argument", ["extra"], "unexpected argument 'extra'; options are --flag=value"),
+    ("distributed_alone", ["--distributed"], "--distributed could not join the run ("),
+    ("distributed_nobody_there", ["--distributed", "--coordinator_address=127.0.0.1:9", "--num_processes=2", "--process_id=1", "--distributed_timeout=1"], "no coordinator answered at 127.0.0.1:9 within 1s"),
 ]
 
 DSM, PC = "--config.training.objective=dsm", "--config.sampling.method=pc"
@@ -113,7 +118,23 @@ GATE_CASES = [
     ("ncsnpp_with_labels", ["--config.model.name=ncsnpp", "--config.model.conditional=True"], "model.name 'ncsnpp' has no class labels"),
     ("scale_by_sigma_without_log_sigma", ["--config.model.name=ncsnpp", "--config.model.scale_by_sigma=True"], "model.scale_by_sigma divides by σ = exp(the noise input)"),
     ("augment_without_labels", ["--config.model.name=song_unet", "--config.training.objective=edm", "--config.sampling.method=edm", "--config.training.augment_p=0.12"], "set model.name 'song_unet' or 'dhariwal_unet' with model.augment_dim=9"),
-    ("resample_filter_not_taps", ["--config.model.name=song_unet", "--config.model.resample_filter=(1,0.5)"], "model.resample_filter=(1, 0.5) must be positive integer taps"),
+    ("resample_filter_not_taps", ["--config.model.name=song_unet", "--config.model.resample_filter=(1,0.5)"], "model.resample_filter=(1, 0.5) must be a non-empty tuple of positive integer taps"),
+    # types and sizes: tuples, finite floats, int32, memory
+    ("ch_mult_empty", ["--config.model.ch_mult=()"], "model.ch_mult=() must be a non-empty tuple of positive integer channel multipliers"),
+    ("ch_mult_zero", ["--config.model.ch_mult=(1,0)"], "model.ch_mult=(1, 0) must be a non-empty tuple"),
+    ("ch_mult_scalar", ["--config.model.ch_mult=2"], "--config.model.ch_mult=2 is a tuple field; write it as one, e.g. --config.model.ch_mult='(2,)'"),
+    ("attn_scalar", ["--config.model.attn_resolutions=16"], "--config.model.attn_resolutions=16 is a tuple field"),
+    ("attn_float", ["--config.model.attn_resolutions=(16.5,)"], "model.attn_resolutions=(16.5,) must be a tuple of positive integer resolutions"),
+    ("seed_beyond_int32", ["--config.seed=4294967296"], "seed=4294967296 must be at most 2147483647 (int32)"),
+    ("beta_max_infinite", [DSM, "--config.sde.beta_max=inf"], "sde.beta_max=inf must be a finite number"),
+    ("lr_nan", ["--config.optim.learning_rate=nan"], "optim.learning_rate=nan must be a finite number"),
+    ("image_size_huge", ["--config.data.image_size=100000"], "data.image_size=100000 (the 1797 images of data.dataset 'digits' resized in memory) needs at least"),
+    ("timesteps_huge", ["--config.max_memory=1.0", "--config.diffusion.num_timesteps=100000000"], "diffusion.num_timesteps=100000000 needs at least 23.8 GiB and max_memory=1 is 1 GiB"),
+    ("train_batch_huge", ["--config.max_memory=1.0", "--config.training.batch_size=1048576"], "training.batch_size=1048576 with data.image_size=8 and model.ch=32"),
+    ("sample_batch_huge", ["--mode=sample", "--config.max_memory=1.0", "--config.sampling.batch_size=8388608"], "sampling.batch_size=8388608 with data.image_size=8"),
+    ("edm_draws_overflow", ["--config.training.objective=edm", "--config.sampling.method=edm", "--config.edm.p_std=30.0"], "edm.p_mean=-1.2 and edm.p_std=30 draw ln σ beyond ±40"),
+    ("edm_sigma_data_tiny", ["--config.training.objective=edm", "--config.sampling.method=edm", "--config.edm.sigma_data=1e-30"], "edm.sigma_data=1e-30 must be in [0.001, 100]"),
+    ("phema_length_too_long", ["--config.training.phema_sigma_rels=(0.05,0.5)"], "training.phema_sigma_rels=(0.05, 0.5) must be a tuple of distinct EMA lengths"),
 ]
 
 # (id, file to write, what the error line must contain); arguments use {path}
@@ -135,6 +156,8 @@ FILE_CASES = [
     ("config_import_error", "import nosuchmodule\n", ["--config={dir}/c.py"], "line 1: ModuleNotFoundError"),
     ("config_without_get_config", "x = 1\n", ["--config={dir}/c.py"], "defines no get_config()"),
     ("config_missing", None, ["--config={dir}/none.py"], "no config file"),
+    ("folder_transparent_png", "transparent", ["--config.data.dataset=folder", "--config.data.path={dir}/images"], "images/a.png has transparent pixels (RGBA); flatten it"),
+    ("inception_of_another_network", {"conv.weight": np.zeros((3, 3, 3, 3), np.float32)}, ["--mode=eval", "--config.sampling.num_steps=2", "--config.fid.inception_weights={dir}/data.npz"], "holds other weights than the FID Inception-v3's (params.conv.kernel: file (3, 3, 3, 3) vs network (3, 3, 3, 32)"),
 ]
 
 
@@ -154,8 +177,9 @@ def workdir(tmp_path_factory):
 
 
 def _snapshot(path: pathlib.Path) -> dict:
+  """Every file of the workdir, by content: a refused run changes nothing in it."""
   return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
-          for p in sorted((path / "checkpoints").rglob("*")) if p.is_file()}
+          for p in sorted(path.rglob("*")) if p.is_file()}
 
 
 def _check(args, expected, workdir, capsys, monkeypatch) -> str:
@@ -187,6 +211,34 @@ def test_the_gate_refuses_before_anything_is_written(case_id, args, expected, tm
   assert not fresh.exists()
 
 
+def test_a_second_writer_is_refused_naming_the_first(workdir, capsys, monkeypatch):
+  """The workdir's lock held by a live run (this process): train is refused in one line, the
+  workdir (lock included) unchanged."""
+  with lock.WorkdirLock(str(workdir), "the first run"):
+    err = _check([DEMO, "--config.training.num_train_steps=2"], "is being written by another "
+                 f"run, pid {os.getpid()} on host", workdir, capsys, monkeypatch)
+  assert "(since " in err and "the first run" in err and "use another --workdir" in err
+
+
+def test_an_empty_workdir_is_refused_before_anything_is_written(tmp_path, capsys, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  code, err = run_cli([f"--config={ROOT / 'configs' / 'demo.py'}", "--workdir="], capsys,
+                      monkeypatch)
+  assert code == 2 and err.strip() == ("error: --workdir is empty; give the run's directory, "
+                                       "e.g. --workdir=runs/demo.")
+  assert not list(tmp_path.iterdir())
+
+
+def test_a_nan_names_the_objectives_own_settings(tmp_path):
+  """The NaN of a bad EDM setting is not blamed on the learning rate alone."""
+  manager = checkpoint.make_manager(str(tmp_path / "checkpoints"))
+  with pytest.raises(train.NonFiniteLossError) as e:
+    train._finite_metrics({"loss": np.nan}, 3, manager, train.NAN_HINTS["edm"])
+  assert str(e.value).endswith("Lower optim.learning_rate, or check the data and the noise "
+                               "draws (edm.sigma_data, edm.p_mean, edm.p_std).")
+  assert set(train.NAN_HINTS) == set(schema.CHOICES[0][1])  # every objective has its hint
+
+
 def test_a_refused_config_leaves_an_existing_runs_config_json_alone(workdir, capsys,
                                                                     monkeypatch):
   saved = workdir / "config.json"
@@ -215,6 +267,9 @@ def test_a_bad_file_is_a_one_line_error_naming_it(case_id, content, args, expect
     np.savez(tmp_path / "data.npz", **content)
   elif isinstance(content, bytes):
     (tmp_path / "data.npz").write_bytes(content)
+  elif content == "transparent":
+    (tmp_path / "images").mkdir()
+    Image.new("RGBA", (8, 8), (10, 20, 30, 0)).save(tmp_path / "images" / "a.png")
   elif content == "truncated":
     (tmp_path / "images").mkdir()
     Image.new("RGB", (8, 8)).save(tmp_path / "images" / "a.png")

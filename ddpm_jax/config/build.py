@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from ddpm_jax.config import memory
 from ddpm_jax.core import chain, schedules
 from ddpm_jax.core import denoiser as denoiser_lib
 from ddpm_jax.core import sde as sde_lib
@@ -289,6 +290,8 @@ def source(config: ml_collections.ConfigDict, split: str | None = None):
     if top > d.num_classes:
       raise ValueError(f"The labels of {d.dataset!r} go up to {top - 1}, beyond "
                        f"data.num_classes={d.num_classes}; set data.num_classes={top}.")
+  if isinstance(src, sources.ArraySource):
+    memory.check_dataset(config, len(src), src.images.shape[-1])
   return sources.at_size(src, d.image_size)
 
 

@@ -12,6 +12,9 @@ def get_config() -> ml_collections.ConfigDict:
   # JAX's persistent compilation cache (infra/compile_cache.py): a resumed or repeated run does
   # not compile again; "" turns it off; JAX_COMPILATION_CACHE_DIR, where set, takes precedence.
   config.compilation_cache = "~/.cache/ddpm_jax/jax_compilation_cache"
+  # GiB a run may use per device (config/memory.py refuses a run whose lower-bound estimate is
+  # larger); 0: each device's memory, or the host's on CPU.
+  config.max_memory = 0.0
 
   config.data = data = ml_collections.ConfigDict()
   data.dataset = "digits"      # "digits" (embedded), "npz", "folder", or a tfds name

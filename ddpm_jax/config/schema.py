@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
+
 from ddpm_jax.config import build
 from ddpm_jax.core import chain, denoiser, schedules
 from ddpm_jax.core import sde as sde_lib
@@ -39,6 +41,7 @@ def _between(low, high, *, high_included=False):
 # (field, test, what it must be): the ranges, one field at a time.
 RANGES = (
     ("seed", _at_least(0), "0 or more"),
+    ("max_memory", _at_least(0), "0 (the device's memory) or a number of GiB"),
     ("data.image_size", _positive, "a positive number of pixels"),
     ("data.num_classes", _positive, "a positive number of classes"),
     ("data.num_workers", _at_least(0), "0 (a thread) or more worker processes"),
@@ -102,7 +105,9 @@ RANGES = (
     ("sde.num_scales", _at_least(2), "at least 2"),
     ("sde.train_eps", _between(0, 1), "in [0, 1), e.g. 1e-5"),
     ("edm.sigma_min", _positive, "positive, e.g. 0.002"),
-    ("edm.sigma_data", _positive, "positive: the data's standard deviation, e.g. 0.5"),
+    ("edm.sigma_data", _between(1e-3, 100, high_included=True),
+     "in [0.001, 100]: the data's standard deviation, e.g. 0.5 for images in [-1, 1] (λ "
+     "divides by σ_data²)"),
     ("edm.p_std", _positive, "positive, e.g. 1.2"),
     ("eval.num_examples", _at_least(0), "0 (the whole split) or more"),
     ("eval.batch_size", _positive, "at least 1"),
@@ -117,6 +122,23 @@ RANGES = (
     ("fid.kid_subset_size", _at_least(2), "at least 2"),
     ("fid.num_seeds", _positive, "at least 1"),
     ("fid.is_splits", _positive, "at least 1 (10 as published)"),
+)
+EDM_LOG_SIGMA = 40  # |ln σ| of EDM's training draws: σ² stays finite in float32 (e^±80)
+INT_MAX = 2**31 - 1  # integers index int32 arrays and seed int32 keys on the devices
+
+
+def _positive_int(v) -> bool:
+  return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
+# (field, element test, what the elements are, whether the tuple may be empty, an example):
+# the tuple-valued fields.
+TUPLES = (
+    ("model.ch_mult", _positive_int, "positive integer channel multipliers", False,
+     "(1, 2, 2, 2)"),
+    ("model.attn_resolutions", _positive_int, "positive integer resolutions", True, "(16,)"),
+    ("model.fir_kernel", _positive_int, "positive integer taps", False, "(1, 3, 3, 1)"),
+    ("model.resample_filter", _positive_int, "positive integer taps", False, "(1, 3, 3, 1)"),
 )
 # (first, second): fields whose values must be ordered first < second.
 ORDERED = (("diffusion.beta_start", "diffusion.beta_end"), ("sde.beta_min", "sde.beta_max"),
@@ -156,8 +178,35 @@ def field(config, name: str):
   return functools.reduce(lambda node, part: node[part], name.split("."), config)
 
 
+def _leaves(node, prefix=""):
+  for key, value in node.items():
+    name = f"{prefix}{key}"
+    if hasattr(value, "items"):
+      yield from _leaves(value, name + ".")
+    else:
+      yield name, value
+
+
+def check_types(config) -> None:
+  """Every number finite and within int32, every tuple field a tuple of what it holds."""
+  for name, value in _leaves(config):
+    if isinstance(value, float) and not np.isfinite(value):
+      raise ValueError(f"{name}={value!r} must be a finite number; set --config.{name}.")
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > INT_MAX:
+      raise ValueError(f"{name}={value} must be at most {INT_MAX} (int32); set "
+                       f"--config.{name}.")
+  for name, ok, what, may_be_empty, example in TUPLES:
+    value = field(config, name)
+    if (not isinstance(value, (tuple, list)) or not all(ok(v) for v in value)
+        or not (value or may_be_empty)):
+      empty = ", or ()" if may_be_empty else ""
+      raise ValueError(f"{name}={value!r} must be a {'' if may_be_empty else 'non-empty '}"
+                       f"tuple of {what}, e.g. {example}{empty}; set --config.{name}.")
+
+
 def check(config) -> None:
-  """Ranges, choices and relations; the first problem as a one-line ValueError."""
+  """Types, ranges, choices and relations; the first problem as a one-line ValueError."""
+  check_types(config)
   for name, ok, want in RANGES:
     value = field(config, name)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
@@ -209,6 +258,11 @@ def _check_objective(config) -> None:
   elif t.t_sampler == "importance":
     raise ValueError("training.t_sampler 'importance' draws the timesteps of objective 'ddpm'; "
                      "for 'dsm' set sde.importance_sampling=True (with likelihood weighting).")
+  e = config.edm
+  if build.kind(config) == "edm" and abs(e.p_mean) + 7 * e.p_std > EDM_LOG_SIGMA:
+    raise ValueError(f"edm.p_mean={e.p_mean:g} and edm.p_std={e.p_std:g} draw ln σ beyond "
+                     f"±{EDM_LOG_SIGMA} (|p_mean| + 7 p_std > {EDM_LOG_SIGMA}), where σ² "
+                     f"overflows float32 and the loss is NaN; EDM uses -1.2 and 1.2.")
   if obj == "dsm":
     if c.importance_sampling and not c.likelihood_weighting:
       raise ValueError("sde.importance_sampling draws t for the likelihood weighting; set "
@@ -241,10 +295,6 @@ def _check_network(config) -> None:
     raise ValueError(f"training.augment_p feeds {labels} augment labels to the network: set "
                      f"model.name 'song_unet' or 'dhariwal_unet' with model.augment_dim="
                      f"{labels} (now {m.name!r}, {m.augment_dim}).")
-  for name in ("fir_kernel", "resample_filter"):
-    taps = tuple(m[name])
-    if not taps or not all(isinstance(v, int) and v > 0 for v in taps):
-      raise ValueError(f"model.{name}={taps!r} must be positive integer taps, e.g. (1, 3, 3, 1).")
 
 
 def _check_sampling(config) -> None:

@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping
 
 from jax.sharding import Mesh
 
-from ddpm_jax.config import build, edit, guidance, sampler, schema
+from ddpm_jax.config import build, edit, guidance, memory, sampler, schema
 from ddpm_jax.evaluation import fid, inception
 from ddpm_jax.infra import parallel
 
@@ -58,6 +58,7 @@ def validate(config, mode: str, overrides: Mapping | None = None) -> Plan:
   if mode not in schema.MODES:
     raise ValueError(f"Unknown mode {mode!r}; use one of {schema.MODES}.")
   schema.check(config)
+  memory.check_schedule(config)
   if build.classifies(config) and mode != "train":
     raise ValueError(f"A training.objective 'classifier' run is trained (--mode train), not "
                      f"used with --mode {mode}: guide a model's sampler with it via "
@@ -79,6 +80,8 @@ def validate(config, mode: str, overrides: Mapping | None = None) -> Plan:
   shape = build.image_shape(config, source)
   model = build.model(config, shape[-1])
   template = build.train_state(config, model, shape, abstract=True)
+  memory.check_devices(config, mode, template, shape, batch_field,
+                       schema.field(config, batch_field) if batch_field else None)
   plan = Plan(mode, mesh, source, shape, model, template)
   if mode in ("sample", "eval", "edit"):
     clf = guidance.classifier(config, shape)

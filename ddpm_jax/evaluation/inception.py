@@ -22,6 +22,7 @@ Weights come from an .npz of named float32 arrays (`conv.weight` OIHW, `conv.bet
 from __future__ import annotations
 
 import os
+import zipfile
 
 import jax
 import jax.numpy as jnp
@@ -240,9 +241,36 @@ def weights_path(path: str) -> str:
 
 
 def load_weights(path: str):
-  """(Inception params, sha256 of the file) of the .npz at `path` (~ expanded)."""
+  """(Inception params, sha256 of the file) of the .npz at `path` (~ expanded), checked to be
+  the FID Inception-v3's (every array's name and shape; one-line ValueError otherwise)."""
   path = weights_path(path)
-  return load_params(path), files.sha256(path)
+  advice = ("convert pytorch-fid's pt_inception-2015-12-05-6726825d.pth with `python -m "
+            "ddpm_jax.evaluation.convert_inception` (see the README)")
+  try:
+    params = load_params(path)
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+    raise ValueError(f"fid.inception_weights={path} is not a readable .npz ({type(e).__name__}:"
+                     f" {str(e).splitlines()[0] if str(e) else ''}); {advice}.") from None
+  problems = _mismatches(params)
+  if problems:
+    more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
+    raise ValueError(f"fid.inception_weights={path} holds other weights than the FID "
+                     f"Inception-v3's ({'; '.join(problems[:3])}{more}); {advice}.")
+  return params, files.sha256(path)
+
+
+def _mismatches(params) -> list[str]:
+  """'name: file (shape) vs network (shape)' and the arrays only one of the two has."""
+  net = InceptionV3(logits=has_logits(params))
+  want = jax.eval_shape(net.init, jax.random.key(0), jnp.zeros((1, SIZE, SIZE, 3)))
+
+  def shapes(tree):
+    return {jax.tree_util.keystr(p, simple=True, separator="."): tuple(np.shape(v))
+            for p, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
+  got, want = shapes(params), shapes(want)
+  return ([f"{k}: file {got[k]} vs network {want[k]}" for k in sorted(got.keys() & want.keys())
+           if got[k] != want[k]] + [f"{k}: missing" for k in sorted(want.keys() - got.keys())]
+          + [f"{k}: not in the network" for k in sorted(got.keys() - want.keys())])
 
 
 def load_params(path: str) -> dict:

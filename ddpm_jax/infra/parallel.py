@@ -41,10 +41,16 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
   process_id = from_env(process_id, "JAX_PROCESS_ID", int)
   if address and process_id:  # XLA aborts the process when the coordinator never answers
     _wait_for(address, timeout)
+  collectives = jax.config.jax_cpu_collectives_implementation
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  jax.distributed.initialize(
-      coordinator_address=address, num_processes=from_env(num_processes, "JAX_NUM_PROCESSES", int),
-      process_id=process_id, initialization_timeout=timeout)
+  try:
+    jax.distributed.initialize(
+        coordinator_address=address,
+        num_processes=from_env(num_processes, "JAX_NUM_PROCESSES", int), process_id=process_id,
+        initialization_timeout=timeout)
+  except BaseException:
+    jax.config.update("jax_cpu_collectives_implementation", collectives)
+    raise
 
 
 def _wait_for(address: str, timeout: float) -> None:

@@ -184,7 +184,7 @@ def _train(config, run: runs.Run):
         log(f"Step {step} compiled and ran in {rates.start(step):.1f}s")
       due = cadence.due(step, stop.received is not None)
       if due["check"]:
-        m = _finite_metrics(metrics, step, manager)
+        m = _finite_metrics(metrics, step, manager, NAN_HINTS[t.objective])
         if due["log"]:
           measured = rates.measure(step)
           if measured is None:  # the first step: no rate measured yet
@@ -210,7 +210,14 @@ def _train(config, run: runs.Run):
   return state
 
 
-def _finite_metrics(metrics, step: int, manager) -> dict[str, float]:
+# Besides the learning rate and the data, what can make each objective's loss non-finite.
+NAN_HINTS = {"ddpm": "the β schedule (diffusion.*)", "dsm": "the SDE (sde.*)",
+             "ncsn": "the noise levels (sde.sigma_min, sde.sigma_max)",
+             "edm": "the noise draws (edm.sigma_data, edm.p_mean, edm.p_std)",
+             "classifier": "the noise levels of classifier.process"}
+
+
+def _finite_metrics(metrics, step: int, manager, hint: str) -> dict[str, float]:
   """The step's metrics on the host; NonFiniteLossError (nothing saved) if any is NaN/inf,
   except on a step that float16's loss scaling skipped (its update was not applied)."""
   m = {key: float(v) for key, v in jax.device_get(metrics).items()}
@@ -224,7 +231,7 @@ def _finite_metrics(metrics, step: int, manager) -> dict[str, float]:
             f"the last good checkpoint is step {last_good}")
     raise NonFiniteLossError(
         f"Non-finite loss or gradient at step {step} ({m}); stopped without saving, "
-        f"{kept}. Lower optim.learning_rate or check the data.")
+        f"{kept}. Lower optim.learning_rate, or check the data and {hint}.")
   return m
 
 
