@@ -220,6 +220,19 @@ def test_a_second_writer_is_refused_naming_the_first(workdir, capsys, monkeypatc
   assert "(since " in err and "the first run" in err and "use another --workdir" in err
 
 
+def test_training_a_run_already_past_its_steps_says_so_and_writes_nothing(workdir, capsys,
+                                                                          monkeypatch):
+  """The fixture's checkpoints are at steps 0 and 1: with num_train_steps=1 there is nothing
+  to do, which is said (exit 0), and nothing is written (config.json included)."""
+  before, said = _snapshot(workdir), []
+  monkeypatch.setattr(train, "log", said.append)
+  code, _ = run_cli([DEMO, "--config.model.ch_mult=(1,)", "--config.training.num_train_steps=1",
+                     f"--workdir={workdir}"], capsys, monkeypatch)
+  assert code == 0 and _snapshot(workdir) == before
+  assert said[-1] == (f"Nothing to train: {workdir} is at step 1, at training.num_train_steps="
+                      f"1; raise it to train further (nothing was written).")
+
+
 def test_an_empty_workdir_is_refused_before_anything_is_written(tmp_path, capsys, monkeypatch):
   monkeypatch.chdir(tmp_path)
   code, err = run_cli([f"--config={ROOT / 'configs' / 'demo.py'}", "--workdir="], capsys,

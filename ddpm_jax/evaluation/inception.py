@@ -21,6 +21,7 @@ Weights come from an .npz of named float32 arrays (`conv.weight` OIHW, `conv.bet
 
 from __future__ import annotations
 
+import functools
 import os
 import zipfile
 
@@ -259,15 +260,20 @@ def load_weights(path: str):
   return params, files.sha256(path)
 
 
+def _shapes(tree) -> dict[str, tuple]:
+  return {jax.tree_util.keystr(p, simple=True, separator="."): tuple(np.shape(v))
+          for p, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+@functools.lru_cache(maxsize=2)
+def _network_shapes(logits: bool) -> dict[str, tuple]:
+  net = InceptionV3(logits=logits)
+  return _shapes(jax.eval_shape(net.init, jax.random.key(0), jnp.zeros((1, SIZE, SIZE, 3))))
+
+
 def _mismatches(params) -> list[str]:
   """'name: file (shape) vs network (shape)' and the arrays only one of the two has."""
-  net = InceptionV3(logits=has_logits(params))
-  want = jax.eval_shape(net.init, jax.random.key(0), jnp.zeros((1, SIZE, SIZE, 3)))
-
-  def shapes(tree):
-    return {jax.tree_util.keystr(p, simple=True, separator="."): tuple(np.shape(v))
-            for p, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
-  got, want = shapes(params), shapes(want)
+  got, want = _shapes(params), _network_shapes(has_logits(params))
   return ([f"{k}: file {got[k]} vs network {want[k]}" for k in sorted(got.keys() & want.keys())
            if got[k] != want[k]] + [f"{k}: missing" for k in sorted(want.keys() - got.keys())]
           + [f"{k}: not in the network" for k in sorted(got.keys() - want.keys())])

@@ -132,15 +132,20 @@ def train_and_evaluate(config, workdir: str, overrides=None):
     return _train(config, run)
 
 
-def _train(config, run: runs.Run):
-  plan, t, k = run.plan, config.training, config.training.steps_per_dispatch
-  manager = checkpoint.make_manager(run.checkpoint_dir, t.keep_checkpoints)
-  state = build.train_state(config, plan.model, plan.shape)
+def _resume(config, run: runs.Run):
+  """(checkpoint manager, the newest readable state or a fresh one, its step)."""
+  manager = checkpoint.make_manager(run.checkpoint_dir, config.training.keep_checkpoints)
+  state = build.train_state(config, run.plan.model, run.plan.shape)
   restored = checkpoint.restore_latest(manager, state, set_aside=True)
   if restored is not None:
     state = restored
     log(f"Resuming from step {int(state.step)} in {run.workdir}")
-  start = int(state.step)
+  return manager, state, int(state.step)
+
+
+def _train(config, run: runs.Run):
+  plan, t, k = run.plan, config.training, config.training.steps_per_dispatch
+  manager, state, start = _resume(config, run)
   if start >= t.num_train_steps:
     log(f"Nothing to train: {run.workdir} is at step {start}, "
         f"{'past' if start > t.num_train_steps else 'at'} training.num_train_steps="
@@ -186,14 +191,7 @@ def _train(config, run: runs.Run):
       if due["check"]:
         m = _finite_metrics(metrics, step, manager, NAN_HINTS[t.objective])
         if due["log"]:
-          measured = rates.measure(step)
-          if measured is None:  # the first step: no rate measured yet
-            writer.scalars(step, m)
-            log(progress_line(step, t.num_train_steps, m))
-          else:
-            rate, wait, eta = measured
-            writer.scalars(step, {**m, "images_per_sec": rate, "data_wait_fraction": wait})
-            log(progress_line(step, t.num_train_steps, m, rate, eta, wait))
+          _log_row(writer, rates, step, t.num_train_steps, m)
       if due["save"]:
         checkpoint.save(manager, state)
       if due["snapshot"]:
@@ -208,6 +206,18 @@ def _train(config, run: runs.Run):
     log(str(interrupted))
     raise interrupted
   return state
+
+
+def _log_row(writer, rates: Rates, step: int, total: int, m: dict) -> None:
+  """A progress line and the metrics (with img/s and the data wait after the first step)."""
+  measured = rates.measure(step)
+  if measured is None:  # the first step: no rate measured yet
+    writer.scalars(step, m)
+    log(progress_line(step, total, m))
+  else:
+    rate, wait, eta = measured
+    writer.scalars(step, {**m, "images_per_sec": rate, "data_wait_fraction": wait})
+    log(progress_line(step, total, m, rate, eta, wait))
 
 
 # Besides the learning rate and the data, what can make each objective's loss non-finite.
