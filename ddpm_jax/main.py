@@ -44,6 +44,7 @@ if __name__ == "__main__":  # the command line only: a program importing this mo
   for _signal in (signal.SIGINT, signal.SIGTERM):
     signal.signal(_signal, _stop_while_starting)
 
+import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -129,6 +130,9 @@ def parse_flags(argv):
   path = config_flags.get_config_filename(FLAGS["config"]).split(":")[0]
   if not os.path.isfile(path):
     _fail(f"no config file {path!r}; pass one of configs/*.py (run from the repository root).")
+  if not isinstance(FLAGS.config, ml_collections.ConfigDict):
+    _fail(f"config file {path}: get_config() returned a value of type {type(FLAGS.config).__name__}, not an "
+          f"ml_collections.ConfigDict; return one (see configs/demo.py).")
   return argv
 
 

@@ -134,6 +134,7 @@ GATE_CASES = [
     ("sample_batch_huge", ["--mode=sample", "--config.max_memory=1.0", "--config.sampling.batch_size=8388608"], "sampling.batch_size=8388608 with data.image_size=8"),
     ("edm_draws_overflow", ["--config.training.objective=edm", "--config.sampling.method=edm", "--config.edm.p_std=30.0"], "edm.p_mean=-1.2 and edm.p_std=30 draw ln σ beyond ±40"),
     ("edm_sigma_data_tiny", ["--config.training.objective=edm", "--config.sampling.method=edm", "--config.edm.sigma_data=1e-30"], "edm.sigma_data=1e-30 must be in [0.001, 100]"),
+    ("attn_resolution_never_reached", ["--config.model.attn_resolutions=(3,)"], "model.attn_resolutions=(3,) names 3, a resolution this U-Net never has (data.image_size=8 over 2 levels: (8, 4)); use some of those, or () for no attention"),
     ("phema_length_too_long", ["--config.training.phema_sigma_rels=(0.05,0.5)"], "training.phema_sigma_rels=(0.05, 0.5) must be a tuple of distinct EMA lengths"),
 ]
 
@@ -155,6 +156,7 @@ FILE_CASES = [
     ("config_syntax_error", "def get_config(:\n", ["--config={dir}/c.py"], "line 1: invalid syntax"),
     ("config_import_error", "import nosuchmodule\n", ["--config={dir}/c.py"], "line 1: ModuleNotFoundError"),
     ("config_without_get_config", "x = 1\n", ["--config={dir}/c.py"], "defines no get_config()"),
+    ("config_not_a_configdict", "def get_config():\n  return 5\n", ["--config={dir}/c.py"], "get_config() returned a value of type int, not an ml_collections.ConfigDict"),
     ("config_missing", None, ["--config={dir}/none.py"], "no config file"),
     ("folder_transparent_png", "transparent", ["--config.data.dataset=folder", "--config.data.path={dir}/images"], "images/a.png has transparent pixels (RGBA); flatten it"),
     ("inception_of_another_network", {"conv.weight": np.zeros((3, 3, 3, 3), np.float32)}, ["--mode=eval", "--config.sampling.num_steps=2", "--config.fid.inception_weights={dir}/data.npz"], "holds other weights than the FID Inception-v3's (params.conv.kernel: file (3, 3, 3, 3) vs network (3, 3, 3, 32)"),
@@ -209,6 +211,29 @@ def test_the_gate_refuses_before_anything_is_written(case_id, args, expected, tm
   assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
   assert expected in lines[0], lines[0]
   assert not fresh.exists()
+
+
+def test_an_unusable_compilation_cache_is_refused_before_anything_is_written(
+    tmp_path, capsys, monkeypatch):
+  """A file (or a folder under a file) given as config.compilation_cache: one line naming
+  the field and '' to turn it off; no workdir and no cache folder created. (The tests' own
+  cache, JAX_COMPILATION_CACHE_DIR, takes precedence over the field: unset here.)"""
+  from ddpm_jax.infra import compile_cache
+  monkeypatch.delenv(compile_cache.ENV)
+  (tmp_path / "file").write_text("x")
+  fresh = tmp_path / "run"
+  for cache in (tmp_path / "file", tmp_path / "file" / "cache"):
+    code, err = run_cli([DEMO, f"--config.compilation_cache={cache}", f"--workdir={fresh}"],
+                        capsys, monkeypatch)
+    assert code == 2 and err.strip() == (
+        f"error: compilation_cache='{cache}' cannot be used ({tmp_path / 'file'} is a file); "
+        f"set --config.compilation_cache to a writable folder, or '' to compile without the "
+        f"cache."), err
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+  compile_cache.check(str(tmp_path / "new" / "cache"))  # creatable: accepted, not created
+  compile_cache.check("gs://bucket/cache")  # a URL is JAX's to open
+  compile_cache.check("")  # off
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
 
 def test_a_second_writer_is_refused_naming_the_first(workdir, capsys, monkeypatch):

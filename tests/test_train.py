@@ -152,13 +152,29 @@ def test_rates_and_eta_leave_out_the_first_step_which_compiles(tmp_path, monkeyp
   assert "images_per_sec" not in rows[0] and rows[1]["images_per_sec"] == pytest.approx(16)
 
 
-def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+  """(The resumed run also says which settings changed since the run's config.json.)"""
   train.train_and_evaluate(tiny_config(**{"training.checkpoint_every": 2}), str(tmp_path))
   bad = tiny_config(**{"training.num_train_steps": 8, "optim.learning_rate": 1e38,
                        "training.checkpoint_every": 2})
+  said = []
+  monkeypatch.setattr(train, "log", said.append)
   with pytest.raises(train.NonFiniteLossError, match="last good checkpoint is step 4"):
     train.train_and_evaluate(bad, str(tmp_path))
   assert sorted(int(p) for p in os.listdir(tmp_path / "checkpoints") if p.isdigit()) == [2, 4]
+  assert (f"Resuming with 2 setting(s) changed since {tmp_path}/config.json: "
+          f"optim.learning_rate 0.001 → 1e+38; training.num_train_steps 4 → 8 (config.json "
+          f"updated)") in said, said
+  assert json.loads((tmp_path / "config.json").read_text())["optim"]["learning_rate"] == 1e38
+
+
+def test_changed_settings_names_each_dotted_field_that_differs(tmp_path):
+  old = {"a": 1, "b": {"c": [1, 2], "d": "x"}, "gone": 0}
+  (tmp_path / "config.json").write_text(json.dumps(old))
+  new = {"a": 1, "b": {"c": [1, 3], "d": "x"}, "added": True}
+  assert train.changed_settings(str(tmp_path / "config.json"), json.dumps(new)) == [
+      "added (absent) → True", "b.c [1, 2] → [1, 3]", "gone 0 → (absent)"]
+  assert train.changed_settings(str(tmp_path / "none.json"), json.dumps(new)) == []
 
 
 @pytest.mark.parametrize("overrides,match", [

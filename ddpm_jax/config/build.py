@@ -316,11 +316,19 @@ def reference(config) -> tuple:
 
 
 def image_shape(config, src) -> tuple[int, int, int]:
-  """(S, S, C) of the preprocessed images; checks that the U-Net can halve S enough times."""
+  """(S, S, C) of the preprocessed images; checks that the U-Net can halve S enough times
+  and that each model.attn_resolutions entry is one of its resolutions S, S/2, …"""
   size = config.data.image_size
   levels = 2**(len(config.model.ch_mult) - 1)
   if size % levels:
     raise ValueError(f"data.image_size={size} is not divisible by {levels} "
                      f"(2^(len(model.ch_mult)-1)); use a multiple of {levels} or fewer levels.")
+  sizes = tuple(size >> i for i in range(len(config.model.ch_mult)))
+  never = [r for r in config.model.attn_resolutions if r not in sizes]
+  if never:
+    raise ValueError(f"model.attn_resolutions={tuple(config.model.attn_resolutions)} names "
+                     f"{never[0]}, a resolution this U-Net never has (data.image_size={size} "
+                     f"over {len(sizes)} levels: {sizes}); use some of those, or () for no "
+                     f"attention.")
   first, _ = src.get([0])
   return (size, size, first[0].shape[-1] if first[0].ndim == 3 else 1)

@@ -21,7 +21,7 @@ def get_config() -> ml_collections.ConfigDict:
   data.split = "train"
   data.data_dir = ""           # tfds data_dir holding the prepared (array_record) dataset
   data.path = ""               # the .npz file or image folder; "{split}" → the split
-  data.image_size = 8
+  data.image_size = 32         # the U-Net below is DDPM's CIFAR-10 one (attention at 16×16)
   data.random_flip = False
   data.num_workers = 4         # grain processes for sources read per batch (tfds); arrays need none
   data.num_classes = 10        # used when model.conditional

@@ -19,7 +19,11 @@ def load(spec: str):
   module_spec = importlib.util.spec_from_file_location("config_file", path)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
-  return module.get_config(argument) if argument else module.get_config()
+  config = module.get_config(argument) if argument else module.get_config()
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise TypeError(f"{path}: get_config() returned a value of type {type(config).__name__}, not an "
+                    f"ml_collections.ConfigDict")
+  return config
 
 
 def parent(config, name: str):

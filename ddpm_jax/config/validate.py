@@ -17,7 +17,7 @@ from jax.sharding import Mesh
 
 from ddpm_jax.config import build, edit, guidance, memory, sampler, schema
 from ddpm_jax.evaluation import fid, inception
-from ddpm_jax.infra import parallel
+from ddpm_jax.infra import compile_cache, parallel
 
 BATCH_FIELDS = {"train": "training.batch_size", "sample": "sampling.batch_size",
                 "edit": "sampling.batch_size",
@@ -59,6 +59,7 @@ def validate(config, mode: str, overrides: Mapping | None = None) -> Plan:
     raise ValueError(f"Unknown mode {mode!r}; use one of {schema.MODES}.")
   schema.check(config)
   memory.check_schedule(config)
+  compile_cache.check(config.compilation_cache)
   if build.classifies(config) and mode != "train":
     raise ValueError(f"A training.objective 'classifier' run is trained (--mode train), not "
                      f"used with --mode {mode}: guide a model's sampler with it via "

@@ -90,9 +90,8 @@ def start_run(config, workdir: str, mode: str, overrides=None) -> Run:
   """The config gate (config/validate.py: checks and builds everything the mode runs), then
   the workdir: nothing is written for a config that the gate refuses."""
   plan = validate.validate(config, mode, overrides)
-  run = Run(prepare_workdir(workdir), plan)
   compile_cache.enable(config.compilation_cache)  # before the mode compiles anything
-  return run
+  return Run(prepare_workdir(workdir), plan)
 
 
 def load_run(config, workdir: str, mode: str, overrides=None) -> tuple[Run, Any, int]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import json
 import os
 import signal
 import time
@@ -143,6 +144,29 @@ def _resume(config, run: runs.Run):
   return manager, state, int(state.step)
 
 
+def changed_settings(path: str, text: str) -> list[str]:
+  """'field old → new' for each dotted field whose value in the config JSON `text` differs
+  from the one in the file at `path` (none when the file is absent or unreadable)."""
+  try:
+    with open(path) as f:
+      old = _flat(json.load(f))
+  except (OSError, ValueError):
+    return []
+  new = _flat(json.loads(text))
+  return [f"{k} {old.get(k, '(absent)')} → {new.get(k, '(absent)')}"
+          for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(_flat(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = value
+  return out
+
+
 def _train(config, run: runs.Run):
   plan, t, k = run.plan, config.training, config.training.steps_per_dispatch
   manager, state, start = _resume(config, run)
@@ -156,8 +180,13 @@ def _train(config, run: runs.Run):
     snapshot_manager = snapshots.make_manager(run.workdir)
     snapshots.forget_after(snapshot_manager, start)
   if parallel.is_main_process():
-    with files.atomic_open(os.path.join(run.workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
+    path, text = os.path.join(run.workdir, "config.json"), config.to_json_best_effort(indent=2)
+    changed = changed_settings(path, text) if start else []
+    if changed:
+      log(f"Resuming with {len(changed)} setting(s) changed since {path}: "
+          f"{'; '.join(changed[:8])}{' …' if len(changed) > 8 else ''} (config.json updated)")
+    with files.atomic_open(path, "w") as f:
+      f.write(text)
   n_params = sum(x.size for x in jax.tree.leaves(state.params))
   log(f"{n_params / 1e6:.2f}M parameters; {run.mesh.size} device(s); global batch "
       f"{t.batch_size}")
