@@ -7,7 +7,10 @@ machine are refused, never a run that would have fit.
   - an in-memory dataset resized once to data.image_size (N × S² × C bytes);
   - per device: the state it holds (the TrainState in training, the parameters otherwise)
     and one batch's input and first feature map at full resolution (kept for the backward
-    pass in training).
+    pass in training);
+  - on the host, what a mode gathers from every batch: the samples of --mode sample,
+    N × S² × C bytes twice (the batches and their concatenation), and the
+    2048 float32 Inception features of each of --mode eval's fid.num_samples.
 
 The limit is config.max_memory GiB where set, else each device's memory (GPU, TPU), else
 this host's memory shared by its CPU devices.
@@ -92,3 +95,20 @@ def check_devices(config, mode: str, template, shape, batch_field: str | None,
           f"{field} with data.image_size={shape[0]} and model.ch={config.model.ch} "
           f"({_gib(state)} of state and {_gib(per_device)} of one batch per device, "
           f"{sharing} device(s))", "lower the batch size, the image size or the network")
+
+
+FEATURE_BYTES = 2048 * 4  # one Inception pool3 feature vector (float32)
+
+
+def check_gathered(config, mode: str, shape) -> None:
+  """What `mode` gathers on the host from all its batches (before sampling starts)."""
+  if mode == "sample":
+    n = config.sampling.num_samples
+    _refuse(2 * n * int(np.prod(shape)), host_limit(config),
+            f"sampling.num_samples={n} of {shape[0]}×{shape[1]}×{shape[2]} images (gathered "
+            f"into one .npz)", "sample fewer, in several runs with other sampling.seed values")
+  elif mode == "eval":
+    n = config.fid.num_samples
+    _refuse(n * FEATURE_BYTES, host_limit(config),
+            f"fid.num_samples={n} (2048 Inception features each)", "use fewer samples, e.g. "
+            "50000 as the papers do")

@@ -38,6 +38,8 @@ def _between(low, high, *, high_included=False):
   return lambda v: low <= v <= high if high_included else low <= v < high
 
 
+MAX_RES_BLOCKS = 64  # residual blocks per level
+
 # (field, test, what it must be): the ranges, one field at a time.
 RANGES = (
     ("seed", _at_least(0), "0 or more"),
@@ -49,7 +51,9 @@ RANGES = (
     ("diffusion.beta_start", _between(0, 1), "in [0, 1), e.g. 1e-4"),
     ("diffusion.beta_end", _between(0, 1), "in [0, 1), e.g. 0.02"),
     ("model.ch", lambda v: v > 0 and v % 32 == 0, "a positive multiple of 32 (GroupNorm's 32 groups)"),
-    ("model.num_res_blocks", _positive, "at least 1"),
+    ("model.num_res_blocks", _between(1, MAX_RES_BLOCKS, high_included=True),
+     f"between 1 and {MAX_RES_BLOCKS} (the published networks use 2 to 8; each block is traced "
+     f"in Python, so a huge count would hang the gate before any memory estimate)"),
     ("model.fourier_scale", _positive, "positive, e.g. 16"),
     ("model.init_scale", _at_least(0), "0 (zero-initialized: 1e-10) or more"),
     ("model.channel_mult_noise", _positive, "at least 1 (1 DDPM++, 2 NCSN++)"),

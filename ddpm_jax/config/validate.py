@@ -83,6 +83,7 @@ def validate(config, mode: str, overrides: Mapping | None = None) -> Plan:
   template = build.train_state(config, model, shape, abstract=True)
   memory.check_devices(config, mode, template, shape, batch_field,
                        schema.field(config, batch_field) if batch_field else None)
+  memory.check_gathered(config, mode, shape)
   plan = Plan(mode, mesh, source, shape, model, template)
   if mode in ("sample", "eval", "edit"):
     clf = guidance.classifier(config, shape)
