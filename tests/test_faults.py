@@ -45,9 +45,10 @@ def _config():
 class Child:
   """`python -m ddpm_jax.main` on a workdir with SETTINGS on one CPU device, output to files
   beside the workdir; `kill=(root, n, match, event)` makes it SIGKILL itself at the n-th
-  change under root whose path contains match (of that audit event, if given)."""
+  change under root whose path contains match (of that audit event, if given), or sends it
+  `kill_signal` then."""
 
-  def __init__(self, workdir, name, *flags, kill=None):
+  def __init__(self, workdir, name, *flags, kill=None, kill_signal="SIGKILL"):
     mode = "sample" if "--mode=sample" in flags else "train"
     # XLA's cheapest compilation: the children's programs compile sooner and run briefly.
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_NUM_CPU_DEVICES": "1",
@@ -56,7 +57,8 @@ class Child:
     if kill:
       root, at, match, *event = kill
       env.update(DDPM_JAX_KILL_ROOT=str(root), DDPM_JAX_KILL_AT=str(at),
-                 DDPM_JAX_KILL_MATCH=match, DDPM_JAX_KILL_EVENT="".join(event))
+                 DDPM_JAX_KILL_MATCH=match, DDPM_JAX_KILL_EVENT="".join(event),
+                 DDPM_JAX_KILL_SIGNAL=kill_signal)
     self.out, self.err = (workdir.parent / f"{name}.{s}" for s in ("out", "err"))
     self.deadline = time.monotonic() + LIMIT
     with open(self.out, "w") as out, open(self.err, "w") as err:
@@ -241,25 +243,28 @@ def test_one_writer_per_workdir_the_second_run_refused_the_first_unharmed(killed
 
 @pytest.mark.parametrize("mode,moment", [("train", "start-up"), ("sample", "sampling")])
 def test_sigint_at_any_moment_is_one_line_and_exit_130(killed_run, tmp_path, mode, moment):
-  """SIGINT while Python imports (start-up: nothing written) and between two sampling batches
-  (the batches written stay: the kill test above resumes from them): one line, exit status
-  130, no traceback. (During training the loop saves first: the SIGINT stop above.)"""
+  """SIGINT while Python imports (start-up: nothing written; sent from here) and as the second
+  sampling batch is being written (sent by the process to itself at that moment, so that
+  the run cannot finish first): one line, exit status 130, no traceback; the first batch
+  stays (the kill test above resumes from such batches) and the second's temporary file is
+  gone. (During training the loop saves first: the SIGINT stop above.)"""
   straight = killed_run[0]
   work = tmp_path / "work"
-  flags = ["--mode=sample"] if mode == "sample" else []
   if mode == "sample":
     shutil.copytree(straight / "checkpoints", work / "checkpoints")
-  child = Child(work, moment, *flags)
-  if moment == "start-up":
-    time.sleep(1.0)  # after the interpreter starts, while jax and the package import
+    child = Child(work, moment, "--mode=sample", kill=(work / "samples", 1, "chunk_00001"),
+                  kill_signal="SIGINT")
   else:
-    child.wait_for(lambda: list(work.glob("samples/*_chunks/chunk_00000.npz")), "a batch")
-  child.proc.send_signal(signal.SIGINT)
+    child = Child(work, moment)
+    time.sleep(1.0)  # after the interpreter starts, while jax and the package import
+    child.proc.send_signal(signal.SIGINT)
   assert child.finish() == 130
   err = child.err.read_text().strip()
   assert "Traceback" not in err and len(err.splitlines()) <= 1, err
   assert err.startswith("stopped: SIGINT"), err
-  if "while starting" in err:
+  if mode == "sample":
+    assert sorted(p.name for p in work.glob("samples/*_chunks/*")) == ["chunk_00000.npz"]
+  elif "while starting" in err:
     assert not work.exists()
 
 

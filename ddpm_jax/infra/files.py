@@ -66,6 +66,12 @@ def exists(path: str) -> bool:
   return epath.Path(path).exists()
 
 
+def names(folder: str) -> set[str]:
+  """The names of a folder's entries, in one listing (empty if the folder is absent)."""
+  folder = epath.Path(folder)
+  return {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+
+
 def sha256(path: str) -> str:
   """The hex sha256 of a file's bytes, read in 1 MiB blocks."""
   h = hashlib.sha256()

@@ -159,7 +159,8 @@ def resumable_chunks(directory: str, num_chunks: int,
   loses at most the chunk in progress. make(i) must depend on i alone (e.g. a key folded
   with i), so resumed chunks equal those of an uninterrupted run."""
   paths = [os.path.join(directory, f"chunk_{i:05d}.npz") for i in range(num_chunks)]
-  written = parallel.agree(np.array([files.exists(p) for p in paths], bool))  # process 0's view
+  present = files.names(directory)  # one listing, not a lookup per chunk
+  written = parallel.agree(np.array([os.path.basename(p) in present for p in paths], bool))
   if written.any():
     log(f"{int(written.sum())} of {num_chunks} chunks already in {directory}; making the rest")
   chunks = []

@@ -24,14 +24,16 @@ def sample_from_checkpoint(config, workdir: str, overrides=None) -> tuple[str, s
   s, sample_fn = config.sampling, run.plan.sample_fn
   key = jax.random.key(s.seed)
   stem = os.path.join(run.workdir, "samples", runs.results_name(config, step, params)[0])
-  num_chunks, start = -(-s.num_samples // s.batch_size), time.time()
+  num_chunks, start, made = -(-s.num_samples // s.batch_size), time.time(), [0]
 
   def make(i):
     x, nfe = sample_fn(params, jax.random.fold_in(key, i * s.batch_size), s.batch_size,
                        first_index=i * s.batch_size)
     done = min((i + 1) * s.batch_size, s.num_samples)
-    log(f"sampled {done}/{s.num_samples} ({done / (time.time() - start):.1f} img/s, "
-        f"{nfe:.0f} evaluations each)")
+    made[0] += s.batch_size  # by this run (a resumed run reads the earlier batches)
+    rate = made[0] / max(time.time() - start, 1e-9)
+    log(f"sampled {done}/{s.num_samples} ({rate:.1f} img/s, {nfe:.0f} evaluations each, "
+        f"ETA {(s.num_samples - done) / rate:.0f}s)")
     return {"images": images.to_uint8(parallel.to_host(x))}
   chunk_dir = stem + "_chunks"
   chunks = runs.resumable_chunks(chunk_dir, num_chunks, make)

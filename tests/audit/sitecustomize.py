@@ -9,7 +9,8 @@ the CLI (tests/multiprocess.py, tests/test_faults.py):
   ("os.remove") — counting only paths that contain $DDPM_JAX_KILL_MATCH and events named
   $DDPM_JAX_KILL_EVENT where those are set. The count runs across threads (orbax saves on
   its own), so the process dies midway through the write the N-th change belongs to, as a
-  machine losing power would.
+  machine losing power would. $DDPM_JAX_KILL_SIGNAL (e.g. SIGINT) sends that signal
+  instead, at the same moment: an interrupt at an exact point of the run.
 """
 
 import json
@@ -51,7 +52,7 @@ def _audit(root, log):
   return hook
 
 
-def _kill(root, at, match, only):
+def _kill(root, at, match, only, signum):
   count, lock = [0], threading.Lock()
 
   def hook(event, args):
@@ -60,7 +61,7 @@ def _kill(root, at, match, only):
       with lock:
         count[0] += 1
         if count[0] == at:
-          os.kill(os.getpid(), signal.SIGKILL)
+          os.kill(os.getpid(), signum)
   return hook
 
 
@@ -69,4 +70,5 @@ if os.environ.get("DDPM_JAX_AUDIT_ROOT") and os.environ.get("DDPM_JAX_AUDIT_LOG"
 if os.environ.get("DDPM_JAX_KILL_ROOT") and int(os.environ.get("DDPM_JAX_KILL_AT", "0")) > 0:
   sys.addaudithook(_kill(os.environ["DDPM_JAX_KILL_ROOT"], int(os.environ["DDPM_JAX_KILL_AT"]),
                          os.environ.get("DDPM_JAX_KILL_MATCH", ""),
-                         os.environ.get("DDPM_JAX_KILL_EVENT", "")))
+                         os.environ.get("DDPM_JAX_KILL_EVENT", ""),
+                         getattr(signal, os.environ.get("DDPM_JAX_KILL_SIGNAL", "SIGKILL"))))
