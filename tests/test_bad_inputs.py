@@ -162,6 +162,9 @@ FILE_CASES = [
     ("config_not_a_configdict", "def get_config():\n  return 5\n", ["--config={dir}/c.py"], "get_config() returned a value of type int, not an ml_collections.ConfigDict"),
     ("config_missing", None, ["--config={dir}/none.py"], "no config file"),
     ("folder_transparent_png", "transparent", ["--config.data.dataset=folder", "--config.data.path={dir}/images"], "images/a.png has transparent pixels (RGBA); flatten it"),
+    ("mask_not_a_zip", b"not a zip file", ["--mode=edit", "--config.sampling.num_steps=2", "--config.edit.input={dir}/images.npz", "--config.edit.mask={dir}/data.npz"], "edit.mask: {dir}/data.npz is not an .npz file (not a zip archive); save the mask with numpy.savez"),
+    ("reference_stats_of_objects", {"mu": np.array([object()] * 2)}, ["--mode=eval", "--config.sampling.num_steps=2", "--config.fid.inception_weights={dir}/data.npz", "--config.fid.reference_stats={dir}/data.npz"], "fid.reference_stats: {dir}/data.npz holds Python objects, refused for safety (loading them could run code)"),
+    ("inception_weights_not_a_zip", b"not a zip file", ["--mode=eval", "--config.sampling.num_steps=2", "--config.fid.inception_weights={dir}/data.npz"], "fid.inception_weights: {dir}/data.npz is not an .npz file (not a zip archive); convert pytorch-fid's"),
     ("inception_of_another_network", {"conv.weight": np.zeros((3, 3, 3, 3), np.float32)}, ["--mode=eval", "--config.sampling.num_steps=2", "--config.fid.inception_weights={dir}/data.npz"], "holds other weights than the FID Inception-v3's (params.conv.kernel: file (3, 3, 3, 3) vs network (3, 3, 3, 32)"),
 ]
 
@@ -318,9 +321,12 @@ def test_a_bad_file_is_a_one_line_error_naming_it(case_id, content, args, expect
     (tmp_path / "images" / "b.png").write_bytes(png[:len(png) // 2])
   elif isinstance(content, str):
     (tmp_path / "c.py").write_text(content)
+  if any("{dir}/images.npz" in a for a in args):  # the images an edit's mask is for
+    np.savez(tmp_path / "images.npz", images=np.zeros((4, 8, 8, 1), np.uint8))
   args = [a.format(dir=tmp_path) for a in args]
   config = [] if any(a.startswith("--config=") for a in args) else [DEMO]
-  _check([*config, *args], expected, workdir, capsys, monkeypatch)
+  _check([*config, *args], expected.replace("{dir}", str(tmp_path)), workdir, capsys,
+         monkeypatch)
 
 
 def test_a_nan_loss_without_any_checkpoint_says_so(tmp_path):

@@ -12,6 +12,7 @@ import os
 import numpy as np
 
 from ddpm_jax.data import batches, sources
+from ddpm_jax.infra import files
 
 MASK_EXTENSIONS = (".npz",) + sources.IMAGE_EXTENSIONS
 
@@ -58,10 +59,13 @@ def _mask(path: str, shape) -> np.ndarray:
     raise FileNotFoundError(f"No mask at edit.mask={path!r}; give an .npz with a 'mask' array "
                             f"or an image file ({', '.join(sources.IMAGE_EXTENSIONS)}).")
   if path.lower().endswith(".npz"):
-    with np.load(path, allow_pickle=False) as z:
-      if "mask" not in z:
-        raise ValueError(f"{path} has no 'mask' array (it has {sorted(z.keys())}).")
-      mask = np.asarray(z["mask"], np.float32)
+    try:
+      arrays = files.load_npz(path)
+    except ValueError as e:
+      raise ValueError(f"edit.mask: {e}; save the mask with numpy.savez(PATH, mask=…).") from None
+    if "mask" not in arrays:
+      raise ValueError(f"{path} has no 'mask' array (it has {sorted(arrays)}).")
+    mask = np.asarray(arrays["mask"], np.float32)
   else:
     mask = sources.read_image(path).mean(-1, dtype=np.float32) / 255.0
   n, size, _, channels = shape

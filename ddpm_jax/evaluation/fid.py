@@ -68,14 +68,13 @@ def load_reference(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None
   """(μ, Σ, features or None) of a published reference: an .npz with `mu` and `sigma`
   (pytorch-fid, TTUR, EDM's cifar10-32x32.npz) or with the `pool_3` features themselves
   (score_sde's cifar10_stats.npz). Read with allow_pickle=False."""
+  if not files.exists(path):
+    raise FileNotFoundError(f"No reference statistics {path!r}; check fid.reference_stats.")
   try:
-    with np.load(path, allow_pickle=False) as z:
-      arrays = {k: z[k] for k in z.files}
-  except FileNotFoundError:
-    raise FileNotFoundError(f"No reference statistics {path!r}; check fid.reference_stats.") from None
+    arrays = files.load_npz(path)
   except ValueError as e:
-    raise ValueError(f"{path} is not an .npz of plain arrays ({e}); fid.reference_stats takes "
-                     f"mu/sigma or pool_3.") from None
+    raise ValueError(f"fid.reference_stats: {e}; it takes an .npz with mu and sigma or "
+                     f"pool_3.") from None
   if "mu" in arrays and "sigma" in arrays:
     mu, sigma = np.asarray(arrays["mu"], np.float64), np.asarray(arrays["sigma"], np.float64)
     features = None

@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import os
+import zipfile
 
 import numpy as np
 from etils import epath
@@ -50,9 +51,22 @@ def save_npz(path: str, *, compressed: bool = False, **arrays) -> str:
 
 
 def load_npz(path: str) -> dict[str, np.ndarray]:
-  """The arrays of an .npz file (no pickled objects)."""
-  with epath.Path(path).open("rb") as f, np.load(io.BytesIO(f.read()), allow_pickle=False) as z:
-    return dict(z)
+  """The arrays of an .npz file, never unpickled: a one-line ValueError (naming the file) for
+  a file that is not a zip archive, holds Python objects, or is cut short."""
+  with epath.Path(path).open("rb") as f:
+    data = f.read()
+  if not data.startswith(b"PK"):
+    raise ValueError(f"{path} is not an .npz file (not a zip archive)")
+  try:
+    with np.load(io.BytesIO(data), allow_pickle=False) as z:
+      return {k: z[k] for k in z.files}
+  except ValueError as e:
+    if "allow_pickle" not in str(e):
+      raise ValueError(f"{path} is not a readable .npz file ({e})") from None
+    raise ValueError(f"{path} holds Python objects, refused for safety (loading them could "
+                     f"run code)") from None
+  except (OSError, EOFError, zipfile.BadZipFile) as e:
+    raise ValueError(f"{path} is not a readable .npz file ({e})") from None
 
 
 def save_json(path: str, obj) -> str:
