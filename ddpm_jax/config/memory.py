@@ -23,6 +23,8 @@ import os
 import jax
 import numpy as np
 
+from ddpm_jax.evaluation import inception
+
 GIB = 2**30
 SCHEDULE_BYTES = 256  # per step: Python floats and float64 arrays (measured ~275 at T = 10^7)
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}  # per value of each compute dtype
@@ -97,7 +99,7 @@ def check_devices(config, mode: str, template, shape, batch_field: str | None,
           f"{sharing} device(s))", "lower the batch size, the image size or the network")
 
 
-FEATURE_BYTES = 2048 * 4  # one Inception pool3 feature vector (float32)
+FEATURE_BYTES = inception.FEATURES * 4  # one Inception pool3 feature vector (float32)
 
 
 def check_gathered(config, mode: str, shape) -> None:

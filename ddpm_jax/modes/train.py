@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 import jax
 import numpy as np
+from etils import epath
 
 from ddpm_jax.config import build
 from ddpm_jax.data import batches
@@ -148,8 +149,7 @@ def changed_settings(path: str, text: str) -> list[str]:
   """'field old → new' for each dotted field whose value in the config JSON `text` differs
   from the one in the file at `path` (none when the file is absent or unreadable)."""
   try:
-    with open(path) as f:
-      old = _flat(json.load(f))
+    old = _flat(json.loads(epath.Path(path).read_text()))
   except (OSError, ValueError):
     return []
   new = _flat(json.loads(text))
