@@ -131,8 +131,9 @@ def parse_flags(argv):
   if not os.path.isfile(path):
     _fail(f"no config file {path!r}; pass one of configs/*.py (run from the repository root).")
   if not isinstance(FLAGS.config, ml_collections.ConfigDict):
-    _fail(f"config file {path}: get_config() returned a value of type {type(FLAGS.config).__name__}, not an "
-          f"ml_collections.ConfigDict; return one (see configs/demo.py).")
+    _fail(f"config file {path}: get_config() returned a value of type "
+          f"{type(FLAGS.config).__name__}, not an ml_collections.ConfigDict; return one (see "
+          f"configs/demo.py).")
   return argv
 
 

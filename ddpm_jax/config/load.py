@@ -21,8 +21,8 @@ def load(spec: str):
   module_spec.loader.exec_module(module)
   config = module.get_config(argument) if argument else module.get_config()
   if not isinstance(config, ml_collections.ConfigDict):
-    raise TypeError(f"{path}: get_config() returned a value of type {type(config).__name__}, not an "
-                    f"ml_collections.ConfigDict")
+    raise TypeError(f"{path}: get_config() returned a value of type "
+                    f"{type(config).__name__}, not an ml_collections.ConfigDict")
   return config
 
 

@@ -18,10 +18,11 @@ import concurrent.futures
 import functools
 import importlib.resources
 import os
-import zipfile
 
 import numpy as np
 from PIL import Image
+
+from ddpm_jax.infra import files
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 GRAYSCALE = ("digits", "mnist", "fashion_mnist")  # datasets of one channel (the rest: RGB)
@@ -101,25 +102,14 @@ def load_npz(path: str) -> ArraySource:
   if not os.path.isfile(path):
     raise FileNotFoundError(f"No .npz file at {path!r}; set data.path to an .npz with an "
                             f"'images' array.")
-  with open(path, "rb") as f:
-    if f.read(4) != b"PK\x03\x04":
-      raise ValueError(f"{path} is not an .npz file (not a zip archive); save the arrays "
-                       f"with numpy.savez.")
   try:
-    with np.load(path, allow_pickle=False) as z:
-      if "images" not in z:
-        raise ValueError(f"{path} has no 'images' array (it has {sorted(z.keys())}); save "
-                         f"the images under the key 'images'.")
-      images = np.asarray(z["images"])
-      labels = np.asarray(z["labels"]) if "labels" in z else None
+    arrays = files.load_npz(path)
   except ValueError as e:
-    if "allow_pickle" in str(e):
-      raise ValueError(f"{path} holds Python objects, which are refused for safety (loading "
-                       f"them could run code); save plain uint8 arrays.") from None
-    raise
-  except (OSError, EOFError, zipfile.BadZipFile) as e:
-    raise ValueError(f"{path} is not a readable .npz file ({e}); re-create it with "
-                     f"numpy.savez.") from None
+    raise ValueError(f"{e}; save plain uint8 arrays with numpy.savez.") from None
+  if "images" not in arrays:
+    raise ValueError(f"{path} has no 'images' array (it has {sorted(arrays)}); save the "
+                     f"images under the key 'images'.")
+  images, labels = arrays["images"], arrays.get("labels")
   return checked_source(images, labels, path)
 
 

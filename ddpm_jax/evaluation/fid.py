@@ -68,10 +68,10 @@ def load_reference(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None
   """(μ, Σ, features or None) of a published reference: an .npz with `mu` and `sigma`
   (pytorch-fid, TTUR, EDM's cifar10-32x32.npz) or with the `pool_3` features themselves
   (score_sde's cifar10_stats.npz). Read with allow_pickle=False."""
-  if not files.exists(path):
-    raise FileNotFoundError(f"No reference statistics {path!r}; check fid.reference_stats.")
   try:
     arrays = files.load_npz(path)
+  except FileNotFoundError:
+    raise FileNotFoundError(f"No reference statistics {path!r}; check fid.reference_stats.") from None
   except ValueError as e:
     raise ValueError(f"fid.reference_stats: {e}; it takes an .npz with mu and sigma or "
                      f"pool_3.") from None

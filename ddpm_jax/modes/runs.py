@@ -158,13 +158,13 @@ def resumable_chunks(directory: str, num_chunks: int,
   make(i) and written (atomically, by process 0) before chunk i+1 starts — so a killed run
   loses at most the chunk in progress. make(i) must depend on i alone (e.g. a key folded
   with i), so resumed chunks equal those of an uninterrupted run."""
-  paths = [os.path.join(directory, f"chunk_{i:05d}.npz") for i in range(num_chunks)]
+  names = [f"chunk_{i:05d}.npz" for i in range(num_chunks)]
   present = files.names(directory)  # one listing, not a lookup per chunk
-  written = parallel.agree(np.array([os.path.basename(p) in present for p in paths], bool))
+  written = parallel.agree(np.array([name in present for name in names], bool))
   if written.any():
     log(f"{int(written.sum())} of {num_chunks} chunks already in {directory}; making the rest")
   chunks = []
-  for i, path in enumerate(paths):
+  for i, path in enumerate(os.path.join(directory, name) for name in names):
     if written[i]:
       chunks.append(files.load_npz(path))
       continue
