@@ -29,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from configs import cifar10_ddpm  # noqa: E402
+from ddpm_jax.configs import cifar10_ddpm  # noqa: E402
 from ddpm_jax.config import build
 from ddpm_jax.infra import parallel
 

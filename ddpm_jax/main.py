@@ -1,4 +1,4 @@
-"""Command line: python -m ddpm_jax.main --config configs/X.py --workdir DIR
+"""Command line: python -m ddpm_jax.main --config NAME|FILE.py --workdir DIR
 [--mode train|sample|bpd|eval|import|export|edit|phema] [--config.field=value ...].
 
   train   train, or resume from the newest readable checkpoint (train.py); after SIGTERM or
@@ -30,7 +30,6 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import traceback
 
 
 def _stop_while_starting(signum, _):
@@ -48,6 +47,7 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from ddpm_jax import configs
 from ddpm_jax.config import load
 from ddpm_jax.infra import lock, parallel
 from ddpm_jax.modes import (
@@ -69,7 +69,7 @@ MODES = {"train": train.train_and_evaluate, "sample": sample.sample_from_checkpo
 PATH_FLAGS = {"import": ("import_from", "source"), "export": ("export_to", "target")}
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).",
+config_flags.DEFINE_config_file("config", None, "A shipped config's name (demo, cifar10_ddpm, …) or the path of a config file.",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and samples.")
 flags.DEFINE_enum("mode", "train", list(MODES), "What to do.")
@@ -107,34 +107,47 @@ class Stopped(BaseException):
 
 
 def parse_flags(argv):
-  """absl flag parsing with one-line errors for an unknown config field or a bad value."""
+  """absl flag parsing with one-line errors for an unknown config field or a bad value; a
+  shipped config may be named (--config demo) instead of given by path."""
+  argv = sys.argv = _config_paths(argv)
   try:
     argv = FLAGS(argv)
-  except SyntaxError as e:  # the config file does not parse
-    _fail(f"config file {e.filename} line {e.lineno}: {e.msg}; fix the file.")
-  except (AttributeError, KeyError) as e:  # ml_collections: no such field
+  except (AttributeError, KeyError) as e:  # ml_collections: no such field (or no get_config)
     if "get_config" in str(e):
-      _fail(f"config file {_config_argument(argv)} defines no get_config(); define one that "
-            f"returns an ml_collections.ConfigDict (see configs/demo.py).")
+      _fail(load.file_error(_config_argument(argv), e))
     text = str(e).replace("\\n", "\n").replace("\\'", "'")
     parts = [p.strip(" '\"") for p in text.splitlines() if p.strip(" '\"")]
     _fail(f"unknown config field {'; '.join(parts)} (the fields are in ddpm_jax/config/defaults.py)")
   except flags.Error as e:
     _fail(str(e).splitlines()[0])
   except Exception as e:  # noqa: BLE001 (the config file raised while it was loaded)
-    path = os.path.abspath(_config_argument(argv))
-    lines = [f.lineno for f in traceback.extract_tb(e.__traceback__) if f.filename == path]
-    where = f" line {lines[-1]}" if lines else ""
-    _fail(f"config file {_config_argument(argv)}{where}: {type(e).__name__}: {e}; fix the "
-          f"file.")
+    _fail(load.file_error(_config_argument(argv), e))
   path = config_flags.get_config_filename(FLAGS["config"]).split(":")[0]
   if not os.path.isfile(path):
-    _fail(f"no config file {path!r}; pass one of configs/*.py (run from the repository root).")
+    _fail(f"no config file {path!r}; pass a shipped config's name ({', '.join(configs.names())}) "
+          f"or the path of a config file.")
   if not isinstance(FLAGS.config, ml_collections.ConfigDict):
     _fail(f"config file {path}: get_config() returned a value of type "
           f"{type(FLAGS.config).__name__}, not an ml_collections.ConfigDict; return one (see "
-          f"configs/demo.py).")
+          f"ddpm_jax/configs/demo.py).")
   return argv
+
+
+def _config_paths(argv) -> list[str]:
+  """argv with a shipped config's name given to --config (e.g. demo, or demo:arg) replaced
+  by its file's path; paths are left as they are."""
+  out = list(argv)
+  for i, arg in enumerate(out):
+    if arg.startswith("--config="):
+      at, prefix = i, "--config="
+    elif arg == "--config" and i + 1 < len(out):
+      at, prefix = i + 1, ""
+    else:
+      continue
+    name, colon, argument = out[at][len(prefix):].partition(":")
+    if name in configs.names():
+      out[at] = prefix + configs.path(name) + colon + argument
+  return out
 
 
 def command_line_overrides() -> list[str]:

@@ -27,12 +27,11 @@ import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # the configs/ package
 
 
 def tiny_config(**overrides):
   """The demo config shrunk to seconds: a one-level U-Net on the 8×8 digits."""
-  from configs import demo
+  from ddpm_jax.configs import demo
   config = demo.get_config()
   config.model.ch_mult = (1,)
   config.training.batch_size = 16

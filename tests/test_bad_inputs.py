@@ -161,6 +161,7 @@ FILE_CASES = [
     ("config_without_get_config", "x = 1\n", ["--config={dir}/c.py"], "defines no get_config()"),
     ("config_not_a_configdict", "def get_config():\n  return 5\n", ["--config={dir}/c.py"], "get_config() returned a value of type int, not an ml_collections.ConfigDict"),
     ("config_missing", None, ["--config={dir}/none.py"], "no config file"),
+    ("config_by_name_bad_field", None, ["--config=demo", "--config.training.batch_size=0"], "training.batch_size=0 must be a positive"),
     ("folder_transparent_png", "transparent", ["--config.data.dataset=folder", "--config.data.path={dir}/images"], "images/a.png has transparent pixels (RGBA); flatten it"),
     ("mask_not_a_zip", b"not a zip file", ["--mode=edit", "--config.sampling.num_steps=2", "--config.edit.input={dir}/images.npz", "--config.edit.mask={dir}/data.npz"], "edit.mask: {dir}/data.npz is not an .npz file (not a zip archive); save the mask with numpy.savez"),
     ("reference_stats_of_objects", {"mu": np.array([object()] * 2)}, ["--mode=eval", "--config.sampling.num_steps=2", "--config.fid.inception_weights={dir}/data.npz", "--config.fid.reference_stats={dir}/data.npz"], "fid.reference_stats: {dir}/data.npz holds Python objects, refused for safety (loading them could run code)"),

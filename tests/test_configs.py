@@ -2,8 +2,8 @@
 their parameter counts equal the reference implementations' (tests/fixtures/*.json, made by
 running score_sde and NVlabs/edm; the DDPM count is Ho et al.'s CIFAR-10 model)."""
 
-import importlib
 import json
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
+from ddpm_jax import configs
 from ddpm_jax.config import build, sampler, schema
 
-CONFIGS = sorted(p.stem for p in (ROOT / "configs").glob("*.py") if p.stem != "__init__")
+CONFIGS = configs.names()
 _EDM = json.loads((ROOT / "tests" / "fixtures" / "edm_networks.json").read_text())["published"]
 _SCORE_SDE = json.loads((ROOT / "tests" / "fixtures" / "ncsnpp.json").read_text())["published"]
 PUBLISHED = {  # config: parameters of the reference's network (EDM: + its Fourier buffer)
@@ -29,7 +30,7 @@ PUBLISHED = {  # config: parameters of the reference's network (EDM: + its Fouri
 
 
 def _config(name):
-  return importlib.import_module(f"configs.{name}").get_config()
+  return configs.get(name)
 
 
 @pytest.mark.parametrize("name", CONFIGS)
@@ -62,3 +63,30 @@ def _none_leaves(config, prefix=""):
     elif v is None:
       out.append(prefix + k)
   return out
+
+
+def test_configs_load_by_name_with_overrides_and_refuse_unknown_names_and_fields():
+  config = configs.get("demo", training={"batch_size": 8}, **{"sampling.num_steps": 3})
+  assert (config.training.batch_size, config.sampling.num_steps) == (8, 3)
+  assert configs.get(str(ROOT / "configs" / "demo.py")).data.image_size == 8  # a path
+  assert set(configs.names()) == {p.stem for p in (ROOT / "configs").glob("*.py")} - {"__init__"}
+  with pytest.raises(ValueError, match=r"Unknown config 'dmeo'; use one of \('celebahq256"):
+    configs.get("dmeo")
+  with pytest.raises(ValueError, match="unknown config field 'training.batch_sise'"):
+    configs.get("demo", **{"training.batch_sise": 8})
+  with pytest.raises(ValueError, match="training.batch_size='x' must be of type int, like its "
+                                       "default 64"):
+    configs.get("demo", training={"batch_size": "x"})
+
+
+def test_a_config_file_importing_the_old_configs_folder_is_told_the_package(tmp_path,
+                                                                            monkeypatch):
+  """Outside the repository `from configs import X` fails (the folder is not installed): the
+  error names the package the shipped configs are in."""
+  monkeypatch.setitem(sys.modules, "configs", None)  # as on a machine without the checkout
+  path = tmp_path / "mine.py"
+  path.write_text("from configs import demo\n\ndef get_config():\n  return demo.get_config()\n")
+  with pytest.raises(ValueError, match=r"mine.py: `from configs import ...` names the "
+                                       r"repository folder; .* write `from ddpm_jax.configs "
+                                       r"import ...`"):
+    configs.get(str(path))

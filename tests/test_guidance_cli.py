@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import run_cli
 
-from configs import digits_classifier
+from ddpm_jax.configs import digits_classifier
 from ddpm_jax.data import sources
 
 DEMO = "--config=configs/demo.py"

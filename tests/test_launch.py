@@ -63,7 +63,7 @@ def _unknown(arguments: str) -> list[str]:
   from absl import flags
 
   import ddpm_jax.main  # noqa: F401 (defines the flags)
-  from configs import default
+  from ddpm_jax.configs import default
   config, bad = default.get_config(), []
   for name in re.findall(r"(?<![\w-])--([\w.]+)", arguments):
     if name.startswith("config."):

@@ -11,6 +11,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "ddpm_jax"
 
 LAYERS = [  # top to bottom
     ["main"],
+    ["configs"],
     ["modes"],
     ["interop"],
     ["config"],

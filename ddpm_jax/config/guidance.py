@@ -45,7 +45,7 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
     raise FileNotFoundError(f"sampling.classifier_workdir={workdir!r} has no config.json: "
                             f"give the workdir of a training.objective 'classifier' run "
                             f"(--mode train with a classifier config, e.g. "
-                            f"configs/digits_classifier.py).")
+                            f"the shipped config digits_classifier).")
   return ml_collections.ConfigDict(json.loads(epath.Path(path).read_text()))
 
 

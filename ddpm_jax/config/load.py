@@ -1,13 +1,15 @@
 """Config files as the command line reads them, for code that runs without absl flags (the
-benchmarks, tests): `load("configs/X.py[:argument]")` calls the file's get_config, and
+Python API, benchmarks, tests): `load("configs/X.py[:argument]")` calls the file's get_config,
 `override(config, ["a.b=value", ...])` sets fields with the same literal parsing as
-`--config.a.b=value`.
+`--config.a.b=value`, and `assign(config, {"a.b": value})` sets Python values.
 """
 
 from __future__ import annotations
 
 import ast
 import importlib.util
+import os
+import traceback
 
 import ml_collections
 
@@ -16,14 +18,39 @@ def load(spec: str):
   """The ConfigDict of a config file; `spec` is a path, optionally with ":argument" for a
   get_config that takes one (as --config accepts)."""
   path, _, argument = spec.partition(":")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"No config file {path!r}; give a shipped config's name "
+                            f"(ddpm_jax.configs.names()) or the path of a config file.")
   module_spec = importlib.util.spec_from_file_location("config_file", path)
   module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  config = module.get_config(argument) if argument else module.get_config()
+  try:
+    module_spec.loader.exec_module(module)
+    config = module.get_config(argument) if argument else module.get_config()
+  except Exception as e:  # noqa: BLE001 (whatever the file raised, as one line)
+    raise ValueError(file_error(path, e)) from None
   if not isinstance(config, ml_collections.ConfigDict):
     raise TypeError(f"{path}: get_config() returned a value of type "
-                    f"{type(config).__name__}, not an ml_collections.ConfigDict")
+                    f"{type(config).__name__}, not an ml_collections.ConfigDict; return one "
+                    f"(see ddpm_jax/configs/demo.py)")
   return config
+
+
+def file_error(path: str, error: BaseException) -> str:
+  """One line for a config file that failed to load: the file, its line, the error and the
+  fix (an old-style `from configs import X` names the package the shipped configs are in)."""
+  if isinstance(error, SyntaxError):
+    return f"config file {path} line {error.lineno}: {error.msg}; fix the file."
+  if isinstance(error, AttributeError) and "get_config" in str(error):
+    return (f"config file {path} defines no get_config(); define one that returns an "
+            f"ml_collections.ConfigDict (see ddpm_jax/configs/demo.py).")
+  if isinstance(error, ModuleNotFoundError) and error.name == "configs":
+    return (f"config file {path}: `from configs import ...` names the repository folder; "
+            f"the shipped configs are the package ddpm_jax.configs: write `from "
+            f"ddpm_jax.configs import ...`.")
+  here = os.path.abspath(path)
+  lines = [f.lineno for f in traceback.extract_tb(error.__traceback__) if f.filename == here]
+  where = f" line {lines[-1]}" if lines else ""
+  return f"config file {path}{where}: {type(error).__name__}: {error}; fix the file."
 
 
 def parent(config, name: str):
@@ -54,3 +81,18 @@ def override(config, assignments) -> list[str]:
       node[leaf] = text
     names.append(name)
   return names
+
+
+def assign(config, values) -> list[str]:
+  """Sets each dotted field of the mapping to its Python value and returns the names set; an
+  unknown field or a value of the wrong type is a one-line ValueError naming the field."""
+  for name, value in values.items():
+    node, leaf = parent(config, name)
+    if isinstance(node[leaf], tuple) and isinstance(value, list):
+      value = tuple(value)
+    try:
+      node[leaf] = value
+    except TypeError:
+      raise ValueError(f"{name}={value!r} must be of type {type(node[leaf]).__name__}, like its "
+                       f"default {node[leaf]!r}.") from None
+  return list(values)

@@ -12,7 +12,7 @@ weighting λ = σ² (not the likelihood weighting of Song et al. 2021b); set
       --workdir /tmp/cifar10_ddpmpp_deep_subvp --mode bpd --config.data.data_dir=~/tensorflow_datasets
 """
 
-from configs import cifar10_ddpmpp_subvp
+from ddpm_jax.configs import cifar10_ddpmpp_subvp
 
 
 def get_config():

@@ -10,7 +10,7 @@ classifier-free guidance (sampling.guidance_weight 0).
       --workdir /tmp/cifar10_edm_ddpmpp_cond --mode eval --config.data.data_dir=~/tensorflow_datasets
 """
 
-from configs import cifar10_edm_ddpmpp
+from ddpm_jax.configs import cifar10_edm_ddpmpp
 
 
 def get_config():

@@ -10,7 +10,7 @@ The deep network fits batch 128 on one accelerator with --config.model.remat=Tru
       --workdir /tmp/cifar10_ncsnpp_deep_ve --mode eval --config.data.data_dir=~/tensorflow_datasets
 """
 
-from configs import cifar10_ncsnpp_ve
+from ddpm_jax.configs import cifar10_ncsnpp_ve
 
 
 def get_config():

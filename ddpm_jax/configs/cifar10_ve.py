@@ -6,7 +6,7 @@ Gaussian Fourier features; reverse-diffusion predictor + Langevin corrector, snr
       --config.data.data_dir=~/tensorflow_datasets
 """
 
-from configs import cifar10_ddpm
+from ddpm_jax.configs import cifar10_ddpm
 
 
 def get_config():

@@ -5,7 +5,7 @@
       --config.data.data_dir=~/tensorflow_datasets
 """
 
-from configs import cifar10_ddpm
+from ddpm_jax.configs import cifar10_ddpm
 
 
 def get_config():

@@ -8,7 +8,7 @@ minute on a laptop CPU. Then sample the demo model guided to each digit (labels 
       --config.sampling.classifier_workdir=digits_classifier --config.sampling.classifier_scale=2
 """
 
-from configs import demo
+from ddpm_jax.configs import demo
 
 
 def get_config():

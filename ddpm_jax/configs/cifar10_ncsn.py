@@ -6,7 +6,7 @@ level. The network is the DDPM U-Net conditioned on log σ (Fourier features).
       --config.data.data_dir=~/tensorflow_datasets
 """
 
-from configs import cifar10_ddpm
+from ddpm_jax.configs import cifar10_ddpm
 
 
 def get_config():

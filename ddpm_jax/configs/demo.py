@@ -3,7 +3,7 @@
   python -m ddpm_jax.main --config configs/demo.py --workdir demo_workdir
 """
 
-from configs import default
+from ddpm_jax.configs import default
 
 
 def get_config():

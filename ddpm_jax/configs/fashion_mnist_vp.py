@@ -5,7 +5,7 @@ probability-flow ODE sampling (adaptive Tsit5).
       --config.data.data_dir=../shared/tfds_array_record
 """
 
-from configs import fashion_mnist_ddpm
+from ddpm_jax.configs import fashion_mnist_ddpm
 
 
 def get_config():

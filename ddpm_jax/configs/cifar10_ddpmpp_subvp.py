@@ -9,7 +9,7 @@ sub-VP SDE (β 0.1 → 20).
       --workdir /tmp/cifar10_ddpmpp_subvp --mode bpd --config.data.data_dir=~/tensorflow_datasets
 """
 
-from configs import cifar10_ddpmpp_vp
+from ddpm_jax.configs import cifar10_ddpmpp_vp
 
 
 def get_config():

@@ -19,7 +19,7 @@ first (--transform=center-crop), so its images differ from EDM's a little.
       --mode eval --config.data.data_dir=~/tensorflow_datasets
 """
 
-from configs import default
+from ddpm_jax.configs import default
 
 BATCH = 4096
 

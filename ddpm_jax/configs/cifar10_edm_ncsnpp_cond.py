@@ -9,7 +9,7 @@ parameters, EDM's count, + 128 Fourier frequencies); no label dropout.
       --workdir /tmp/cifar10_edm_ncsnpp_cond --mode eval --config.data.data_dir=~/tensorflow_datasets
 """
 
-from configs import cifar10_edm_ncsnpp
+from ddpm_jax.configs import cifar10_edm_ncsnpp
 
 
 def get_config():

@@ -5,7 +5,7 @@ at 16×16, bf16 compute. `../shared/tfds_array_record` holds the prepared datase
       --config.data.data_dir=../shared/tfds_array_record
 """
 
-from configs import mnist_ddpm
+from ddpm_jax.configs import mnist_ddpm
 
 
 def get_config():

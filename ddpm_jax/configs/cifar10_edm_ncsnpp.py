@@ -11,7 +11,7 @@ and sampling as cifar10_edm_ddpmpp.
       --mode eval --config.data.data_dir=~/tensorflow_datasets
 """
 
-from configs import cifar10_edm_ddpmpp
+from ddpm_jax.configs import cifar10_edm_ddpmpp
 
 
 def get_config():

@@ -14,7 +14,7 @@ on uniformly dequantized test images).
       --mode eval --config.data.data_dir=~/tensorflow_datasets     # or --mode bpd
 """
 
-from configs import cifar10_ddpm
+from ddpm_jax.configs import cifar10_ddpm
 
 
 def get_config():

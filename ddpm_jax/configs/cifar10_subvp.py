@@ -4,7 +4,7 @@
       --config.data.data_dir=~/tensorflow_datasets
 """
 
-from configs import cifar10_vp
+from ddpm_jax.configs import cifar10_vp
 
 
 def get_config():

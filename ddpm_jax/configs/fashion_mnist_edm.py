@@ -6,7 +6,7 @@ network evaluations).
       --config.data.data_dir=../shared/tfds_array_record
 """
 
-from configs import fashion_mnist_ddpm
+from ddpm_jax.configs import fashion_mnist_ddpm
 
 
 def get_config():

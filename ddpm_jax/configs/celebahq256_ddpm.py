@@ -6,7 +6,7 @@ images to a folder and point data.path at it.
       --config.data.path=/data/celebahq256
 """
 
-from configs import default
+from ddpm_jax.configs import default
 
 
 def get_config():

@@ -5,7 +5,7 @@ cifar10_ncsn.py on the MNIST U-Net).
       --config.data.data_dir=~/tensorflow_datasets
 """
 
-from configs import cifar10_ncsn, mnist_ddpm
+from ddpm_jax.configs import cifar10_ncsn, mnist_ddpm
 
 
 def get_config():

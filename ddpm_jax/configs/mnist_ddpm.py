@@ -4,7 +4,7 @@
       --config.data.data_dir=~/tensorflow_datasets
 """
 
-from configs import default
+from ddpm_jax.configs import default
 
 
 def get_config():

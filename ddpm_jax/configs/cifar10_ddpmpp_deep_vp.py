@@ -9,7 +9,7 @@ residual blocks per level, 950k steps; everything else as cifar10_ddpmpp_vp.
       --workdir /tmp/cifar10_ddpmpp_deep_vp --mode eval --config.data.data_dir=~/tensorflow_datasets
 """
 
-from configs import cifar10_ddpmpp_vp
+from ddpm_jax.configs import cifar10_ddpmpp_vp
 
 
 def get_config():

@@ -19,7 +19,7 @@ EDM sums its loss over pixels, this library averages it: Adam's update is the sa
       --mode eval --config.data.data_dir=~/tensorflow_datasets
 """
 
-from configs import cifar10_ddpm
+from ddpm_jax.configs import cifar10_ddpm
 
 BATCH = 512
 

@@ -15,7 +15,7 @@ are 2x − 1 ∈ [−1, 1], where the same process has σ from 0.02 to 100.
       --mode eval --config.data.data_dir=~/tensorflow_datasets
 """
 
-from configs import cifar10_ddpm
+from ddpm_jax.configs import cifar10_ddpm
 
 
 def get_config():
