@@ -10,7 +10,7 @@ import pytest
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "ddpm_jax"
 
 LAYERS = [  # top to bottom
-    ["main"],
+    ["main", "pipeline"],
     ["configs"],
     ["modes"],
     ["interop"],

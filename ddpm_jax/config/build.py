@@ -210,13 +210,15 @@ def optimizer(config: ml_collections.ConfigDict):
                                  grad_clip=o.grad_clip, beta1=o.beta1, beta2=o.beta2, eps=o.eps)
 
 
-def train_state(config, net_module, shape, *, abstract: bool = False) -> step_lib.TrainState:
-  """A fresh TrainState (with a loss history when training.t_sampler is 'importance'); with
-  `abstract` its shapes and dtypes only."""
+def train_state(config, net_module, shape, *, abstract: bool = False,
+                key=None) -> step_lib.TrainState:
+  """A fresh TrainState (with a loss history when training.t_sampler is 'importance'), from
+  `key` (default: the key of config.seed); with `abstract` its shapes and dtypes only."""
   history = None
   if config.training.objective == "ddpm" and config.training.t_sampler == "importance":
     history = ddpm_objective.empty_loss_history(config.diffusion.num_timesteps)
-  return step_lib.create_train_state(net_module, optimizer(config), jax.random.key(config.seed),
+  key = jax.random.key(config.seed) if key is None else key
+  return step_lib.create_train_state(net_module, optimizer(config), key,
                                      shape, num_classes(config), history, abstract=abstract,
                                      loss_scale=loss_scale(config),
                                      phema_profiles=len(config.training.phema_sigma_rels))

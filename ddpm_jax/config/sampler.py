@@ -11,7 +11,7 @@ import functools
 import jax
 import numpy as np
 
-from ddpm_jax.config import build
+from ddpm_jax.config import build, load, schema
 from ddpm_jax.samplers import common, table
 
 # Raised whenever a sampler's samples for an unchanged config change, so that results named
@@ -30,6 +30,32 @@ def options(config, t_start: float | None = None) -> dict:
   if "spacing" in out and not out["spacing"]:
     out["spacing"] = entry.grid
   return out if t_start is None else {**out, "t_start": t_start}
+
+
+def option_names(method: str) -> tuple[str, ...]:
+  """The sampling.* fields a sample call of `method` takes as keyword options (the Python
+  API's names are the command line's): the sampler's own, clip_x0 where it clips, and the
+  classifier-free guidance weight."""
+  entry = table.get(method)
+  return tuple(dict.fromkeys([*entry.options.values(), *(["clip_x0"] if entry.clips else []),
+                              "guidance_weight"]))
+
+
+def with_options(config, method: str | None, options: dict, where: str):
+  """A copy of `config` with sampling.method and the sampling.* `options` set and checked
+  (config/schema.py); an option `method` does not read is a one-line ValueError naming
+  `where` and the options it takes."""
+  config = config.copy_and_resolve_references()
+  method = method or config.sampling.method
+  accepted = option_names(method)
+  unknown = [k for k in options if k not in accepted]
+  if unknown:
+    raise ValueError(f"{where}: method {method!r} takes no option {unknown[0]!r}; its options "
+                     f"are {accepted}.")
+  load.assign(config, {"sampling.method": method,
+                       **{f"sampling.{k}": v for k, v in options.items()}})
+  schema.check(config)
+  return config
 
 
 def guided(config) -> bool:

@@ -19,7 +19,11 @@ so every sampler that reads either (and the score) sees the same clipped model.
 
 The network is called as net(x, noise_input[, cond]) with the noise input of its kind: the
 chain step t (N − 1) ("index": DDPM networks and score_sde's VP models), log σ ("log_sigma":
-VE and NCSN models) or EDM's c_noise. Classifier-free guidance (Ho & Salimans 2022) is applied
+VE and NCSN models) or EDM's c_noise; a network of your own (`Denoiser.from_fn`) may also be
+fed the process time t ("t", e.g. t ∈ [0, 1]) or k-diffusion's convention ("sigma": the
+network sees x/α and σ/α, the state and noise level of the equivalent VE process; on a VE
+process, x and σ). Whatever it is fed, its output is read in terms of x: ε, x̂_0,
+v = α ε − σ x_0, or the score ∇_x log p_t(x). Classifier-free guidance (Ho & Salimans 2022) is applied
 here, to the network's mean output: õ = (1 + w) o(x, y) − w o(x, ∅), which is the same
 combination of ε̂, x̂_0, v̂ or the score since each is affine in o at fixed x and t; a learned
 variance is not extrapolated: it is the conditional pass's (GLIDE).
@@ -52,7 +56,7 @@ from ddpm_jax.core.broadcast import per_example
 
 KINDS = ("ddpm", "dsm", "ncsn", "edm")  # what trained the network (training.objective)
 PREDICTIONS = ("eps", "x0", "v", "score", "edm")
-NOISE_INPUTS = ("index", "log_sigma", "edm")
+NOISE_INPUTS = ("index", "log_sigma", "edm", "t", "sigma")
 
 
 class Prediction(NamedTuple):
@@ -113,6 +117,22 @@ class Denoiser:
   classifier_scale: Any = None
   known: Any = None
 
+  @classmethod
+  def from_fn(cls, fn: Callable, process, *, predicts: str = "eps", noise_input: str = "t",
+              clip_x0: bool = False) -> "Denoiser":
+    """A network of your own, fn(x, noise_input[, labels]) -> output, trained on `process`
+    (core/sde.py: VPSDE, VESDE, DiscreteVPSDE, …), as a Denoiser every sampler reads.
+    `predicts`: "eps", "x0", "v" (α ε − σ x_0) or "score"; `noise_input`: "t" (the process
+    time), "sigma" (k-diffusion's D(x/α, σ/α)), "log_sigma", or "index" (the chain step
+    t (N − 1)/T; on a DiscreteVPSDE this also gives the chain samplers ddpm and ddim)."""
+    if predicts not in PREDICTIONS[:-1]:
+      raise ValueError(f"predicts={predicts!r}: use one of {PREDICTIONS[:-1]}.")
+    if noise_input not in ("t", "sigma", "log_sigma", "index"):
+      raise ValueError(f"noise_input={noise_input!r}: use one of ('t', 'sigma', 'log_sigma', "
+                       f"'index').")
+    kind = "ddpm" if noise_input == "index" and hasattr(process, "step_coef") else "dsm"
+    return cls(fn, process, kind, predicts, noise_input, clip_x0=bool(clip_x0))
+
   @property
   def evaluations_per_call(self) -> int:
     """Evaluations per prediction: the network's (two under classifier-free guidance) and
@@ -143,10 +163,14 @@ class Denoiser:
     return self._predict(x, self.noise_input_at(t, sigma), alpha, sigma)
 
   def noise_input_at(self, t, sigma):
-    """The network's noise input at times t [B] with marginal σ(t): t (N − 1)/T ("index")
-    or log σ (from which EDM's c_noise is made)."""
+    """The network's noise input at times t [B] with marginal σ(t): t (N − 1)/T ("index"),
+    t ("t"), σ/α ("sigma") or log σ (from which EDM's c_noise is made)."""
     if self.noise_input == "index":
       return t * (self.process.N - 1) / self.process.T
+    if self.noise_input == "t":
+      return t
+    if self.noise_input == "sigma":
+      return sigma / self.process.marginal_coef(t)[0]
     return jnp.log(sigma)
 
   def predict_step(self, x, i) -> Prediction:
@@ -159,9 +183,11 @@ class Denoiser:
 
   def predict_at_sigma(self, x, sigma) -> Prediction:
     """The same at noise levels σ [B] of a process with α = 1 (VE: NCSN, EDM)."""
-    if self.noise_input == "index":
-      raise ValueError("A network fed the chain step has no noise-level input; use predict.")
-    return self._predict(x, jnp.log(sigma), jnp.ones_like(sigma), sigma)
+    if self.noise_input in ("index", "t"):
+      raise ValueError("A network fed the chain step or the time has no noise-level input; "
+                       "use predict.")
+    c = sigma if self.noise_input == "sigma" else jnp.log(sigma)
+    return self._predict(x, c, jnp.ones_like(sigma), sigma)
 
   def x0(self, x, t):
     return self.predict(x, t).x0
@@ -175,8 +201,10 @@ class Denoiser:
 
   def network_input(self, x, noise_input, alpha, sigma):
     """(x_in, c): what the network (and a classifier of its process) is fed for a state x at
-    marginal coefficients α, σ [B] with noise input c: x itself, or EDM's c_in x / α and
-    c_noise."""
+    marginal coefficients α, σ [B] with noise input c: x itself, x / α (noise input
+    "sigma"), or EDM's c_in x / α and c_noise."""
+    if self.noise_input == "sigma":
+      return x / per_example(alpha, x).astype(x.dtype), jnp.broadcast_to(noise_input, x.shape[:1])
     if self.prediction != "edm":
       return x, jnp.broadcast_to(noise_input, x.shape[:1])
     _, _, c_in, c_noise = edm_coefficients(sigma / alpha, self.sigma_data)

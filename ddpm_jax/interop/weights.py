@@ -252,6 +252,23 @@ def import_params(config, source: str, channels: int) -> dict:
   return load_edm(path, config, channels)
 
 
+def import_with_channels(config, source: str) -> tuple[dict, int]:
+  """(parameters, image channels) of `source`, the channels read from the weights: the
+  folder's in_channels for diffusers, else the count (3, 1, 4 or 2) whose network the
+  tensors fit; where none fits, the error for 3 channels."""
+  kind, path = parse_source(source)
+  if kind == "diffusers":
+    channels = diffusers_fields(path)["in_channels"]
+    return import_params(config, source, channels), channels
+  first = None
+  for channels in (3, 1, 4, 2):
+    try:
+      return import_params(config, source, channels), channels
+    except tensors.FormatError as e:
+      first = first or e
+  raise first
+
+
 def source_digest(source: str) -> dict:
   """{file: sha256} of the files an import reads (the provenance written beside it)."""
   kind, path = parse_source(source)
