@@ -4,9 +4,9 @@ compiled, so that a notebook's second call does not compile again.
 
   import ddpm_jax as dj
   pipe = dj.Pipeline.from_config(dj.configs.get("demo"))
-  state = pipe.init(jax.random.key(0))
-  step = pipe.train_step()                          # compiled, data-parallel
-  state, metrics = step(state, {"image": x})        # x: float NHWC in [−1, 1]
+  state, step = pipe.init(jax.random.key(0)), pipe.train_step()  # compiled, data-parallel
+  for batch in pipe.batches():                      # or {"image": x}: float NHWC in [−1, 1]
+    state, metrics = step(state, batch)
   pipe = pipe.with_params(state.ema_params)
   images, nfe = pipe.sample(16, jax.random.key(1), method="dpm_solver", num_steps=10)
   pipe.save("diffusers:exported");  dj.Pipeline.load("diffusers:exported")
@@ -32,6 +32,7 @@ from etils import epath
 
 from ddpm_jax.config import build, defaults, sampler, schema
 from ddpm_jax.core.denoiser import Denoiser
+from ddpm_jax.data import batches
 from ddpm_jax.infra import parallel
 from ddpm_jax.interop import weights
 from ddpm_jax.modes import runs
@@ -119,6 +120,17 @@ class Pipeline:
                                     self.mesh)
       return step(parallel.replicate(state, self.mesh), placed)
     return run
+
+  def batches(self, start: int = 0):
+    """The training batches of the config's data (data.*, training.batch_size, seed) from
+    step `start`, as the command line reads them: deterministic in (seed, step), each
+    {"image": float32 [B, S, S, C] in [−1, 1], "label": int32 [B]}."""
+    c, t = self.config, self.config.training
+    return batches.iterate_batches(
+        _checked(build.source, c), start, num_workers=c.data.num_workers,
+        global_batch=t.batch_size, image_size=c.data.image_size, seed=c.seed,
+        random_flip=c.data.random_flip, process_index=jax.process_index(),
+        process_count=jax.process_count())
 
   def denoiser(self, **options) -> Denoiser:
     """The network with this pipeline's parameters as a Denoiser (core/denoiser.py), clipped

@@ -103,7 +103,7 @@ def test_published_3m_is_second_order_but_wins_the_large_karras_steps(sde_name, 
   coefficient, as diffusers) converges at order ~2 (measured 1.76 VP Karras, 2.16 VE
   λ-uniform), but on 20 Karras steps its error is 4× below the Taylor form's (0.017 against
   0.069): the doubled term overshoots on large late steps. benchmarks/dpm_solver_3m.py
-  measures both at equal NFE; the default is the published form (README)."""
+  measures both at equal NFE; the default is the published form (docs/samplers.md)."""
   steps = (20, 40, 80, 160)
   published = _errors(sde_name, steps, order=3, variant="multistep", spacing=spacing,
                       lower_order_final=False, third_order="published")

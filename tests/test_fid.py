@@ -94,7 +94,7 @@ _TV_KERNELS = {
 
 
 @pytest.mark.skipif(not (WEIGHTS / "inception_fid.npz").exists(),
-                    reason="../shared/weights/inception_fid.npz is absent (see the README)")
+                    reason="../shared/weights/inception_fid.npz is absent (see docs/command_line.md)")
 def test_pytorch_fid_converter_maps_every_layer_and_folds_the_bn_scale():
   from ddpm_jax.evaluation import convert_inception
   names = convert_inception.conv_names()

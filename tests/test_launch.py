@@ -52,7 +52,7 @@ def test_launch_scripts_pass_bash_n_and_shellcheck(script):
 
 
 def _commands():
-  for path in SCRIPTS + [ROOT / "README.md"]:
+  for path in SCRIPTS + [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
     for match in COMMAND.finditer(path.read_text().replace("\\\n", " ")):  # joined lines
       yield path.name, match.group(1)
 
@@ -80,7 +80,8 @@ def _unknown(arguments: str) -> list[str]:
 
 def test_every_documented_command_uses_real_flags_and_fields():
   commands = list(_commands())
-  assert {name for name, _ in commands} >= {s.name for s in SCRIPTS} | {"README.md"}
+  assert {name for name, _ in commands} >= {s.name for s in SCRIPTS} | {
+      "README.md", "command_line.md", "published_weights.md"}
   assert _unknown("--workdir=w --distributed --config.model.nope=1 --mdoe=x") == [
       "config.model.nope", "mdoe"]  # the checker catches both kinds
   assert [(name, line, _unknown(line)) for name, line in commands if _unknown(line)] == []

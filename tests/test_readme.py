@@ -1,32 +1,64 @@
-"""The README cannot go stale: its sampler table is the one samplers/table.py renders, its
-Python examples run, and every file it names exists."""
+"""The README and docs/ cannot go stale: the README's quickstart runs as a user runs it (on
+tiny settings), the docs' sampler table is the one samplers/table.py renders, their Python
+examples run, and every file they name exists."""
 
+import os
 import pathlib
 import re
 
 import numpy as np
+import pytest
 
 from ddpm_jax.samplers import table
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
+DOCS = {p.name: p.read_text() for p in sorted((ROOT / "docs").glob("*.md"))}
+
+
+def _python_blocks(text: str) -> list[str]:
+  return re.findall(r"```python\n(.*?)```", text, re.S)
+
+
+def test_the_readme_is_short():
+  assert len(README.splitlines()) <= 150
 
 
 def test_the_sampler_table_is_the_one_the_code_renders():
-  block = re.search(r"<!-- samplers:.*?-->\n(.*?)\n<!-- end samplers -->", README, re.S)
-  assert block, "the README lost its generated sampler table"
+  block = re.search(r"<!-- samplers:.*?-->\n(.*?)\n<!-- end samplers -->", DOCS["samplers.md"],
+                    re.S)
+  assert block, "docs/samplers.md lost its generated sampler table"
   assert block.group(1) == table.markdown(), (
-      "README's sampler table is stale: paste ddpm_jax.samplers.table.markdown() between "
-      "its markers")
+      "docs/samplers.md's sampler table is stale: paste ddpm_jax.samplers.table.markdown() "
+      "between its markers")
 
 
-def test_the_python_examples_run_and_sample_the_gaussian():
-  """The examples, run in order in one namespace: DDIM-50 and DPM-Solver++ (10 NFE) samples
-  of N((0.5, −0.3), diag(0.3, 0.2)²), whose means they must reach (DDIM's η = 0 sampler at
-  50 steps shrinks the std by ~10%; DPM-Solver++ at 10 NFE measured 2–4%, 1% Monte Carlo)."""
+@pytest.mark.slow
+def test_the_readme_quickstart_runs_as_written(tmp_path, monkeypatch):
+  """The README's Python, in order in one namespace from a fresh directory, with 2 training
+  steps instead of 1000: it trains, samples two ways (50 and 11 evaluations), saves a
+  1-channel diffusers folder and loads it back; the own-network example reaches its data's
+  mean and std."""
+  monkeypatch.chdir(tmp_path)
   namespace = {}
-  for code in re.findall(r"```python\n(.*?)```", README, re.S):
+  blocks = _python_blocks(README)
+  assert "range(1000)" in blocks[0]
+  for code in [blocks[0].replace("range(1000)", "range(2)"), *blocks[1:]]:
     exec(compile(code, "README.md", "exec"), namespace)
+  assert np.asarray(namespace["images"]).shape == (64, 8, 8, 1)
+  assert namespace["again"].channels == 1 and (tmp_path / "demo_unet" / "unet").is_dir()
+  assert namespace["nfe"] == 21  # the last call: DPM-Solver++ with 20 steps
+  x = np.asarray(namespace["x"])
+  np.testing.assert_allclose([x.mean(), x.std()], [0.5, 0.2], atol=0.01)
+
+
+def test_the_docs_python_examples_run_and_sample_the_gaussian():
+  """docs/python.md's lower-level examples: DDIM-50 and DPM-Solver++ (10 NFE) samples of
+  N((0.5, −0.3), diag(0.3, 0.2)²), whose means they must reach (DDIM's η = 0 sampler at 50
+  steps shrinks the std by ~10%; DPM-Solver++ at 10 NFE measured 2–4%, 1% Monte Carlo)."""
+  namespace = {}
+  for code in _python_blocks(DOCS["python.md"]):
+    exec(compile(code, "docs/python.md", "exec"), namespace)
   for name in ("x", "y", "x1"):
     x = np.asarray(namespace[name])
     np.testing.assert_allclose(x.mean(0), [0.5, -0.3], atol=0.02, err_msg=name)
@@ -34,12 +66,18 @@ def test_the_python_examples_run_and_sample_the_gaussian():
   assert namespace["latents"].shape == (4096, 2)
 
 
-def test_every_file_the_readme_names_exists():
+@pytest.mark.parametrize("name", ["README.md", *(f"docs/{d}" for d in DOCS)])
+def test_every_file_and_page_named_exists(name):
   """Paths (ddpm_jax/…, tests/…) exist as written; bare `name.py` names (configs, modules in
-  tables) exist somewhere in the project."""
-  paths = set(re.findall(r"(?<![\w/.~])(?:ddpm_jax|tests|benchmarks|configs|launch)/[\w/]+\.\w+", README))
+  tables) exist somewhere in the project; relative links point at files."""
+  text = (ROOT / name).read_text()
+  here = (ROOT / name).parent
+  paths = set(re.findall(r"(?<![\w/.~])(?:ddpm_jax|tests|benchmarks|configs|launch|docs)/"
+                         r"[\w/]+\.\w+", text))
   missing = sorted(p for p in paths if not (ROOT / p).exists())
-  here = {p.name for d in ("ddpm_jax", "configs", "benchmarks", "tests", "launch")
-          for p in (ROOT / d).rglob("*.py")}
-  missing += sorted(n for n in set(re.findall(r"`(\w+\.py)`", README)) if n not in here)
-  assert not missing, f"the README names files that are not here: {missing}"
+  modules = {p.name for d in ("ddpm_jax", "benchmarks", "tests", "launch")
+             for p in (ROOT / d).rglob("*.py")}
+  missing += sorted(n for n in set(re.findall(r"`(\w+\.py)`", text)) if n not in modules)
+  links = re.findall(r"\]\(([^)#:]+)(?:#[\w-]+)?\)", text)
+  missing += sorted(link for link in links if not os.path.exists(here / link))
+  assert not missing, f"{name} names files that are not here: {missing}"

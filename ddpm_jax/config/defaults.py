@@ -199,7 +199,7 @@ def get_config() -> ml_collections.ConfigDict:
   fid.is_splits = 10           # the Inception Score's splits (weights with the logits layer)
   fid.chunk_size = 512         # samples per resumable chunk (a multiple of the devices)
   fid.inception_batch_size = 256
-  fid.inception_weights = "~/.cache/ddpm_jax/inception_fid.npz"  # the README says how to fill it
+  fid.inception_weights = "~/.cache/ddpm_jax/inception_fid.npz"  # docs/command_line.md says how to fill it
   fid.ref_split = "test"
   fid.ref_num_examples = 10_000  # 0: the whole split
   fid.cache_dir = ""           # default WORKDIR/fid_cache

@@ -235,8 +235,9 @@ def weights_path(path: str) -> str:
   if not path or not os.path.isfile(path):
     raise FileNotFoundError(f"No Inception weights at {path!r}; convert pytorch-fid's "
                             f"pt_inception-2015-12-05-6726825d.pth there with `python -m "
-                            f"ddpm_jax.evaluation.convert_inception PTH {path}` (see the "
-                            f"README) or set fid.inception_weights to the converted .npz.")
+                            f"ddpm_jax.evaluation.convert_inception PTH {path}` (see "
+                            f"docs/command_line.md) or set fid.inception_weights to the "
+                            f"converted .npz.")
   return path
 
 
@@ -245,7 +246,7 @@ def load_weights(path: str):
   the FID Inception-v3's (every array's name and shape; one-line ValueError otherwise)."""
   path = weights_path(path)
   advice = ("convert pytorch-fid's pt_inception-2015-12-05-6726825d.pth with `python -m "
-            "ddpm_jax.evaluation.convert_inception` (see the README)")
+            "ddpm_jax.evaluation.convert_inception` (see docs/command_line.md)")
   try:
     params = load_params(path)
   except (OSError, ValueError) as e:

@@ -1,7 +1,7 @@
 """The samplers, one row each: what builds its loop, the options it reads (the builder's
 keyword and the `sampling.*` field behind it), the network evaluations it costs, its default
 step grid, whether it honours clipping (sampling.clip_x0: the Denoiser's clip_x0), and the
-network kinds it runs on. config/sampler.py, the config's checks and the README's table read
+network kinds it runs on. config/sampler.py, the config's checks and docs/samplers.md's table read
 it; adding a sampler is one module and one row.
 
 Every sampler is run the same way: `sample(method, denoiser, key, shape, **options)` ->
@@ -40,7 +40,7 @@ class Sampler:
   clips: bool                      # whether the Denoiser's clip_x0 (sampling.clip_x0) applies
   grid: str | None = None          # its default spacing (sampling.spacing "")
   choices: dict = dataclasses.field(default_factory=dict)  # field -> the values it accepts
-  summary: str = ""                # the README's line: what it is, its NFE
+  summary: str = ""                # the docs' line: what it is, its NFE
 
 
 GRID = {"num_steps": "num_steps", "spacing": "spacing", "eps": "eps", "denoise": "denoise"}
@@ -94,8 +94,8 @@ SAMPLERS = {
 
 
 def markdown() -> str:
-  """The README's table of samplers, one row per entry of SAMPLERS (tests/test_readme.py
-  checks the README holds it)."""
+  """docs/samplers.md's table of samplers, one row per entry of SAMPLERS
+  (tests/test_readme.py checks the page holds it)."""
   lines = ["| `sampling.method` | what | NFE for `num_steps` = N | network kinds | options "
            "(`sampling.*`) | clips |", "|---|---|---|---|---|---|"]
   for name, e in SAMPLERS.items():
