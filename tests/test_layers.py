@@ -101,3 +101,63 @@ def test_the_checker_catches_each_kind_of_bad_import(module, source, expected):
 def test_the_checker_catches_a_cycle_inside_a_package():
   assert violations({"samplers.ddim": {"samplers.ddpm"}, "samplers.ddpm": {"samplers.ddim"}}) == [
       "cycle through samplers.ddim", "cycle through samplers.ddpm"]
+
+
+def _holds_config(obj, seen=None, depth=0) -> bool:
+  """Whether a ConfigDict is reachable from `obj` through closures, defaults, partials,
+  wrapped functions, bound methods, dataclass fields and containers."""
+  import dataclasses
+  import functools
+
+  import ml_collections
+  seen = set() if seen is None else seen
+  if id(obj) in seen or depth > 40:
+    return False
+  seen.add(id(obj))
+  if isinstance(obj, (ml_collections.ConfigDict, ml_collections.FrozenConfigDict)):
+    return True
+  children = []
+  if isinstance(obj, functools.partial):
+    children += [obj.func, *obj.args, *obj.keywords.values()]
+  if isinstance(obj, (list, tuple, set, frozenset)):
+    children += list(obj)
+  if isinstance(obj, dict):
+    children += list(obj.values())
+  if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+    children += [getattr(obj, f.name, None) for f in dataclasses.fields(obj)]
+  for name in ("__wrapped__", "__func__", "__self__"):
+    if hasattr(obj, name):
+      children.append(getattr(obj, name))
+  if callable(obj) and hasattr(obj, "__code__"):
+    children += [c.cell_contents for c in (obj.__closure__ or ()) if _has_contents(c)]
+    children += list(obj.__defaults__ or ()) + list((obj.__kwdefaults__ or {}).values())
+  return any(_holds_config(c, seen, depth + 1) for c in children)
+
+
+def _has_contents(cell) -> bool:
+  try:
+    cell.cell_contents
+  except ValueError:
+    return False
+  return True
+
+
+@pytest.mark.parametrize("objective,method", [("ddpm", "ddim"), ("dsm", "dpm_solver"),
+                                              ("ncsn", "ald"), ("edm", "edm")])
+def test_built_functions_hold_no_config(objective, method):
+  """A built loss, train step, sampler, bits/dim function and Denoiser close over plain
+  objects (the process, the network, options), never over the ConfigDict that built them."""
+  from conftest import tiny_config
+
+  from ddpm_jax.config import build, sampler
+  from ddpm_jax.infra import parallel
+  config = tiny_config(**{"training.objective": objective, "sampling.method": method})
+  mesh, shape = parallel.make_mesh(), (8, 8, 1)
+  model = build.model(config, 1)
+  built = {"loss": build.loss(config), "train_step": build.train_step(config, model, mesh),
+           "sampler": sampler.make_sampler(config, model, shape, mesh),
+           "denoiser": build.denoiser(config)(lambda x, t: x)}
+  if objective != "ncsn":
+    built["bpd"] = build.bpd(config, model, mesh)
+  assert _holds_config(config) and _holds_config(lambda: config)  # the walker finds one
+  assert [name for name, fn in built.items() if _holds_config(fn)] == []

@@ -151,12 +151,13 @@ def apply_fn(net_module):
 
 def denoiser(config, *, clip_x0: bool = False):
   """net ↦ the Denoiser of a network trained with this config (core/denoiser.py), the
-  process built once; `clip_x0` clips its x̂_0 (samplers that honour sampling.clip_x0)."""
-  proc, m = process(config), config.model
-  var_type = m.var_type if learned_variance(config) else "fixed_small"
-  return lambda net: denoiser_lib.make(net, proc, kind(config),
-                                       mean_type=m.mean_type, var_type=var_type,
-                                       sigma_data=config.edm.sigma_data, clip_x0=clip_x0)
+  process and settings read once (the closure holds plain objects, not the config);
+  `clip_x0` clips its x̂_0 (samplers that honour sampling.clip_x0)."""
+  m = config.model
+  return functools.partial(
+      denoiser_lib.make, process=process(config), kind=kind(config), mean_type=m.mean_type,
+      var_type=m.var_type if learned_variance(config) else "fixed_small",
+      sigma_data=float(config.edm.sigma_data), clip_x0=bool(clip_x0))
 
 
 def _probe(config) -> denoiser_lib.Denoiser:
@@ -189,14 +190,14 @@ def loss(config):
     return lambda net, x0, keys, probs=None, labels=None: classifier_objective.classifier_loss(
         net, probe, levels, x0, labels, keys)
   if obj == "edm":
-    e = config.edm
+    options = dict(sigma_data=float(config.edm.sigma_data), p_mean=float(config.edm.p_mean),
+                   p_std=float(config.edm.p_std))
     return lambda net, x0, keys, probs=None, labels=None: edm.edm_loss(
-        lambda x, s: make(net).predict_at_sigma(x, s).x0, x0, keys,
-        sigma_data=e.sigma_data, p_mean=e.p_mean, p_std=e.p_std)
+        lambda x, s: make(net).predict_at_sigma(x, s).x0, x0, keys, **options)
   if obj == "ncsn":
-    levels = process(config).discrete_sigmas()[::-1]
+    levels, reduce = process(config).discrete_sigmas()[::-1], c.reduce
     return lambda net, x0, keys, probs=None, labels=None: dsm.ncsn_loss(
-        make(net).score_at_sigma, levels, x0, keys, reduce=c.reduce)
+        make(net).score_at_sigma, levels, x0, keys, reduce=reduce)
   sde = process(config)
   options = dict(eps=c.train_eps, likelihood_weighting=c.likelihood_weighting,
                  importance_sampling=c.importance_sampling, reduce=c.reduce)
@@ -256,7 +257,7 @@ def bpd(config, net_module, mesh):
   models, the probability-flow NLL of uniformly dequantized x for "dsm" and "edm" ones. Each
   example's noise and probe come from its own key, so the values do not depend on the device
   count."""
-  e = config.eval
+  e = config.eval  # read here: the built function closes over plain objects
   apply, make = apply_fn(net_module), denoiser(config)
   if config.training.objective == "ddpm":
     def vlb(params, batched):

@@ -117,20 +117,23 @@ def make_sampler(config, net_module, shape, mesh, classifier_module=None,
 
 def _make_denoiser(config, net_module, clips: bool, classifier_module=None):
   """params ↦ the Denoiser of the network with those parameters, as the sampler reads it
-  (params = (network's, classifier's) with a classifier)."""
+  (params = (network's, classifier's) with a classifier); the settings are read here, so the
+  closure holds plain objects."""
   make = build.denoiser(config, clip_x0=clips and config.sampling.clip_x0)
   apply = build.apply_fn(net_module)
-  weight, null = config.sampling.guidance_weight, build.num_classes(config)
+  guidance = (config.sampling.guidance_weight, build.num_classes(config)) if guided(config) \
+      else None
+  scale, net_labels = config.sampling.classifier_scale, bool(config.model.conditional)
+  apply_classifier = None if classifier_module is None else build.apply_fn(classifier_module)
 
   def denoiser(params):
-    if classifier_module is not None:
+    if apply_classifier is not None:
       params, classifier_params = params
     d = make(functools.partial(apply, params))
-    if guided(config):
-      d = d.guided(weight, null)
-    if classifier_module is not None:
-      d = d.classifier_guided(
-          functools.partial(build.apply_fn(classifier_module), classifier_params),
-          config.sampling.classifier_scale, net_labels=config.model.conditional)
+    if guidance is not None:
+      d = d.guided(*guidance)
+    if apply_classifier is not None:
+      d = d.classifier_guided(functools.partial(apply_classifier, classifier_params), scale,
+                              net_labels=net_labels)
     return d
   return denoiser
