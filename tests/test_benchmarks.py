@@ -67,8 +67,8 @@ def test_classifier_guidance_times_the_guided_and_unguided_sampler(monkeypatch, 
 
 
 def test_compile_cache_times_a_cold_and_a_warm_first_step(monkeypatch, capsys):
-  import compile_cache
-  rows = _main(compile_cache, ["--set", "model.ch_mult=(1,)", "--set", "training.batch_size=8"],
+  import compile_time
+  rows = _main(compile_time, ["--set", "model.ch_mult=(1,)", "--set", "training.batch_size=8"],
                monkeypatch, capsys)
   assert [r["run"] for r in rows] == ["cold", "warm"]
   assert rows[0]["cache_files"] > 0 and all(r["first_step_s"] > 0 for r in rows)
@@ -95,8 +95,8 @@ def test_dpm_solver_3m_errors_fall_with_the_budget(monkeypatch, capsys):
 
 
 def test_inception_benchmark_runs_on_zero_weights(monkeypatch, capsys):
-  import inception
-  rows = _main(inception, ["--batch", "2", "--iters", "1", "--size", "8"], monkeypatch, capsys)
+  import inception_speed
+  rows = _main(inception_speed, ["--batch", "2", "--iters", "1", "--size", "8"], monkeypatch, capsys)
   assert rows[0]["what"] == "inception_pool3" and rows[0]["finite"]
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from ddpm_jax.core import denoiser, schedules
 from ddpm_jax.core import sde as sde_lib
-from ddpm_jax.models.classifier import HalfUNet
+from ddpm_jax.models.half_unet import HalfUNet
 from ddpm_jax.objectives import classifier as objective
 from ddpm_jax.testing import analytic
 

@@ -8,7 +8,7 @@ import pytest
 from ddpm_jax.core import denoiser, schedules
 from ddpm_jax.core import sde as sde_lib
 from ddpm_jax.infra import parallel
-from ddpm_jax.samplers import common, ddim, ddpm, dpm_solver, edm, ode, pc, table
+from ddpm_jax.samplers import ancestral, common, ddim, dpm_solver, edm_heun, ode, pc, table
 from ddpm_jax.testing import analytic
 
 pytestmark = pytest.mark.usefixtures("cheap_compile")  # conftest.py: compiled sooner, run slower
@@ -108,7 +108,7 @@ def test_guidance_leaves_a_learned_variance_unextrapolated():
   np.testing.assert_array_equal(pred.var_out, np.where((labels % 2 == 0)[:, None], 0.5, -0.5)
                                 * np.ones((1, 2)))
   reference = denoiser.make(written_out, process, "ddpm", var_type="learned_range")
-  loop = ddpm.ddpm_loop(process, (2,))
+  loop = ancestral.ddpm_loop(process, (2,))
   a = common.run(loop, guided, jax.random.key(1), 64, cond=labels)[0]
   b = common.run(loop, reference, jax.random.key(1), 64, cond=labels)[0]
   np.testing.assert_allclose(a, b, atol=1e-5)
@@ -132,7 +132,7 @@ def test_guidance_weight_0_is_the_conditional_and_minus_1_the_unconditional_mode
                     _class_denoiser(chain, "ddpm", "eps")),
       "ode": (ode.ode_loop(sde, (2,), rtol=1e-3, atol=1e-3), _class_denoiser(sde)),
       "dpm_solver": (dpm_solver.dpm_solver_loop(sde, (2,), num_steps=10), _class_denoiser(sde)),
-      "edm_churn": (edm.edm_loop(sde, (2,), num_steps=10, churn=5), _class_denoiser(sde)),
+      "edm_churn": (edm_heun.edm_loop(sde, (2,), num_steps=10, churn=5), _class_denoiser(sde)),
   }
   labels, key = np.arange(32) % 2, jax.random.key(1)
   for name, (loop, (model, marginal)) in cases.items():

@@ -8,7 +8,7 @@ import pytest
 
 from ddpm_jax.core import schedules
 from ddpm_jax.core import sde as sde_lib
-from ddpm_jax.samplers import common, dpm_solver, edm, grids, ode, table, unipc
+from ddpm_jax.samplers import common, dpm_solver, edm_heun, grids, ode, table, unipc
 from ddpm_jax.testing import analytic
 
 pytestmark = pytest.mark.usefixtures("cheap_compile")  # conftest.py: compiled sooner, run slower
@@ -148,7 +148,7 @@ def test_unipc_error_falls_at_its_order(sde_name, order, corrector, variant, spa
 def test_edm_heun_is_second_order(sde_name, x64):
   """EDM's Heun (no churn) on its Karras grid: measured slopes 2.08 (VP), 2.06 (VE)."""
   steps = (10, 20, 40, 80)
-  assert _slope(steps, _errors(sde_name, steps, edm.edm_loop)) == pytest.approx(2, abs=0.3)
+  assert _slope(steps, _errors(sde_name, steps, edm_heun.edm_loop)) == pytest.approx(2, abs=0.3)
 
 
 DENOISE_CASES = [
@@ -156,7 +156,7 @@ DENOISE_CASES = [
     ("ve", lambda sde, **kw: dpm_solver.dpm_solver_loop(sde, (3,), num_steps=5,
                                                          variant="singlestep", **kw)),
     ("ve", lambda sde, **kw: unipc.unipc_loop(sde, (3,), num_steps=10, **kw)),
-    ("vp", lambda sde, **kw: edm.edm_loop(sde, (3,), num_steps=5, **kw)),
+    ("vp", lambda sde, **kw: edm_heun.edm_loop(sde, (3,), num_steps=5, **kw)),
     ("ve", lambda sde, **kw: ode.ode_loop(sde, (3,), rtol=1e-3, atol=1e-3, **kw)),
 ]
 
@@ -185,7 +185,7 @@ CLIP_CASES = [
         sde, (3,), num_steps=n, order=1, spacing=spacing, **kw)),
     ("ve", "unip1", 6, "karras", lambda sde, n, spacing, **kw: unipc.unipc_loop(
         sde, (3,), num_steps=n, order=1, corrector=False, spacing=spacing, **kw)),
-    ("vp", "edm", 3, "logsnr", lambda sde, n, spacing, **kw: edm.edm_loop(
+    ("vp", "edm", 3, "logsnr", lambda sde, n, spacing, **kw: edm_heun.edm_loop(
         sde, (3,), num_steps=n, spacing=spacing, **kw)),
 ]
 
@@ -249,10 +249,10 @@ MODE_CASES = [
     ("vp", "dpm3M_2S_start", lambda sde: dpm_solver.dpm_solver_loop(
         sde, (2,), num_steps=10, order=3, start="singlestep", third_order="taylor"), 12),
     ("vp", "unipc2", lambda sde: unipc.unipc_loop(sde, (2,), num_steps=10), 11),
-    ("vp", "edm", lambda sde: edm.edm_loop(sde, (2,), num_steps=10), 21),
+    ("vp", "edm", lambda sde: edm_heun.edm_loop(sde, (2,), num_steps=10), 21),
     ("vp", "ode", lambda sde: ode.ode_loop(sde, (2,), rtol=1e-3, atol=1e-3), None),
     ("ve", "dpm2M", lambda sde: dpm_solver.dpm_solver_loop(sde, (2,), num_steps=10), 11),
-    ("ve", "edm_churn_window", lambda sde: edm.edm_loop(sde, (2,), num_steps=10, churn=5,
+    ("ve", "edm_churn_window", lambda sde: edm_heun.edm_loop(sde, (2,), num_steps=10, churn=5,
                                                         s_tmin=0.05, s_tmax=50), 21),
 ]
 
@@ -285,16 +285,16 @@ def test_edm_churn_schedule():
   and t̂ the time of σ̂."""
   sde = sde_lib.make_sde("vp")
   times = grids.time_grid(sde, 10, "karras", EPS)
-  sigma, sigma_hat, t_hat = edm.schedule(sde, times, churn=2.0, s_tmin=0.1, s_tmax=20.0)
+  sigma, sigma_hat, t_hat = edm_heun.schedule(sde, times, churn=2.0, s_tmin=0.1, s_tmax=20.0)
   inside = (sigma[:-1] >= 0.1) & (sigma[:-1] <= 20.0)
   assert 0 < inside.sum() < 10
   expected = np.where(inside, np.minimum(sigma[:-1] * 1.2, sigma[0]), sigma[:-1])
   np.testing.assert_allclose(sigma_hat, expected, rtol=1e-12)
   np.testing.assert_allclose(np.exp(-grids.log_snr(sde, t_hat)), sigma_hat, rtol=1e-4)
-  _, capped, _ = edm.schedule(sde, times, churn=100.0)
+  _, capped, _ = edm_heun.schedule(sde, times, churn=100.0)
   np.testing.assert_allclose(capped, np.minimum(sigma[:-1] * np.sqrt(2), sigma[0]), rtol=1e-12)
   with pytest.raises(ValueError, match="EDM churn must be >= 0, got -1"):
-    edm.schedule(sde, times, churn=-1)
+    edm_heun.schedule(sde, times, churn=-1)
   assert table.nfe("edm", sde, {"num_steps": 10, "denoise": False}) == 20
   assert table.nfe("edm", sde, {"num_steps": 10}) == 21
 

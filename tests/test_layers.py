@@ -161,3 +161,16 @@ def test_built_functions_hold_no_config(objective, method):
     built["bpd"] = build.bpd(config, model, mesh)
   assert _holds_config(config) and _holds_config(lambda: config)  # the walker finds one
   assert [name for name, fn in built.items() if _holds_config(fn)] == []
+
+
+def test_no_module_name_is_repeated_across_folders():
+  """Each module's file name says what it holds, once: no two folders of the package, the
+  tests and the benchmarks have a file of the same name."""
+  import collections
+  root = PACKAGE.parent
+  names = collections.defaultdict(list)
+  for folder in ("ddpm_jax", "tests", "benchmarks"):
+    for p in (root / folder).rglob("*.py"):
+      if p.name != "__init__.py" and "fixtures" not in p.parts:
+        names[p.name].append(str(p.relative_to(root)))
+  assert {n: ps for n, ps in names.items() if len(ps) > 1} == {}

@@ -5,7 +5,7 @@ Fixtures: tests/fixtures/make_edm_networks.py ran NVlabs/edm's training/networks
 commit 008a4e5) once, outside the project, with every state-dict entry drawn by
 fixtures/reference_weights.py (nothing zero, the zero-initialized layers included); it saved
 the inputs, the outputs and the state-dict names and shapes. Here the same weights are drawn
-again, mapped onto the parameter tree by interop/edm.py, and the outputs compared.
+again, mapped onto the parameter tree by interop/edm_weights.py, and the outputs compared.
 """
 
 import json
@@ -18,7 +18,7 @@ import pytest
 from conftest import ROOT
 from flax import traverse_util
 
-from ddpm_jax.interop import edm as edm_interop
+from ddpm_jax.interop import edm_weights as edm_interop
 from ddpm_jax.models.dhariwal_unet import DhariwalUNet
 from ddpm_jax.models.ncsnpp import NCSNpp
 from ddpm_jax.models.song_unet import SongUNet

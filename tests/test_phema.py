@@ -16,7 +16,7 @@ from ddpm_jax.config import build, validate
 from ddpm_jax.infra import parallel
 from ddpm_jax.modes import phema as phema_mode
 from ddpm_jax.modes import train
-from ddpm_jax.training import checkpoint, phema, snapshots
+from ddpm_jax.training import checkpoint, power_ema, snapshots
 
 
 def _profile(tau, t, gamma):
@@ -30,16 +30,16 @@ def test_sigma_rel_is_the_profiles_standard_deviation_over_t(gamma):
   second = integrate.quad(lambda s: s * s * _profile(s, t, gamma), 0, t)[0]
   assert integrate.quad(lambda s: _profile(s, t, gamma), 0, t)[0] == pytest.approx(1.0)
   std = np.sqrt(second - mean**2) / t
-  assert phema.gamma_to_sigma_rel(gamma) == pytest.approx(std, rel=1e-7)
-  assert phema.sigma_rel_to_gamma(std) == pytest.approx(gamma, rel=1e-7, abs=1e-9)
+  assert power_ema.gamma_to_sigma_rel(gamma) == pytest.approx(std, rel=1e-7)
+  assert power_ema.sigma_rel_to_gamma(std) == pytest.approx(gamma, rel=1e-7, abs=1e-9)
 
 
 def test_the_papers_lengths_and_the_range():
   """EDM2 (Karras et al. 2024, §3.1): σ_rel 0.05 and 0.10 are γ ≈ 16.97 and 6.94."""
-  np.testing.assert_allclose(phema.sigma_rel_to_gamma([0.05, 0.10]), [16.97, 6.94], atol=5e-3)
+  np.testing.assert_allclose(power_ema.sigma_rel_to_gamma([0.05, 0.10]), [16.97, 6.94], atol=5e-3)
   for bad in (0.0, -0.1, 0.3):
     with pytest.raises(ValueError, match=r"must be in \(0, 0.2887\]"):
-      phema.sigma_rel_to_gamma(bad)
+      power_ema.sigma_rel_to_gamma(bad)
 
 
 @pytest.mark.parametrize("a,b", [((100, 6.94), (300, 16.97)), ((300, 6.94), (100, 16.97)),
@@ -47,7 +47,7 @@ def test_the_papers_lengths_and_the_range():
 def test_profile_inner_products_by_quadrature(a, b):
   want = integrate.quad(lambda s: _profile(s, *a) * _profile(s, *b), 0, min(a[0], b[0]),
                         epsabs=0, epsrel=1e-11, limit=200)[0]
-  assert phema.profile_inner(*a, *b) == pytest.approx(want, rel=1e-8)
+  assert power_ema.profile_inner(*a, *b) == pytest.approx(want, rel=1e-8)
 
 
 @pytest.mark.parametrize("sigma_rel", [0.05, 0.10, 0.2])
@@ -56,17 +56,17 @@ def test_the_update_is_the_closed_form_average_in_float32(sigma_rel):
   profile's integral over (τ−1, τ], computed in float64 (measured ≤ 3e-6 of the trajectory's
   scale). The weight −expm1((γ+1) log1p(−1/t)) is within 3e-7 of float64's at t = 3,000 and
   800,000; 1 − (1 − 1/t)^{γ+1} in float32 is off by 7.6e-5 and 2.9e-3 of itself."""
-  gamma = float(phema.sigma_rel_to_gamma(sigma_rel))
+  gamma = float(power_ema.sigma_rel_to_gamma(sigma_rel))
   steps = 3000
   rng = np.random.default_rng(0)
   theta = np.cumsum(rng.normal(size=(steps, 16)), 0) / np.sqrt(steps) + rng.normal(size=16)
 
   def body(ema, inputs):
     t, p = inputs
-    return phema.update(ema, p, t, gamma), None
+    return power_ema.update(ema, p, t, gamma), None
   ema, _ = jax.lax.scan(body, jnp.zeros(16, jnp.float32),
                         (jnp.arange(1, steps + 1), jnp.asarray(theta, jnp.float32)))
-  w = phema.discrete_weights(steps, gamma)
+  w = power_ema.discrete_weights(steps, gamma)
   assert w.sum() == pytest.approx(1.0, abs=1e-12)
   for tau in (1, 1500, 2999):
     assert w[tau - 1] == pytest.approx(integrate.quad(
@@ -91,11 +91,11 @@ def test_reconstruction_matches_an_ema_tracked_directly():
   steps, every, dims = 10_000, 250, 64
   theta = _trajectory(steps, dims)
   rels = (0.05, 0.10, 0.07, 0.15)
-  gammas = [float(g) for g in phema.sigma_rel_to_gamma(rels)]
+  gammas = [float(g) for g in power_ema.sigma_rel_to_gamma(rels)]
 
   def body(emas, inputs):
     t, p = inputs
-    emas = tuple(phema.update(e, p, t, g) for e, g in zip(emas, gammas))
+    emas = tuple(power_ema.update(e, p, t, g) for e, g in zip(emas, gammas))
     return emas, emas[:2]
   zeros = tuple(jnp.zeros(dims) for _ in rels)
   final, tracked = jax.lax.scan(body, zeros, (jnp.arange(1, steps + 1), jnp.asarray(theta)))
@@ -104,11 +104,11 @@ def test_reconstruction_matches_an_ema_tracked_directly():
   scale = np.linalg.norm(np.asarray(final[0]) - np.asarray(final[1]))
   all_steps, all_gammas = np.repeat(snap_steps, 2), np.tile(gammas[:2], len(snap_steps))
   for j, tol, fit in ((2, 5e-4, 1e-3), (3, 1e-3, 3e-3)):
-    x = phema.coefficients(all_steps, all_gammas, steps, gammas[j])
-    assert phema.profile_error(all_steps, all_gammas, x, steps, gammas[j]) < fit
+    x = power_ema.coefficients(all_steps, all_gammas, steps, gammas[j])
+    assert power_ema.profile_error(all_steps, all_gammas, x, steps, gammas[j]) < fit
     recon = np.einsum("s,sd->d", x, snaps.reshape(-1, dims).astype(np.float64))
     assert np.linalg.norm(recon - np.asarray(final[j])) < tol * scale, rels[j]
-  x = phema.coefficients(all_steps, all_gammas, steps, gammas[1])
+  x = power_ema.coefficients(all_steps, all_gammas, steps, gammas[1])
   assert x[-1] == pytest.approx(1.0) and np.abs(x[:-1]).max() < 1e-9
 
 
@@ -136,7 +136,7 @@ def test_the_train_step_updates_each_profile_with_the_new_parameters():
     trajectory.append(jax.device_get(state.params))
   state = jax.device_get(state)
   for ema, gamma in zip(state.phema_params, build.phema_gammas(config), strict=True):
-    w = phema.discrete_weights(4, gamma)
+    w = power_ema.discrete_weights(4, gamma)
     want = jax.tree.map(lambda *ps: sum(wi * np.asarray(p, np.float64) for wi, p in zip(w, ps)),
                         *trajectory)
     for a, b in zip(jax.tree.leaves(ema), jax.tree.leaves(want), strict=True):

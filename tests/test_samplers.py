@@ -14,7 +14,7 @@ import pytest
 from ddpm_jax.core import denoiser, schedules
 from ddpm_jax.core import sde as sde_lib
 from ddpm_jax.infra import parallel
-from ddpm_jax.samplers import ddim, ddpm, table
+from ddpm_jax.samplers import ancestral, ddim, table
 from ddpm_jax.testing import analytic
 
 MU = np.array([0.5, -0.3, 0.1, 0.0])
@@ -118,7 +118,7 @@ def test_ddim_eta1_full_schedule_is_ddpm_with_posterior_variance(x64):
       x = jnp.asarray(rng.normal(size=(16, 3)) * 2)
       z = jnp.asarray(rng.normal(size=(16, 3)))
       a, a_x0 = ddim.ddim_step(model, s, x, t, t - 1, z, eta=1.0)
-      b, b_x0 = ddpm.ancestral_step(model, s, x, t, z)
+      b, b_x0 = ancestral.ancestral_step(model, s, x, t, z)
       np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
       np.testing.assert_allclose(a_x0, b_x0, rtol=1e-12)
 

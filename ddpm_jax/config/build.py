@@ -24,7 +24,7 @@ from ddpm_jax.core import sde as sde_lib
 from ddpm_jax.data import sources
 from ddpm_jax.evaluation import protocols
 from ddpm_jax.infra import parallel
-from ddpm_jax.models.classifier import HalfUNet
+from ddpm_jax.models.half_unet import HalfUNet
 from ddpm_jax.models.dhariwal_unet import DhariwalUNet
 from ddpm_jax.models.ncsnpp import NCSNpp
 from ddpm_jax.models.song_unet import SongUNet
@@ -33,7 +33,7 @@ from ddpm_jax.objectives import classifier as classifier_objective
 from ddpm_jax.objectives import ddpm as ddpm_objective
 from ddpm_jax.objectives import dsm, edm
 from ddpm_jax.samplers import common, likelihood
-from ddpm_jax.training import phema
+from ddpm_jax.training import power_ema
 from ddpm_jax.training import step as step_lib
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -226,8 +226,9 @@ def train_state(config, net_module, shape, *, abstract: bool = False,
 
 
 def phema_gammas(config) -> tuple[float, ...]:
-  """The exponents γ of the power-function EMAs tracked for post-hoc EMA (training/phema.py)."""
-  return tuple(float(g) for g in phema.sigma_rel_to_gamma(config.training.phema_sigma_rels))
+  """The exponents γ of the power-function EMAs tracked for post-hoc EMA
+  (training/power_ema.py)."""
+  return tuple(float(g) for g in power_ema.sigma_rel_to_gamma(config.training.phema_sigma_rels))
 
 
 def loss_scale(config) -> float | None:

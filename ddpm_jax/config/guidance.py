@@ -32,7 +32,7 @@ PROCESS_FIELDS = {
 class Classifier:
   """The guiding classifier: its network, the shapes of its checkpoint and where they are."""
   config: Any         # its run's ConfigDict
-  module: Any         # models/classifier.py HalfUNet
+  module: Any         # models/half_unet.py HalfUNet
   template: Any       # its TrainState's shapes and dtypes
   checkpoint_dir: str
   num_classes: int

@@ -21,7 +21,7 @@ from ddpm_jax.models.ncsnpp_layers import ACTIVATIONS, COMBINES
 from ddpm_jax.objectives import augment, dsm
 from ddpm_jax.objectives import ddpm as ddpm_objective
 from ddpm_jax.samplers import ddim, grids, likelihood, table
-from ddpm_jax.training import phema
+from ddpm_jax.training import power_ema
 
 MODES = ("train", "sample", "bpd", "eval", "import", "export", "edit", "phema")
 
@@ -72,8 +72,8 @@ RANGES = (
     ("training.sample_every", _at_least(0), "0 (at the end only) or more"),
     ("training.ema_decay", _between(0, 1), "in [0, 1), e.g. 0.9999"),
     ("training.phema_every", _positive, "at least 1 (steps between post-hoc EMA snapshots)"),
-    ("phema.sigma_rel", lambda v: 0 < v <= phema.SIGMA_REL_MAX,
-     f"in (0, {phema.SIGMA_REL_MAX:.4f}] (the EMA length relative to the step; 1/√12 is a "
+    ("phema.sigma_rel", lambda v: 0 < v <= power_ema.SIGMA_REL_MAX,
+     f"in (0, {power_ema.SIGMA_REL_MAX:.4f}] (the EMA length relative to the step; 1/√12 is a "
      f"uniform average), e.g. 0.10"),
     ("phema.step", _at_least(0), "0 (the newest snapshot) or a snapshot's step"),
     ("training.label_dropout", _between(0, 1), "in [0, 1)"),
@@ -321,11 +321,11 @@ def _check_sampling(config) -> None:
 def _check_phema(config) -> None:
   """training.phema_sigma_rels: a tuple of distinct lengths in (0, 1/√12]."""
   rels = config.training.phema_sigma_rels
-  want = (f"a tuple of distinct EMA lengths in (0, {phema.SIGMA_REL_MAX:.4f}], e.g. (0.05, "
+  want = (f"a tuple of distinct EMA lengths in (0, {power_ema.SIGMA_REL_MAX:.4f}], e.g. (0.05, "
           f"0.10), or () for no post-hoc EMA")
   if not isinstance(rels, (tuple, list)) or not all(
       isinstance(v, (int, float)) and not isinstance(v, bool) and
-      0 < v <= phema.SIGMA_REL_MAX for v in rels) or len(set(rels)) != len(rels):
+      0 < v <= power_ema.SIGMA_REL_MAX for v in rels) or len(set(rels)) != len(rels):
     raise ValueError(f"training.phema_sigma_rels={rels!r} must be {want}; set "
                      f"--config.training.phema_sigma_rels.")
 

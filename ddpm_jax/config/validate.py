@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping
 
 from jax.sharding import Mesh
 
-from ddpm_jax.config import build, edit, guidance, memory, sampler, schema
+from ddpm_jax.config import build, edit_inputs, guidance, memory, sampler, schema
 from ddpm_jax.evaluation import fid, inception
 from ddpm_jax.infra import compile_cache, parallel
 
@@ -48,7 +48,7 @@ class Plan:
   bpd_fn: Callable | None = None      # bpd
   reference: Reference | None = None  # eval
   classifier: guidance.Classifier | None = None  # sample, eval, edit: sampling.classifier_scale
-  edit: edit.Inputs | None = None     # edit
+  edit: edit_inputs.Inputs | None = None  # edit
 
 
 def validate(config, mode: str, overrides: Mapping | None = None) -> Plan:
@@ -108,10 +108,10 @@ def validate(config, mode: str, overrides: Mapping | None = None) -> Plan:
   return plan
 
 
-def _edit_inputs(config, shape, clf) -> edit.Inputs:
+def _edit_inputs(config, shape, clf) -> edit_inputs.Inputs:
   """The images to edit; their labels (where the .npz has them and the model or classifier
   takes labels) within the classes."""
-  inputs = edit.inputs(config, shape)
+  inputs = edit_inputs.inputs(config, shape)
   classes = build.num_classes(config) or (None if clf is None else clf.num_classes)
   if inputs.labels is not None and classes is not None and (
       inputs.labels.min() < 0 or inputs.labels.max() >= classes):

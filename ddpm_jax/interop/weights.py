@@ -8,9 +8,9 @@ and what `--mode import` runs.
   interop.export(config, params, "edm:net.npz")                    # or diffusers:FOLDER
   net = interop.network_fn(config)                                 # net(params, x, t[, y])
 
-Here a ConfigDict meets the file formats (interop/diffusers.py, score_sde.py, edm.py, which
-take plain arguments): the network a config builds gives the template that every tensor is
-checked against, by name and shape.
+Here a ConfigDict meets the file formats (interop/diffusers.py, score_sde.py, edm_weights.py,
+which take plain arguments): the network a config builds gives the template that every
+tensor is checked against, by name and shape.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import numpy as np
 
 from ddpm_jax.config import build, defaults, load
 from ddpm_jax.infra import files
-from ddpm_jax.interop import diffusers, edm, score_sde, tensors
+from ddpm_jax.interop import diffusers, edm_weights, score_sde, tensors
 
 FORMATS = ("diffusers", "score_sde", "edm")  # --import_from
 EXPORTS = ("diffusers", "edm")  # --export_to
@@ -169,13 +169,13 @@ def load_score_sde(path: str, config, channels: int = 3, centered: bool | None =
 
 def load_edm(path: str, config, channels: int = 3) -> dict:
   """SongUNet/DhariwalUNet parameters of an EDM state dict (.npz or .safetensors; EDM's
-  .pkl files are refused with the one-command export, interop/edm.py)."""
+  .pkl files are refused with the one-command export, interop/edm_weights.py)."""
   if config.model.name not in ("song_unet", "dhariwal_unet"):
     raise ValueError(f"EDM's networks are model.name 'song_unet' (DDPM++, NCSN++) or "
                      f"'dhariwal_unet' (ADM), not {config.model.name!r}.")
   template, _ = param_shapes(config, channels)
   try:
-    return edm.params_from_state_dict(edm.read(path), template)
+    return edm_weights.params_from_state_dict(edm_weights.read(path), template)
   except tensors.FormatError:
     raise
   except ValueError as e:
@@ -216,7 +216,7 @@ def export(config, params, target: str, channels: int = 3) -> str:
   kind, path = parse_source(target, EXPORTS)
   if kind == "diffusers":
     return _write_diffusers(config, params, path, channels)
-  files.save_npz(path, **edm.state_dict(params))
+  files.save_npz(path, **edm_weights.state_dict(params))
   return path
 
 

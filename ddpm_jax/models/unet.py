@@ -70,7 +70,7 @@ implementation."""
 
 def encode(net, x, temb, train: bool):
   """The U-Net's downsampling path and middle block, called inside the compact method of
-  `net` (a UNet or its classifier half, models/classifier.py: the same fields), whose layers
+  `net` (a UNet or its classifier half, models/half_unet.py: the same fields), whose layers
   they are: (the middle block's output, the skips: conv_in's and every block's outputs)."""
   height, width = x.shape[1:3]
   factor = 2**(len(net.ch_mult) - 1)

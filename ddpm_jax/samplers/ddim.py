@@ -19,7 +19,7 @@ import numpy as np
 from ddpm_jax.core import chain
 from ddpm_jax.core.broadcast import per_example
 from ddpm_jax.core.schedules import Schedule
-from ddpm_jax.samplers import common, ddpm
+from ddpm_jax.samplers import ancestral, common
 
 SKIP_TYPES = ("uniform", "quadratic", "trailing")
 ETA = (0.0, 1.0)  # the closed range of η
@@ -79,7 +79,7 @@ def ddim_loop(sde, shape: Sequence[int], *, num_steps: int = 50, eta: float = 0.
   """The per-device DDIM loop (samplers/common.py) on a sub-sequence of the chain of `sde` (a
   DiscreteVPSDE) for examples of `shape`, from x_T ~ N(0, I) unless x is given; with
   a t_start ∈ (0, 1] on the steps up to round(t_start (N − 1)), x the data to edit (SDEdit)."""
-  schedule = ddpm.chain_schedule(sde)
+  schedule = ancestral.chain_schedule(sde)
   eta, shape, record_steps = check_eta(eta), tuple(shape), tuple(int(t) for t in record_steps)
   seq = np.asarray(_sequence(schedule, num_steps, skip_type, timesteps, t_start))[::-1]
   prev = np.append(seq[1:], -1)
@@ -106,7 +106,7 @@ def nfe(sde, *, num_steps: int, timesteps: Sequence[int] | None, **_) -> int:
 def encode_loop(sde, *, num_steps: int = 50, skip_type: str = "uniform",
                 timesteps: Sequence[int] | None = None):
   """The per-device DDIM inversion loop (samplers/common.py): x = x_0 → x_{τ_S}; no keys."""
-  schedule = ddpm.chain_schedule(sde)
+  schedule = ancestral.chain_schedule(sde)
   seq = np.asarray(_sequence(schedule, num_steps, skip_type, timesteps))
 
   def loop(model, _, x, __):
@@ -142,7 +142,7 @@ def _sequence(schedule, num_steps, skip_type, timesteps, t_start: float | None =
   """The sub-sequence: given, or of the chain's steps up to the start step (all of them for
   t_start = 1)."""
   if timesteps is None:
-    available = ddpm.start_step(schedule.num_timesteps, t_start) + 1
+    available = ancestral.start_step(schedule.num_timesteps, t_start) + 1
     if t_start is not None and num_steps > available:
       raise ValueError(f"DDIM from t_start={t_start:g} has {available} chain steps to take; "
                        f"lower num_steps (sampling.num_steps) to at most {available}.")

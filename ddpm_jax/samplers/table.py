@@ -17,11 +17,11 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ddpm_jax.samplers import (
+  ancestral,
   common,
   ddim,
-  ddpm,
   dpm_solver,
-  edm,
+  edm_heun,
   langevin,
   ode,
   pc,
@@ -46,7 +46,7 @@ class Sampler:
 GRID = {"num_steps": "num_steps", "spacing": "spacing", "eps": "eps", "denoise": "denoise"}
 
 SAMPLERS = {
-    "ddpm": Sampler(ddpm.ddpm_loop, {}, ddpm.nfe, ("ddpm",), True,
+    "ddpm": Sampler(ancestral.ddpm_loop, {}, ancestral.nfe, ("ddpm",), True,
                     summary="ancestral sampling (Ho et al. 2020) over all T steps of the chain | T"),
     "ddim": Sampler(ddim.ddim_loop, {"num_steps": "num_steps", "eta": "eta",
                                      "skip_type": "skip_type"}, ddim.nfe, ("ddpm",), True,
@@ -81,9 +81,9 @@ SAMPLERS = {
         {"solver_order": unipc.ORDERS, "unipc_variant": unipc.VARIANTS},
         "UniPC (Zhao et al. 2023): the UniP-p predictor (p = 1–3, bh1/bh2) with the free "
         "UniC corrector | N + 1"),
-    "edm": Sampler(edm.edm_loop, {
+    "edm": Sampler(edm_heun.edm_loop, {
         **GRID, "churn": "edm_churn", "s_tmin": "edm_s_tmin", "s_tmax": "edm_s_tmax",
-        "s_noise": "edm_s_noise"}, edm.nfe, SDE_MODELS, True, edm.SPACING,
+        "s_noise": "edm_s_noise"}, edm_heun.nfe, SDE_MODELS, True, edm_heun.SPACING,
         summary="EDM's Heun (Karras et al. 2022) in x/α and σ/α, optional stochastic churn "
                 "| 2N + 1"),
     "ald": Sampler(langevin.ald_loop, {"step_lr": "step_lr", "n_steps_each": "n_steps_each",

@@ -1,7 +1,7 @@
 """Post-hoc EMA snapshots: the TrainState's power-function EMAs saved every
 training.phema_every steps (and at the end) as WORKDIR/phema_snapshots/<step>/, each written
 atomically with the CRC-32 of every array and its σ_rels (orbax, like the checkpoints; all
-kept), and the EMA of any length reconstructed from them (training/phema.py).
+kept), and the EMA of any length reconstructed from them (training/power_ema.py).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from ddpm_jax.training import checkpoint, phema
+from ddpm_jax.training import checkpoint, power_ema
 
 FOLDER = "phema_snapshots"
 
@@ -57,7 +57,8 @@ class Reconstruction:
   profile_error: float
 
   def to_json(self) -> dict:
-    return {"sigma_rel": self.sigma_rel, "gamma": float(phema.sigma_rel_to_gamma(self.sigma_rel)),
+    return {"sigma_rel": self.sigma_rel,
+            "gamma": float(power_ema.sigma_rel_to_gamma(self.sigma_rel)),
             "step": self.step, "profile_error": self.profile_error,
             "snapshots": [{"step": s, "weights": dict(zip(map(str, self.sigma_rels),
                                                           map(float, w)))}
@@ -84,14 +85,14 @@ def plan(manager: ocp.CheckpointManager, sigma_rels, sigma_rel: float, step: int
       raise ValueError(f"Snapshot step {s} in {manager.directory} holds the EMA lengths "
                        f"{saved}, not training.phema_sigma_rels={sigma_rels}; run with the "
                        f"config that trained it.")
-  gammas = phema.sigma_rel_to_gamma(sigma_rels)
+  gammas = power_ema.sigma_rel_to_gamma(sigma_rels)
   all_steps = np.repeat(steps, len(gammas))
   all_gammas = np.tile(gammas, len(steps))
-  target = float(phema.sigma_rel_to_gamma(sigma_rel))
-  x = phema.coefficients(all_steps, all_gammas, step, target)
+  target = float(power_ema.sigma_rel_to_gamma(sigma_rel))
+  x = power_ema.coefficients(all_steps, all_gammas, step, target)
   return Reconstruction(float(sigma_rel), step, tuple(steps), sigma_rels,
                         x.reshape(len(steps), len(gammas)),
-                        phema.profile_error(all_steps, all_gammas, x, step, target))
+                        power_ema.profile_error(all_steps, all_gammas, x, step, target))
 
 
 def reconstruct(manager: ocp.CheckpointManager, params_template, recon: Reconstruction):

@@ -20,7 +20,7 @@ from flax.training import train_state
 from ddpm_jax.infra import parallel
 from ddpm_jax.objectives import augment
 from ddpm_jax.objectives import ddpm as ddpm_objective
-from ddpm_jax.training import phema
+from ddpm_jax.training import power_ema
 
 
 class TrainState(train_state.TrainState):
@@ -28,7 +28,7 @@ class TrainState(train_state.TrainState):
   importance-sampled timesteps the recent losses per timestep (objectives/ddpm.py), for
   float16 compute the dynamic loss scale ({"scale": float32, "good": int32 finite steps since
   the last change, "skips": int32 steps skipped so far}) and, for post-hoc EMA, one parameter
-  tree per tracked power-function profile (training/phema.py)."""
+  tree per tracked power-function profile (training/power_ema.py)."""
   ema_params: Any = None
   rng: jax.Array = None
   loss_history: Any = None
@@ -131,7 +131,7 @@ def make_train_step(model: nn.Module, loss_fn: Callable, *, ema_decay: float,
   scale, `loss_scale_every` finite steps double it (update_loss_scale).
 
   With `phema_gammas`, the state's power-function EMAs of those exponents are updated after
-  the step (training/phema.py update; a skipped step counts, its parameters unchanged).
+  the step (training/power_ema.py update; a skipped step counts, its parameters unchanged).
   """
 
   def step(state: TrainState, batch):
@@ -190,7 +190,7 @@ def make_train_step(model: nn.Module, loss_fn: Callable, *, ema_decay: float,
       new_state, metrics = _skip_non_finite(state, new_state, metrics, loss_scale_every)
     if phema_gammas:
       new_state = new_state.replace(phema_params=tuple(
-          phema.update(ema, new_state.params, new_state.step, gamma)
+          power_ema.update(ema, new_state.params, new_state.step, gamma)
           for ema, gamma in zip(state.phema_params, phema_gammas, strict=True)))
     return new_state, metrics
 

@@ -1,6 +1,6 @@
 """Throughput of the FID Inception-v3 forward (resize to 299×299 + pool3), as JSON lines.
 
-  python benchmarks/inception.py --batch 64 --iters 5 [--weights ../shared/weights/inception_fid.npz]
+  python benchmarks/inception_speed.py --batch 64 --iters 5 [--weights ../shared/weights/inception_fid.npz]
 
 Without --weights the network runs on zero-initialised parameters: the arithmetic, and so
 the speed, is the same. Timing starts after compilation and one warm-up call; each line

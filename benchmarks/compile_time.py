@@ -3,7 +3,7 @@ JSON lines: each config is trained for `--steps` steps twice in fresh processes 
 workdirs) sharing one new cache directory; the first run compiles and fills the cache, the
 second loads from it.
 
-  python benchmarks/compile_cache.py --configs configs/demo.py,configs/cifar10_ddpm.py \
+  python benchmarks/compile_time.py --configs configs/demo.py,configs/cifar10_ddpm.py \
       [--set data.dataset=digits --set data.image_size=32 --set training.batch_size=8]
 
 Each line: {"config", "run": "cold"|"warm", "first_step_s" (what the run logs as "Step N
