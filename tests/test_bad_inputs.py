@@ -1,6 +1,7 @@
-"""Bad inputs through the command line's entry point, in-process: each exits with status 2 and
-one line on stderr that starts with "error:" and names the problem, without a traceback, and
-leaves an existing workdir's checkpoints untouched."""
+"""Bad inputs: the config gate's table (config/validate.py, called directly: one line naming
+the field or file and the fix, raised before anything is written), and the command line's
+contract through its entry point, in-process (exit status 2, one line on stderr that starts
+with "error:", no traceback, an existing workdir untouched, a fresh one never created)."""
 
 import hashlib
 import os
@@ -12,7 +13,8 @@ import pytest
 from conftest import ROOT, run_cli, tiny_config
 from PIL import Image
 
-from ddpm_jax.config import build, schema
+from ddpm_jax import configs
+from ddpm_jax.config import build, load, schema, validate
 from ddpm_jax.infra import lock
 from ddpm_jax.modes import train
 from ddpm_jax.training import checkpoint
@@ -20,11 +22,11 @@ from ddpm_jax.training import checkpoint
 pytestmark = pytest.mark.usefixtures("cheap_compile")  # conftest.py: compiled sooner, run slower
 
 DEMO = "--config=configs/demo.py"
+DSM, PC = "--config.training.objective=dsm", "--config.sampling.method=pc"
 
-# (id, arguments after the config, what the error line must contain)
-CASES = [
+# (id, arguments after the config, what the error line must contain): the gate's table
+GATE_TABLE = [
     # ranges, one field at a time
-    ("batch_zero", ["--config.training.batch_size=0"], "training.batch_size=0 must be a positive"),
     ("batch_negative", ["--config.training.batch_size=-8"], "training.batch_size=-8 must be"),
     ("checkpoint_every_zero", ["--config.training.checkpoint_every=0"], "training.checkpoint_every=0"),
     ("log_every_zero", ["--config.training.log_every=0"], "training.log_every=0 must be at least 1"),
@@ -80,22 +82,13 @@ CASES = [
     ("dispatch_not_dividing", ["--config.training.steps_per_dispatch=7"], "training.steps_per_dispatch=7 must divide"),
     ("batch_not_dividing", ["--config.training.batch_size=12"], "training.batch_size=12 does not divide over 8 devices"),
     ("size_not_halving", ["--config.data.image_size=9"], "data.image_size=9 is not divisible by 2"),
-    ("labels_beyond_classes", ["--config.model.conditional=True", "--config.data.num_classes=5"], "go up to 9, beyond data.num_classes=5; set data.num_classes=10"),
     # the command line itself
-    ("unknown_field", ["--config.training.batch_sise=8"], "unknown config field batch_sise"),
-    ("bad_value_type", ["--config.training.batch_size=abc"], "batch_size"),
-    ("unknown_mode", ["--mode=fit"], "mode"),
-    ("process_id_alone", ["--process_id=1"], "need --distributed"),
     ("unknown_dataset", ["--config.data.dataset=no_such_dataset"], "Cannot open tfds dataset 'no_such_dataset'"),
-    ("extra_argument", ["extra"], "unexpected argument 'extra'; options are --flag=value"),
-    ("distributed_alone", ["--distributed"], "--distributed could not join the run ("),
-    ("distributed_nobody_there", ["--distributed", "--coordinator_address=127.0.0.1:9", "--num_processes=2", "--process_id=1", "--distributed_timeout=1"], "no coordinator answered at 127.0.0.1:9 within 1s"),
 ]
 
-DSM, PC = "--config.training.objective=dsm", "--config.sampling.method=pc"
 # Refused by the config gate (config/validate.py) before the workdir is created: the schema's
 # choices, a dry build of the sampler, and command-line settings that the run does not read.
-GATE_CASES = [
+GATE_TABLE += [
     ("predictor_unknown", [DSM, PC, "--config.sampling.predictor=foo"], "Unknown sampling.predictor 'foo'"),
     ("predictor_unfit_subvp", [DSM, "--config.sde.name=subvp", PC, "--config.sampling.predictor=ancestral"], "the sub-VP SDE does not have; use predictor 'euler_maruyama'"),
     ("corrector_unknown", [DSM, PC, "--config.sampling.corrector=hmc"], "Unknown sampling.corrector 'hmc'"),
@@ -122,8 +115,6 @@ GATE_CASES = [
     # types and sizes: tuples, finite floats, int32, memory
     ("ch_mult_empty", ["--config.model.ch_mult=()"], "model.ch_mult=() must be a non-empty tuple of positive integer channel multipliers"),
     ("ch_mult_zero", ["--config.model.ch_mult=(1,0)"], "model.ch_mult=(1, 0) must be a non-empty tuple"),
-    ("ch_mult_scalar", ["--config.model.ch_mult=2"], "--config.model.ch_mult=2 is a tuple field; write it as one, e.g. --config.model.ch_mult='(2,)'"),
-    ("attn_scalar", ["--config.model.attn_resolutions=16"], "--config.model.attn_resolutions=16 is a tuple field"),
     ("attn_float", ["--config.model.attn_resolutions=(16.5,)"], "model.attn_resolutions=(16.5,) must be a tuple of positive integer resolutions"),
     ("seed_beyond_int32", ["--config.seed=4294967296"], "seed=4294967296 must be at most 2147483647 (int32)"),
     ("beta_max_infinite", [DSM, "--config.sde.beta_max=inf"], "sde.beta_max=inf must be a finite number"),
@@ -141,6 +132,22 @@ GATE_CASES = [
     ("phema_length_too_long", ["--config.training.phema_sigma_rels=(0.05,0.5)"], "training.phema_sigma_rels=(0.05, 0.5) must be a tuple of distinct EMA lengths"),
 ]
 
+# The command line's own contract: flags and their parsing, and two of the gate's lines as
+# the command line prints them.
+CLI_CASES = [
+    ("batch_zero", ["--config.training.batch_size=0"], "training.batch_size=0 must be a positive"),
+    ("labels_beyond_classes", ["--config.model.conditional=True", "--config.data.num_classes=5"], "go up to 9, beyond data.num_classes=5; set data.num_classes=10"),
+    ("unknown_field", ["--config.training.batch_sise=8"], "unknown config field batch_sise"),
+    ("bad_value_type", ["--config.training.batch_size=abc"], "batch_size"),
+    ("unknown_mode", ["--mode=fit"], "mode"),
+    ("process_id_alone", ["--process_id=1"], "need --distributed"),
+    ("extra_argument", ["extra"], "unexpected argument 'extra'; options are --flag=value"),
+    ("distributed_alone", ["--distributed"], "--distributed could not join the run ("),
+    ("distributed_nobody_there", ["--distributed", "--coordinator_address=127.0.0.1:9", "--num_processes=2", "--process_id=1", "--distributed_timeout=1"], "no coordinator answered at 127.0.0.1:9 within 1s"),
+    ("ch_mult_scalar", ["--config.model.ch_mult=2"], "--config.model.ch_mult=2 is a tuple field; write it as one, e.g. --config.model.ch_mult='(2,)'"),
+    ("attn_scalar", ["--config.model.attn_resolutions=16"], "--config.model.attn_resolutions=16 is a tuple field"),
+]
+
 # (id, file to write, what the error line must contain); arguments use {path}
 FILE_CASES = [
     ("npz_missing", None, ["--config.data.dataset=npz", "--config.data.path={dir}/none.npz"], "No .npz file at"),
@@ -156,17 +163,22 @@ FILE_CASES = [
     ("npz_truncated_zip", b"PK\x03\x04 and then nothing", None, "is not a readable .npz file"),
     ("folder_missing", None, ["--config.data.dataset=folder", "--config.data.path={dir}/none"], "No image folder at"),
     ("folder_truncated_png", "truncated", ["--config.data.dataset=folder", "--config.data.path={dir}/images"], "images/b.png"),
+    ("folder_transparent_png", "transparent", ["--config.data.dataset=folder", "--config.data.path={dir}/images"], "images/a.png has transparent pixels (RGBA); flatten it"),
+    ("mask_not_a_zip", b"not a zip file", ["--mode=edit", "--config.sampling.num_steps=2", "--config.edit.input={dir}/images.npz", "--config.edit.mask={dir}/data.npz"], "edit.mask: {dir}/data.npz is not an .npz file (not a zip archive); save the mask with numpy.savez"),
+    ("reference_stats_of_objects", {"mu": np.array([object()] * 2)}, ["--mode=eval", "--config.sampling.num_steps=2", "--config.fid.inception_weights={dir}/data.npz", "--config.fid.reference_stats={dir}/data.npz"], "fid.reference_stats: {dir}/data.npz holds Python objects, refused for safety (loading them could run code)"),
+]
+
+# (id, file to write or None, arguments, what the error line must contain): files read by the
+# command line's parsing (config files) or by the mode after the gate (the Inception weights)
+CLI_FILE_CASES = [
+    ("inception_weights_not_a_zip", b"not a zip file", ["--mode=eval", "--config.sampling.num_steps=2", "--config.fid.inception_weights={dir}/data.npz"], "fid.inception_weights: {dir}/data.npz is not an .npz file (not a zip archive); convert pytorch-fid's"),
+    ("inception_of_another_network", {"conv.weight": np.zeros((3, 3, 3, 3), np.float32)}, ["--mode=eval", "--config.sampling.num_steps=2", "--config.fid.inception_weights={dir}/data.npz"], "holds other weights than the FID Inception-v3's (params.conv.kernel: file (3, 3, 3, 3) vs network (3, 3, 3, 32)"),
     ("config_syntax_error", "def get_config(:\n", ["--config={dir}/c.py"], "line 1: invalid syntax"),
     ("config_import_error", "import nosuchmodule\n", ["--config={dir}/c.py"], "line 1: ModuleNotFoundError"),
     ("config_without_get_config", "x = 1\n", ["--config={dir}/c.py"], "defines no get_config()"),
     ("config_not_a_configdict", "def get_config():\n  return 5\n", ["--config={dir}/c.py"], "get_config() returned a value of type int, not an ml_collections.ConfigDict"),
     ("config_missing", None, ["--config={dir}/none.py"], "no config file"),
     ("config_by_name_bad_field", None, ["--config=demo", "--config.training.batch_size=0"], "training.batch_size=0 must be a positive"),
-    ("folder_transparent_png", "transparent", ["--config.data.dataset=folder", "--config.data.path={dir}/images"], "images/a.png has transparent pixels (RGBA); flatten it"),
-    ("mask_not_a_zip", b"not a zip file", ["--mode=edit", "--config.sampling.num_steps=2", "--config.edit.input={dir}/images.npz", "--config.edit.mask={dir}/data.npz"], "edit.mask: {dir}/data.npz is not an .npz file (not a zip archive); save the mask with numpy.savez"),
-    ("reference_stats_of_objects", {"mu": np.array([object()] * 2)}, ["--mode=eval", "--config.sampling.num_steps=2", "--config.fid.inception_weights={dir}/data.npz", "--config.fid.reference_stats={dir}/data.npz"], "fid.reference_stats: {dir}/data.npz holds Python objects, refused for safety (loading them could run code)"),
-    ("inception_weights_not_a_zip", b"not a zip file", ["--mode=eval", "--config.sampling.num_steps=2", "--config.fid.inception_weights={dir}/data.npz"], "fid.inception_weights: {dir}/data.npz is not an .npz file (not a zip archive); convert pytorch-fid's"),
-    ("inception_of_another_network", {"conv.weight": np.zeros((3, 3, 3, 3), np.float32)}, ["--mode=eval", "--config.sampling.num_steps=2", "--config.fid.inception_weights={dir}/data.npz"], "holds other weights than the FID Inception-v3's (params.conv.kernel: file (3, 3, 3, 3) vs network (3, 3, 3, 32)"),
 ]
 
 
@@ -202,21 +214,43 @@ def _check(args, expected, workdir, capsys, monkeypatch) -> str:
   return lines[0]
 
 
-@pytest.mark.parametrize("case_id,args,expected", CASES, ids=[c[0] for c in CASES])
-def test_a_bad_config_value_is_a_one_line_error(case_id, args, expected, workdir, capsys,
+def _gate_error(args) -> str:
+  """The config gate's one line for the demo config with these command-line settings
+  (config/load.py parses them as --config.a.b=value does), called directly."""
+  config, mode, names = configs.get("demo"), "train", []
+  for arg in args:
+    if arg.startswith("--mode="):
+      mode = arg.partition("=")[2]
+    else:
+      assert arg.startswith("--config."), arg
+      names += load.override(config, [arg[len("--config."):]])
+  with pytest.raises((ValueError, FileNotFoundError)) as refused:
+    validate.validate(config, mode, names)
+  message = str(refused.value)
+  assert "\n" not in message and "Traceback" not in message
+  return message
+
+
+@pytest.mark.parametrize("case_id,args,expected", GATE_TABLE, ids=[c[0] for c in GATE_TABLE])
+def test_the_gate_refuses_a_bad_config_in_one_line(case_id, args, expected):
+  assert expected in _gate_error(args)
+
+
+@pytest.mark.parametrize("case_id,args,expected", CLI_CASES, ids=[c[0] for c in CLI_CASES])
+def test_a_bad_command_line_is_a_one_line_error(case_id, args, expected, workdir, capsys,
                                                 monkeypatch):
   _check([DEMO, *args], expected, workdir, capsys, monkeypatch)
 
 
-@pytest.mark.parametrize("case_id,args,expected", GATE_CASES, ids=[c[0] for c in GATE_CASES])
-def test_the_gate_refuses_before_anything_is_written(case_id, args, expected, tmp_path, capsys,
-                                                     monkeypatch):
-  """A fresh workdir is never created (so no config.json, no checkpoint, no training step)."""
+@pytest.mark.parametrize("args", [[DSM, PC, "--config.sampling.predictor=foo"],
+                                  ["--config.sampling.snr=0.2"]])
+def test_the_gate_refuses_before_anything_is_written(args, tmp_path, capsys, monkeypatch):
+  """Through the command line: a fresh workdir is never created (so no config.json, no
+  checkpoint, no training step), and the line is the gate's."""
   fresh = tmp_path / "run"
   code, err = run_cli([DEMO, *args, f"--workdir={fresh}"], capsys, monkeypatch)
   lines = err.strip().splitlines()
-  assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
-  assert expected in lines[0], lines[0]
+  assert code == 2 and lines == [f"error: {_gate_error(args)}"], err
   assert not fresh.exists()
 
 
@@ -302,10 +336,9 @@ def test_an_override_equal_to_the_config_files_value_is_not_refused(tmp_path, ca
   assert code == 2 and "No checkpoint in" in err, err
 
 
-@pytest.mark.parametrize("case_id,content,args,expected", FILE_CASES,
-                         ids=[c[0] for c in FILE_CASES])
-def test_a_bad_file_is_a_one_line_error_naming_it(case_id, content, args, expected, workdir,
-                                                  capsys, monkeypatch, tmp_path):
+def _write_case_files(content, args, tmp_path) -> list[str]:
+  """Writes the case's file (an .npz, bytes, an image folder, a config file) and returns its
+  arguments with {dir} filled in."""
   if args is None:  # an .npz dataset
     args = ["--config.data.dataset=npz", "--config.data.path={dir}/data.npz"]
   if isinstance(content, dict):
@@ -324,7 +357,21 @@ def test_a_bad_file_is_a_one_line_error_naming_it(case_id, content, args, expect
     (tmp_path / "c.py").write_text(content)
   if any("{dir}/images.npz" in a for a in args):  # the images an edit's mask is for
     np.savez(tmp_path / "images.npz", images=np.zeros((4, 8, 8, 1), np.uint8))
-  args = [a.format(dir=tmp_path) for a in args]
+  return [a.format(dir=tmp_path) for a in args]
+
+
+@pytest.mark.parametrize("case_id,content,args,expected", FILE_CASES,
+                         ids=[c[0] for c in FILE_CASES])
+def test_a_bad_file_is_a_one_line_error_naming_it(case_id, content, args, expected, tmp_path):
+  args = _write_case_files(content, args, tmp_path)
+  assert expected.replace("{dir}", str(tmp_path)) in _gate_error(args)
+
+
+@pytest.mark.parametrize("case_id,content,args,expected", CLI_FILE_CASES,
+                         ids=[c[0] for c in CLI_FILE_CASES])
+def test_a_bad_file_read_outside_the_gate_is_a_one_line_error_naming_it(
+    case_id, content, args, expected, workdir, capsys, monkeypatch, tmp_path):
+  args = _write_case_files(content, args, tmp_path)
   config = [] if any(a.startswith("--config=") for a in args) else [DEMO]
   _check([*config, *args], expected.replace("{dir}", str(tmp_path)), workdir, capsys,
          monkeypatch)

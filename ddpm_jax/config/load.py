@@ -69,18 +69,26 @@ def parent(config, name: str):
 
 
 def override(config, assignments) -> list[str]:
-  """Sets each "a.b=value" (value parsed as a Python literal where it is one, else a string)
-  and returns the dotted names set; an unknown field is a one-line ValueError."""
-  names = []
+  """Sets each "a.b=value" as --config.a.b=value does (a Python literal where the text is one,
+  a float field's inf and nan, else a string) and returns the dotted names set; an unknown
+  field or a value of the wrong type is a one-line ValueError."""
+  values = {}
   for item in assignments:
     name, _, text = item.partition("=")
     node, leaf = parent(config, name)
     try:
-      node[leaf] = ast.literal_eval(text)
+      values[name] = ast.literal_eval(text)
     except (ValueError, SyntaxError):
-      node[leaf] = text
-    names.append(name)
-  return names
+      values[name] = float(text) if isinstance(node[leaf], float) and _is_float(text) else text
+  return assign(config, values)
+
+
+def _is_float(text: str) -> bool:
+  try:
+    float(text)
+  except ValueError:
+    return False
+  return True
 
 
 def assign(config, values) -> list[str]:
