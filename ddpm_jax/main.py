@@ -117,7 +117,7 @@ def parse_flags(argv):
       _fail(load.file_error(_config_argument(argv), e))
     text = str(e).replace("\\n", "\n").replace("\\'", "'")
     parts = [p.strip(" '\"") for p in text.splitlines() if p.strip(" '\"")]
-    _fail(f"unknown config field {'; '.join(parts)} (the fields are in ddpm_jax/config/defaults.py)")
+    _fail(f"unknown config field {'; '.join(parts)} (the fields are in docs/config.md)")
   except flags.Error as e:
     _fail(str(e).splitlines()[0])
   except Exception as e:  # noqa: BLE001 (the config file raised while it was loaded)

@@ -237,7 +237,7 @@ def sample(method: str, denoiser: Denoiser, key, shape, *, labels=None, x_T=None
   """(samples [B, ...] of `shape`, network evaluations per sample) from a Denoiser (e.g.
   `Denoiser.from_fn(your_network, process, predicts=..., noise_input=...)`) with sampler
   `method`; options under their sampling.* names, defaults as the command line's
-  (ddpm_jax/config/defaults.py: clip_x0 True, num_steps 50, …). Compiles for the call; a
+  (docs/config.md: clip_x0 True, num_steps 50, …). Compiles for the call; a
   Pipeline keeps its programs."""
   if "guidance_weight" in options:
     raise ValueError("sample: guidance is set on the Denoiser of your own network: pass "

@@ -14,7 +14,7 @@ from conftest import ROOT, run_cli, tiny_config
 from PIL import Image
 
 from ddpm_jax import configs
-from ddpm_jax.config import build, load, schema, validate
+from ddpm_jax.config import build, fields, load, validate
 from ddpm_jax.infra import lock
 from ddpm_jax.modes import train
 from ddpm_jax.training import checkpoint
@@ -315,7 +315,7 @@ def test_a_nan_names_the_objectives_own_settings(tmp_path):
     train._finite_metrics({"loss": np.nan}, 3, manager, train.NAN_HINTS["edm"])
   assert str(e.value).endswith("Lower optim.learning_rate, or check the data and the noise "
                                "draws (edm.sigma_data, edm.p_mean, edm.p_std).")
-  assert set(train.NAN_HINTS) == set(schema.CHOICES[0][1])  # every objective has its hint
+  assert set(train.NAN_HINTS) == set(fields.BY_NAME["training.objective"].choices)  # each its hint
 
 
 def test_a_refused_config_leaves_an_existing_runs_config_json_alone(workdir, capsys,
@@ -445,5 +445,5 @@ def test_config_overrides_without_absl_name_an_unknown_field():
   assert config.sampling.eta == 0.5 and config.data.path == "x.npz"  # literal, else string
   for name in ("sampling.etta", "samplng.eta", "seed.x"):
     with pytest.raises(ValueError, match=rf"^unknown config field '{name}' \(the fields are in "
-                                         rf"ddpm_jax/config/defaults.py\)$"):
+                                         rf"docs/config.md\)$"):
       load.override(config, [f"{name}=1"])

@@ -301,4 +301,4 @@ def test_the_cli_process_reports_an_unknown_field_in_one_line(tmp_path):
   assert child.finish() == 2
   assert child.err.read_text().strip() == (
       'error: unknown config field batch_sise; Did you mean "batch_size" instead of '
-      '"batch_sise"? (the fields are in ddpm_jax/config/defaults.py)')
+      '"batch_sise"? (the fields are in docs/config.md)')

@@ -9,6 +9,7 @@ import re
 import numpy as np
 import pytest
 
+from ddpm_jax.config import fields
 from ddpm_jax.samplers import table
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -31,6 +32,11 @@ def test_the_sampler_table_is_the_one_the_code_renders():
   assert block.group(1) == table.markdown(), (
       "docs/samplers.md's sampler table is stale: paste ddpm_jax.samplers.table.markdown() "
       "between its markers")
+
+
+def test_the_config_reference_is_the_one_the_declarations_render():
+  assert DOCS["config.md"] == fields.markdown(), (
+      "docs/config.md is stale: write ddpm_jax.config.fields.markdown() to it")
 
 
 @pytest.mark.slow

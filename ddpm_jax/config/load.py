@@ -56,7 +56,7 @@ def file_error(path: str, error: BaseException) -> str:
 def parent(config, name: str):
   """(the section holding dotted field `name`, the field's own name); an unknown field is a
   one-line ValueError."""
-  unknown = ValueError(f"unknown config field {name!r} (the fields are in ddpm_jax/config/defaults.py)")
+  unknown = ValueError(f"unknown config field {name!r} (the fields are in docs/config.md)")
   *parents, leaf = name.split(".")
   node = config
   for part in parents:

@@ -12,170 +12,31 @@ import functools
 
 import numpy as np
 
-from ddpm_jax.config import build
-from ddpm_jax.core import chain, denoiser, schedules
-from ddpm_jax.core import sde as sde_lib
-from ddpm_jax.evaluation import inception, protocols
-from ddpm_jax.models import layers, ncsnpp, song_unet
-from ddpm_jax.models.ncsnpp_layers import ACTIVATIONS, COMBINES
-from ddpm_jax.objectives import augment, dsm
-from ddpm_jax.objectives import ddpm as ddpm_objective
-from ddpm_jax.samplers import ddim, grids, likelihood, table
+from ddpm_jax.config import build, fields
+from ddpm_jax.core import chain
+from ddpm_jax.objectives import augment
+from ddpm_jax.samplers import table
 from ddpm_jax.training import power_ema
 
 MODES = ("train", "sample", "bpd", "eval", "import", "export", "edit", "phema")
 
 
-def _positive(v) -> bool:
-  return v > 0
+# (field, test, what it must be): the ranges, one field at a time (config/fields.py).
+RANGES = tuple((f.name, f.check, f.want) for f in fields.FIELDS if f.check is not None)
 
-
-def _at_least(low):
-  return lambda v: v >= low
-
-
-def _between(low, high, *, high_included=False):
-  return lambda v: low <= v <= high if high_included else low <= v < high
-
-
-MAX_RES_BLOCKS = 64  # residual blocks per level
-
-# (field, test, what it must be): the ranges, one field at a time.
-RANGES = (
-    ("seed", _at_least(0), "0 or more"),
-    ("max_memory", _at_least(0), "0 (the device's memory) or a number of GiB"),
-    ("data.image_size", _positive, "a positive number of pixels"),
-    ("data.num_classes", _positive, "a positive number of classes"),
-    ("data.num_workers", _at_least(0), "0 (a thread) or more worker processes"),
-    ("diffusion.num_timesteps", _at_least(2), "at least 2, e.g. 1000"),
-    ("diffusion.beta_start", _between(0, 1), "in [0, 1), e.g. 1e-4"),
-    ("diffusion.beta_end", _between(0, 1), "in [0, 1), e.g. 0.02"),
-    ("model.ch", lambda v: v > 0 and v % 32 == 0, "a positive multiple of 32 (GroupNorm's 32 groups)"),
-    ("model.num_res_blocks", _between(1, MAX_RES_BLOCKS, high_included=True),
-     f"between 1 and {MAX_RES_BLOCKS} (the published networks use 2 to 8; each block is traced "
-     f"in Python, so a huge count would hang the gate before any memory estimate)"),
-    ("model.fourier_scale", _positive, "positive, e.g. 16"),
-    ("model.init_scale", _at_least(0), "0 (zero-initialized: 1e-10) or more"),
-    ("model.channel_mult_noise", _positive, "at least 1 (1 DDPM++, 2 NCSN++)"),
-    ("model.channel_mult_emb", _positive, "at least 1, e.g. 4"),
-    ("model.augment_dim", _at_least(0), "0 (none) or 9 (EDM's augmentation labels)"),
-    ("model.dropout", _between(0, 1), "in [0, 1)"),
-    ("training.batch_size", _positive, "a positive global batch size"),
-    ("training.num_train_steps", _positive, "at least 1"),
-    ("training.steps_per_dispatch", _positive, "at least 1"),
-    ("training.grad_accum_steps", _positive, "at least 1 (1: no accumulation)"),
-    ("training.loss_scale_init", _positive, "positive, e.g. 32768 (2^15)"),
-    ("training.loss_scale_every", _positive, "at least 1, e.g. 2000"),
-    ("training.log_every", _positive, "at least 1"),
-    ("training.checkpoint_every", _positive, "at least 1"),
-    ("training.keep_checkpoints", _positive, "at least 1 (the newest checkpoint is always kept)"),
-    ("training.sample_every", _at_least(0), "0 (at the end only) or more"),
-    ("training.ema_decay", _between(0, 1), "in [0, 1), e.g. 0.9999"),
-    ("training.phema_every", _positive, "at least 1 (steps between post-hoc EMA snapshots)"),
-    ("phema.sigma_rel", lambda v: 0 < v <= power_ema.SIGMA_REL_MAX,
-     f"in (0, {power_ema.SIGMA_REL_MAX:.4f}] (the EMA length relative to the step; 1/√12 is a "
-     f"uniform average), e.g. 0.10"),
-    ("phema.step", _at_least(0), "0 (the newest snapshot) or a snapshot's step"),
-    ("training.label_dropout", _between(0, 1), "in [0, 1)"),
-    ("training.augment_p", _between(0, 1, high_included=True), "in [0, 1] (0: off; EDM: 0.12)"),
-    ("training.vlb_weight", _at_least(0), "0 or more"),
-    ("optim.learning_rate", _positive, "positive, e.g. 2e-4"),
-    ("optim.warmup_steps", _at_least(0), "0 or more"),
-    ("optim.grad_clip", _at_least(0), "0 (off) or a positive norm"),
-    ("optim.beta1", _between(0, 1), "in [0, 1)"),
-    ("optim.beta2", _between(0, 1), "in [0, 1)"),
-    ("optim.eps", _positive, "positive"),
-    ("sampling.num_steps", _positive, "at least 1"),
-    ("sampling.eta", _between(*ddim.ETA, high_included=True),
-     f"in [{ddim.ETA[0]:g}, {ddim.ETA[1]:g}] (0: deterministic DDIM)"),
-    ("sampling.num_samples", _positive, "at least 1"),
-    ("sampling.batch_size", _positive, "at least 1"),
-    ("sampling.snr", _positive, "positive"),
-    ("sampling.n_steps_each", _positive, "at least 1"),
-    ("sampling.eps", _between(0, 1), "in [0, 1), e.g. 1e-3"),
-    ("sampling.rtol", _positive, "positive"),
-    ("sampling.atol", _positive, "positive"),
-    ("sampling.step_lr", _positive, "positive"),
-    ("sampling.guidance_weight", _at_least(0), "0 (off) or more"),
-    ("sampling.classifier_scale", _at_least(0), "0 (off) or more, e.g. 1.0"),
-    ("edit.t_start", lambda v: 0 < v <= 1,
-     "in (0, 1]: the fraction of the process's time T to noise the inputs to"),
-    ("sampling.edm_churn", _at_least(0), "0 (deterministic) or more, e.g. 40"),
-    ("sampling.edm_s_tmin", _at_least(0), "0 or more"),
-    ("sampling.edm_s_noise", _positive, "positive, e.g. 1.0"),
-    ("sampling.seed", _at_least(0), "0 or more"),
-    ("sde.beta_min", _positive, "positive"),
-    ("sde.sigma_min", _positive, "positive"),
-    ("sde.num_scales", _at_least(2), "at least 2"),
-    ("sde.train_eps", _between(0, 1), "in [0, 1), e.g. 1e-5"),
-    ("edm.sigma_min", _positive, "positive, e.g. 0.002"),
-    ("edm.sigma_data", _between(1e-3, 100, high_included=True),
-     "in [0.001, 100]: the data's standard deviation, e.g. 0.5 for images in [-1, 1] (λ "
-     "divides by σ_data²)"),
-    ("edm.p_std", _positive, "positive, e.g. 1.2"),
-    ("eval.num_examples", _at_least(0), "0 (the whole split) or more"),
-    ("eval.batch_size", _positive, "at least 1"),
-    ("eval.rtol", _positive, "positive"),
-    ("eval.atol", _positive, "positive"),
-    ("eval.seed", _at_least(0), "0 or more"),
-    ("fid.num_samples", _positive, "at least 1"),
-    ("fid.chunk_size", _positive, "at least 1"),
-    ("fid.inception_batch_size", _positive, "at least 1"),
-    ("fid.ref_num_examples", _at_least(0), "0 (the whole split) or more"),
-    ("fid.kid_subsets", _positive, "at least 1"),
-    ("fid.kid_subset_size", _at_least(2), "at least 2"),
-    ("fid.num_seeds", _positive, "at least 1"),
-    ("fid.is_splits", _positive, "at least 1 (10 as published)"),
-)
 EDM_LOG_SIGMA = 40  # |ln σ| of EDM's training draws: σ² stays finite in float32 (e^±80)
 INT_MAX = 2**31 - 1  # integers index int32 arrays and seed int32 keys on the devices
 
 
-def _positive_int(v) -> bool:
-  return isinstance(v, int) and not isinstance(v, bool) and v > 0
-
-
 # (field, element test, what the elements are, whether the tuple may be empty, an example):
 # the tuple-valued fields.
-TUPLES = (
-    ("model.ch_mult", _positive_int, "positive integer channel multipliers", False,
-     "(1, 2, 2, 2)"),
-    ("model.attn_resolutions", _positive_int, "positive integer resolutions", True, "(16,)"),
-    ("model.fir_kernel", _positive_int, "positive integer taps", False, "(1, 3, 3, 1)"),
-    ("model.resample_filter", _positive_int, "positive integer taps", False, "(1, 3, 3, 1)"),
-)
+TUPLES = tuple((f.name, *f.elements) for f in fields.FIELDS if f.elements is not None)
 # (first, second): fields whose values must be ordered first < second.
 ORDERED = (("diffusion.beta_start", "diffusion.beta_end"), ("sde.beta_min", "sde.beta_max"),
            ("sde.sigma_min", "sde.sigma_max"), ("edm.sigma_min", "edm.sigma_max"),
            ("sampling.edm_s_tmin", "sampling.edm_s_tmax"))
 # (field, its choices): settings that name one of a few options, as their consumers list them.
-CHOICES = (
-    ("training.objective", denoiser.KINDS + ("classifier",)),
-    ("classifier.process", denoiser.KINDS),
-    ("model.name", build.NETWORKS),
-    ("model.embedding_type", song_unet.EMBEDDINGS),
-    ("model.resblock_type", ncsnpp.RESBLOCKS),
-    ("model.progressive", ncsnpp.PROGRESSIVE),
-    ("model.progressive_input", ncsnpp.PROGRESSIVE_INPUT),
-    ("model.progressive_combine", COMBINES),
-    ("model.nonlinearity", tuple(ACTIVATIONS)),
-    ("model.encoder_type", song_unet.ENCODERS),
-    ("model.decoder_type", song_unet.DECODERS),
-    ("sampling.method", tuple(table.SAMPLERS)),
-    ("model.dtype", tuple(build.DTYPES)),
-    ("model.attention", layers.ATTENTION),
-    ("model.mean_type", denoiser.PREDICTIONS[:-1]),
-    ("model.var_type", chain.VAR_TYPES),
-    ("diffusion.beta_schedule", schedules.BETA_SCHEDULES),
-    ("sde.name", sde_lib.SDE_NAMES),
-    ("sde.reduce", dsm.REDUCTIONS),
-    ("training.loss_type", ddpm_objective.LOSS_TYPES),
-    ("training.t_sampler", ddpm_objective.TIMESTEP_SAMPLERS),
-    ("sampling.spacing", ("",) + grids.SPACINGS),
-    ("eval.divergence", likelihood.DIVERGENCES),
-    ("fid.protocol", protocols.NAMES),
-    ("fid.resize", inception.RESIZES),
-)
+CHOICES = tuple((f.name, f.choices) for f in fields.FIELDS if f.choices is not None)
 
 
 def field(config, name: str):

@@ -1,4 +1,4 @@
-"""The defaults every config starts from (ddpm_jax/config/defaults.py: every field, with
+"""The defaults every config starts from (docs/config.md: every field, with
 what it does), as a config file.
 
   python -m ddpm_jax.main --config configs/default.py --workdir /tmp/ddpm_default
