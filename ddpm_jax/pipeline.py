@@ -36,6 +36,7 @@ from ddpm_jax.data import batches
 from ddpm_jax.infra import parallel
 from ddpm_jax.interop import weights
 from ddpm_jax.modes import runs
+from ddpm_jax.objectives import rows
 from ddpm_jax.samplers import table
 
 
@@ -166,8 +167,9 @@ class Pipeline:
   def bits_per_dim(self, images_uint8, key) -> np.ndarray:
     """Bits/dim of each image (uint8 [B, S, S, C]) as --mode bpd computes it: the variational
     bound for "ddpm" models, the probability-flow ODE NLL (dequantized) for score models."""
-    if self.config.training.objective == "ncsn":
-      raise ValueError("NCSN has no likelihood (its levels are not a process with a density).")
+    objective = self.config.training.objective
+    if objective == "classifier" or rows.get(objective).likelihood is None:
+      raise ValueError(f"A training.objective {objective!r} model has no likelihood.")
     if "bpd" not in self.programs:
       self.programs["bpd"] = build.bpd(self.config, self.model, self.mesh)
     x = np.asarray(images_uint8)

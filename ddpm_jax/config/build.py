@@ -18,9 +18,8 @@ import jax.numpy as jnp
 import ml_collections
 
 from ddpm_jax.config import memory
-from ddpm_jax.core import chain, schedules
+from ddpm_jax.core import chain
 from ddpm_jax.core import denoiser as denoiser_lib
-from ddpm_jax.core import sde as sde_lib
 from ddpm_jax.data import sources
 from ddpm_jax.evaluation import protocols
 from ddpm_jax.infra import parallel
@@ -31,7 +30,7 @@ from ddpm_jax.models.song_unet import SongUNet
 from ddpm_jax.models.unet import UNet
 from ddpm_jax.objectives import classifier as classifier_objective
 from ddpm_jax.objectives import ddpm as ddpm_objective
-from ddpm_jax.objectives import dsm, edm
+from ddpm_jax.objectives import rows
 from ddpm_jax.samplers import common, likelihood
 from ddpm_jax.training import power_ema
 from ddpm_jax.training import step as step_lib
@@ -42,11 +41,19 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float
 # ------------------------------------------------------------------ the process
 
 def betas(config):
-  """β_0…β_{T−1} of config.diffusion, float64."""
-  c = config.diffusion
-  b = schedules.beta_schedule(c.beta_schedule, c.num_timesteps, beta_start=c.beta_start,
-                              beta_end=c.beta_end)
-  return schedules.rescale_zero_terminal_snr(b) if c.zero_terminal_snr else b
+  """β_0…β_{T−1} of config.diffusion's chain, float64."""
+  return process(config).discrete_betas()
+
+
+def values(config, names) -> dict:
+  """{last name: value} of the dotted fields `names` (an objective row's keywords)."""
+  out = {}
+  for name in names:
+    node = config
+    for part in name.split("."):
+      node = node[part]
+    out[name.rpartition(".")[2]] = tuple(node) if isinstance(node, list) else node
+  return out
 
 
 def kind(config) -> str:
@@ -57,20 +64,11 @@ def kind(config) -> str:
 
 
 def process(config):
-  """What the network was trained on: for "ddpm" the discrete chain of config.diffusion as
-  the exact VP process of its β_i (DiscreteVPSDE: every sampler, DDPM's and the SDE ones,
-  runs on the same schedule); for "dsm" the SDE of config.sde; for "ncsn" the VE SDE over its
-  sde.num_scales levels; for "edm" the VE SDE over EDM's σ range (config.edm). A classifier
-  is on the process of the models it guides."""
-  obj, c = kind(config), config.sde
-  if obj == "ddpm":
-    return sde_lib.DiscreteVPSDE(tuple(float(b) for b in betas(config)))
-  if obj == "ncsn":
-    return sde_lib.VESDE(c.sigma_min, c.sigma_max, c.num_scales)
-  if obj == "edm":
-    return sde_lib.VESDE(config.edm.sigma_min, config.edm.sigma_max, c.num_scales)
-  return sde_lib.make_sde(c.name, beta_min=c.beta_min, beta_max=c.beta_max,
-                          sigma_min=c.sigma_min, sigma_max=c.sigma_max, num_scales=c.num_scales)
+  """What the network was trained on: the process of its objective's row
+  (objectives/rows.py) made of the row's fields; a classifier is on the process of the models
+  it guides."""
+  row = rows.get(kind(config))
+  return row.process(**values(config, row.process_fields))
 
 
 # ------------------------------------------------------------------ the network
@@ -167,42 +165,19 @@ def _probe(config) -> denoiser_lib.Denoiser:
 
 # ------------------------------------------------------------------ training
 
-def ddpm_loss_options(config: ml_collections.ConfigDict) -> dict:
-  t = config.training
-  return dict(loss_type=t.loss_type, mean_type=config.model.mean_type,
-              var_type=config.model.var_type, vlb_weight=t.vlb_weight, t_method=t.t_sampler)
-
-
 def loss(config):
   """loss_fn(net, x0, keys, probs=None, labels=None) -> (loss, metrics) for the configured
-  objective; probs is the importance distribution of t (training.t_sampler 'importance'),
-  labels the batch's (what a classifier learns)."""
+  objective (its row's loss, objectives/rows.py); probs is the importance distribution of t
+  (training.t_sampler 'importance'), labels the batch's (what a classifier learns)."""
   obj, c = config.training.objective, config.sde
-  if obj == "ddpm":
-    schedule, options = process(config).schedule(), ddpm_loss_options(config)
-    return lambda net, x0, keys, probs=None, labels=None: ddpm_objective.diffusion_loss(
-        net, schedule, x0, keys, probs=probs, **options)
-  make = denoiser(config)
   if obj == "classifier":
     e, probe = config.edm, _probe(config)
     levels = classifier_objective.level_sampler(probe, eps=c.train_eps, p_mean=e.p_mean,
                                                 p_std=e.p_std)
     return lambda net, x0, keys, probs=None, labels=None: classifier_objective.classifier_loss(
         net, probe, levels, x0, labels, keys)
-  if obj == "edm":
-    options = dict(sigma_data=float(config.edm.sigma_data), p_mean=float(config.edm.p_mean),
-                   p_std=float(config.edm.p_std))
-    return lambda net, x0, keys, probs=None, labels=None: edm.edm_loss(
-        lambda x, s: make(net).predict_at_sigma(x, s).x0, x0, keys, **options)
-  if obj == "ncsn":
-    levels, reduce = process(config).discrete_sigmas()[::-1], c.reduce
-    return lambda net, x0, keys, probs=None, labels=None: dsm.ncsn_loss(
-        make(net).score_at_sigma, levels, x0, keys, reduce=reduce)
-  sde = process(config)
-  options = dict(eps=c.train_eps, likelihood_weighting=c.likelihood_weighting,
-                 importance_sampling=c.importance_sampling, reduce=c.reduce)
-  return lambda net, x0, keys, probs=None, labels=None: dsm.dsm_loss(
-      make(net).score, sde, x0, keys, **options)
+  row = rows.get(obj)
+  return row.loss(process(config), denoiser(config), **values(config, row.loss_fields))
 
 
 def optimizer(config: ml_collections.ConfigDict):
@@ -260,7 +235,7 @@ def bpd(config, net_module, mesh):
   count."""
   e = config.eval  # read here: the built function closes over plain objects
   apply, make = apply_fn(net_module), denoiser(config)
-  if config.training.objective == "ddpm":
+  if rows.get(config.training.objective).likelihood == "vlb":
     def vlb(params, batched):
       keys, x = batched
       return ddpm_objective.vlb_bpd(make(functools.partial(apply, params)), x, keys)[0]

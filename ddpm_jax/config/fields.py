@@ -18,6 +18,7 @@ from ddpm_jax.models import layers, ncsnpp, song_unet
 from ddpm_jax.models.ncsnpp_layers import ACTIVATIONS, COMBINES
 from ddpm_jax.objectives import dsm
 from ddpm_jax.objectives import ddpm as ddpm_objective
+from ddpm_jax.objectives import rows
 from ddpm_jax.samplers import ddim, grids, likelihood, table
 from ddpm_jax.training import power_ema
 
@@ -235,7 +236,7 @@ FIELDS = (
     # classifier
     Field("classifier.process", "ddpm",
           "the objective of the models it guides: ddpm | dsm | ncsn | edm",
-          choices=denoiser.KINDS),
+          choices=tuple(rows.OBJECTIVES)),
     # edm
     Field("edm.sigma_min", 0.002,
           "the σ range of the VE SDE its samplers integrate",
@@ -256,7 +257,7 @@ FIELDS = (
     Field("training.objective", "ddpm",
           "ddpm (discrete, config.diffusion) | dsm (config.sde) | ncsn | edm (config.edm) ddpm "
           "| dsm | ncsn | edm | classifier (for classifier guidance)",
-          choices=denoiser.KINDS + ("classifier",)),
+          choices=tuple(rows.OBJECTIVES) + ("classifier",)),
     Field("training.batch_size", 128,
           "global, over all devices and hosts",
           check=_positive,

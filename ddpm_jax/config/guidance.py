@@ -16,17 +16,7 @@ from etils import epath
 
 from ddpm_jax.config import build
 from ddpm_jax.infra import files
-
-# The fields that define each kind's process: a classifier is only valid on the levels and
-# marginals it was trained on.
-PROCESS_FIELDS = {
-    "ddpm": ("diffusion.beta_schedule", "diffusion.beta_start", "diffusion.beta_end",
-             "diffusion.num_timesteps", "diffusion.zero_terminal_snr"),
-    "dsm": ("sde.name", "sde.beta_min", "sde.beta_max", "sde.sigma_min", "sde.sigma_max"),
-    "ncsn": ("sde.sigma_min", "sde.sigma_max", "sde.num_scales"),
-    "edm": ("edm.sigma_min", "edm.sigma_max", "edm.sigma_data"),
-}
-
+from ddpm_jax.objectives import rows
 
 @dataclasses.dataclass(frozen=True)
 class Classifier:
@@ -69,7 +59,7 @@ def classifier(config, shape) -> Classifier | None:
     raise ValueError(f"{where} classifies the process of objective "
                      f"{clf.classifier.process!r}, this model is {kind!r}: train a classifier "
                      f"with classifier.process={kind!r} and this model's process settings.")
-  for name in PROCESS_FIELDS[kind] + ("data.image_size",):
+  for name in rows.get(kind).defines + ("data.image_size",):
     mine, theirs = _field(config, name), _field(clf, name)
     if mine != theirs and not (kind == "dsm" and _unused_by_sde(config, name)):
       raise ValueError(f"{where} was trained with {name}={theirs!r}, this model has "

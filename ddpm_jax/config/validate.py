@@ -18,6 +18,7 @@ from jax.sharding import Mesh
 from ddpm_jax.config import build, edit_inputs, guidance, memory, sampler, schema
 from ddpm_jax.evaluation import fid, inception
 from ddpm_jax.infra import compile_cache, parallel
+from ddpm_jax.objectives import rows
 
 BATCH_FIELDS = {"train": "training.batch_size", "sample": "sampling.batch_size",
                 "edit": "sampling.batch_size",
@@ -99,9 +100,11 @@ def validate(config, mode: str, overrides: Mapping | None = None) -> Plan:
   if mode == "train":
     plan = dataclasses.replace(plan, step_fn=build.train_step(config, model, mesh))
   if mode == "bpd":
-    if config.training.objective == "ncsn":
-      raise ValueError("NCSN has no likelihood (its levels are not a process with a density); "
-                       "--mode bpd takes training.objective 'ddpm', 'dsm' or 'edm'.")
+    if rows.get(config.training.objective).likelihood is None:
+      raise ValueError(f"training.objective {config.training.objective!r} has no likelihood "
+                       f"(NCSN's levels are not a process with a density); --mode bpd takes "
+                       f"training.objective "
+                       f"{tuple(n for n, r in rows.OBJECTIVES.items() if r.likelihood)}.")
     plan = dataclasses.replace(plan, bpd_fn=build.bpd(config, model, mesh))
   if mode == "eval":
     plan = dataclasses.replace(plan, reference=_reference(config))

@@ -29,6 +29,7 @@ from ddpm_jax.data import batches
 from ddpm_jax.infra import files, images, parallel
 from ddpm_jax.infra.metrics_writer import MetricsWriter, log, progress_line
 from ddpm_jax.modes import runs
+from ddpm_jax.objectives import rows
 from ddpm_jax.training import checkpoint, snapshots
 
 MAX_STEPS_AHEAD = 2  # dispatched steps the loop may run ahead of the device
@@ -218,7 +219,7 @@ def _train(config, run: runs.Run):
         log(f"Step {step} compiled and ran in {rates.start(step):.1f}s")
       due = cadence.due(step, stop.received is not None)
       if due["check"]:
-        m = _finite_metrics(metrics, step, manager, NAN_HINTS[t.objective])
+        m = _finite_metrics(metrics, step, manager, nan_hint(t.objective))
         if due["log"]:
           _log_row(writer, rates, step, t.num_train_steps, m)
       if due["save"]:
@@ -249,11 +250,12 @@ def _log_row(writer, rates: Rates, step: int, total: int, m: dict) -> None:
     log(progress_line(step, total, m, rate, eta, wait))
 
 
-# Besides the learning rate and the data, what can make each objective's loss non-finite.
-NAN_HINTS = {"ddpm": "the β schedule (diffusion.*)", "dsm": "the SDE (sde.*)",
-             "ncsn": "the noise levels (sde.sigma_min, sde.sigma_max)",
-             "edm": "the noise draws (edm.sigma_data, edm.p_mean, edm.p_std)",
-             "classifier": "the noise levels of classifier.process"}
+def nan_hint(objective: str) -> str:
+  """Besides the learning rate and the data, what can make the objective's loss non-finite
+  (its row, objectives/rows.py)."""
+  if objective == "classifier":
+    return rows.CLASSIFIER_NAN_HINT
+  return rows.get(objective).nan_hint
 
 
 def _finite_metrics(metrics, step: int, manager, hint: str) -> dict[str, float]:
