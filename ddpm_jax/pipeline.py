@@ -30,11 +30,10 @@ import numpy as np
 import ml_collections
 from etils import epath
 
-from ddpm_jax.config import build, defaults, sampler, schema
+from ddpm_jax.config import build, defaults, sampler, schema, weights
 from ddpm_jax.core.denoiser import Denoiser
 from ddpm_jax.data import batches
 from ddpm_jax.infra import parallel
-from ddpm_jax.interop import weights
 from ddpm_jax.modes import runs
 from ddpm_jax.objectives import rows
 from ddpm_jax.samplers import table

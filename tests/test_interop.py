@@ -24,9 +24,8 @@ from conftest import ROOT, run_cli
 from flax import serialization, traverse_util
 from safetensors.numpy import load_file, save_file
 
-from ddpm_jax import interop
-from ddpm_jax.config import defaults, load
-from ddpm_jax.interop import diffusers, tensors, weights
+from ddpm_jax.config import defaults, load, weights
+from ddpm_jax.interop import diffusers, tensors
 
 pytestmark = pytest.mark.usefixtures("cheap_compile")
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -66,9 +65,9 @@ def _diffusers_folder(tmp_path, name: str, legacy_names: bool = False):
 @pytest.mark.parametrize("name", sorted(DIFFUSERS["cases"]))
 def test_a_diffusers_folder_gives_diffusers_outputs(tmp_path, name):
   legacy = name == "attention_at_4"
-  config, params = interop.load_diffusers(str(_diffusers_folder(tmp_path, name, legacy)))
+  config, params = weights.load_diffusers(str(_diffusers_folder(tmp_path, name, legacy)))
   arrays = _arrays("diffusers", name)
-  out = interop.network_fn(config, arrays["x"].shape[-1])(params, arrays["x"],
+  out = weights.network_fn(config, arrays["x"].shape[-1])(params, arrays["x"],
                                                           arrays["t"].astype(np.float32))
   assert _rel_err(out, arrays["out"]) <= 1e-5
   if name == "learned_range_three_levels":  # the scheduler's fields came along
@@ -79,10 +78,10 @@ def test_a_diffusers_folder_gives_diffusers_outputs(tmp_path, name):
 @pytest.mark.parametrize("name", sorted(DIFFUSERS["cases"]))
 def test_an_export_is_what_diffusers_reads_and_comes_back_bit_exact(tmp_path, name):
   entry = DIFFUSERS["cases"][name]
-  config, params = interop.load_diffusers(str(_diffusers_folder(tmp_path, name)))
+  config, params = weights.load_diffusers(str(_diffusers_folder(tmp_path, name)))
   channels = entry["config"]["in_channels"]
   out = tmp_path / "export"
-  interop.save_diffusers(config, params, str(out), channels)
+  weights.save_diffusers(config, params, str(out), channels)
   # the configs hold every field diffusers read from the export (make_diffusers.py loaded it
   # in UNet2DModel and DDPMPipeline and got the reference's outputs bit for bit)
   for written, read in ((out / "unet" / "config.json", entry["diffusers_reads_export"]),
@@ -94,7 +93,7 @@ def test_an_export_is_what_diffusers_reads_and_comes_back_bit_exact(tmp_path, na
   state = load_file(str(out / "unet" / diffusers.WEIGHTS))
   assert {k: list(v.shape) for k, v in state.items()} == entry["shapes"]
   assert all(v.dtype == np.float32 for v in state.values())
-  _, back = interop.load_diffusers(str(out))  # the pipeline folder reads back in
+  _, back = weights.load_diffusers(str(out))  # the pipeline folder reads back in
   for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(back), strict=True):
     assert np.array_equal(a, b)
 
@@ -130,7 +129,7 @@ def test_a_field_the_unet_cannot_honour_is_refused_by_name(tmp_path, file, field
   content[field] = value
   (folder / file).write_text(json.dumps(content))
   with pytest.raises(tensors.FormatError, match=match):
-    interop.load_diffusers(str(folder))
+    weights.load_diffusers(str(folder))
 
 
 def test_a_missing_or_misshapen_tensor_is_named(tmp_path):
@@ -140,17 +139,17 @@ def test_a_missing_or_misshapen_tensor_is_named(tmp_path):
   save_file(state, str(folder / diffusers.WEIGHTS))
   with pytest.raises(tensors.FormatError, match=r"^\S+: tensor down_blocks.0.resnets.0.conv1."
                                                 r"weight is missing \(1 missing, 0 unexpected"):
-    interop.load_diffusers(str(folder))
+    weights.load_diffusers(str(folder))
   state["down_blocks.0.resnets.0.conv1.weight"] = conv[:16]
   save_file(state, str(folder / diffusers.WEIGHTS))
   with pytest.raises(tensors.FormatError, match=r"tensor down_blocks.0.resnets.0.conv1.weight "
                                                 r"has shape \(16, 32, 3, 3\)"):
-    interop.load_diffusers(str(folder))
+    weights.load_diffusers(str(folder))
 
 
 def test_import_refuses_a_config_that_does_not_match_the_folder(tmp_path):
   folder = _diffusers_folder(tmp_path, "attention_at_4")
-  config, _ = interop.load_diffusers(str(folder))
+  config, _ = weights.load_diffusers(str(folder))
   config.model.ch_mult = (1, 2, 2)
   with pytest.raises(ValueError, match=r"model.ch_mult=\(1, 2\), the config has \(1, 2, 2\); "
                                        r"pass --config.model.ch_mult=\(1, 2\)"):
@@ -161,14 +160,14 @@ def test_pickles_are_never_loaded(tmp_path):
   folder = _diffusers_folder(tmp_path, "attention_at_4")
   (folder / diffusers.WEIGHTS).rename(folder / "diffusion_pytorch_model.bin")
   with pytest.raises(FileNotFoundError, match=r"a \.bin file is a pickle, which is never loaded"):
-    interop.load_diffusers(str(folder))
+    weights.load_diffusers(str(folder))
   pkl = tmp_path / "edm-cifar10-32x32-uncond-vp.pkl"
   pkl.write_bytes(b"\x80\x04cos\nsystem\n.")  # would run code if unpickled
   config = defaults.get_config()
   config.model.name = "song_unet"
   with pytest.raises(tensors.FormatError, match=r"is a Python pickle, which can run code when "
                                                 r"loaded, so it is not read\. export .*np\.savez"):
-    interop.load_edm(str(pkl), config)
+    weights.load_edm(str(pkl), config)
   fake = tmp_path / "notes.npz"
   np.savez(fake, a=np.array([{"x": 1}], dtype=object))
   with pytest.raises(tensors.FormatError, match="pickled objects, which are never loaded"):
@@ -221,10 +220,10 @@ def test_a_score_sde_flax_checkpoint_gives_its_outputs(tmp_path, name):
   junk = jax.tree.map(lambda a: a + 1, params)  # the raw weights: not what is read
   _flax_checkpoint(tmp_path / "checkpoint_26", params, junk)
   config = _score_sde_config(entry["model"])
-  loaded = interop.load_score_sde(str(tmp_path / "checkpoint_26"), config)
+  loaded = weights.load_score_sde(str(tmp_path / "checkpoint_26"), config)
   arrays = _arrays("ncsnpp", name)
   uncentered = not entry["centered"]
-  out = interop.network_fn(config)(loaded, arrays["x"],
+  out = weights.network_fn(config)(loaded, arrays["x"],
                                    _noise_input(entry, arrays["time_cond"], 2 if uncentered else 1))
   want = arrays["out"] / (2 if uncentered else 1)
   assert _rel_err(out, want) <= 1e-5, _rel_err(out, want)
@@ -245,9 +244,9 @@ def test_a_score_sde_pytorch_checkpoint_gives_its_outputs(tmp_path, monkeypatch,
                 "optimizer": {}, "step": 5}
   monkeypatch.setattr(tensors, "read_torch", lambda path: checkpoint)
   config = _score_sde_config(entry["model"])
-  params = interop.load_score_sde(str(tmp_path / "checkpoint_5.pth"), config, centered=True)
+  params = weights.load_score_sde(str(tmp_path / "checkpoint_5.pth"), config, centered=True)
   arrays = _arrays("score_sde_pytorch", name)
-  out = interop.network_fn(config)(params, arrays["x"], _noise_input(entry, arrays["time_cond"]))
+  out = weights.network_fn(config)(params, arrays["x"], _noise_input(entry, arrays["time_cond"]))
   assert _rel_err(out, arrays["out"]) <= 1e-5
 
 
@@ -257,7 +256,7 @@ def test_without_torch_a_pth_file_says_what_to_install(tmp_path):
   (tmp_path / "checkpoint.pth").write_bytes(b"PK")
   config = _score_sde_config(SCORE_SDE_PYTORCH["cases"]["ddpmpp_vp"]["model"])
   with pytest.raises(tensors.FormatError, match=r"needs torch \(torch.load\(weights_only=True\)"):
-    interop.load_score_sde(str(tmp_path / "checkpoint.pth"), config)
+    weights.load_score_sde(str(tmp_path / "checkpoint.pth"), config)
 
 
 # ------------------------------------------------------------------ EDM
@@ -285,11 +284,11 @@ def test_an_edm_state_dict_file_gives_its_outputs(tmp_path, name):
       m[field] = k[field]
   if "resample_filter" in k:
     m.resample_filter = tuple(k["resample_filter"])
-  params = interop.load_edm(str(tmp_path / "net.npz"), config)
+  params = weights.load_edm(str(tmp_path / "net.npz"), config)
   arrays = _arrays("edm_networks", name)
-  out = interop.network_fn(config)(params, arrays["x"], arrays["noise"])
+  out = weights.network_fn(config)(params, arrays["x"], arrays["noise"])
   assert _rel_err(out, arrays["out"]) <= 1e-5
-  interop.export(config, params, f"edm:{tmp_path / 'back.npz'}")  # EDM's names, no buffers
+  weights.export(config, params, f"edm:{tmp_path / 'back.npz'}")  # EDM's names, no buffers
   with np.load(tmp_path / "back.npz") as z:
     assert set(z.files) == set(entry["shapes"]) and all(
         np.array_equal(z[k], state[k]) for k in z.files)
@@ -345,9 +344,9 @@ def test_mode_import_writes_a_checkpoint_that_sample_runs_on(tmp_path, capsys, m
     (lambda c: weights.check_export(c, "score_sde:out"), r"^--export_to='score_sde:out': use"),
     (lambda c: weights.check_export(c, "edm:net.npz"),
      r"^--export_to=edm: writes EDM's networks .* not 'ddpm'; use diffusers"),
-    (lambda c: interop.load_score_sde("checkpoint_1", c),
+    (lambda c: weights.load_score_sde("checkpoint_1", c),
      r"^score_sde checkpoints are NCSN\+\+/DDPM\+\+ networks: set model.name='ncsnpp'"),
-    (lambda c: interop.load_edm("net.npz", c), r"^EDM's networks are model.name 'song_unet'"),
+    (lambda c: weights.load_edm("net.npz", c), r"^EDM's networks are model.name 'song_unet'"),
 ])
 def test_a_wrong_format_or_network_for_the_weights_is_one_line(call, match):
   with pytest.raises(ValueError, match=match):

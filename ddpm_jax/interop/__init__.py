@@ -1,12 +1,6 @@
-"""Weights in and out: published checkpoints ↔ this library's parameter trees, by name; no
-code from a file ever runs (interop/weights.py)."""
+"""File formats only: published checkpoints (diffusers, score_sde, EDM) ↔ this library's
+parameter trees, by name, with plain arguments; no code from a file ever runs. The side that
+reads a ConfigDict (which network a config builds) is config/weights.py; from Python, use
+`ddpm_jax.Pipeline.load` and `Pipeline.save`."""
 
 from ddpm_jax.interop.tensors import FormatError  # noqa: F401
-from ddpm_jax.interop.weights import (  # noqa: F401
-  export,
-  load_diffusers,
-  load_edm,
-  load_score_sde,
-  network_fn,
-  save_diffusers,
-)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import jax
 
+from ddpm_jax.config import weights
 from ddpm_jax.infra import parallel
 from ddpm_jax.infra.metrics_writer import log
-from ddpm_jax.interop import weights
 from ddpm_jax.modes import runs
 from ddpm_jax.training import checkpoint
 

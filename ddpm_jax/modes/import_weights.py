@@ -16,10 +16,9 @@ import os
 import jax
 import numpy as np
 
-from ddpm_jax.config import build, validate
+from ddpm_jax.config import build, validate, weights
 from ddpm_jax.infra import files, parallel
 from ddpm_jax.infra.metrics_writer import log
-from ddpm_jax.interop import weights
 from ddpm_jax.modes import runs
 from ddpm_jax.training import checkpoint
 

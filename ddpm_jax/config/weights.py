@@ -1,12 +1,12 @@
-"""Published weights in and ours out, by config: the Python API (`from ddpm_jax import interop`)
-and what `--mode import` runs.
+"""Published weights in and ours out, by config: what `--mode import`/`export` and
+`Pipeline.load`/`save` run.
 
-  config, params = interop.load_diffusers("ddpm-cifar10-32")       # google/ddpm-* folders
-  interop.save_diffusers(config, params, "exported")               # loads in diffusers
-  params = interop.load_score_sde("checkpoint_26", config)         # score_sde (Flax / .pth)
-  params = interop.load_edm("edm-cifar10-uncond-vp.npz", config)   # EDM's exported state dict
-  interop.export(config, params, "edm:net.npz")                    # or diffusers:FOLDER
-  net = interop.network_fn(config)                                 # net(params, x, t[, y])
+  config, params = weights.load_diffusers("ddpm-cifar10-32")       # google/ddpm-* folders
+  weights.save_diffusers(config, params, "exported")               # loads in diffusers
+  params = weights.load_score_sde("checkpoint_26", config)         # score_sde (Flax / .pth)
+  params = weights.load_edm("edm-cifar10-uncond-vp.npz", config)   # EDM's exported state dict
+  weights.export(config, params, "edm:net.npz")                    # or diffusers:FOLDER
+  net = weights.network_fn(config)                                 # net(params, x, t[, y])
 
 Here a ConfigDict meets the file formats (interop/diffusers.py, score_sde.py, edm_weights.py,
 which take plain arguments): the network a config builds gives the template that every
