@@ -28,6 +28,7 @@ from ddpm_jax.models.dhariwal_unet import DhariwalUNet
 from ddpm_jax.models.ncsnpp import NCSNpp
 from ddpm_jax.models.song_unet import SongUNet
 from ddpm_jax.models.unet import UNet
+from ddpm_jax.objectives import augment
 from ddpm_jax.objectives import classifier as classifier_objective
 from ddpm_jax.objectives import ddpm as ddpm_objective
 from ddpm_jax.objectives import rows
@@ -215,9 +216,14 @@ def loss_scale(config) -> float | None:
 def train_step(config, net_module, mesh):
   """The data-parallel training step (state, batch) -> (state, metrics), state donated."""
   t = config.training
+  augment_fn = None if t.augment_p <= 0 else functools.partial(
+      augment.augment, p=float(t.augment_p), color=bool(t.augment_color))
+  history = None
+  if t.objective == "ddpm" and t.t_sampler == "importance":
+    history = (ddpm_objective.history_probs, ddpm_objective.update_loss_history)
   step = step_lib.make_train_step(net_module, loss(config), ema_decay=t.ema_decay,
                                   num_classes=num_classes(config), label_dropout=t.label_dropout,
-                                  augment_p=t.augment_p, augment_color=t.augment_color,
+                                  augment_fn=augment_fn, history=history,
                                   grad_accum_steps=t.grad_accum_steps,
                                   unroll=jax.default_backend() == "cpu",
                                   loss_scale_every=t.loss_scale_every,

@@ -18,14 +18,12 @@ from flax import linen as nn
 from flax.training import train_state
 
 from ddpm_jax.infra import parallel
-from ddpm_jax.objectives import augment
-from ddpm_jax.objectives import ddpm as ddpm_objective
 from ddpm_jax.training import power_ema
 
 
 class TrainState(train_state.TrainState):
   """params, opt_state and step (flax) + EMA parameters, the run's key (raw key data), for
-  importance-sampled timesteps the recent losses per timestep (objectives/ddpm.py), for
+  importance-sampled timesteps the recent losses per timestep (its `history` callables), for
   float16 compute the dynamic loss scale ({"scale": float32, "good": int32 finite steps since
   the last change, "skips": int32 steps skipped so far}) and, for post-hoc EMA, one parameter
   tree per tracked power-function profile (training/power_ema.py)."""
@@ -102,7 +100,7 @@ AUGMENT_STREAM = 2  # folded into each example's key for its augmentation draw
 
 def make_train_step(model: nn.Module, loss_fn: Callable, *, ema_decay: float,
                     num_classes: int | None = None, label_dropout: float = 0.0,
-                    augment_p: float = 0.0, augment_color: bool = False,
+                    augment_fn: Callable | None = None, history: tuple | None = None,
                     grad_accum_steps: int = 1, unroll: bool = True,
                     loss_scale_every: int = 2000, phema_gammas: tuple = ()) -> Callable:
   """The per-device step. batch = {"image": [b, H, W, C] in [−1, 1], "label": [b]};
@@ -114,9 +112,12 @@ def make_train_step(model: nn.Module, loss_fn: Callable, *, ema_decay: float,
   whole global batch in order, so every device keeps the same one.
 
   For class-conditional models, each label is replaced by the null label `num_classes`
-  with probability `label_dropout` (classifier-free guidance training). With `augment_p` > 0
-  each image is augmented as EDM trains (objectives/augment.py, from a key of its own) and
-  the network is given the augment labels (with `augment_color`, ADA's colour transforms too).
+  with probability `label_dropout` (classifier-free guidance training). With
+  augment_fn(keys [b], images) -> (images, augment labels), each image is augmented from a key
+  of its own (EDM's augmentation: objectives/augment.py) and the network is given the labels.
+  With history = (probs(history) -> p_t, update(history, t, losses) -> history), the state's
+  loss history gives the importance distribution of t and takes the global batch's losses
+  (improved DDPM's importance sampling: objectives/ddpm.py).
 
   With `grad_accum_steps` = k > 1 the device's batch is split into k micro-batches of
   consecutive examples whose gradients are averaged (a lax.scan, unrolled where `unroll`:
@@ -148,12 +149,12 @@ def make_train_step(model: nn.Module, loss_fn: Callable, *, ema_decay: float,
       y = jnp.where(drop, num_classes, batch["label"])
 
     images, extra = batch["image"], {}
-    if augment_p > 0:
+    if augment_fn is not None:
       augment_keys = jax.vmap(lambda k: jax.random.fold_in(k, AUGMENT_STREAM))(example_keys)
-      images, extra["augment"] = augment.augment(augment_keys, images, augment_p, augment_color)
+      images, extra["augment"] = augment_fn(augment_keys, images)
 
-    history = state.loss_history
-    probs = None if history is None else ddpm_objective.history_probs(history)
+    losses = state.loss_history
+    probs = None if losses is None else history[0](losses)
 
     def loss_of(params, micro, dropout_key):
       def net(x_t, t):
@@ -177,15 +178,15 @@ def make_train_step(model: nn.Module, loss_fn: Callable, *, ema_decay: float,
     grads = jax.tree.map(lambda g: g / jax.lax.axis_size(parallel.DATA_AXIS), grads)
     if scale is not None:
       grads = jax.tree.map(lambda g: g / scale, grads)
-    if history is not None:
+    if losses is not None:
       gathered = [parallel.all_gather_invariant(metrics[k]) for k in ("t", "per_example_loss")]
-      history = ddpm_objective.update_loss_history(history, *gathered)
+      losses = history[1](losses, *gathered)
     metrics = jax.lax.pmean({k: v for k, v in metrics.items() if jnp.ndim(v) == 0},
                             parallel.DATA_AXIS)
     metrics["grad_norm"] = optax.tree.norm(grads)
     new_state = state.apply_gradients(grads=grads)
     new_state = new_state.replace(ema_params=ema_update(state.ema_params, new_state.params, ema_decay),
-                                  loss_history=history)
+                                  loss_history=losses)
     if scale is not None:
       new_state, metrics = _skip_non_finite(state, new_state, metrics, loss_scale_every)
     if phema_gammas:
