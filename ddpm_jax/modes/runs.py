@@ -138,8 +138,8 @@ def results_name(config, step: int, params, mode: str = "sample", **extra) -> tu
               "num_classes": build.num_classes(config), "step": step,
               "params_digest": checkpoint.digest(params),
               "sampler_revision": sampler.REVISION, **extra}
-  stepped = ("ddim", "ode", "dpm_solver", "unipc", "edm")
-  words = [f"{s.method}{s.num_steps if s.method in stepped else ''}"]
+  stepped = "num_steps" in sampler.option_names(s.method)  # its row reads the step count
+  words = [f"{s.method}{s.num_steps if stepped else ''}"]
   if s.method == "ddim":
     words.append(f"eta{s.eta:g}")
   if config.model.conditional:
