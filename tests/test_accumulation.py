@@ -20,6 +20,7 @@ def _run(config, model, initial, devices, data):
 
 
 @pytest.mark.usefixtures("cheap_compile")  # conftest.py: compiled sooner, run slower
+@pytest.mark.slow
 def test_k_micro_batches_equal_one_full_batch_on_1_and_8_devices():
   """Two steps of importance-sampled DDPM (the loss history takes every micro-batch's losses
   in batch order) with k = 1 and 4 on 8 devices and k = 2 on one: the same parameters,

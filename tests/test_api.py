@@ -94,6 +94,7 @@ def test_from_fn_refuses_unknown_conventions():
     dj.Denoiser.from_fn(lambda x, t: x, dj.sde.VPSDE(), noise_input="time")
 
 
+@pytest.mark.slow
 def test_a_pipeline_trains_samples_as_the_command_line_and_round_trips_its_weights(
     tmp_path, capsys, monkeypatch):
   """A workdir trained by the command line, loaded by Pipeline.load, samples exactly what
@@ -128,6 +129,7 @@ def test_a_pipeline_trains_samples_as_the_command_line_and_round_trips_its_weigh
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+@pytest.mark.slow
 def test_pipeline_training_from_python_and_its_errors():
   config = tiny_config()
   pipe = dj.Pipeline.from_config(config)

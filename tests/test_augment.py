@@ -28,6 +28,7 @@ def _draw(params) -> augment.Draw:
 @pytest.mark.parametrize("case,color", [("p0.6_16px", False), ("p1_8px", False),
                                         ("p0_16px", False), ("color_p0.7_8px", True),
                                         ("color_grey_p1_8px", True)])
+@pytest.mark.slow
 def test_images_and_labels_equal_the_reference_for_the_same_draws(case, color):
   with np.load(FIXTURE) as z:
     images, want, labels, params = (z[f"{case}/{k}"] for k in ("images", "out", "labels", "params"))

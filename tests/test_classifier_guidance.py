@@ -68,6 +68,7 @@ def _assigned(x, means=MEANS, weights=WEIGHTS):
 
 @pytest.mark.parametrize("method,process,kind,prediction,options", CASES,
                          ids=[c[0] for c in CASES])
+@pytest.mark.slow
 def test_scale_1_with_the_exact_classifier_samples_the_class_alone(method, process, kind,
                                                                    prediction, options):
   """Guided samples equal, example by example (same keys), those of component y's own exact

@@ -67,6 +67,7 @@ class _MLP(nn.Module):
     return nn.Dense(2)(h)
 
 
+@pytest.mark.slow
 def test_training_reaches_the_bayes_cross_entropy():
   """A small MLP trained with the objective ends within 0.01 nats of the Bayes risk."""
   bayes = _bayes_cross_entropy_by_quadrature(PROCESS)

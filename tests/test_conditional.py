@@ -118,6 +118,7 @@ def test_guidance_leaves_a_learned_variance_unextrapolated():
   assert np.abs(np.asarray(c) - np.asarray(a)).max() > 1e-2  # what guiding all channels did
 
 
+@pytest.mark.slow
 def test_guidance_weight_0_is_the_conditional_and_minus_1_the_unconditional_model():
   """For each kind of sampler (ε-model DDIM, the exponential integrators, EDM with churn, the
   ODE with each example's own label): guidance weight 0 samples the conditional model and

@@ -24,6 +24,7 @@ def _fewer_steps(method, options, t_start):
 
 
 @pytest.mark.parametrize("method,process,kind,prediction,options", CASES, ids=IDS)
+@pytest.mark.slow
 def test_sdedit_returns_the_input_as_t0_goes_to_0_and_samples_the_model_at_T(
     method, process, kind, prediction, options):
   """The exact mixture model: from t₀ = 0.002·T the edit stays within the noise of σ(t₀) of
@@ -60,6 +61,7 @@ TWO_MODES = jnp.array([[0.6, 0.6], [-0.6, -0.6]])
 
 
 @pytest.mark.parametrize("method,process,kind,prediction,options", CASES, ids=IDS)
+@pytest.mark.slow
 def test_inpainting_in_every_sampler_keeps_the_known_part_and_conditions_the_rest(
     method, process, kind, prediction, options):
   """Two modes ±(0.6, 0.6), s = 0.05: knowing x₀ = ±0.6, the exact conditional of x₁ is the

@@ -40,6 +40,7 @@ def count_compiles():
 
 
 @pytest.mark.parametrize("name", SAMPLERS)
+@pytest.mark.slow
 def test_a_sampling_run_is_one_compiled_program_with_no_transfers(name, count_compiles):
   config = tiny_config(**SAMPLERS[name])
   schema.check(config)
@@ -77,6 +78,7 @@ def test_the_training_step_donates_the_previous_state():
   assert not any(leaf.is_deleted() for leaf in jax.tree.leaves(new_state.params))
 
 
+@pytest.mark.slow
 def test_bf16_compute_keeps_master_state_and_loss_in_float32():
   config = tiny_config(**{"model.dtype": "bfloat16"})
   shape = (8, 8, 1)

@@ -78,6 +78,7 @@ CASES = [
 
 @pytest.mark.parametrize("sde_name,order,variant,spacing,steps", CASES,
                          ids=[f"{c[0]}-{c[2]}{c[1]}-{c[3]}" for c in CASES])
+@pytest.mark.slow
 def test_error_falls_at_the_solver_order(sde_name, order, variant, spacing, steps, x64):
   third = {"third_order": "taylor"} if order == 3 else {}  # the third-order form of 3M
   errors = _errors(sde_name, steps, order=order, variant=variant, spacing=spacing,
@@ -163,6 +164,7 @@ DENOISE_CASES = [
 
 @pytest.mark.parametrize("sde_name,make_loop", DENOISE_CASES,
                          ids=["vp-dpm2M", "ve-dpm2S", "ve-unipc", "vp-edm", "ve-ode"])
+@pytest.mark.slow
 def test_the_final_denoising_step_is_the_posterior_mean_of_the_data(sde_name, make_loop, x64):
   """With `denoise` a sampler returns E[x_0 | x_eps] of its last x, which for Gaussian data is
   μ + α s² (x − α μ) / (α² s² + σ²) at eps (Tweedie's formula, here in closed form)."""
@@ -224,6 +226,7 @@ def test_clipped_data_predictions_match_ddim_and_heun_written_out(sde_name, name
 
 
 @pytest.mark.parametrize("sde_name", ["vp", "ve"])
+@pytest.mark.slow
 def test_the_clipped_ode_is_the_one_clipped_dpm_solver_solves(sde_name, x64):
   """The adaptive PF-ODE with clip_x0 integrates the score of the clipped x̂_0 in t; DPM-Solver++
   2M with clipping steps the same ODE in λ with the clipped x̂_0 itself. As its steps go 100 →
@@ -259,6 +262,7 @@ MODE_CASES = [
 
 @pytest.mark.parametrize("sde_name,name,make_loop,nfe", MODE_CASES,
                          ids=[f"{c[0]}-{c[1]}" for c in MODE_CASES])
+@pytest.mark.slow
 def test_mixture_mode_weights_at_10_to_20_evaluations(sde_name, name, make_loop, nfe):
   """A 2-D mixture with weights 0.7/0.2/0.1 and component std 0.08: the fraction of 4000
   samples nearest each mode is its weight within 4 binomial standard errors (measured at

@@ -126,6 +126,7 @@ def test_each_preset_gives_its_count_split_resize_and_seeds(name):
 
 @pytest.mark.skipif(not WEIGHTS.exists(), reason="../shared/weights (the FID Inception weights) "
                                                  "is absent")
+@pytest.mark.slow
 def test_eval_with_edms_protocol_reports_the_lowest_of_three_seeds(tmp_path):
   """An (untrained) tiny model under fid.protocol 'edm' with published statistics as the
   reference and weights that carry the classifier: three seeds, the lowest FID, each seed's

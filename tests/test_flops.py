@@ -53,6 +53,7 @@ def test_forward_count_matches_xla_cost_analysis(unet):
 
 
 @pytest.mark.usefixtures("cheap_compile")
+@pytest.mark.slow
 def test_training_step_costs_three_forwards(unet):
   """Backward = 2 × forward for convolutions and products: the compiled step has no
   recomputation the count would miss (XLA cost of the step ≈ 3 × our forward)."""

@@ -53,6 +53,7 @@ def test_every_sampler_has_a_golden_case():
 
 
 @pytest.mark.parametrize("method", sorted(CASES))
+@pytest.mark.slow
 def test_samples_equal_the_golden_outputs(method):
   golden = json.loads(FIXTURE.read_text())
   assert golden["revision"] == sampler.REVISION, (

@@ -302,6 +302,7 @@ FOLDER_NETWORK = ["--config.model.ch_mult=(1, 1, 2)", "--config.model.num_res_bl
                   "--config.diffusion.beta_schedule=cosine"]
 
 
+@pytest.mark.slow
 def test_mode_import_writes_a_checkpoint_that_sample_runs_on(tmp_path, capsys, monkeypatch):
   folder = _diffusers_folder(tmp_path, "learned_range_three_levels")
   workdir = tmp_path / "run"

@@ -34,6 +34,7 @@ def _bf16(net):
 
 @pytest.mark.parametrize("method,process,kind,prediction,options", CASES,
                          ids=[c[0] for c in CASES])
+@pytest.mark.slow
 def test_bf16_and_float32_networks_sample_the_same_gaussian(method, process, kind, prediction,
                                                             options):
   net = analytic.mixture_network(process, MU[None], SD[None], kind=kind, prediction=prediction)
@@ -71,6 +72,7 @@ def _float16_run():
   return step, state, [parallel.shard_batch(b, mesh) for b in data], mesh
 
 
+@pytest.mark.slow
 def test_float16_loss_scaling_skips_exactly_the_overflowing_step():
   """Step 2's batch overflows float16 (pixels of 1e5): that update is skipped (parameters,
   Adam state and EMA unchanged), the scale halves, and steps 3–4 are bit for bit those of a

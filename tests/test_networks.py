@@ -52,6 +52,7 @@ def _count(tree) -> int:
 
 
 @pytest.mark.parametrize("name", sorted(EDM["cases"]))
+@pytest.mark.slow
 def test_outputs_equal_the_reference_for_the_same_weights(name):
   entry = EDM["cases"][name]
   with np.load(FIXTURES / "edm_networks.npz") as z:
@@ -111,6 +112,7 @@ def _ncsnpp_tree(net, res):
 
 
 @pytest.mark.parametrize("name", sorted(NCSNPP["cases"]))
+@pytest.mark.slow
 def test_ncsnpp_outputs_equal_score_sde_for_the_same_weights(name):
   entry = NCSNPP["cases"][name]
   with np.load(FIXTURES / "ncsnpp.npz") as z:
@@ -173,6 +175,7 @@ def test_remat_recomputes_each_residual_block_and_keeps_the_tree(name):
   assert counts == [0, 5], counts
 
 
+@pytest.mark.slow
 def test_remat_keeps_the_gradient():
   """The same gradient (dropout on, the same dropout keys) to float32 rounding, with a
   gradient for every parameter but the fixed Fourier frequencies (NCSN++: FIR resampling,

@@ -81,6 +81,7 @@ def _check_moments(x, mean, var, label):
 
 
 @pytest.mark.parametrize("var_type,bias", [("fixed_small", 0.04), ("fixed_large", 0.01)])
+@pytest.mark.slow
 def test_ddpm_ancestral_reproduces_gaussian_data(model, var_type, bias):
   x = _sample("ddpm", model.replace(var_type=var_type), jax.random.key(0), (N, 4))
   m, v = ddpm_moments(var_type)
@@ -96,6 +97,7 @@ def test_ddpm_ancestral_reproduces_gaussian_data(model, var_type, bias):
 @pytest.mark.parametrize("eta,num_steps,skip_type,bias", [
     (0.0, 1000, "uniform", 0.02), (1.0, 1000, "uniform", 0.04),
     (0.0, 50, "quadratic", 0.08), (1.0, 50, "quadratic", 0.16), (0.0, 50, "uniform", 0.25)])
+@pytest.mark.slow
 def test_ddim_reproduces_gaussian_data(model, eta, num_steps, skip_type, bias):
   x = _sample("ddim", model, jax.random.key(1), (N, 4), num_steps=num_steps, eta=eta,
               skip_type=skip_type)

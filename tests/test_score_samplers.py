@@ -55,6 +55,7 @@ CASES = [  # (sde, predictor, corrector, snr, measured |std/s − 1| bound)
 
 
 @pytest.mark.parametrize("name,predictor,corrector,snr,bias", CASES)
+@pytest.mark.slow
 def test_pc_samplers_reproduce_gaussian_data(name, predictor, corrector, snr, bias):
   sde = sde_lib.make_sde(name)
   x, info = table.sample("pc", _exact(sde, MU[None], SD[None]), jax.random.key(1), (N, 64),
@@ -64,6 +65,7 @@ def test_pc_samplers_reproduce_gaussian_data(name, predictor, corrector, snr, bi
 
 
 @pytest.mark.parametrize("name", sde_lib.SDE_NAMES)
+@pytest.mark.slow
 def test_probability_flow_ode_reproduces_gaussian_data(name):
   sde = sde_lib.make_sde(name)
   x, info = table.sample("ode", _exact(sde, MU[None], SD[None]), jax.random.key(2), (N, 64),
@@ -81,6 +83,7 @@ def test_fixed_step_ode_solvers():
     assert info["nfe"] == steps * (1 if solver == "euler" else 2) + 1  # + the denoising
 
 
+@pytest.mark.slow
 def test_annealed_langevin_reproduces_gaussian_data():
   """NCSN's sampler over 100 geometric levels from 50 to 0.01, the exact NCSN network."""
   levels = sde_lib.VESDE(0.01, 50.0, 100)

@@ -43,6 +43,7 @@ def test_ve_discretization_is_the_ncsn_chain():
 
 
 @pytest.mark.parametrize("name", sde_lib.SDE_NAMES)
+@pytest.mark.slow
 def test_marginals_solve_the_moment_odes(name):
   """For dx = a(t) x dt + g dw: dm/dt = a m, dv/dt = 2 a v + g², m(0) = 1, v(0) = 0."""
   sde = sde_lib.make_sde(name)
