@@ -97,10 +97,13 @@ class Pipeline:
 
   def train_step(self):
     """step(state, batch) -> (state, metrics): the command line's compiled, data-parallel
-    training step (state donated). batch = {"image": float [B, S, S, C] in [−1, 1],
-    "label": int [B] (conditional models)}; B a multiple of the devices."""
+    training step (state donated), one step per call (training.steps_per_dispatch is the
+    command line's loop's). batch = {"image": float [B, S, S, C] in [−1, 1], "label": int [B]
+    (conditional models)}; B a multiple of the devices."""
     if "train_step" not in self.programs:
-      self.programs["train_step"] = build.train_step(self.config, self.model, self.mesh)
+      config = self.config.copy_and_resolve_references()
+      config.training.steps_per_dispatch = 1
+      self.programs["train_step"] = build.train_step(config, self.model, self.mesh)
     step, conditional = self.programs["train_step"], bool(self.config.model.conditional)
 
     def run(state, batch):

@@ -131,7 +131,8 @@ def test_a_pipeline_trains_samples_as_the_command_line_and_round_trips_its_weigh
 
 @pytest.mark.slow
 def test_pipeline_training_from_python_and_its_errors():
-  config = tiny_config()
+  config = tiny_config(**{"training.steps_per_dispatch": 2,  # the CLI loop's; one a call
+                          "training.log_every": 2})
   pipe = dj.Pipeline.from_config(config)
   state = pipe.init(jax.random.key(0))
   step = pipe.train_step()
