@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -87,60 +88,73 @@ def classifies(config) -> bool:
   return config.training.objective == "classifier"
 
 
-# The options under config.model that each network reads besides the shared ones (name, ch,
-# ch_mult, num_res_blocks, attn_resolutions, dropout, remat, conditional, mean_type, var_type).
-NETWORK_OPTIONS = {
-    "ddpm": ("resamp_with_conv", "attention", "dtype"),
-    "ncsnpp": ("resamp_with_conv", "embedding_type", "fourier_scale", "fir", "fir_kernel",
-               "skip_rescale", "resblock_type", "progressive", "progressive_input",
-               "progressive_combine", "init_scale", "scale_by_sigma", "nonlinearity"),
-    "song_unet": ("dtype", "embedding_type", "channel_mult_noise", "encoder_type",
-                  "decoder_type", "resample_filter", "channel_mult_emb", "augment_dim"),
-    "dhariwal_unet": ("dtype", "channel_mult_emb", "augment_dim"),
-    "half_unet": ("resamp_with_conv", "attention", "dtype"),
+@dataclasses.dataclass(frozen=True)
+class Network:
+  """A network row: its module, the constructor keyword each model.* field it reads goes to,
+  and the keywords made from other settings (computed(config, num_channels) -> dict)."""
+  module: type
+  fields: dict
+  computed: Callable
+
+
+def _out_channels(config, num_channels: int) -> int:
+  """C outputs, 2C for a learned variance."""
+  return num_channels * (2 if learned_variance(config) else 1)
+
+
+def _embedding(config) -> str:
+  """The DDPM U-Net and its half embed their noise input as their Denoiser feeds it (the
+  chain step: positional; log σ or c_noise: Fourier)."""
+  return "positional" if _probe(config).noise_input == "index" else "fourier"
+
+
+SHARED = ("ch", "ch_mult", "num_res_blocks", "attn_resolutions", "dropout", "remat")
+_UNET = {"ch": "ch", "ch_mult": "ch_mult", "num_res_blocks": "num_res_blocks",
+         "attn_resolutions": "attn_resolutions", "dropout": "dropout", "remat": "remat",
+         "resamp_with_conv": "resamp_with_conv", "attention": "attention", "dtype": "dtype"}
+_EDM = {"model_channels": "ch", "channel_mult": "ch_mult", "num_blocks": "num_res_blocks",
+        "attn_resolutions": "attn_resolutions", "dropout": "dropout", "remat": "remat",
+        "channel_mult_emb": "channel_mult_emb", "augment_dim": "augment_dim", "dtype": "dtype"}
+NETWORK_ROWS = {
+    "ddpm": Network(UNet, _UNET, lambda config, c: dict(
+        out_ch=_out_channels(config, c), num_classes=num_classes(config),
+        embedding=_embedding(config))),
+    "ncsnpp": Network(NCSNpp, {
+        "nf": "ch", **{k: k for k in SHARED[1:]}, **{k: k for k in (
+            "resamp_with_conv", "fir", "fir_kernel", "skip_rescale", "resblock_type",
+            "progressive", "progressive_input", "progressive_combine", "embedding_type",
+            "fourier_scale", "init_scale", "scale_by_sigma", "nonlinearity")}},
+        lambda config, c: {}),
+    "song_unet": Network(SongUNet, {**_EDM, **{k: k for k in (
+        "embedding_type", "channel_mult_noise", "encoder_type", "decoder_type",
+        "resample_filter")}}, lambda config, c: dict(
+            out_channels=_out_channels(config, c), label_dim=num_classes(config) or 0)),
+    "dhariwal_unet": Network(DhariwalUNet, _EDM, lambda config, c: dict(
+        out_channels=_out_channels(config, c), label_dim=num_classes(config) or 0)),
+    "half_unet": Network(HalfUNet, _UNET, lambda config, c: dict(
+        num_classes=config.data.num_classes, embedding=_embedding(config))),
 }
-NETWORKS = tuple(NETWORK_OPTIONS)
+NETWORKS = tuple(NETWORK_ROWS)
+# The options under config.model that each network reads besides the shared ones (and
+# name, conditional, mean_type, var_type, which the process and Denoiser read).
+NETWORK_OPTIONS = {name: tuple(f for f in row.fields.values() if f not in SHARED)
+                   for name, row in NETWORK_ROWS.items()}
 
 
 def model(config: ml_collections.ConfigDict, num_channels: int):
-  """The network of config.model.name, with 2C outputs for a learned variance (a classifier,
-  'half_unet': data.num_classes logits). The DDPM U-Net and its half embed their noise input
-  as their Denoiser feeds it (the chain step: positional; log σ or c_noise: Fourier); the
-  others as model.embedding_type says."""
+  """The network of config.model.name (its row in NETWORK_ROWS): each model.* field it reads
+  passed to the keyword it names, compute dtypes by name, tuples as tuples; with 2C outputs
+  for a learned variance (a classifier, 'half_unet': data.num_classes logits)."""
   m = config.model
-  out = num_channels * (2 if learned_variance(config) else 1)
-  shared = dict(attn_resolutions=tuple(m.attn_resolutions), dropout=m.dropout, remat=m.remat)
-  embedding = "positional" if _probe(config).noise_input == "index" else "fourier"
-  if m.name == "half_unet":
-    return HalfUNet(num_classes=config.data.num_classes, ch=m.ch, ch_mult=tuple(m.ch_mult),
-                    num_res_blocks=m.num_res_blocks, resamp_with_conv=m.resamp_with_conv,
-                    embedding=embedding, dtype=DTYPES[m.dtype], attention=m.attention,
-                    **shared)
-  if m.name == "ddpm":
-    return UNet(ch=m.ch, ch_mult=tuple(m.ch_mult), num_res_blocks=m.num_res_blocks,
-                resamp_with_conv=m.resamp_with_conv, out_ch=out,
-                num_classes=num_classes(config), dtype=DTYPES[m.dtype], attention=m.attention,
-                embedding=embedding, **shared)
-  if m.name == "ncsnpp":
-    return NCSNpp(nf=m.ch, ch_mult=tuple(m.ch_mult), num_res_blocks=m.num_res_blocks,
-                  resamp_with_conv=m.resamp_with_conv, fir=m.fir,
-                  fir_kernel=tuple(m.fir_kernel), skip_rescale=m.skip_rescale,
-                  resblock_type=m.resblock_type, progressive=m.progressive,
-                  progressive_input=m.progressive_input,
-                  progressive_combine=m.progressive_combine, embedding_type=m.embedding_type,
-                  fourier_scale=m.fourier_scale, init_scale=m.init_scale,
-                  scale_by_sigma=m.scale_by_sigma, nonlinearity=m.nonlinearity, **shared)
-  edm_shared = dict(out_channels=out, label_dim=num_classes(config) or 0,
-                    augment_dim=m.augment_dim, model_channels=m.ch, channel_mult=tuple(m.ch_mult),
-                    channel_mult_emb=m.channel_mult_emb, num_blocks=m.num_res_blocks,
-                    dtype=DTYPES[m.dtype], **shared)
-  if m.name == "song_unet":
-    return SongUNet(embedding_type=m.embedding_type, channel_mult_noise=m.channel_mult_noise,
-                    encoder_type=m.encoder_type, decoder_type=m.decoder_type,
-                    resample_filter=tuple(m.resample_filter), **edm_shared)
-  if m.name == "dhariwal_unet":
-    return DhariwalUNet(**edm_shared)
-  raise ValueError(f"Unknown model.name {m.name!r}; use one of {NETWORKS}.")
+  if m.name not in NETWORK_ROWS:
+    raise ValueError(f"Unknown model.name {m.name!r}; use one of {NETWORKS}.")
+  row = NETWORK_ROWS[m.name]
+  kwargs = {}
+  for keyword, name in row.fields.items():
+    value = m[name]
+    kwargs[keyword] = (DTYPES[value] if name == "dtype" else
+                       tuple(value) if isinstance(value, (list, tuple)) else value)
+  return row.module(**kwargs, **row.computed(config, num_channels))
 
 
 def apply_fn(net_module):

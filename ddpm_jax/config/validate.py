@@ -42,7 +42,7 @@ class Plan:
   mesh: Mesh                 # every device of every host, axis "data"
   source: Any                # the mode's split (eval.split for bpd, else data.split)
   shape: tuple               # (S, S, C) of the preprocessed images
-  model: Any                 # the network module (config/build.py NETWORK_OPTIONS)
+  model: Any                 # the network module (config/build.py NETWORK_ROWS)
   template: Any              # the TrainState's shapes and dtypes (what a checkpoint holds)
   sample_fn: Callable | None = None   # train, sample, eval (config/sampler.py)
   step_fn: Callable | None = None     # train
