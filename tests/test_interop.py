@@ -81,7 +81,7 @@ def test_an_export_is_what_diffusers_reads_and_comes_back_bit_exact(tmp_path, na
   config, params = weights.load_diffusers(str(_diffusers_folder(tmp_path, name)))
   channels = entry["config"]["in_channels"]
   out = tmp_path / "export"
-  weights.save_diffusers(config, params, str(out), channels)
+  weights.save_diffusers(config, params, str(out))  # the channels read from the parameters
   # the configs hold every field diffusers read from the export (make_diffusers.py loaded it
   # in UNet2DModel and DDPMPipeline and got the reference's outputs bit for bit)
   for written, read in ((out / "unet" / "config.json", entry["diffusers_reads_export"]),
@@ -361,3 +361,24 @@ def test_export_refuses_an_existing_path_and_a_network_diffusers_cannot_hold(tmp
   config.model.name = "song_unet"
   with pytest.raises(ValueError, match=r"^--export_to=diffusers: writes the unconditional DDPM"):
     weights.check_export(config, f"diffusers:{tmp_path / 'new'}")
+
+
+def test_an_export_writes_the_parameters_channels_and_refuses_a_config_they_do_not_fit(
+    tmp_path):
+  """A 1-channel U-Net exported by config alone writes in_channels 1 (it wrote 3 beside
+  1-channel weights); a stated count or a config the parameters do not fit is refused."""
+  config = defaults.get_config()
+  config.data.image_size, config.model.ch, config.model.ch_mult = 8, 32, (1,)
+  config.model.attn_resolutions = ()
+  template, _ = weights.param_shapes(config, 1)
+  params = jax.tree.map(lambda t: np.ones(t.shape, np.float32), template)
+  out = weights.export(config, params, f"diffusers:{tmp_path / 'one'}")
+  assert json.loads((tmp_path / "one" / "unet" / "config.json").read_text())["in_channels"] == 1
+  with pytest.raises(ValueError, match="not those of the network this config builds .* with 3 "
+                                       "image channels"):
+    weights.export(config, params, f"diffusers:{tmp_path / 'three'}", channels=3)
+  config.model.ch = 64
+  with pytest.raises(ValueError, match="with 1, 2, 3 or 4 image channels; export with the "
+                                       "config they were trained with"):
+    weights.export(config, params, f"diffusers:{tmp_path / 'other'}")
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["one"] and out.endswith("one")

@@ -56,6 +56,19 @@ def param_shapes(config, channels: int = 3) -> tuple[dict, list[str]]:
   return jax.eval_shape(init), order
 
 
+def params_channels(config, params, channels: int | None = None) -> int:
+  """The image channels (3, 1, 4 or 2) of the network `config` builds whose parameter shapes
+  `params` has; a `channels` given is checked. Neither fitting is a one-line ValueError."""
+  shapes = jax.tree.map(lambda p: tuple(np.shape(p)), params)
+  for c in ((channels,) if channels else (3, 1, 4, 2)):
+    template, _ = param_shapes(config, c)
+    if jax.tree.map(lambda t: tuple(t.shape), template) == shapes:
+      return c
+  raise ValueError(f"The parameters are not those of the network this config builds "
+                   f"(model.*) with {channels or '1, 2, 3 or 4'} image channels; export with "
+                   f"the config they were trained with.")
+
+
 # ------------------------------------------------------------------ diffusers
 
 def _diffusers_files(folder: str) -> tuple[str, str, str]:
@@ -108,13 +121,13 @@ def _unet_names(config):
   return diffusers.leaf_names(len(m.ch_mult), m.num_res_blocks, attn)
 
 
-def save_diffusers(config, params, folder: str, channels: int = 3) -> str:
+def save_diffusers(config, params, folder: str, channels: int | None = None) -> str:
   """Writes `params` of a DDPM U-Net as a diffusers pipeline folder: model_index.json,
   unet/config.json + diffusion_pytorch_model.safetensors, scheduler/scheduler_config.json
   (DDPMPipeline.from_pretrained(folder) and UNet2DModel.from_pretrained(folder,
-  subfolder="unet") load it). Returns the folder."""
+  subfolder="unet") load it), its in_channels those of the parameters. Returns the folder."""
   check_export(config, f"diffusers:{folder}")
-  return _write_diffusers(config, params, folder, channels)
+  return _write_diffusers(config, params, folder, params_channels(config, params, channels))
 
 
 def _write_diffusers(config, params, folder: str, channels: int) -> str:
@@ -210,10 +223,12 @@ def check_export(config, target: str) -> None:
     raise ValueError(f"--export_to: {path} exists; choose a new path (nothing is overwritten).")
 
 
-def export(config, params, target: str, channels: int = 3) -> str:
-  """Writes `params` to target 'diffusers:FOLDER' or 'edm:FILE.npz'; returns the path."""
+def export(config, params, target: str, channels: int | None = None) -> str:
+  """Writes `params` to target 'diffusers:FOLDER' or 'edm:FILE.npz'; returns the path. The
+  image channels are those of the parameters (a given count is checked against them)."""
   check_export(config, target)
   kind, path = parse_source(target, EXPORTS)
+  channels = params_channels(config, params, channels)
   if kind == "diffusers":
     return _write_diffusers(config, params, path, channels)
   files.save_npz(path, **edm_weights.state_dict(params))
