@@ -69,7 +69,8 @@ MODES = {"train": train.train_and_evaluate, "sample": sample.sample_from_checkpo
 PATH_FLAGS = {"import": ("import_from", "source"), "export": ("export_to", "target")}
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "A shipped config's name (demo, cifar10_ddpm, …) or the path of a config file.",
+config_flags.DEFINE_config_file("config", None, "A shipped config's name (demo, "
+                                "cifar10_ddpm, …) or the path of a config file.",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and samples.")
 flags.DEFINE_enum("mode", "train", list(MODES), "What to do.")
@@ -136,14 +137,9 @@ def parse_flags(argv):
 def _config_paths(argv) -> list[str]:
   """argv with a shipped config's name given to --config (e.g. demo, or demo:arg) replaced
   by its file's path; paths are left as they are."""
-  out = list(argv)
-  for i, arg in enumerate(out):
-    if arg.startswith("--config="):
-      at, prefix = i, "--config="
-    elif arg == "--config" and i + 1 < len(out):
-      at, prefix = i + 1, ""
-    else:
-      continue
+  out, found = list(argv), _config_position(argv)
+  if found:
+    at, prefix = found
     name, colon, argument = out[at][len(prefix):].partition(":")
     if name in configs.names():
       out[at] = prefix + configs.path(name) + colon + argument
@@ -184,17 +180,25 @@ def _check_tuple_texts(base, argv) -> None:
             f"--config.{name}='({text},)'.")
 
 
-def _config_argument(argv, with_argument: bool = False) -> str:
-  """The path given to --config (without a ":arguments" suffix)."""
+def _config_position(argv) -> tuple[int, str] | None:
+  """(index in argv, prefix before the value) of --config's value: ("--config=X") or
+  ("--config", "X"); None where it is not given."""
   for i, arg in enumerate(argv):
     if arg.startswith("--config="):
-      value = arg.split("=", 1)[1]
-    elif arg == "--config" and i + 1 < len(argv):
-      value = argv[i + 1]
-    else:
-      continue
-    return value if with_argument else value.split(":")[0]
-  return "?"
+      return i, "--config="
+    if arg == "--config" and i + 1 < len(argv):
+      return i + 1, ""
+  return None
+
+
+def _config_argument(argv, with_argument: bool = False) -> str:
+  """The path given to --config (without a ":arguments" suffix)."""
+  found = _config_position(argv)
+  if found is None:
+    return "?"
+  at, prefix = found
+  value = argv[at][len(prefix):]
+  return value if with_argument else value.split(":")[0]
 
 
 def _fail(message: str) -> None:

@@ -159,7 +159,7 @@ class Pipeline:
     keep), inpainting (from the prior where t_start is 1). Returns (images, NFE)."""
     x = np.asarray(images, np.float32)
     n = self._count(len(x))
-    known = None if mask is None else (x, np.broadcast_to(np.asarray(mask, np.float32), x.shape))
+    known = None if mask is None else (x, np.asarray(mask, np.float32))  # broadcast by the loop
     from_prior = mask is not None and t_start == 1
     run = self._sampler(method, options, None if from_prior else float(t_start),
                         "Pipeline.edit")
@@ -196,11 +196,13 @@ class Pipeline:
     if not sep or kind not in weights.FORMATS:
       return cls._from_workdir(source, config)
     if kind == "diffusers":
-      config = weights.load_diffusers(os.path.expanduser(path), config)[0]
+      config, params = weights.load_diffusers(os.path.expanduser(path), config)
+      channels = weights.params_channels(config, params)
     elif config is None:
       raise ValueError(f"Pipeline.load({source!r}) needs config=: the network's settings "
                        f"(e.g. dj.configs.get('cifar10_edm_ddpmpp')) for a {kind} file.")
-    params, channels = weights.import_with_channels(config, source)
+    else:
+      params, channels = weights.import_with_channels(config, source)
     return cls.from_config(config, channels=channels).with_params(params)
 
   @classmethod

@@ -156,5 +156,9 @@ def test_pipeline_training_from_python_and_its_errors():
     conditional.train_step()(conditional.init(), {"image": x})
   edited, _ = pipe.edit(x[:8], jax.random.key(2), t_start=0.3, num_steps=2)
   assert edited.shape == (8, 8, 8, 1)
+  mask = np.zeros((8, 8, 1), np.float32)
+  mask[:4] = 1  # one mask for the batch: the top half kept, the rest inpainted from the prior
+  inpainted, _ = pipe.edit(x[:8], jax.random.key(2), t_start=1.0, mask=mask, num_steps=2)
+  np.testing.assert_array_equal(np.asarray(inpainted)[:, :4], x[:8, :4])
   bpd = pipe.bits_per_dim(np.full((8, 8, 8, 1), 128, np.uint8), jax.random.key(0))
   assert bpd.shape == (8,) and np.all(np.isfinite(bpd))

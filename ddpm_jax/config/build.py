@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from ddpm_jax.config import memory
+from ddpm_jax.config import load, memory
 from ddpm_jax.core import chain
 from ddpm_jax.core import denoiser as denoiser_lib
 from ddpm_jax.data import sources
@@ -49,13 +49,7 @@ def betas(config):
 
 def values(config, names) -> dict:
   """{last name: value} of the dotted fields `names` (an objective row's keywords)."""
-  out = {}
-  for name in names:
-    node = config
-    for part in name.split("."):
-      node = node[part]
-    out[name.rpartition(".")[2]] = tuple(node) if isinstance(node, list) else node
-  return out
+  return {name.rpartition(".")[2]: load.value(config, name) for name in names}
 
 
 def kind(config) -> str:
@@ -149,11 +143,9 @@ def model(config: ml_collections.ConfigDict, num_channels: int):
   if m.name not in NETWORK_ROWS:
     raise ValueError(f"Unknown model.name {m.name!r}; use one of {NETWORKS}.")
   row = NETWORK_ROWS[m.name]
-  kwargs = {}
-  for keyword, name in row.fields.items():
-    value = m[name]
-    kwargs[keyword] = (DTYPES[value] if name == "dtype" else
-                       tuple(value) if isinstance(value, (list, tuple)) else value)
+  kwargs = {keyword: load.value(config, f"model.{name}") for keyword, name in row.fields.items()}
+  if "dtype" in kwargs:
+    kwargs["dtype"] = DTYPES[kwargs["dtype"]]
   return row.module(**kwargs, **row.computed(config, num_channels))
 
 
@@ -206,13 +198,18 @@ def train_state(config, net_module, shape, *, abstract: bool = False,
   """A fresh TrainState (with a loss history when training.t_sampler is 'importance'), from
   `key` (default: the key of config.seed); with `abstract` its shapes and dtypes only."""
   history = None
-  if config.training.objective == "ddpm" and config.training.t_sampler == "importance":
+  if importance_sampled(config):
     history = ddpm_objective.empty_loss_history(config.diffusion.num_timesteps)
   key = jax.random.key(config.seed) if key is None else key
   return step_lib.create_train_state(net_module, optimizer(config), key,
                                      shape, num_classes(config), history, abstract=abstract,
                                      loss_scale=loss_scale(config),
                                      phema_profiles=len(config.training.phema_sigma_rels))
+
+
+def importance_sampled(config) -> bool:
+  """Timesteps drawn by improved DDPM's importance sampling (a loss history in the state)."""
+  return config.training.objective == "ddpm" and config.training.t_sampler == "importance"
 
 
 def phema_gammas(config) -> tuple[float, ...]:
@@ -233,7 +230,7 @@ def train_step(config, net_module, mesh):
   augment_fn = None if t.augment_p <= 0 else functools.partial(
       augment.augment, p=float(t.augment_p), color=bool(t.augment_color))
   history = None
-  if t.objective == "ddpm" and t.t_sampler == "importance":
+  if importance_sampled(config):
     history = (ddpm_objective.history_probs, ddpm_objective.update_loss_history)
   step = step_lib.make_train_step(net_module, loss(config), ema_decay=t.ema_decay,
                                   num_classes=num_classes(config), label_dropout=t.label_dropout,

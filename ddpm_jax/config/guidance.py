@@ -14,7 +14,7 @@ from typing import Any
 import ml_collections
 from etils import epath
 
-from ddpm_jax.config import build
+from ddpm_jax.config import build, load
 from ddpm_jax.infra import files
 from ddpm_jax.objectives import rows
 
@@ -60,7 +60,7 @@ def classifier(config, shape) -> Classifier | None:
                      f"{clf.classifier.process!r}, this model is {kind!r}: train a classifier "
                      f"with classifier.process={kind!r} and this model's process settings.")
   for name in rows.get(kind).defines + ("data.image_size",):
-    mine, theirs = _field(config, name), _field(clf, name)
+    mine, theirs = load.value(config, name), load.value(clf, name)
     if mine != theirs and not (kind == "dsm" and _unused_by_sde(config, name)):
       raise ValueError(f"{where} was trained with {name}={theirs!r}, this model has "
                        f"{mine!r}: train a classifier on this model's process and image size.")
@@ -74,12 +74,6 @@ def classifier(config, shape) -> Classifier | None:
   return Classifier(clf, module, template,
                     os.path.join(files.resolve(s.classifier_workdir), "checkpoints"),
                     int(clf.data.num_classes))
-
-
-def _field(config, name: str):
-  section, leaf = name.split(".")
-  value = config[section][leaf]
-  return tuple(value) if isinstance(value, (list, tuple)) else value
 
 
 def _unused_by_sde(config, name: str) -> bool:

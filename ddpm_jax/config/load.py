@@ -68,6 +68,12 @@ def parent(config, name: str):
   return node, leaf
 
 
+def value(config, name: str):
+  """The value of dotted field `name`, a list (as config.json stores tuples) as a tuple."""
+  node, leaf = parent(config, name)
+  return tuple(node[leaf]) if isinstance(node[leaf], list) else node[leaf]
+
+
 def override(config, assignments) -> list[str]:
   """Sets each "a.b=value" as --config.a.b=value does (a Python literal where the text is one,
   a float field's inf and nan, else a string) and returns the dotted names set; an unknown

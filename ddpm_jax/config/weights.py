@@ -268,13 +268,9 @@ def import_params(config, source: str, channels: int) -> dict:
 
 
 def import_with_channels(config, source: str) -> tuple[dict, int]:
-  """(parameters, image channels) of `source`, the channels read from the weights: the
-  folder's in_channels for diffusers, else the count (3, 1, 4 or 2) whose network the
-  tensors fit; where none fits, the error for 3 channels."""
-  kind, path = parse_source(source)
-  if kind == "diffusers":
-    channels = diffusers_fields(path)["in_channels"]
-    return import_params(config, source, channels), channels
+  """(parameters, image channels) of a score_sde or EDM `source`, the channels those
+  (3, 1, 4 or 2) whose network the tensors fit; where none fits, the error for 3 channels.
+  (A diffusers folder states its channels: load_diffusers.)"""
   first = None
   for channels in (3, 1, 4, 2):
     try:
