@@ -14,9 +14,9 @@ from conftest import ROOT, run_cli, tiny_config
 from PIL import Image
 
 from ddpm_jax import configs
-from ddpm_jax.config import build, fields, load, validate
+from ddpm_jax.config import build, fields, load, reads, validate
 from ddpm_jax.infra import lock
-from ddpm_jax.modes import train
+from ddpm_jax.modes import bpd, edit, evaluate, sample, train
 from ddpm_jax.training import checkpoint
 
 pytestmark = pytest.mark.usefixtures("cheap_compile")  # conftest.py: compiled sooner, run slower
@@ -98,7 +98,7 @@ GATE_TABLE += [
     ("eps_zero_vp", [DSM, "--config.sampling.method=dpm_solver", "--config.sampling.eps=0.0"], "eps=0 gives σ(eps) = 0 on this SDE, an infinite log-SNR"),
     ("eta_ignored_by_dpm_solver", ["--config.sampling.method=dpm_solver", "--config.sampling.eta=0.5"], "--config.sampling.eta is read only by sampling.method 'ddim'"),
     ("snr_ignored_by_ddim", ["--config.sampling.snr=0.2"], "--config.sampling.snr is read only by sampling.method 'pc'"),
-    ("sde_ignored_by_ddpm", ["--config.sde.beta_max=10.0"], "--config.sde.beta_max is read only by the VP and sub-VP SDEs of training.objective 'dsm'"),
+    ("sde_ignored_by_ddpm", ["--config.sde.beta_max=10.0"], "--config.sde.beta_max is read only by training.objective 'dsm' with sde.name 'vp' / 'subvp'"),
     ("optim_ignored_by_sample", ["--mode=sample", "--config.optim.learning_rate=0.002"], "--config.optim.learning_rate is read only by --mode train"),
     ("dpm_3m_form_unknown", ["--config.sampling.method=dpm_solver", "--config.sampling.dpm_solver_3m=exact"], "Unknown sampling.dpm_solver_3m 'exact'; use one of ('taylor', 'published')"),
     ("dpm_3m_start_unknown", ["--config.sampling.method=dpm_solver", "--config.sampling.dpm_solver_start=warm"], "Unknown sampling.dpm_solver_start 'warm'; use one of ('lower_order', 'singlestep')"),
@@ -106,6 +106,8 @@ GATE_TABLE += [
     ("network_unknown", ["--config.model.name=unet"], "Unknown model.name 'unet'; use one of ('ddpm', 'ncsnpp', 'song_unet', 'dhariwal_unet', 'half_unet')"),
     ("encoder_unknown", ["--config.model.name=song_unet", "--config.model.encoder_type=deep"], "Unknown model.encoder_type 'deep'; use one of ('standard', 'skip', 'residual')"),
     ("progressive_unknown", ["--config.model.name=ncsnpp", "--config.model.progressive=skip"], "Unknown model.progressive 'skip'; use one of ('none', 'output_skip', 'residual')"),
+    ("vlb_weight_ignored_by_simple", ["--config.training.vlb_weight=0.01"], "--config.training.vlb_weight is read only by training.objective 'ddpm' with training.loss_type 'hybrid'"),
+    ("seed_ignored_by_sample", ["--mode=sample", "--config.seed=3"], "--config.seed is read only by --mode train"),
     ("fir_ignored_by_song_unet", ["--config.model.name=song_unet", "--config.model.fir=True"], "--config.model.fir is read only by model.name 'ncsnpp'"),
     ("embedding_ignored_by_adm", ["--config.model.name=dhariwal_unet", "--config.model.embedding_type=fourier"], "--config.model.embedding_type is read only by model.name 'ncsnpp' / 'song_unet'"),
     ("ncsnpp_with_labels", ["--config.model.name=ncsnpp", "--config.model.conditional=True"], "model.name 'ncsnpp' has no class labels"),
@@ -214,6 +216,11 @@ def _check(args, expected, workdir, capsys, monkeypatch) -> str:
   return lines[0]
 
 
+# What each mode's own code reads (modes/*.py), as the command line passes it to the gate.
+MODE_READS = {"train": train.reads, "sample": lambda c: sample.READS, "bpd": lambda c: bpd.READS,
+              "edit": lambda c: edit.READS, "eval": lambda c: evaluate.READS}
+
+
 def _gate_error(args) -> str:
   """The config gate's one line for the demo config with these command-line settings
   (config/load.py parses them as --config.a.b=value does), called directly."""
@@ -225,10 +232,29 @@ def _gate_error(args) -> str:
       assert arg.startswith("--config."), arg
       names += load.override(config, [arg[len("--config."):]])
   with pytest.raises((ValueError, FileNotFoundError)) as refused:
-    validate.validate(config, mode, names)
+    validate.validate(config, mode, names, MODE_READS.get(mode, lambda c: ())(config))
   message = str(refused.value)
   assert "\n" not in message and "Traceback" not in message
   return message
+
+
+def test_the_gate_records_the_fields_the_build_reads():
+  """Plan.reads is what the dry build read (config/reads.py) and the mode declares: the VE
+  SDE's σ range and not the VP's β, the hybrid loss's weight only with that loss, the
+  sampler's own options only, a section handed on whole (to_dict) as all of its fields."""
+  config = configs.get("demo", **{"training.objective": "dsm", "sde.name": "ve",
+                                  "sampling.method": "pc"})
+  read = validate.validate(config, "train", None, train.reads(config)).reads
+  assert {"sde.sigma_min", "sde.sigma_max", "sampling.snr", "training.log_every",
+          "optim.learning_rate"} <= read
+  assert not {"sde.beta_min", "training.vlb_weight", "sampling.eta"} & read
+  assert "optim.learning_rate" not in validate.validate(config, "sample").reads
+  hybrid = configs.get("demo", **{"training.loss_type": "hybrid", "model.var_type": "learned_range"})
+  assert "training.vlb_weight" in validate.validate(hybrid, "train").reads
+  recorder = reads.Recorder(config)
+  recorder.model.to_dict()
+  assert recorder.seen == {f"model.{name}" for name in config.model}
+  assert reads.peek(recorder, "sde.name") == "ve" and "sde.name" not in recorder.seen
 
 
 @pytest.mark.parametrize("case_id,args,expected", GATE_TABLE, ids=[c[0] for c in GATE_TABLE])

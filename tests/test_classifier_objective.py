@@ -105,7 +105,7 @@ def test_training_reaches_the_bayes_cross_entropy():
 def test_levels_are_those_the_guided_model_trains_at(kind, process):
   probe = denoiser.make(None, process, kind)
   u = jnp.linspace(0.0, 0.999, 1000)
-  noise_input, alpha, sigma = objective.level_sampler(probe, eps=1e-5)(u)
+  noise_input, alpha, sigma = objective.level_sampler(probe, train_eps=1e-5)(u)
   if kind == "ddpm":  # the chain's steps, each as often, with its own α_i, σ_i
     np.testing.assert_array_equal(noise_input, np.arange(1000))
     np.testing.assert_allclose(alpha**2, PROCESS.schedule().alpha_bars, rtol=1e-5)

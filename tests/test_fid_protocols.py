@@ -111,8 +111,11 @@ def test_inception_score_equals_its_entropy_form():
 
 
 @pytest.mark.parametrize("name", sorted(protocols.PROTOCOLS))
-def test_each_preset_gives_its_count_split_resize_and_seeds(name):
-  config = tiny_config(**{"fid.protocol": name, "fid.ref_split": "test", "fid.ref_num_examples": 7})
+def test_each_preset_gives_its_count_split_resize_and_seeds(name, tmp_path):
+  weights = tmp_path / "inception.npz"  # the gate checks that the file is there
+  weights.write_bytes(b"")
+  config = tiny_config(**{"fid.protocol": name, "fid.ref_split": "test", "fid.ref_num_examples": 7,
+                          "fid.inception_weights": str(weights)})
   p = build.fid_protocol(config)
   assert (p.num_samples, p.ref_split) == (50_000, "train")
   assert p.resize == {"ddpm": "tf1_bilinear", "score_sde": "tf1_bilinear",

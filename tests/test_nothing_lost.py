@@ -96,33 +96,45 @@ def test_keeping_no_checkpoint_is_refused(tmp_path):
   assert not list(tmp_path.iterdir())
 
 
-def test_results_are_named_by_every_setting_that_changes_the_samples(state, monkeypatch):
-  """The sampler's words in the name, then a digest of the config.sampling fields the mode
-  reads, the model, the checkpoint step, the parameters and the samplers' revision: any change
-  gives another name, and a field the mode does not read leaves it alone."""
+def _results_name(config, step, params, mode="sample", **extra):
+  """runs.results_name with what the gate records that `mode` reads (its Plan's reads)."""
+  reads = {"sample": sample_mode.READS, "eval": evaluate.READS}[mode]
+  return runs.results_name(config, validate.validate(config, mode, None, reads).reads, step,
+                           params, **extra)
+
+
+def test_results_are_named_by_every_setting_that_changes_the_samples(state, tmp_path):
+  """The sampler's words in the name, then a digest of the config.sampling fields the run
+  reads (as the gate recorded them), the model, the checkpoint step, the parameters and the
+  samplers' revision: any change gives another name, and a field the run does not read leaves
+  it alone."""
   config, params = tiny_config(), state.ema_params
-  name, settings = runs.results_name(config, 4, params)
+  name, settings = _results_name(config, 4, params)
   assert name.startswith("ddim2_eta0_ema_step4_seed0_") and settings["step"] == 4
-  assert runs.results_name(tiny_config(), 4, params) == (name, settings)  # stable
-  changed = [runs.results_name(tiny_config(**{k: v}), 4, params)[0] for k, v in [
+  assert _results_name(tiny_config(), 4, params) == (name, settings)  # stable
+  changed = [_results_name(tiny_config(**{k: v}), 4, params)[0] for k, v in [
       ("sampling.eta", 1.0), ("sampling.use_ema", False), ("sampling.clip_x0", False),
       ("sampling.skip_type", "quadratic"), ("model.dropout", 0.1),
-      ("diffusion.beta_end", 0.03), ("training.objective", "dsm")]]
-  changed += [runs.results_name(config, 6, params)[0],
-              runs.results_name(config, 4, _other(state, 1).params)[0],
-              runs.results_name(config, 4, params, chunk_size=8)[0]]
-  monkeypatch.setattr(sampler, "REVISION", sampler.REVISION + 1)
-  changed.append(runs.results_name(config, 4, params)[0])  # samplers changed, config not
-  monkeypatch.undo()
+      ("diffusion.beta_end", 0.03), ("model.ch", 64)]]
+  changed += [_results_name(config, 6, params)[0],
+              _results_name(config, 4, _other(state, 1).params)[0],
+              _results_name(config, 4, params, chunk_size=8)[0]]
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(sampler, "REVISION", sampler.REVISION + 1)
+    changed.append(_results_name(config, 4, params)[0])  # samplers changed, config not
   assert len({name, *changed}) == len(changed) + 1
   assert changed[0].startswith("ddim2_eta1_ema_") and changed[1].startswith("ddim2_eta0_raw_")
   # settings the run does not read leave the name alone: DDIM has no SNR, and --mode eval
   # draws its samples in chunks of fid.chunk_size, not sampling.batch_size
-  assert runs.results_name(tiny_config(**{"sampling.snr": 0.3}), 4, params)[0] == name
-  in_eval = runs.results_name(config, 4, params, "eval")[0]
-  assert runs.results_name(tiny_config(**{"sampling.batch_size": 4}), 4, params,
-                           "eval")[0] == in_eval
-  assert runs.results_name(tiny_config(**{"sampling.batch_size": 4}), 4, params)[0] != name
+  assert _results_name(tiny_config(**{"sampling.snr": 0.3}), 4, params)[0] == name
+  weights = tmp_path / "inception.npz"  # the eval gate checks that the file is there
+  weights.write_bytes(b"")
+  evaluated = {"fid.inception_weights": str(weights), "fid.num_samples": 8,
+               "fid.kid_subset_size": 4}
+  in_eval = _results_name(tiny_config(**evaluated), 4, params, "eval")[0]
+  assert _results_name(tiny_config(**evaluated, **{"sampling.batch_size": 16}), 4, params,
+                       "eval")[0] == in_eval
+  assert _results_name(tiny_config(**{"sampling.batch_size": 16}), 4, params)[0] != name
 
 
 def test_samples_with_other_settings_go_to_other_files(state, tmp_path):

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from ddpm_jax.config import load, memory
+from ddpm_jax.config import load, memory, reads
 from ddpm_jax.core import chain
 from ddpm_jax.core import denoiser as denoiser_lib
 from ddpm_jax.data import sources
@@ -47,9 +47,19 @@ def betas(config):
   return process(config).discrete_betas()
 
 
+def read_names(config, names) -> list[str]:
+  """The dotted names of an objective row's fields that `config` reads: all but a `When`
+  whose condition does not hold (the condition looked up, not counted as read:
+  config/reads.py)."""
+  return [f if isinstance(f, str) else f.name for f in names
+          if isinstance(f, str) or reads.peek(config, f.on) in f.values]
+
+
 def values(config, names) -> dict:
-  """{last name: value} of the dotted fields `names` (an objective row's keywords)."""
-  return {name.rpartition(".")[2]: load.value(config, name) for name in names}
+  """{last name: value} of the fields `names` of an objective row that `config` reads (its
+  keywords)."""
+  return {name.rpartition(".")[2]: load.value(config, name)
+          for name in read_names(config, names)}
 
 
 def kind(config) -> str:
@@ -158,11 +168,12 @@ def denoiser(config, *, clip_x0: bool = False):
   """net ↦ the Denoiser of a network trained with this config (core/denoiser.py), the
   process and settings read once (the closure holds plain objects, not the config);
   `clip_x0` clips its x̂_0 (samplers that honour sampling.clip_x0)."""
-  m = config.model
   return functools.partial(
-      denoiser_lib.make, process=process(config), kind=kind(config), mean_type=m.mean_type,
-      var_type=m.var_type if learned_variance(config) else "fixed_small",
-      sigma_data=float(config.edm.sigma_data), clip_x0=bool(clip_x0))
+      denoiser_lib.make, process=process(config), kind=kind(config),
+      # a classifier's probe reads the process alone (objectives/classifier.py)
+      **({} if classifies(config) else values(config, rows.get(kind(config)).denoiser_fields)),
+      var_type=config.model.var_type if learned_variance(config) else "fixed_small",
+      clip_x0=bool(clip_x0))
 
 
 def _probe(config) -> denoiser_lib.Denoiser:
@@ -176,11 +187,11 @@ def loss(config):
   """loss_fn(net, x0, keys, probs=None, labels=None) -> (loss, metrics) for the configured
   objective (its row's loss, objectives/rows.py); probs is the importance distribution of t
   (training.t_sampler 'importance'), labels the batch's (what a classifier learns)."""
-  obj, c = config.training.objective, config.sde
+  obj = config.training.objective
   if obj == "classifier":
-    e, probe = config.edm, _probe(config)
-    levels = classifier_objective.level_sampler(probe, eps=c.train_eps, p_mean=e.p_mean,
-                                                p_std=e.p_std)
+    probe = _probe(config)
+    draws = {"dsm": ("sde.train_eps",), "edm": ("edm.p_mean", "edm.p_std")}.get(probe.kind, ())
+    levels = classifier_objective.level_sampler(probe, **values(config, draws))
     return lambda net, x0, keys, probs=None, labels=None: classifier_objective.classifier_loss(
         net, probe, levels, x0, labels, keys)
   row = rows.get(obj)
@@ -233,11 +244,13 @@ def train_step(config, net_module, mesh):
   if importance_sampled(config):
     history = (ddpm_objective.history_probs, ddpm_objective.update_loss_history)
   step = step_lib.make_train_step(net_module, loss(config), ema_decay=t.ema_decay,
-                                  num_classes=num_classes(config), label_dropout=t.label_dropout,
+                                  num_classes=num_classes(config),
+                                  label_dropout=t.label_dropout if num_classes(config) else 0.0,
                                   augment_fn=augment_fn, history=history,
                                   grad_accum_steps=t.grad_accum_steps,
                                   unroll=jax.default_backend() == "cpu",
-                                  loss_scale_every=t.loss_scale_every,
+                                  **({"loss_scale_every": t.loss_scale_every}
+                                     if loss_scale(config) else {}),
                                   phema_gammas=phema_gammas(config))
   return parallel.data_parallel_train_step(step, mesh, t.steps_per_dispatch)
 

@@ -27,7 +27,9 @@ from ddpm_jax.training import power_ema
 class Field:
   """One config field: its dotted name, default and help; `check` (value -> bool) with `want`
   (what a valid value is, in the gate's error and the docs), the `choices` it accepts, or for
-  a tuple field `elements` = (element test, what the elements are, may be empty, example)."""
+  a tuple field `elements` = (element test, what the elements are, may be empty, example);
+  `read_by`: the runs that read it, for the gate's line on a setting a run does not read,
+  where neither the sampler, network and objective tables nor its section's READ_BY say."""
   name: str
   default: Any
   help: str
@@ -35,6 +37,7 @@ class Field:
   want: str = ""
   choices: tuple | None = None
   elements: tuple | None = None
+  read_by: str = ""
 
 
 def _positive(v) -> bool:
@@ -73,12 +76,18 @@ SECTIONS = {
     "fid": "--mode eval: FID, KID, precision/recall and IS against a reference.",
 }
 
+# The runs that read a section's fields (the gate's line, where no table or field says).
+READ_BY = {"training": "--mode train", "optim": "--mode train", "edit": "--mode edit",
+           "phema": "--mode phema", "eval": "--mode bpd", "fid": "--mode eval",
+           "classifier": "training.objective 'classifier'"}
+
 FIELDS = (
     # run-wide
     Field("seed", 0,
           "the run's seed: parameters, batches and every key of the training step",
           check=_at_least(0),
-          want="0 or more"),
+          want="0 or more",
+          read_by="--mode train"),
     Field("compilation_cache", "~/.cache/ddpm_jax/jax_compilation_cache",
           "JAX's persistent compilation cache (infra/compile_cache.py): a resumed or repeated "
           "run does not compile again; \"\" turns it off; JAX_COMPILATION_CACHE_DIR, where set, "
@@ -97,15 +106,18 @@ FIELDS = (
           "the side of the square images the network is trained on",
           check=_positive,
           want="a positive number of pixels"),
-    Field("data.random_flip", False, "flip each training image horizontally with probability ½"),
+    Field("data.random_flip", False, "flip each training image horizontally with probability ½",
+          read_by="--mode train"),
     Field("data.num_workers", 4,
           "grain processes for sources read per batch (tfds); arrays need none",
           check=_at_least(0),
-          want="0 (a thread) or more worker processes"),
+          want="0 (a thread) or more worker processes",
+          read_by="--mode train"),
     Field("data.num_classes", 10,
           "used when model.conditional",
           check=_positive,
-          want="a positive number of classes"),
+          want="a positive number of classes",
+          read_by="conditional models (model.conditional=True) and classifiers"),
     # diffusion
     Field("diffusion.beta_schedule", "linear",
           "linear | quadratic | cosine | sigmoid | constant",
@@ -283,13 +295,15 @@ FIELDS = (
     Field("training.label_dropout", 0.1,
           "for conditional models",
           check=_between(0, 1),
-          want="in [0, 1)"),
+          want="in [0, 1)",
+          read_by="--mode train of conditional models"),
     Field("training.augment_p", 0.0,
           "EDM's augmentation probability (0.12 for CIFAR-10); needs model.augment_dim = 9 "
           "(song_unet, dhariwal_unet)",
           check=_between(0, 1, high_included=True),
           want="in [0, 1] (0: off; EDM: 0.12)"),
-    Field("training.augment_color", False, "also ADA's colour transforms (model.augment_dim = 15)"),
+    Field("training.augment_color", False, "also ADA's colour transforms (model.augment_dim = 15)",
+          read_by="--mode train with training.augment_p > 0"),
     Field("training.steps_per_dispatch", 1,
           "training steps per compiled call (lax.scan); divides the every-N settings",
           check=_positive,
@@ -301,11 +315,13 @@ FIELDS = (
     Field("training.loss_scale_init", 2.0**15,
           "model.dtype float16: the dynamic loss scale's start;",
           check=_positive,
-          want="positive, e.g. 32768 (2^15)"),
+          want="positive, e.g. 32768 (2^15)",
+          read_by="--mode train with model.dtype 'float16'"),
     Field("training.loss_scale_every", 2000,
           "doubled after this many finite steps, halved on overflow",
           check=_positive,
-          want="at least 1, e.g. 2000"),
+          want="at least 1, e.g. 2000",
+          read_by="--mode train with model.dtype 'float16'"),
     Field("training.log_every", 100,
           "steps between progress lines and metrics rows",
           check=_positive,
@@ -330,7 +346,8 @@ FIELDS = (
     Field("training.phema_every", 10_000,
           "steps between post-hoc EMA snapshots",
           check=_positive,
-          want="at least 1 (steps between post-hoc EMA snapshots)"),
+          want="at least 1 (steps between post-hoc EMA snapshots)",
+          read_by="training.phema_sigma_rels (post-hoc EMA's snapshots)"),
     # optim
     Field("optim.learning_rate", 2e-4,
           "Adam's learning rate after warm-up",
@@ -369,7 +386,8 @@ FIELDS = (
     Field("sampling.method", "ddim",
           "ddpm | ddim (objective ddpm); pc | ode | dpm_solver | unipc | edm (ddpm, dsm, edm); "
           "ald (ncsn)",
-          choices=tuple(table.SAMPLERS)),
+          choices=tuple(table.SAMPLERS),
+          read_by="the modes that sample"),
     Field("sampling.num_steps", 50,
           "ddim, dpm_solver, unipc, edm steps; ode steps (euler/heun)",
           check=_positive,
@@ -380,15 +398,18 @@ FIELDS = (
           check=_between(*ddim.ETA, high_included=True),
           want=f"in [{ddim.ETA[0]:g}, {ddim.ETA[1]:g}] (0: deterministic DDIM)"),
     Field("sampling.clip_x0", True,
-          "clip every x̂_0 to [-1, 1]: ddpm, ddim, dpm_solver, unipc, edm, ode"),
+          "clip every x̂_0 to [-1, 1]: ddpm, ddim, dpm_solver, unipc, edm, ode",
+          read_by="the samplers that clip (samplers/table.py)"),
     Field("sampling.num_samples", 64,
           "samples written by --mode sample (and train's grids)",
           check=_positive,
-          want="at least 1"),
+          want="at least 1",
+          read_by="--mode sample and train's grids"),
     Field("sampling.batch_size", 64,
           "samples per batch of --mode sample and edit",
           check=_positive,
-          want="at least 1"),
+          want="at least 1",
+          read_by="--mode sample and edit"),
     Field("sampling.predictor", "reverse_diffusion",
           "pc: euler_maruyama | reverse_diffusion | ancestral | none"),
     Field("sampling.corrector", "langevin", "pc: langevin | ald | none"),
@@ -422,13 +443,16 @@ FIELDS = (
     Field("sampling.guidance_weight", 0.0,
           "classifier-free guidance w for conditional models",
           check=_at_least(0),
-          want="0 (off) or more"),
+          want="0 (off) or more",
+          read_by="conditional models"),
     Field("sampling.classifier_scale", 0.0,
           "classifier guidance s (0: off), with the classifier of",
           check=_at_least(0),
-          want="0 (off) or more, e.g. 1.0"),
+          want="0 (off) or more, e.g. 1.0",
+          read_by="--mode sample, eval and edit (train's grids are unguided)"),
     Field("sampling.classifier_workdir", "",
-          "this workdir (a training.objective \"classifier\" run)"),
+          "this workdir (a training.objective \"classifier\" run)",
+          read_by="sampling.classifier_scale > 0"),
     Field("sampling.solver_order", 2, "dpm_solver, unipc: 1 | 2 | 3"),
     Field("sampling.spacing", "",
           "dpm_solver, unipc, edm: time_uniform | logsnr | karras (\"\": logsnr; karras for edm)",
@@ -456,11 +480,13 @@ FIELDS = (
           "edm: S_noise, the scale of the churn's noise",
           check=_positive,
           want="positive, e.g. 1.0"),
-    Field("sampling.use_ema", True, "sample the EMA parameters (False: the raw ones)"),
+    Field("sampling.use_ema", True, "sample the EMA parameters (False: the raw ones)",
+          read_by="the modes that use a trained model's parameters"),
     Field("sampling.seed", 0,
           "the samples' seed (batch i uses fold_in(seed, first index))",
           check=_at_least(0),
-          want="0 or more"),
+          want="0 or more",
+          read_by="the modes that sample"),
     # eval
     Field("eval.split", "train", "the embedded digits have one split; \"test\" for tfds data"),
     Field("eval.num_examples", 256,
@@ -473,15 +499,18 @@ FIELDS = (
           want="at least 1"),
     Field("eval.divergence", "rademacher",
           "rademacher | gaussian | exact (score models)",
-          choices=likelihood.DIVERGENCES),
+          choices=likelihood.DIVERGENCES,
+          read_by="--mode bpd of score models"),
     Field("eval.rtol", 1e-5,
           "the probability-flow ODE's relative tolerance (score models)",
           check=_positive,
-          want="positive"),
+          want="positive",
+          read_by="--mode bpd of score models"),
     Field("eval.atol", 1e-5,
           "the probability-flow ODE's absolute tolerance (score models)",
           check=_positive,
-          want="positive"),
+          want="positive",
+          read_by="--mode bpd of score models"),
     Field("eval.seed", 0,
           "the seed of the dequantization and the trace estimator's probes",
           check=_at_least(0),
@@ -495,11 +524,13 @@ FIELDS = (
     Field("fid.num_samples", 50_000, "per seed", check=_positive, want="at least 1"),
     Field("fid.resize", "bilinear",
           "to 299: bilinear | tf1_bilinear | clean_bicubic (inception.py)",
-          choices=inception.RESIZES),
+          choices=inception.RESIZES,
+          read_by="fid.protocol '' (a protocol fixes its resize)"),
     Field("fid.num_seeds", 1,
           "sampling.seed, +1, …: FID of each, the lowest reported (EDM: 3)",
           check=_positive,
-          want="at least 1"),
+          want="at least 1",
+          read_by="fid.protocol '' (a protocol fixes its seeds)"),
     Field("fid.reference_stats", "",
           "a published reference .npz (mu/sigma, or score_sde's pool_3) instead of "
           "fid.ref_split's features"),
@@ -517,11 +548,15 @@ FIELDS = (
           want="at least 1"),
     Field("fid.inception_weights", "~/.cache/ddpm_jax/inception_fid.npz",
           "docs/command_line.md says how to fill it"),
-    Field("fid.ref_split", "test", "the split whose images are the reference (fid.protocol '')"),
+    Field("fid.ref_split", "test", "the split whose images are the reference (fid.protocol '')",
+          read_by="fid.protocol '' without fid.reference_stats (a protocol's reference is "
+                  "all of its split)"),
     Field("fid.ref_num_examples", 10_000,
           "0: the whole split",
           check=_at_least(0),
-          want="0 (the whole split) or more"),
+          want="0 (the whole split) or more",
+          read_by="fid.protocol '' without fid.reference_stats (a protocol's reference is "
+                  "all of its split)"),
     Field("fid.cache_dir", "", "default WORKDIR/fid_cache"),
     Field("fid.kid_subsets", 100,
           "KID's number of random subsets",

@@ -59,9 +59,9 @@ def classifier(config, shape) -> Classifier | None:
     raise ValueError(f"{where} classifies the process of objective "
                      f"{clf.classifier.process!r}, this model is {kind!r}: train a classifier "
                      f"with classifier.process={kind!r} and this model's process settings.")
-  for name in rows.get(kind).defines + ("data.image_size",):
+  for name in build.read_names(config, rows.get(kind).defines + ("data.image_size",)):
     mine, theirs = load.value(config, name), load.value(clf, name)
-    if mine != theirs and not (kind == "dsm" and _unused_by_sde(config, name)):
+    if mine != theirs:
       raise ValueError(f"{where} was trained with {name}={theirs!r}, this model has "
                        f"{mine!r}: train a classifier on this model's process and image size.")
   classes = build.num_classes(config)
@@ -75,8 +75,3 @@ def classifier(config, shape) -> Classifier | None:
                     os.path.join(files.resolve(s.classifier_workdir), "checkpoints"),
                     int(clf.data.num_classes))
 
-
-def _unused_by_sde(config, name: str) -> bool:
-  """The σ fields of a VP SDE and the β fields of a VE one do not define its process."""
-  ve = config.sde.name == "ve"
-  return name in (("sde.beta_min", "sde.beta_max") if ve else ("sde.sigma_min", "sde.sigma_max"))

@@ -60,12 +60,16 @@ def parent(config, name: str):
   *parents, leaf = name.split(".")
   node = config
   for part in parents:
-    if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+    if not _is_section(node) or part not in node:
       raise unknown
     node = node[part]
-  if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
+  if not _is_section(node) or leaf not in node:
     raise unknown  # e.g. "seed.x": seed is a value, not a section
   return node, leaf
+
+
+def _is_section(node) -> bool:
+  return hasattr(node, "keys")  # a ConfigDict, or the gate's view of one (config/reads.py)
 
 
 def value(config, name: str):

@@ -65,7 +65,7 @@ def check_schedule(config) -> None:
   name = ("diffusion.num_timesteps" if config.diffusion.num_timesteps >= config.sde.num_scales
           else "sde.num_scales")
   _refuse(steps * SCHEDULE_BYTES, host_limit(config), f"{name}={steps}",
-          f"use fewer steps (the papers use 1000 to 4000)")
+          "use fewer steps (the papers use 1000 to 4000)")
 
 
 def check_dataset(config, num_images: int, channels: int) -> None:

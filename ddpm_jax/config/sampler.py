@@ -123,8 +123,10 @@ def _make_denoiser(config, net_module, clips: bool, classifier_module=None):
   apply = build.apply_fn(net_module)
   guidance = (config.sampling.guidance_weight, build.num_classes(config)) if guided(config) \
       else None
-  scale, net_labels = config.sampling.classifier_scale, bool(config.model.conditional)
-  apply_classifier = None if classifier_module is None else build.apply_fn(classifier_module)
+  apply_classifier = None
+  if classifier_module is not None:
+    apply_classifier = build.apply_fn(classifier_module)
+    scale, net_labels = config.sampling.classifier_scale, bool(config.model.conditional)
 
   def denoiser(params):
     if apply_classifier is not None:

@@ -1,9 +1,10 @@
 """What a valid config is: each field's range or choices (every allowed set read from the code
-that consumes it), the relations between fields, and which fields a run reads, so that a
-command-line setting no part of the run reads is refused instead of silently ignored.
+that consumes it) and the relations between fields; and the line that refuses a command-line
+setting no part of the run reads (config/validate.py records what it reads), naming what
+does read it.
 
 `check(config)` raises ValueError with one line naming the field and the fix;
-`ignored(config, mode, overrides)` lists the overrides this run does not read.
+`unread_message` is the line for a setting the run does not read (config/validate.py).
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ import numpy as np
 
 from ddpm_jax.config import build, fields
 from ddpm_jax.core import chain
-from ddpm_jax.objectives import augment
+from ddpm_jax.objectives import augment, rows
 from ddpm_jax.samplers import table
 from ddpm_jax.training import power_ema
 
 MODES = ("train", "sample", "bpd", "eval", "import", "export", "edit", "phema")
 
 
+BY_NAME = {f.name: f for f in fields.FIELDS}
 # (field, test, what it must be): the ranges, one field at a time (config/fields.py).
 RANGES = tuple((f.name, f.check, f.want) for f in fields.FIELDS if f.check is not None)
 
@@ -193,114 +195,33 @@ def _check_phema(config) -> None:
 
 # ------------------------------------------------------------------ what a run reads
 
-def _rules(config, mode: str) -> list[tuple[str, bool, str]]:
-  """(field or section, whether this run reads it, what reads it), most specific first."""
-  obj, s, c, f = build.kind(config), config.sampling, config.sde, config.fid
-  evaluates, classifies = mode == "eval", build.classifies(config)
-  entry = table.get(s.method)
-  samples = mode in ("train", "sample", "eval", "edit") and not classifies
-  train = mode == "train"
-  guides = samples and mode != "train" and s.classifier_scale > 0
-  conditional = bool(config.model.conditional)
-  rules = [("training.objective", True, ""), ("model.dtype", True, "")]
-  if classifies:
-    rules.append(("sampling", False, "the modes that sample (not a classifier's run)"))
-  rules.append(("sampling.use_ema", True, ""))
-  network_options = {f for fields in build.NETWORK_OPTIONS.values() for f in fields}
-  for name in sorted(network_options - {"dtype"}):
-    readers = tuple(n for n, fields in build.NETWORK_OPTIONS.items() if name in fields)
-    rules.append((f"model.{name}", name in build.NETWORK_OPTIONS[config.model.name],
-                  f"model.name {' / '.join(repr(r) for r in readers)}"))
-  option_fields = {f for e in table.SAMPLERS.values() for f in e.options.values()}
-  for name in sorted(option_fields):
-    readers = tuple(m for m, e in table.SAMPLERS.items() if name in e.options.values())
-    rules.append((f"sampling.{name}", samples and name in entry.options.values(),
-                  f"sampling.method {' / '.join(repr(r) for r in readers)}"))
-  ve, vp = (obj == "dsm" and c.name == "ve"), (obj == "dsm" and c.name != "ve")
-  rules += [
-      ("sampling.clip_x0", samples and entry.clips,
-       f"the samplers that clip ({', '.join(m for m, e in table.SAMPLERS.items() if e.clips)})"),
-      ("sampling.guidance_weight", samples and conditional, "conditional models"),
-      ("sampling.classifier_scale", samples and mode != "train",
-       "--mode sample, eval and edit (train's grids are unguided)"),
-      ("sampling.classifier_workdir", guides, "sampling.classifier_scale > 0"),
-      ("classifier", classifies, "training.objective 'classifier'"),
-      ("sampling.num_samples", mode in ("train", "sample"), "--mode sample and train's grids"),
-      ("sampling.batch_size", mode in ("sample", "edit"), "--mode sample and edit"),
-      ("edit", mode == "edit", "--mode edit"),
-      ("sampling.method", mode not in ("bpd", "import", "export", "phema"),
-       "the modes that sample"),
-      ("sampling.seed", samples, "the modes that sample"),
-      ("diffusion", obj == "ddpm", "training.objective 'ddpm'"),
-      ("sde.name", obj == "dsm", "training.objective 'dsm'"),
-      ("sde.beta_min", vp, "the VP and sub-VP SDEs of training.objective 'dsm'"),
-      ("sde.beta_max", vp, "the VP and sub-VP SDEs of training.objective 'dsm'"),
-      ("sde.sigma_min", ve or obj == "ncsn", "training.objective 'ncsn' and the VE SDE of 'dsm'"),
-      ("sde.sigma_max", ve or obj == "ncsn", "training.objective 'ncsn' and the VE SDE of 'dsm'"),
-      ("sde.num_scales", obj in ("dsm", "ncsn") or (obj == "edm" and s.method == "pc"),
-       "training.objective 'dsm' and 'ncsn', and the PC sampler of 'edm'"),
-      ("sde", train and obj in ("dsm", "ncsn"), "--mode train of objectives 'dsm' and 'ncsn'"),
-      ("edm.sigma_min", obj == "edm", "training.objective 'edm'"),
-      ("edm.sigma_max", obj == "edm", "training.objective 'edm'"),
-      ("edm.sigma_data", obj == "edm", "training.objective 'edm'"),
-      ("edm", train and obj == "edm", "--mode train of training.objective 'edm'"),
-      ("model.mean_type", obj in ("ddpm", "dsm") and not classifies,
-       "training.objective 'ddpm' and 'dsm'"),
-      ("model.var_type", obj == "ddpm" and not classifies, "training.objective 'ddpm'"),
-      ("data.num_classes", conditional or classifies,
-       "conditional models (model.conditional=True) and classifiers"),
-      ("data.random_flip", train, "--mode train"),
-      ("data.num_workers", train, "--mode train"),
-      ("training.loss_type", train and config.training.objective == "ddpm",
-       "--mode train of objective 'ddpm'"),
-      ("training.vlb_weight", train and obj == "ddpm" and config.training.loss_type == "hybrid",
-       "training.loss_type 'hybrid'"),
-      ("training.t_sampler", train and config.training.objective == "ddpm",
-       "--mode train of objective 'ddpm'"),
-      ("training.label_dropout", train and conditional, "--mode train of conditional models"),
-      ("training.loss_scale_init", train and config.model.dtype == "float16",
-       "--mode train with model.dtype 'float16'"),
-      ("training.loss_scale_every", train and config.model.dtype == "float16",
-       "--mode train with model.dtype 'float16'"),
-      ("training.augment_color", train and config.training.augment_p > 0,
-       "--mode train with training.augment_p > 0"),
-      ("training.phema_every", train and bool(config.training.phema_sigma_rels),
-       "training.phema_sigma_rels (post-hoc EMA's snapshots)"),
-      ("training.phema_sigma_rels", True, ""),  # the checkpoint's layout: every mode
-      ("phema", mode == "phema", "--mode phema"),
-      ("training", train, "--mode train"),
-      ("optim", train, "--mode train"),
-      ("eval.divergence", mode == "bpd" and obj != "ddpm", "--mode bpd of score models"),
-      ("eval.rtol", mode == "bpd" and obj != "ddpm", "--mode bpd of score models"),
-      ("eval.atol", mode == "bpd" and obj != "ddpm", "--mode bpd of score models"),
-      ("eval", mode == "bpd", "--mode bpd"),
-      ("fid.ref_split", evaluates and not (f.protocol or f.reference_stats),
-       "fid.protocol '' without fid.reference_stats (a protocol's reference is all of its split)"),
-      ("fid.ref_num_examples", evaluates and not (f.protocol or f.reference_stats),
-       "fid.protocol '' without fid.reference_stats (a protocol's reference is all of its split)"),
-      ("fid.resize", evaluates and not f.protocol, "fid.protocol '' (a protocol fixes its resize)"),
-      ("fid.num_seeds", evaluates and not f.protocol, "fid.protocol '' (a protocol fixes its seeds)"),
-      ("fid", evaluates, "--mode eval"),
-  ]
-  return rules
-
-
-def unread(config, mode: str, names) -> list[tuple[str, str]]:
-  """(name, what reads it) for each of the dotted field names that this run does not read."""
-  rules = _rules(config, mode)
-  out = []
-  for name in names:
-    for prefix, read, who in rules:
-      if name == prefix or name.startswith(prefix + "."):
-        if not read:
-          out.append((name, who))
-        break
-  return out
-
-
-def ignored(config, mode: str, overrides) -> list[str]:
-  """One line for each overridden field (dotted names) that this run does not read."""
+def unread_message(config, mode: str, name: str) -> str:
+  """The gate's line for a command-line setting `name` that this run does not read
+  (config/reads.py records what it reads), naming what does read it where a table says."""
   context = (f"this run: --mode {mode}, training.objective {config.training.objective!r}, "
-             f"sampling.method {config.sampling.method!r}")
-  return [f"--config.{name} is read only by {who} ({context}); drop it or change what it "
-          f"configures." for name, who in unread(config, mode, overrides)]
+             f"sampling.method {config.sampling.method!r}, model.name {config.model.name!r}")
+  who = _readers(name)
+  where = f"is read only by {who}" if who else "is not read by this run"
+  return f"--config.{name} {where} ({context}); drop it or change what it configures."
+
+
+def _readers(name: str) -> str:
+  """Who reads field `name`, from the tables of samplers, networks and objectives; "" where
+  no table says."""
+  section, _, leaf = name.partition(".")
+  if section == "sampling":
+    methods = [m for m, e in table.SAMPLERS.items() if leaf in e.options.values()]
+    if methods:
+      return f"sampling.method {' / '.join(map(repr, methods))}"
+  if section == "model":
+    networks = [n for n, fields in build.NETWORK_OPTIONS.items() if leaf in fields]
+    if networks:
+      return f"model.name {' / '.join(map(repr, networks))}"
+  users = []
+  for obj, row in rows.OBJECTIVES.items():
+    for f in row.process_fields + row.loss_fields + row.denoiser_fields:
+      if (f if isinstance(f, str) else f.name) == name:
+        users.append(f"training.objective {obj!r}" if isinstance(f, str) else
+                     f"training.objective {obj!r} with {f.on} {' / '.join(map(repr, f.values))}")
+        break
+  return ", ".join(users) or BY_NAME[name].read_by or fields.READ_BY.get(section, "")

@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping
 
 from jax.sharding import Mesh
 
-from ddpm_jax.config import build, edit_inputs, guidance, memory, sampler, schema
+from ddpm_jax.config import build, edit_inputs, guidance, memory, reads, sampler, schema
 from ddpm_jax.evaluation import fid, inception
 from ddpm_jax.infra import compile_cache, parallel
 from ddpm_jax.objectives import rows
@@ -50,38 +50,55 @@ class Plan:
   reference: Reference | None = None  # eval
   classifier: guidance.Classifier | None = None  # sample, eval, edit: sampling.classifier_scale
   edit: edit_inputs.Inputs | None = None  # edit
+  reads: frozenset = frozenset()  # the fields the build read (config/reads.py)
 
 
-def validate(config, mode: str, overrides: Mapping | None = None) -> Plan:
-  """Checks `config` for `mode` and builds what the mode runs; `overrides` are the fields
-  set on the command line (dotted names), of which those the run does not read are refused.
-  Raises ValueError (or FileNotFoundError for a missing file) with one line."""
+def validate(config, mode: str, overrides: Mapping | None = None,
+             mode_reads: tuple = ()) -> Plan:
+  """Checks `config` for `mode` and builds what the mode runs, recording the fields the build
+  reads (config/reads.py); with `mode_reads`, the fields or sections that the mode's own code
+  reads (declared beside it, modes/*.py READS), they are the run's `Plan.reads`. `overrides`
+  are the fields set on the command line (dotted names): one the run does not read is
+  refused. Raises ValueError (or FileNotFoundError for a missing file) with one line."""
   if mode not in schema.MODES:
     raise ValueError(f"Unknown mode {mode!r}; use one of {schema.MODES}.")
   schema.check(config)
   memory.check_schedule(config)
-  compile_cache.check(config.compilation_cache)
+  recorder = reads.Recorder(config)
+  compile_cache.check(recorder.compilation_cache)
   if build.classifies(config) and mode != "train":
     raise ValueError(f"A training.objective 'classifier' run is trained (--mode train), not "
                      f"used with --mode {mode}: guide a model's sampler with it via "
                      f"sampling.classifier_workdir and sampling.classifier_scale.")
-  unread = schema.ignored(config, mode, overrides or ())
-  if unread:
-    raise ValueError(unread[0])
   mesh = parallel.make_mesh()
   batch_field = BATCH_FIELDS.get(mode)  # import, export: no batches
   if batch_field:
-    parallel.check_divisible(schema.field(config, batch_field), mesh, batch_field)
+    parallel.check_divisible(schema.field(recorder, batch_field), mesh, batch_field)
   if mode == "train":
     _check_micro_batches(config, mesh)
   if mode == "phema" and not config.training.phema_sigma_rels:
     raise ValueError("--mode phema reconstructs from the snapshots of a run trained with "
                      "training.phema_sigma_rels (e.g. (0.05, 0.10)); set it as the run was "
                      "trained.")
+  plan = _build(recorder, mode, mesh, batch_field)
+  # training.phema_sigma_rels: the checkpoint's layout (its EMA profiles), in every mode.
+  read = frozenset(recorder.seen | reads.expand(config, mode_reads)
+                   | {"training.phema_sigma_rels"})
+  unread = [name for name in overrides or () if name not in read]
+  if unread:
+    raise ValueError(schema.unread_message(config, mode, unread[0]))
+  return dataclasses.replace(plan, reads=read)
+
+
+def _build(config, mode: str, mesh, batch_field) -> Plan:
+  """What `mode` runs (all but the Plan's `reads`), built from `config`, a Recorder."""
   source = build.source(config, config.eval.split if mode == "bpd" else None)
   shape = build.image_shape(config, source)
   model = build.model(config, shape[-1])
-  template = build.train_state(config, model, shape, abstract=True)
+  # The checkpoint's layout (the optimizer's state, the loss history) whatever the mode: read,
+  # not counted as a setting of this run except where it trains.
+  template = build.train_state(config if mode == "train" else reads.unrecorded(config), model,
+                               shape, abstract=True)
   memory.check_devices(config, mode, template, shape, batch_field,
                        schema.field(config, batch_field) if batch_field else None)
   memory.check_gathered(config, mode, shape)
@@ -107,7 +124,10 @@ def validate(config, mode: str, overrides: Mapping | None = None) -> Plan:
                        f"{tuple(n for n, r in rows.OBJECTIVES.items() if r.likelihood)}.")
     plan = dataclasses.replace(plan, bpd_fn=build.bpd(config, model, mesh))
   if mode == "eval":
+    build.fid_protocol(config)
     plan = dataclasses.replace(plan, reference=_reference(config))
+  if mode in ("import", "export"):
+    build.denoiser(config)  # the weight formats state the process and the prediction
   return plan
 
 

@@ -20,11 +20,16 @@ from ddpm_jax.infra.metrics_writer import log
 from ddpm_jax.modes import runs
 
 
+# The fields this mode reads besides those its build reads (config/reads.py).
+READS = ("eval.split", "eval.num_examples", "eval.seed", "eval.batch_size", "data.image_size",
+         "sampling.use_ema")
+
+
 def evaluate_bpd(config, workdir: str, overrides=None) -> dict:
   """Bits/dim over config.eval.split (config.eval.num_examples, 0 = all) in batches of
   config.eval.batch_size, data-parallel; EMA weights unless sampling.use_ema is False."""
   e = config.eval
-  run = runs.start_run(config, workdir, "bpd", overrides)
+  run = runs.start_run(config, workdir, "bpd", overrides, READS)
   bpd_fn, source = run.plan.bpd_fn, run.plan.source
   params, step = runs.restore_params(config, run)
   total = len(source) if e.num_examples <= 0 else min(e.num_examples, len(source))

@@ -25,14 +25,18 @@ from ddpm_jax.modes import runs
 GRID_COLUMNS = 8
 
 
+# The fields this mode reads besides those its sampler's build reads (config/reads.py).
+READS = ("edit", "sampling.seed", "sampling.batch_size", "sampling.use_ema")
+
+
 def edit_images(config, workdir: str, overrides=None) -> tuple[str, str]:
   """Edits every image of edit.input in batches of sampling.batch_size; returns (png, npz)."""
-  run, params, step = runs.load_run(config, workdir, "edit", overrides)
+  run, params, step = runs.load_run(config, workdir, "edit", overrides, READS)
   inputs, s, b = run.plan.edit, config.sampling, config.sampling.batch_size
   digest = hashlib.sha256(inputs.images.tobytes() + (
       b"" if inputs.mask is None else inputs.mask.tobytes())).hexdigest()[:12]
   stem = os.path.join(run.workdir, "edits", runs.results_name(
-      config, step, params, "edit", inputs=digest, t_start=config.edit.t_start)[0])
+      config, run.plan.reads, step, params, inputs=digest, t_start=config.edit.t_start)[0])
   n, key, start = len(inputs.images), jax.random.key(s.seed), time.time()
   from_prior = inputs.mask is not None and config.edit.t_start == 1.0
 

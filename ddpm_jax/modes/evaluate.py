@@ -105,11 +105,20 @@ def metrics(features, ref, f) -> dict:
           "precision": precision, "recall": recall, "precision_recall_n": n}
 
 
+# The fields this mode reads besides those its build reads (config/reads.py; the build reads
+# the reference's fid.ref_split, ref_num_examples, resize and num_seeds where no protocol
+# fixes them).
+READS = ("fid.protocol", "fid.num_samples", "fid.reference_stats", "fid.is_splits",
+         "fid.chunk_size", "fid.inception_batch_size", "fid.inception_weights", "fid.cache_dir",
+         "fid.kid_subsets", "fid.kid_subset_size", "sampling.seed", "sampling.use_ema",
+         "data.dataset", "data.image_size")
+
+
 def evaluate(config, workdir: str, overrides=None) -> dict:
   """Generates fid.num_samples samples per seed (resumably), then the metrics; writes a JSON
   named after every setting that made it (runs.results_name) and says which protocol."""
   f = config.fid
-  run = runs.start_run(config, workdir, "eval", overrides)
+  run = runs.start_run(config, workdir, "eval", overrides, READS)
   protocol = build.fid_protocol(config)
   params, checksum = inception.load_weights(f.inception_weights)
   net_params, step = runs.restore_params(config, run)
@@ -183,8 +192,9 @@ def _one_seed(config, run, step, net_params, features_fn, checksum, protocol, se
   f = config.fid
   seeded = config.copy_and_resolve_references()
   seeded.sampling.seed = seed
-  name, settings = runs.results_name(seeded, step, net_params, "eval", chunk_size=f.chunk_size,
-                                     inception_sha256=checksum, resize=protocol.resize)
+  name, settings = runs.results_name(seeded, run.plan.reads, step, net_params,
+                                     chunk_size=f.chunk_size, inception_sha256=checksum,
+                                     resize=protocol.resize)
   run_dir = os.path.join(run.workdir, "eval", name)
   key, sample_fn = jax.random.key(seed), run.plan.sample_fn
 

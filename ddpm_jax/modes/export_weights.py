@@ -18,7 +18,7 @@ from ddpm_jax.training import checkpoint
 def export_weights(config, workdir: str, overrides=None, *, target: str) -> str:
   """Writes the newest checkpoint's parameters to `target`; returns its path."""
   weights.check_export(config, target)  # before anything is read
-  run, params, step = runs.load_run(config, workdir, "export", overrides)
+  run, params, step = runs.load_run(config, workdir, "export", overrides, ("sampling.use_ema",))
   params = jax.tree.map(checkpoint.host_copy, params)
   path = weights.export(config, params, target, run.shape[-1]) if parallel.is_main_process() \
       else weights.parse_source(target, weights.EXPORTS)[1]

@@ -29,7 +29,7 @@ def output_dir(workdir: str, sigma_rel: float, step: int) -> str:
 def reconstruct_ema(config, workdir: str, overrides=None) -> str:
   """Writes the reconstructed EMA as a workdir (phema.output, default
   WORKDIR/phema/sigma_rel<σ>_step<N>); returns it."""
-  plan = validate.validate(config, "phema", overrides)
+  plan = validate.validate(config, "phema", overrides, ("phema",))
   rels, p = config.training.phema_sigma_rels, config.phema
   workdir = files.resolve(workdir)
   snapshot_dir = os.path.join(workdir, snapshots.FOLDER)

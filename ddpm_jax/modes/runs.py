@@ -22,7 +22,7 @@ import numpy as np
 from etils import epath
 from jax.sharding import Mesh
 
-from ddpm_jax.config import build, sampler, schema, validate
+from ddpm_jax.config import build, sampler, validate
 from ddpm_jax.infra import compile_cache, files, lock, parallel
 from ddpm_jax.infra.metrics_writer import log
 from ddpm_jax.training import checkpoint
@@ -86,17 +86,19 @@ def one_writer(workdir: str):
       held.release()
 
 
-def start_run(config, workdir: str, mode: str, overrides=None) -> Run:
-  """The config gate (config/validate.py: checks and builds everything the mode runs), then
-  the workdir: nothing is written for a config that the gate refuses."""
-  plan = validate.validate(config, mode, overrides)
+def start_run(config, workdir: str, mode: str, overrides=None, reads: tuple = ()) -> Run:
+  """The config gate (config/validate.py: checks and builds everything the mode runs; `reads`
+  the fields the mode's own code reads), then the workdir: nothing is written for a config
+  that the gate refuses."""
+  plan = validate.validate(config, mode, overrides, reads)
   compile_cache.enable(config.compilation_cache)  # before the mode compiles anything
   return Run(prepare_workdir(workdir), plan)
 
 
-def load_run(config, workdir: str, mode: str, overrides=None) -> tuple[Run, Any, int]:
+def load_run(config, workdir: str, mode: str, overrides=None, reads: tuple = ()
+             ) -> tuple[Run, Any, int]:
   """`start_run`, then `restore_params`: (run, params, step)."""
-  run = start_run(config, workdir, mode, overrides)
+  run = start_run(config, workdir, mode, overrides, reads)
   return (run, *restore_params(config, run))
 
 
@@ -121,19 +123,18 @@ def _restore(checkpoint_dir: str, template, advice: str):
   return checkpoint.restore_latest(manager, template)
 
 
-def results_name(config, step: int, params, mode: str = "sample", **extra) -> tuple[str, dict]:
+def results_name(config, read, step: int, params, **extra) -> tuple[str, dict]:
   """(name, settings) for the files that sampling `params` (checkpoint `step`) with `config`
   makes: sampler, steps, η, guidance, EMA choice, step and seed in words, then a digest of
-  every setting that changes the samples — the config.sampling fields that `mode` reads
-  (config/schema.py: not, say, sampling.batch_size in --mode eval), the model, the diffusion
+  every setting that changes the samples — the config.sampling fields the run reads (`read`,
+  its Plan's: not, say, sampling.batch_size in --mode eval), the model, the diffusion
   or SDE and the objective, the image size, the step, a digest of the parameters themselves,
   the samplers' revision (config/sampler.py REVISION) and `extra` (e.g. an evaluation's chunk
   size) — so files made with other settings never share a name. E.g.
   'ddim50_eta0_ema_step800000_seed0_1a2b3c4d'."""
   s = config.sampling
-  skipped = {name for name, _ in schema.unread(config, mode, [f"sampling.{k}" for k in s])}
-  read = {k: v for k, v in s.to_dict().items() if f"sampling.{k}" not in skipped}
-  settings = {"sampling": read, **{k: config[k].to_dict() for k in ("model", "diffusion", "sde")},
+  settings = {"sampling": {k: v for k, v in s.to_dict().items() if f"sampling.{k}" in read},
+              **{k: config[k].to_dict() for k in ("model", "diffusion", "sde")},
               "objective": config.training.objective, "image_size": config.data.image_size,
               "num_classes": build.num_classes(config), "step": step,
               "params_digest": checkpoint.digest(params),

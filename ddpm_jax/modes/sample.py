@@ -14,16 +14,20 @@ from ddpm_jax.infra.metrics_writer import log
 from ddpm_jax.modes import runs
 
 
+# The fields this mode reads besides those its sampler's build reads (config/reads.py).
+READS = ("sampling.seed", "sampling.num_samples", "sampling.batch_size", "sampling.use_ema")
+
+
 def sample_from_checkpoint(config, workdir: str, overrides=None) -> tuple[str, str]:
   """Samples config.sampling.num_samples images in batches of sampling.batch_size with the
   configured sampler (EMA weights unless sampling.use_ema is False) to
   WORKDIR/samples/<runs.results_name>.png and .npz. Each batch is kept on disk until those are
   written, so a killed run resumes at its first missing batch with the same result (batch i
   uses key fold_in(seed, i·batch_size)). Returns (png, npz)."""
-  run, params, step = runs.load_run(config, workdir, "sample", overrides)
+  run, params, step = runs.load_run(config, workdir, "sample", overrides, READS)
   s, sample_fn = config.sampling, run.plan.sample_fn
   key = jax.random.key(s.seed)
-  stem = os.path.join(run.workdir, "samples", runs.results_name(config, step, params)[0])
+  stem = os.path.join(run.workdir, "samples", runs.results_name(config, run.plan.reads, step, params)[0])
   num_chunks, start, made = -(-s.num_samples // s.batch_size), time.time(), [0]
 
   def make(i):

@@ -125,12 +125,26 @@ class Rates:
     return out
 
 
+def reads(config) -> tuple:
+  """The fields this mode reads besides those its build reads (config/reads.py): the loop's
+  cadence and data, and the sample grids' (not a classifier's: it makes none)."""
+  t = config.training
+  own = ("seed", "data.num_workers", "data.random_flip", "data.image_size",
+         "training.num_train_steps", "training.log_every", "training.checkpoint_every",
+         "training.sample_every", "training.keep_checkpoints", "training.steps_per_dispatch",
+         "training.batch_size")
+  phema = ("training.phema_every",) if t.phema_sigma_rels else ()
+  grids = () if t.objective == "classifier" else (
+      "sampling.num_samples", "sampling.seed", "sampling.use_ema")
+  return own + phema + grids
+
+
 def train_and_evaluate(config, workdir: str, overrides=None):
   """Trains per `config`, resuming from `workdir` if it holds a checkpoint; returns the
   final TrainState (replicated on the mesh). The config gate builds the step and the sampler
   before the workdir, its checkpoints or its config.json are touched; the workdir's lock is
   held from then on (one writer per workdir: runs.one_writer)."""
-  run = runs.start_run(config, workdir, "train", overrides)
+  run = runs.start_run(config, workdir, "train", overrides, reads(config))
   with runs.one_writer(run.workdir):
     return _train(config, run)
 

@@ -24,10 +24,10 @@ from ddpm_jax.objectives import noise
 NOISE_BINS = 4  # accuracy is reported per quarter of u: u ∈ [0, ¼) is the least noisy
 
 
-def level_sampler(probe, *, eps: float = 1e-5, p_mean: float = -1.2, p_std: float = 1.2
+def level_sampler(probe, *, train_eps: float = 1e-5, p_mean: float = -1.2, p_std: float = 1.2
                   ) -> Callable:
   """u [B] ↦ (noise input, α, σ) [B] of the guided model's process, as its Denoiser `probe`
-  reads them (the module docstring's levels; `eps` the SDEs' first time, p_mean / p_std EDM's
+  reads them (the module docstring's levels; `train_eps` the SDEs' first time, p_mean / p_std EDM's
   σ distribution)."""
   process = probe.process
   if probe.kind == "ddpm":
@@ -36,7 +36,7 @@ def level_sampler(probe, *, eps: float = 1e-5, p_mean: float = -1.2, p_std: floa
       return (i, *process.step_coef(i))
   elif probe.kind == "dsm":
     def levels(u):
-      t = eps + u * (process.T - eps)
+      t = train_eps + u * (process.T - train_eps)
       alpha, sigma = process.marginal_coef(t)
       return probe.noise_input_at(t, sigma), alpha, sigma
   elif probe.kind == "ncsn":

@@ -21,17 +21,28 @@ DIFFUSION = ("diffusion.beta_schedule", "diffusion.beta_start", "diffusion.beta_
 
 
 @dataclasses.dataclass(frozen=True)
+class When:
+  """A row's field that is read only while field `on` has one of `values` (else its keyword
+  keeps the function's default): e.g. the VP SDE's β range, read for sde.name 'vp'."""
+  name: str
+  on: str
+  values: tuple
+
+
+@dataclasses.dataclass(frozen=True)
 class Objective:
   """process(**values of process_fields) -> the process; loss(process, make_denoiser,
   **values of loss_fields) -> loss_fn(net, x0, keys, probs, labels) -> (loss, metrics), with
-  make_denoiser(net) the network's Denoiser; `defines`: the fields a classifier guiding this
-  model must share (its noised marginals); `likelihood`: "vlb" (the chain's bound), "ode"
-  (the probability-flow NLL) or None."""
+  make_denoiser(net) the network's Denoiser (core/denoiser.py make, with the values of
+  denoiser_fields); `defines`: the fields a classifier guiding this model must share (its
+  noised marginals); `likelihood`: "vlb" (the chain's bound), "ode" (the probability-flow
+  NLL) or None. A field may be a `When`."""
   kind: str
   process_fields: tuple
   process: Callable
   loss_fields: tuple
   loss: Callable
+  denoiser_fields: tuple
   defines: tuple
   nan_hint: str
   likelihood: str | None
@@ -47,14 +58,14 @@ def _chain(beta_schedule, beta_start, beta_end, num_timesteps, zero_terminal_snr
   return sde_lib.DiscreteVPSDE(tuple(float(b) for b in betas))
 
 
-def _levels(sigma_min, sigma_max, num_scales):
+def _levels(sigma_min, sigma_max, num_scales=1000):
   """The VE SDE over [σ_min, σ_max] (NCSN: its num_scales geometric levels; EDM: its
   samplers' σ range)."""
   return sde_lib.VESDE(sigma_min, sigma_max, num_scales)
 
 
-def _ddpm_loss(process, make_denoiser, *, loss_type, mean_type, var_type, vlb_weight,
-               t_sampler):
+def _ddpm_loss(process, make_denoiser, *, loss_type, mean_type, var_type, vlb_weight=0.0,
+               t_sampler="uniform"):
   schedule = process.schedule()
   return lambda net, x0, keys, probs=None, labels=None: ddpm.diffusion_loss(
       net, schedule, x0, keys, probs=probs, loss_type=loss_type, mean_type=mean_type,
@@ -79,24 +90,29 @@ def _edm_loss(process, make_denoiser, *, sigma_data, p_mean, p_std):
       sigma_data=sigma_data, p_mean=p_mean, p_std=p_std)
 
 
-SDE = ("sde.name", "sde.beta_min", "sde.beta_max", "sde.sigma_min", "sde.sigma_max")
+_VP, _VE = ("vp", "subvp"), ("ve",)
+SDE = ("sde.name", When("sde.beta_min", "sde.name", _VP), When("sde.beta_max", "sde.name", _VP),
+       When("sde.sigma_min", "sde.name", _VE), When("sde.sigma_max", "sde.name", _VE))
 OBJECTIVES = {
     "ddpm": Objective(
         "ddpm", DIFFUSION, _chain,
-        ("training.loss_type", "model.mean_type", "model.var_type", "training.vlb_weight",
-         "training.t_sampler"), _ddpm_loss, DIFFUSION, "the β schedule (diffusion.*)", "vlb"),
+        ("training.loss_type", "model.mean_type", "model.var_type",
+         When("training.vlb_weight", "training.loss_type", ("hybrid",)),
+         "training.t_sampler"), _ddpm_loss, ("model.mean_type",), DIFFUSION,
+        "the β schedule (diffusion.*)", "vlb"),
     "dsm": Objective(
         "dsm", SDE + ("sde.num_scales",),
         lambda name, **kw: sde_lib.make_sde(name, **kw),
         ("sde.train_eps", "sde.likelihood_weighting", "sde.importance_sampling",
-         "sde.reduce"), _dsm_loss, SDE, "the SDE (sde.*)", "ode"),
+         "sde.reduce"), _dsm_loss, ("model.mean_type",), SDE, "the SDE (sde.*)", "ode"),
     "ncsn": Objective(
         "ncsn", ("sde.sigma_min", "sde.sigma_max", "sde.num_scales"), _levels,
-        ("sde.reduce",), _ncsn_loss, ("sde.sigma_min", "sde.sigma_max", "sde.num_scales"),
+        ("sde.reduce",), _ncsn_loss, (), ("sde.sigma_min", "sde.sigma_max", "sde.num_scales"),
         "the noise levels (sde.sigma_min, sde.sigma_max)", None),
-    "edm": Objective(
-        "edm", ("edm.sigma_min", "edm.sigma_max", "sde.num_scales"), _levels,
-        ("edm.sigma_data", "edm.p_mean", "edm.p_std"), _edm_loss,
+    "edm": Objective(  # its σ grid of sde.num_scales levels is what the PC sampler steps on
+        "edm", ("edm.sigma_min", "edm.sigma_max",
+                When("sde.num_scales", "sampling.method", ("pc",))), _levels,
+        ("edm.sigma_data", "edm.p_mean", "edm.p_std"), _edm_loss, ("edm.sigma_data",),
         ("edm.sigma_min", "edm.sigma_max", "edm.sigma_data"),
         "the noise draws (edm.sigma_data, edm.p_mean, edm.p_std)", "ode"),
 }
