@@ -52,7 +52,7 @@ def steps_for(nfe: int, options: dict):
 
 
 def error(sde, spacing: str, num_steps: int, options: dict, paths: int = 256) -> float:
-  model = analytic.mixture_denoiser(sde, MEAN[None], STD[None], kind="dsm", prediction="score")
+  model = analytic.mixture_denoiser(sde, MEAN[None], STD[None], objective="dsm", prediction="score")
   x_T = sde.prior_std() * np.asarray(jax.random.normal(jax.random.key(0), (paths, 3),
                                                        jnp.float64))
   loop = dpm_solver.dpm_solver_loop(sde, (3,), num_steps=num_steps, spacing=spacing, eps=EPS,

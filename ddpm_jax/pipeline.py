@@ -192,15 +192,15 @@ class Pipeline:
     newest checkpoint, EMA weights unless config.sampling.use_ema is False), or 'FORMAT:PATH'
     of published weights (diffusers:FOLDER reads its config from the folder; score_sde:FILE
     and edm:FILE need the `config` of their network). Channels come from the weights."""
-    kind, sep, path = source.partition(":")
-    if not sep or kind not in weights.FORMATS:
+    fmt, sep, path = source.partition(":")
+    if not sep or fmt not in weights.FORMATS:
       return cls._from_workdir(source, config)
-    if kind == "diffusers":
+    if fmt == "diffusers":
       config, params = weights.load_diffusers(os.path.expanduser(path), config)
       channels = weights.params_channels(config, params)
     elif config is None:
       raise ValueError(f"Pipeline.load({source!r}) needs config=: the network's settings "
-                       f"(e.g. dj.configs.get('cifar10_edm_ddpmpp')) for a {kind} file.")
+                       f"(e.g. dj.configs.get('cifar10_edm_ddpmpp')) for a {fmt} file.")
     else:
       params, channels = weights.import_with_channels(config, source)
     return cls.from_config(config, channels=channels).with_params(params)
@@ -249,8 +249,8 @@ def sample(method: str, denoiser: Denoiser, key, shape, *, labels=None, x_T=None
     raise ValueError("sample: guidance is set on the Denoiser of your own network: pass "
                      "denoiser.guided(weight, null_label).")
   config = defaults.get_config()
-  config.training.objective = denoiser.kind
-  if denoiser.kind == "ddpm":  # the chain's own length bounds DDIM's steps
+  config.training.objective = denoiser.objective
+  if denoiser.objective == "ddpm":  # the chain's own length bounds DDIM's steps
     config.diffusion.num_timesteps = denoiser.process.N
   config = _checked(sampler.with_options, config, method, options, "sample")
   if table.get(method).clips and config.sampling.clip_x0:

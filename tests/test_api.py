@@ -49,7 +49,7 @@ def _user_network(reference, predicts: str, noise_input: str, process):
 def test_a_network_of_your_own_samples_as_the_librarys_adapter(process_name, predicts,
                                                                 noise_input):
   process = dj.sde.VPSDE() if process_name == "vp" else dj.sde.VESDE(0.01, 10.0)
-  reference = analytic.mixture_denoiser(process, MEAN, STD, kind="dsm")
+  reference = analytic.mixture_denoiser(process, MEAN, STD, objective="dsm")
   mine = dj.Denoiser.from_fn(_user_network(reference, predicts, noise_input, process), process,
                              predicts=predicts, noise_input=noise_input)
   key = jax.random.key(3)

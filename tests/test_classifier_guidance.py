@@ -25,7 +25,7 @@ N = 1500
 
 DISCRETE = sde_lib.DiscreteVPSDE(tuple(schedules.beta_schedule("linear", 1000)))
 VP, VE = sde_lib.VPSDE(N=500), sde_lib.VESDE(0.01, 5.0, N=500)
-# (sampler, process, network kind, prediction, options): every sampler of samplers/table.py.
+# (sampler, process, objective, prediction, options): every sampler of samplers/table.py.
 CASES = [
     ("ddpm", DISCRETE, "ddpm", "eps", {}),
     ("ddim", DISCRETE, "ddpm", "eps", {"num_steps": 100}),
@@ -40,22 +40,22 @@ CASES = [
 assert {c[0] for c in CASES} == set(table.SAMPLERS)
 
 
-def _guided(process, kind, prediction, scale, means=MEANS, weights=WEIGHTS):
-  model = analytic.mixture_denoiser(process, means, STD, weights, kind=kind,
+def _guided(process, objective, prediction, scale, means=MEANS, weights=WEIGHTS):
+  model = analytic.mixture_denoiser(process, means, STD, weights, objective=objective,
                                     prediction=prediction)
-  classifier = analytic.mixture_classifier(process, means, STD, weights, kind=kind,
+  classifier = analytic.mixture_classifier(process, means, STD, weights, objective=objective,
                                            prediction=prediction)
   return model.classifier_guided(classifier, scale, net_labels=False)
 
 
-def _per_class(process, kind, prediction):
+def _per_class(process, objective, prediction):
   """The exact class-conditional model: label y's network is component y's alone."""
-  nets = [analytic.mixture_network(process, MEANS[k:k + 1], STD, kind=kind,
+  nets = [analytic.mixture_network(process, MEANS[k:k + 1], STD, objective=objective,
                                    prediction=prediction) for k in range(3)]
 
   def net(x, t, y):
     return jnp.take_along_axis(jnp.stack([n(x, t) for n in nets]), y[None, :, None], 0)[0]
-  return denoiser.make(net, process, kind, mean_type=prediction)
+  return denoiser.make(net, process, objective, mean_type=prediction)
 
 
 def _assigned(x, means=MEANS, weights=WEIGHTS):
@@ -66,17 +66,17 @@ def _assigned(x, means=MEANS, weights=WEIGHTS):
   return np.asarray(jnp.argmax(logits, axis=1))
 
 
-@pytest.mark.parametrize("method,process,kind,prediction,options", CASES,
+@pytest.mark.parametrize("method,process,objective,prediction,options", CASES,
                          ids=[c[0] for c in CASES])
 @pytest.mark.slow
-def test_scale_1_with_the_exact_classifier_samples_the_class_alone(method, process, kind,
+def test_scale_1_with_the_exact_classifier_samples_the_class_alone(method, process, objective,
                                                                    prediction, options):
   """Guided samples equal, example by example (same keys), those of component y's own exact
   model, and have its moments; the exact responsibilities assign ≥ 99% of them to y."""
   labels = jnp.arange(N) % 3
-  model = _guided(process, kind, prediction, 1.0)
+  model = _guided(process, objective, prediction, 1.0)
   x, info = table.sample(method, model, jax.random.key(0), (N, 2), cond=labels, **options)
-  alone, _ = table.sample(method, _per_class(process, kind, prediction), jax.random.key(0),
+  alone, _ = table.sample(method, _per_class(process, objective, prediction), jax.random.key(0),
                           (N, 2), cond=labels, **options)
   np.testing.assert_allclose(x, alone, atol=2e-3)
   x, labels = np.asarray(x), np.asarray(labels)
@@ -132,16 +132,16 @@ def test_classifier_and_classifier_free_guidance_combine():
   """A class-conditional network under classifier-free weight w plus a classifier at scale s:
   ε̃ = (1 + w) ε(x, y) − w ε(x, ∅) − s σ ∇ log p(y | x_t), and 3 evaluations per call."""
   process = VP
-  per_class = [analytic.mixture_network(process, MEANS[k:k + 1], STD, kind="dsm",
+  per_class = [analytic.mixture_network(process, MEANS[k:k + 1], STD, objective="dsm",
                                         prediction="eps") for k in range(3)]
-  marginal = analytic.mixture_network(process, MEANS, STD, WEIGHTS, kind="dsm",
+  marginal = analytic.mixture_network(process, MEANS, STD, WEIGHTS, objective="dsm",
                                       prediction="eps")
 
   def net(x, t, y):
     outs = jnp.stack([p(x, t) for p in per_class] + [marginal(x, t)])
     return jnp.take_along_axis(outs, y[None, :, None], 0)[0]
 
-  classifier = analytic.mixture_classifier(process, MEANS, STD, WEIGHTS, kind="dsm",
+  classifier = analytic.mixture_classifier(process, MEANS, STD, WEIGHTS, objective="dsm",
                                            prediction="eps")
   both = denoiser.make(net, process, "dsm", mean_type="eps").guided(1.5, 3).classifier_guided(
       classifier, 0.7, net_labels=True)

@@ -99,22 +99,22 @@ def test_training_reaches_the_bayes_cross_entropy():
   assert bayes - 0.01 < held_out < bayes + 0.01, (held_out, bayes)
 
 
-@pytest.mark.parametrize("kind,process", [
+@pytest.mark.parametrize("trained_by,process", [
     ("ddpm", PROCESS), ("dsm", sde_lib.VPSDE()), ("dsm", sde_lib.VESDE(0.01, 50.0)),
     ("ncsn", sde_lib.VESDE(0.01, 50.0, 10)), ("edm", sde_lib.VESDE(0.002, 80.0))])
-def test_levels_are_those_the_guided_model_trains_at(kind, process):
-  probe = denoiser.make(None, process, kind)
+def test_levels_are_those_the_guided_model_trains_at(trained_by, process):
+  probe = denoiser.make(None, process, trained_by)
   u = jnp.linspace(0.0, 0.999, 1000)
   noise_input, alpha, sigma = objective.level_sampler(probe, train_eps=1e-5)(u)
-  if kind == "ddpm":  # the chain's steps, each as often, with its own α_i, σ_i
+  if trained_by == "ddpm":  # the chain's steps, each as often, with its own α_i, σ_i
     np.testing.assert_array_equal(noise_input, np.arange(1000))
     np.testing.assert_allclose(alpha**2, PROCESS.schedule().alpha_bars, rtol=1e-5)
-  elif kind == "dsm":  # t = ε + u (T − ε), fed as its Denoiser feeds the network
+  elif trained_by == "dsm":  # t = ε + u (T − ε), fed as its Denoiser feeds the network
     t = 1e-5 + u * (1 - 1e-5)
     np.testing.assert_allclose(noise_input, probe.noise_input_at(t, sigma), rtol=1e-6)
     np.testing.assert_allclose(np.stack([alpha, sigma]), np.stack(process.marginal_coef(t)),
                                rtol=1e-6)
-  elif kind == "ncsn":  # the L levels, each as often
+  elif trained_by == "ncsn":  # the L levels, each as often
     np.testing.assert_allclose(np.unique(np.asarray(sigma)), np.sort(process.discrete_sigmas()),
                                rtol=1e-5)
     assert np.all(np.bincount(np.searchsorted(np.sort(process.discrete_sigmas()),
@@ -122,7 +122,7 @@ def test_levels_are_those_the_guided_model_trains_at(kind, process):
   else:  # EDM's log-normal: ln σ at quantile u is P_mean + P_std Φ⁻¹(u)
     np.testing.assert_allclose(np.median(np.log(sigma)), -1.2, atol=0.01)
     np.testing.assert_allclose(np.log(sigma[250]), -1.2 + 1.2 * -0.6745, atol=0.01)
-  if kind in ("ncsn", "edm"):
+  if trained_by in ("ncsn", "edm"):
     np.testing.assert_array_equal(alpha, 1.0)
 
 

@@ -47,7 +47,7 @@ def test_colorization_keeps_the_grey_level():
 
 
 def _exact(sde, means, stds, weights=None):
-  return analytic.mixture_denoiser(sde, means, stds, weights, kind="dsm", prediction="score")
+  return analytic.mixture_denoiser(sde, means, stds, weights, objective="dsm", prediction="score")
 
 
 def _class_net(per_class, marginal):
@@ -61,12 +61,12 @@ def _class_net(per_class, marginal):
 MEANS = jnp.array([[0.6, 0.6], [-0.6, -0.6]])
 
 
-def _class_denoiser(process, kind="dsm", prediction="score", **options):
+def _class_denoiser(process, objective="dsm", prediction="score", **options):
   """The exact class-conditional denoiser of the two-mode data (std 0.1 about MEANS)."""
-  nets = [analytic.mixture_network(process, MEANS[k:k + 1], 0.1, kind=kind,
+  nets = [analytic.mixture_network(process, MEANS[k:k + 1], 0.1, objective=objective,
                                    prediction=prediction) for k in range(2)]
-  marginal = analytic.mixture_network(process, MEANS, 0.1, kind=kind, prediction=prediction)
-  return denoiser.make(_class_net(nets, marginal), process, kind, mean_type=prediction,
+  marginal = analytic.mixture_network(process, MEANS, 0.1, objective=objective, prediction=prediction)
+  return denoiser.make(_class_net(nets, marginal), process, objective, mean_type=prediction,
                        **options), marginal
 
 

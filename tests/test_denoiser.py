@@ -1,4 +1,4 @@
-"""The Denoiser (core/denoiser.py) against closed forms: a network of every kind and
+"""The Denoiser (core/denoiser.py) against closed forms: a network of every objective and
 prediction type, written here from the exact score of Gaussian data, gives the exact x̂_0, ε̂
 and score through its adapter — at times, at chain steps, at noise levels — and clipping and
 the exact networks of ddpm_jax.testing agree with it."""
@@ -43,16 +43,16 @@ def _network(process, prediction, noise_input):
   return net
 
 
-CASES = [(kind, name, prediction) for kind, name in [("dsm", "vp"), ("dsm", "subvp"),
+CASES = [(objective, name, prediction) for objective, name in [("dsm", "vp"), ("dsm", "subvp"),
                                                       ("dsm", "ve"), ("ddpm", "chain")]
          for prediction in ("eps", "x0", "v", "score")
-         if not (kind == "ddpm" and prediction == "score")]
+         if not (objective == "ddpm" and prediction == "score")]
 
 
-@pytest.mark.parametrize("kind,name,prediction", CASES, ids=["-".join(c) for c in CASES])
-def test_every_prediction_type_gives_the_exact_score_x0_and_eps(kind, name, prediction, x64):
+@pytest.mark.parametrize("objective,name,prediction", CASES, ids=["-".join(c) for c in CASES])
+def test_every_prediction_type_gives_the_exact_score_x0_and_eps(objective, name, prediction, x64):
   process = _process(name)
-  model = denoiser.make(None, process, kind, mean_type=prediction)
+  model = denoiser.make(None, process, objective, mean_type=prediction)
   model = model.replace(net=_network(process, prediction, model.noise_input))
   x = 2.0 * jax.random.normal(jax.random.key(0), (5, 2), jnp.float64)
   t = jnp.asarray(T)
@@ -81,14 +81,14 @@ def test_chain_steps_use_the_chains_own_coefficients(x64):
     denoiser.make(None, sde_lib.VPSDE(), "dsm").predict_step(x, i)
 
 
-@pytest.mark.parametrize("kind", ["ncsn", "edm", "dsm"])
-def test_noise_level_kinds_are_exact_at_times_and_at_sigmas(kind, x64):
+@pytest.mark.parametrize("objective", ["ncsn", "edm", "dsm"])
+def test_noise_level_kinds_are_exact_at_times_and_at_sigmas(objective, x64):
   """NCSN (ε at log σ), EDM (the preconditioned F at c_noise) and VE score networks, through
   the exact networks of ddpm_jax.testing: x̂_0 and the score at times t and at σ(t) equal the
   closed form (to the float32 rounding of the networks' data parameters)."""
   process = sde_lib.VESDE(0.002, 80.0, 10)
-  model = analytic.mixture_denoiser(process, MU[None], SD[None], kind=kind,
-                                    prediction="score" if kind == "dsm" else "eps")
+  model = analytic.mixture_denoiser(process, MU[None], SD[None], objective=objective,
+                                    prediction="score" if objective == "dsm" else "eps")
   x = 5.0 * jax.random.normal(jax.random.key(2), (5, 2), jnp.float64)
   score, x0, _ = _truth(process, x, T)
   sigma = process.marginal_coef(jnp.asarray(T))[1]
@@ -100,18 +100,18 @@ def test_noise_level_kinds_are_exact_at_times_and_at_sigmas(kind, x64):
 def test_the_exact_networks_of_every_kind_and_prediction(x64):
   """ddpm_jax.testing's exact networks, read through their Denoisers, are the closed form."""
   x = 2.0 * jax.random.normal(jax.random.key(3), (5, 2), jnp.float64)
-  for kind, name, prediction in CASES:
+  for objective, name, prediction in CASES:
     process = _process(name)
-    model = analytic.mixture_denoiser(process, MU[None], SD[None], kind=kind,
+    model = analytic.mixture_denoiser(process, MU[None], SD[None], objective=objective,
                                       prediction=prediction)
     np.testing.assert_allclose(model.score(x, jnp.asarray(T)), _truth(process, x, T)[0],
-                               rtol=1e-6, atol=1e-8, err_msg=f"{kind} {name} {prediction}")
+                               rtol=1e-6, atol=1e-8, err_msg=f"{objective} {name} {prediction}")
 
 
 def test_clipping_clips_x0_and_keeps_eps_consistent(x64):
   """clip_x0: x̂_0 in [−1, 1] and ε̂ = (x − α x̂_0)/σ, so the score is that of the clipped x̂_0."""
   process = sde_lib.VPSDE()
-  plain = analytic.mixture_denoiser(process, 3 * MU[None], SD[None], kind="dsm")
+  plain = analytic.mixture_denoiser(process, 3 * MU[None], SD[None], objective="dsm")
   clipped = plain.replace(clip_x0=True)
   x = 3.0 * jax.random.normal(jax.random.key(4), (5, 2), jnp.float64)
   t = jnp.asarray(T)
@@ -123,7 +123,7 @@ def test_clipping_clips_x0_and_keeps_eps_consistent(x64):
 
 
 def test_bad_kinds_and_predictions():
-  with pytest.raises(ValueError, match="Unknown network kind 'gan'"):
+  with pytest.raises(ValueError, match="Unknown objective 'gan'"):
     denoiser.make(None, CHAIN, "gan")
   with pytest.raises(ValueError, match="Unknown mean_type 'score'"):
     denoiser.make(None, CHAIN, "ddpm", mean_type="score")

@@ -23,14 +23,14 @@ def _fewer_steps(method, options, t_start):
   return options
 
 
-@pytest.mark.parametrize("method,process,kind,prediction,options", CASES, ids=IDS)
+@pytest.mark.parametrize("method,process,objective,prediction,options", CASES, ids=IDS)
 @pytest.mark.slow
 def test_sdedit_returns_the_input_as_t0_goes_to_0_and_samples_the_model_at_T(
-    method, process, kind, prediction, options):
+    method, process, objective, prediction, options):
   """The exact mixture model: from t₀ = 0.002·T the edit stays within the noise of σ(t₀) of
   the input (mean |Δ| < 0.025, where the data's scale is 0.7), from 0.5·T it moves the input
   (> 0.1); from t₀ = T the samples have the mixture's mean and standard deviations."""
-  model = analytic.mixture_denoiser(process, MEANS, STD, WEIGHTS, kind=kind,
+  model = analytic.mixture_denoiser(process, MEANS, STD, WEIGHTS, objective=objective,
                                     prediction=prediction)
   n = 1500
   inputs = jnp.tile(jnp.array([[0.3, -0.2]]), (n, 1))
@@ -60,16 +60,16 @@ def test_sdedit_costs_the_steps_it_takes():
 TWO_MODES = jnp.array([[0.6, 0.6], [-0.6, -0.6]])
 
 
-@pytest.mark.parametrize("method,process,kind,prediction,options", CASES, ids=IDS)
+@pytest.mark.parametrize("method,process,objective,prediction,options", CASES, ids=IDS)
 @pytest.mark.slow
 def test_inpainting_in_every_sampler_keeps_the_known_part_and_conditions_the_rest(
-    method, process, kind, prediction, options):
+    method, process, objective, prediction, options):
   """Two modes ±(0.6, 0.6), s = 0.05: knowing x₀ = ±0.6, the exact conditional of x₁ is the
   mode's N(±0.6, 0.05²) (its responsibility is 1 − 1e-60). Replacement conditions the rest on
   the known part's noised values, so some samples take the other mode: measured 0–3% for the
   stochastic samplers (ddpm, pc, ald), 8–13% for the deterministic ones, which carry their
   first decision to the end."""
-  model = analytic.mixture_denoiser(process, TWO_MODES, 0.05, kind=kind, prediction=prediction)
+  model = analytic.mixture_denoiser(process, TWO_MODES, 0.05, objective=objective, prediction=prediction)
   n = 512
   data = jnp.concatenate([jnp.full((n // 2, 2), 0.6), jnp.full((n // 2, 2), -0.6)])
   data = data.at[:, 1].set(0.0)  # the unknown coordinate's value is irrelevant
@@ -91,13 +91,13 @@ ROTATION = jnp.array([[1.0, -1.0], [1.0, 1.0]]) / np.sqrt(2)
 EIGEN_STDS = jnp.sqrt(jnp.array([0.45, 0.05]))
 
 
-def _correlated(process, kind, prediction):
+def _correlated(process, objective, prediction):
   """The exact network of N(0, Σ): the diagonal model's in the rotated coordinates (its ε, x̂_0
   and score are equivariant under the rotation)."""
-  inner = analytic.mixture_network(process, jnp.zeros((1, 2)), EIGEN_STDS[None], kind=kind,
+  inner = analytic.mixture_network(process, jnp.zeros((1, 2)), EIGEN_STDS[None], objective=objective,
                                    prediction=prediction)
   net = jax.tree_util.Partial(lambda inner, x, c: inner(x @ ROTATION, c) @ ROTATION.T, inner)
-  return denoiser.make(net, process, kind, mean_type=prediction)
+  return denoiser.make(net, process, objective, mean_type=prediction)
 
 
 def test_inpainting_a_correlated_gaussian_by_langevin_reaches_the_conditional():

@@ -48,7 +48,7 @@ def _optimal_net(mean, std):
 
 
 def _denoise(net):
-  """D(x; σ) of a preconditioned network, through its Denoiser (kind "edm")."""
+  """D(x; σ) of a preconditioned network, through its Denoiser (objective "edm")."""
   model = denoiser.make(net, sde_lib.VESDE(0.002, 80.0), "edm", sigma_data=SIGMA_DATA)
   return lambda x, sigma: model.predict_at_sigma(x, sigma).x0
 

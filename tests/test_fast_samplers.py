@@ -28,7 +28,7 @@ def _gaussian_x0(alpha, sigma, x):
 
 def _exact(sde, means=MEAN[None], stds=STD[None], weights=None, **options):
   """The exact score network of the data on `sde`, as its Denoiser."""
-  return analytic.mixture_denoiser(sde, means, stds, weights, kind="dsm", prediction="score",
+  return analytic.mixture_denoiser(sde, means, stds, weights, objective="dsm", prediction="score",
                                    **options)
 
 

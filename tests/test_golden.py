@@ -27,7 +27,7 @@ SHAPE = (4, 2)
 
 DDPM = sde_lib.DiscreteVPSDE(tuple(schedules.beta_schedule("linear", 100)))
 VP, VE = sde_lib.VPSDE(N=20), sde_lib.VESDE(0.01, 20.0, 20)
-CASES = {  # method -> (process, kind, prediction, options)
+CASES = {  # method -> (process, objective, prediction, options)
     "ddpm": (DDPM, "ddpm", "eps", {}),
     "ddim": (DDPM, "ddpm", "eps", {"num_steps": 10, "eta": 0.5}),
     "pc": (VP, "dsm", "score", {"predictor": "reverse_diffusion", "corrector": "langevin"}),
@@ -41,8 +41,8 @@ CASES = {  # method -> (process, kind, prediction, options)
 
 
 def _samples(method):
-  process, kind, prediction, options = CASES[method]
-  model = analytic.mixture_denoiser(process, MEANS, STDS, WEIGHTS, kind=kind,
+  process, objective, prediction, options = CASES[method]
+  model = analytic.mixture_denoiser(process, MEANS, STDS, WEIGHTS, objective=objective,
                                     prediction=prediction)
   x, info = table.sample(method, model, jax.random.key(7), SHAPE, **options)
   return {"samples": np.asarray(x, np.float64).round(7).tolist(), "nfe": float(info["nfe"])}

@@ -32,16 +32,16 @@ def _bf16(net):
       net)
 
 
-@pytest.mark.parametrize("method,process,kind,prediction,options", CASES,
+@pytest.mark.parametrize("method,process,objective,prediction,options", CASES,
                          ids=[c[0] for c in CASES])
 @pytest.mark.slow
-def test_bf16_and_float32_networks_sample_the_same_gaussian(method, process, kind, prediction,
+def test_bf16_and_float32_networks_sample_the_same_gaussian(method, process, objective, prediction,
                                                             options):
-  net = analytic.mixture_network(process, MU[None], SD[None], kind=kind, prediction=prediction)
+  net = analytic.mixture_network(process, MU[None], SD[None], objective=objective, prediction=prediction)
   n = 2000
   out = {}
   for name, network in (("float32", net), ("bfloat16", _bf16(net))):
-    model = denoiser.make(network, process, kind, mean_type=prediction)
+    model = denoiser.make(network, process, objective, mean_type=prediction)
     x, _ = table.sample(method, model, jax.random.key(0), (n, 4), **options)
     assert x.dtype == jnp.float32  # the state stays float32
     out[name] = np.asarray(x)

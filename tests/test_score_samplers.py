@@ -32,7 +32,7 @@ def _check(x, std_bias, label):
 
 def _exact(sde, means, stds, weights=None, **options):
   """The exact score network of the mixture on `sde`, as its Denoiser."""
-  return analytic.mixture_denoiser(sde, means, stds, weights, kind="dsm", prediction="score",
+  return analytic.mixture_denoiser(sde, means, stds, weights, objective="dsm", prediction="score",
                                    **options)
 
 
@@ -87,7 +87,7 @@ def test_fixed_step_ode_solvers():
 def test_annealed_langevin_reproduces_gaussian_data():
   """NCSN's sampler over 100 geometric levels from 50 to 0.01, the exact NCSN network."""
   levels = sde_lib.VESDE(0.01, 50.0, 100)
-  model = analytic.mixture_denoiser(levels, MU[None], SD[None], kind="ncsn")
+  model = analytic.mixture_denoiser(levels, MU[None], SD[None], objective="ncsn")
   x, info = table.sample("ald", model, jax.random.key(4), (N, 64), step_lr=2e-5,
                          n_steps_each=100)
   _check(x, 0.02, "ald")

@@ -62,8 +62,8 @@ def values(config, names) -> dict:
           for name in read_names(config, names)}
 
 
-def kind(config) -> str:
-  """The network kind (core/denoiser.py KINDS) whose process the run is on:
+def network_objective(config) -> str:
+  """The objective (core/denoiser.py OBJECTIVES) whose process the run is on:
   training.objective, or for a classifier that of the models it guides (classifier.process)."""
   obj = config.training.objective
   return config.classifier.process if obj == "classifier" else obj
@@ -73,7 +73,7 @@ def process(config):
   """What the network was trained on: the process of its objective's row
   (objectives/rows.py) made of the row's fields; a classifier is on the process of the models
   it guides."""
-  row = rows.get(kind(config))
+  row = rows.get(network_objective(config))
   return row.process(**values(config, row.process_fields))
 
 
@@ -169,9 +169,9 @@ def denoiser(config, *, clip_x0: bool = False):
   process and settings read once (the closure holds plain objects, not the config);
   `clip_x0` clips its x̂_0 (samplers that honour sampling.clip_x0)."""
   return functools.partial(
-      denoiser_lib.make, process=process(config), kind=kind(config),
+      denoiser_lib.make, process=process(config), objective=network_objective(config),
       # a classifier's probe reads the process alone (objectives/classifier.py)
-      **({} if classifies(config) else values(config, rows.get(kind(config)).denoiser_fields)),
+      **({} if classifies(config) else values(config, rows.get(network_objective(config)).denoiser_fields)),
       var_type=config.model.var_type if learned_variance(config) else "fixed_small",
       clip_x0=bool(clip_x0))
 
@@ -190,7 +190,7 @@ def loss(config):
   obj = config.training.objective
   if obj == "classifier":
     probe = _probe(config)
-    draws = {"dsm": ("sde.train_eps",), "edm": ("edm.p_mean", "edm.p_std")}.get(probe.kind, ())
+    draws = {"dsm": ("sde.train_eps",), "edm": ("edm.p_mean", "edm.p_std")}.get(probe.objective, ())
     levels = classifier_objective.level_sampler(probe, **values(config, draws))
     return lambda net, x0, keys, probs=None, labels=None: classifier_objective.classifier_loss(
         net, probe, levels, x0, labels, keys)

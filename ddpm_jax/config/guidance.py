@@ -54,12 +54,12 @@ def classifier(config, shape) -> Classifier | None:
   if clf.training.objective != "classifier":
     raise ValueError(f"{where} is a training.objective {clf.training.objective!r} run, not a "
                      f"classifier; give a training.objective 'classifier' run's workdir.")
-  kind = build.kind(config)
-  if clf.classifier.process != kind:
+  objective = build.network_objective(config)
+  if clf.classifier.process != objective:
     raise ValueError(f"{where} classifies the process of objective "
-                     f"{clf.classifier.process!r}, this model is {kind!r}: train a classifier "
-                     f"with classifier.process={kind!r} and this model's process settings.")
-  for name in build.read_names(config, rows.get(kind).defines + ("data.image_size",)):
+                     f"{clf.classifier.process!r}, this model is {objective!r}: train a classifier "
+                     f"with classifier.process={objective!r} and this model's process settings.")
+  for name in build.read_names(config, rows.get(objective).defines + ("data.image_size",)):
     mine, theirs = load.value(config, name), load.value(clf, name)
     if mine != theirs:
       raise ValueError(f"{where} was trained with {name}={theirs!r}, this model has "

@@ -126,7 +126,7 @@ def _check_objective(config) -> None:
     raise ValueError("training.t_sampler 'importance' draws the timesteps of objective 'ddpm'; "
                      "for 'dsm' set sde.importance_sampling=True (with likelihood weighting).")
   e = config.edm
-  if build.kind(config) == "edm" and abs(e.p_mean) + 7 * e.p_std > EDM_LOG_SIGMA:
+  if build.network_objective(config) == "edm" and abs(e.p_mean) + 7 * e.p_std > EDM_LOG_SIGMA:
     raise ValueError(f"edm.p_mean={e.p_mean:g} and edm.p_std={e.p_std:g} draw ln σ beyond "
                      f"±{EDM_LOG_SIGMA} (|p_mean| + 7 p_std > {EDM_LOG_SIGMA}), where σ² "
                      f"overflows float32 and the loss is NaN; EDM uses -1.2 and 1.2.")
@@ -169,8 +169,8 @@ def _check_sampling(config) -> None:
   if obj == "classifier":
     return  # a classifier does not sample
   entry = table.get(s.method)
-  if obj not in entry.kinds:
-    fits = tuple(name for name, e in table.SAMPLERS.items() if obj in e.kinds)
+  if obj not in entry.objectives:
+    fits = tuple(name for name, e in table.SAMPLERS.items() if obj in e.objectives)
     raise ValueError(f"sampling.method {s.method!r} does not fit training.objective "
                      f"{obj!r}; use one of {fits}.")
   if s.method == "dpm_solver" and s.dpm_solver_variant == "singlestep" and s.solver_order != 2:

@@ -199,22 +199,22 @@ def load_edm(path: str, config, channels: int = 3) -> dict:
 
 def parse_source(source: str, formats=FORMATS) -> tuple[str, str]:
   """'diffusers:FOLDER' → ('diffusers', 'FOLDER')."""
-  kind, sep, path = source.partition(":")
-  if not sep or kind not in formats or not path:
+  fmt, sep, path = source.partition(":")
+  if not sep or fmt not in formats or not path:
     flag = "--import_from" if formats == FORMATS else "--export_to"
     raise ValueError(f"{flag}={source!r}: use FORMAT:PATH with FORMAT one of {formats}, "
                      f"e.g. {flag}=diffusers:ddpm-cifar10-32.")
-  return kind, os.path.expanduser(path)
+  return fmt, os.path.expanduser(path)
 
 
 def check_export(config, target: str) -> None:
   """The target names a format this config's network is written in, and is not there yet."""
-  kind, path = parse_source(target, EXPORTS)
+  fmt, path = parse_source(target, EXPORTS)
   m = config.model
-  if kind == "edm" and m.name not in ("song_unet", "dhariwal_unet"):
+  if fmt == "edm" and m.name not in ("song_unet", "dhariwal_unet"):
     raise ValueError(f"--export_to=edm: writes EDM's networks (model.name 'song_unet' or "
                      f"'dhariwal_unet'), not {m.name!r}; use diffusers for the DDPM U-Net.")
-  if kind == "diffusers" and (m.name != "ddpm" or config.training.objective != "ddpm"
+  if fmt == "diffusers" and (m.name != "ddpm" or config.training.objective != "ddpm"
                               or m.conditional):
     raise ValueError(f"--export_to=diffusers: writes the unconditional DDPM U-Net of "
                      f"training.objective 'ddpm' (model.name {m.name!r}, objective "
@@ -227,9 +227,9 @@ def export(config, params, target: str, channels: int | None = None) -> str:
   """Writes `params` to target 'diffusers:FOLDER' or 'edm:FILE.npz'; returns the path. The
   image channels are those of the parameters (a given count is checked against them)."""
   check_export(config, target)
-  kind, path = parse_source(target, EXPORTS)
+  fmt, path = parse_source(target, EXPORTS)
   channels = params_channels(config, params, channels)
-  if kind == "diffusers":
+  if fmt == "diffusers":
     return _write_diffusers(config, params, path, channels)
   files.save_npz(path, **edm_weights.state_dict(params))
   return path
@@ -247,8 +247,8 @@ WEIGHT_FIELDS = ("model.name", "model.ch", "model.ch_mult", "model.num_res_block
 def import_params(config, source: str, channels: int) -> dict:
   """The parameters `source` ('FORMAT:PATH') holds, for the network `config` builds; a
   diffusers folder that does not match the config is one line naming the field."""
-  kind, path = parse_source(source)
-  if kind == "diffusers":
+  fmt, path = parse_source(source)
+  if fmt == "diffusers":
     fields = diffusers_fields(path)
     learned = fields["model.var_type"].startswith("learned")
     wanted = [*WEIGHT_FIELDS, *(["model.var_type"] if learned else [])]
@@ -262,7 +262,7 @@ def import_params(config, source: str, channels: int) -> dict:
       raise ValueError(f"{path} takes {fields['in_channels']} channels and the data have "
                        f"{channels}; use data with {fields['in_channels']} channels.")
     return diffusers_params(_diffusers_files(path)[1], config, channels)
-  if kind == "score_sde":
+  if fmt == "score_sde":
     return load_score_sde(path, config, channels)
   return load_edm(path, config, channels)
 
@@ -282,8 +282,8 @@ def import_with_channels(config, source: str) -> tuple[dict, int]:
 
 def source_digest(source: str) -> dict:
   """{file: sha256} of the files an import reads (the provenance written beside it)."""
-  kind, path = parse_source(source)
-  paths = list(_diffusers_files(path)) if kind == "diffusers" else [path]
+  fmt, path = parse_source(source)
+  paths = list(_diffusers_files(path)) if fmt == "diffusers" else [path]
   return {os.path.abspath(p): files.sha256(p) for p in paths}
 
 

@@ -1,2 +1,2 @@
 """Pure math, no config, files or devices: schedules, the discrete chain, the SDEs, the
-Denoiser (one adapter per network kind) and the broadcasting helper."""
+Denoiser (one adapter per objective) and the broadcasting helper."""

@@ -1,4 +1,4 @@
-"""One adapter per network kind: every trained network, whatever it predicts and whatever it
+"""One adapter per objective: every trained network, whatever it predicts and whatever it
 is fed, becomes the same `Denoiser`, which gives the data prediction x̂_0, the noise
 prediction ε̂ and the score at a time t of its process (core/sde.py), at a step of a discrete
 chain, or at a noise level σ. Samplers and likelihoods see only this object.
@@ -17,7 +17,7 @@ is converted once, here (`convert`):
 and the score is −ε̂/σ. With `clip_x0`, x̂_0 is clipped to [−1, 1] and ε̂ recomputed from it,
 so every sampler that reads either (and the score) sees the same clipped model.
 
-The network is called as net(x, noise_input[, cond]) with the noise input of its kind: the
+The network is called as net(x, noise_input[, cond]) with the noise input of its objective: the
 chain step t (N − 1) ("index": DDPM networks and score_sde's VP models), log σ ("log_sigma":
 VE and NCSN models) or EDM's c_noise; a network of your own (`Denoiser.from_fn`) may also be
 fed the process time t ("t", e.g. t ∈ [0, 1]) or k-diffusion's convention ("sigma": the
@@ -54,7 +54,7 @@ from flax import struct
 from ddpm_jax.core import chain
 from ddpm_jax.core.broadcast import per_example
 
-KINDS = ("ddpm", "dsm", "ncsn", "edm")  # what trained the network (training.objective)
+OBJECTIVES = ("ddpm", "dsm", "ncsn", "edm")  # what trained the network (training.objective)
 PREDICTIONS = ("eps", "x0", "v", "score", "edm")
 NOISE_INPUTS = ("index", "log_sigma", "edm", "t", "sigma")
 
@@ -103,7 +103,7 @@ class Denoiser:
   the classifier's only (an unconditional network guided by a classifier)."""
   net: Callable
   process: Any = struct.field(pytree_node=False)
-  kind: str = struct.field(pytree_node=False, default="ddpm")
+  objective: str = struct.field(pytree_node=False, default="ddpm")
   prediction: str = struct.field(pytree_node=False, default="eps")
   noise_input: str = struct.field(pytree_node=False, default="index")
   var_type: str = struct.field(pytree_node=False, default="fixed_small")
@@ -130,8 +130,8 @@ class Denoiser:
     if noise_input not in ("t", "sigma", "log_sigma", "index"):
       raise ValueError(f"noise_input={noise_input!r}: use one of ('t', 'sigma', 'log_sigma', "
                        f"'index').")
-    kind = "ddpm" if noise_input == "index" and hasattr(process, "step_coef") else "dsm"
-    return cls(fn, process, kind, predicts, noise_input, clip_x0=bool(clip_x0))
+    objective = "ddpm" if noise_input == "index" and hasattr(process, "step_coef") else "dsm"
+    return cls(fn, process, objective, predicts, noise_input, clip_x0=bool(clip_x0))
 
   @property
   def evaluations_per_call(self) -> int:
@@ -258,29 +258,29 @@ class Denoiser:
     return chain.split_output(out.astype(x.dtype), self.var_type)
 
 
-def make(net: Callable, process, kind: str, *, mean_type: str = "eps",
+def make(net: Callable, process, objective: str, *, mean_type: str = "eps",
          var_type: str = "fixed_small", sigma_data: float = 0.5,
          clip_x0: bool = False) -> Denoiser:
-  """The adapter of a network trained as `kind` on `process`:
+  """The adapter of a network trained as `objective` on `process`:
     ddpm  ε/x_0/v network (mean_type; var_type) fed the chain step, on its DiscreteVPSDE;
     dsm   ε/x_0/v/score network on a VP or sub-VP SDE fed t (N − 1), on a VE SDE fed log σ;
     ncsn  NCSN network (predicts −σ s, i.e. ε) fed log σ, on the VE SDE of its levels;
     edm   EDM-preconditioned network F (its c_noise input), on the VE SDE of EDM's σ range.
   """
-  if kind == "ddpm":
+  if objective == "ddpm":
     chain.check_types(mean_type, var_type)
-    return Denoiser(net, process, kind, mean_type, "index", var_type, clip_x0=clip_x0)
-  if kind == "dsm":
+    return Denoiser(net, process, objective, mean_type, "index", var_type, clip_x0=clip_x0)
+  if objective == "dsm":
     if mean_type not in PREDICTIONS[:-1]:
       raise ValueError(f"Unknown mean_type {mean_type!r}; use one of {PREDICTIONS[:-1]}.")
     noise_input = "log_sigma" if _is_ve(process) else "index"
-    return Denoiser(net, process, kind, mean_type, noise_input, clip_x0=clip_x0)
-  if kind == "ncsn":
-    return Denoiser(net, process, kind, "eps", "log_sigma", clip_x0=clip_x0)
-  if kind == "edm":
-    return Denoiser(net, process, kind, "edm", "edm", sigma_data=float(sigma_data),
+    return Denoiser(net, process, objective, mean_type, noise_input, clip_x0=clip_x0)
+  if objective == "ncsn":
+    return Denoiser(net, process, objective, "eps", "log_sigma", clip_x0=clip_x0)
+  if objective == "edm":
+    return Denoiser(net, process, objective, "edm", "edm", sigma_data=float(sigma_data),
                     clip_x0=clip_x0)
-  raise ValueError(f"Unknown network kind {kind!r}; use one of {KINDS}.")
+  raise ValueError(f"Unknown objective {objective!r}; use one of {OBJECTIVES}.")
 
 
 def _is_ve(process) -> bool:

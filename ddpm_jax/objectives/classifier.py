@@ -30,28 +30,28 @@ def level_sampler(probe, *, train_eps: float = 1e-5, p_mean: float = -1.2, p_std
   reads them (the module docstring's levels; `train_eps` the SDEs' first time, p_mean / p_std EDM's
   σ distribution)."""
   process = probe.process
-  if probe.kind == "ddpm":
+  if probe.objective == "ddpm":
     def levels(u):
       i = jnp.minimum(jnp.floor(u * process.N), process.N - 1).astype(jnp.int32)
       return (i, *process.step_coef(i))
-  elif probe.kind == "dsm":
+  elif probe.objective == "dsm":
     def levels(u):
       t = train_eps + u * (process.T - train_eps)
       alpha, sigma = process.marginal_coef(t)
       return probe.noise_input_at(t, sigma), alpha, sigma
-  elif probe.kind == "ncsn":
+  elif probe.objective == "ncsn":
     sigmas = jnp.asarray(process.discrete_sigmas(), jnp.float32)
 
     def levels(u):
       sigma = sigmas[jnp.minimum(jnp.floor(u * len(sigmas)), len(sigmas) - 1).astype(jnp.int32)]
       return jnp.log(sigma), jnp.ones_like(sigma), sigma
-  elif probe.kind == "edm":
+  elif probe.objective == "edm":
     def levels(u):
       sigma = jnp.exp(p_mean + p_std * jax.scipy.special.ndtri(jnp.clip(u, 1e-6, 1 - 1e-6)))
       return jnp.log(sigma), jnp.ones_like(sigma), sigma
   else:
-    raise ValueError(f"A classifier guides networks of kind ddpm, dsm, ncsn or edm, not "
-                     f"{probe.kind!r}.")
+    raise ValueError(f"A classifier guides networks trained by objective ddpm, dsm, ncsn or edm, not "
+                     f"{probe.objective!r}.")
   return levels
 
 

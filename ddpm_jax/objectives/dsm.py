@@ -32,38 +32,40 @@ def _reduce(v, how: str):
   raise ValueError(f"Unknown reduction {how!r}; use one of {REDUCTIONS}.")
 
 
-def importance_t(sde, u, eps: float):
-  """Inverse CDF of p(t) ∝ g(t)²/σ(t)² on [ε, T] at u ∈ [0, 1), and its normalizer Z.
+def importance_t(sde, u, train_eps: float):
+  """Inverse CDF of p(t) ∝ g(t)²/σ(t)² on [ε, T] (ε = train_eps) at u ∈ [0, 1), and its
+  normalizer Z.
 
   VP: g²/σ² = d/dt log(e^{B(t)} − 1) with B(t) = β_min t + ½ (β_max − β_min) t²;
   VE: g²/σ² = 2 log(σ_max/σ_min) is constant, so t is uniform.
   """
   if isinstance(sde, sde_lib.VESDE):
     rate = 2 * np.log(sde.sigma_max / sde.sigma_min)
-    return eps + u * (sde.T - eps), rate * (sde.T - eps)
+    return train_eps + u * (sde.T - train_eps), rate * (sde.T - train_eps)
   if type(sde) is not sde_lib.VPSDE:
     raise ValueError("Importance sampling of t is implemented for the VP and VE SDEs; set "
                      "importance_sampling=False for sub-VP.")
   d = sde.beta_max - sde.beta_min
-  lo, hi = (np.log(np.expm1(sde.integrated_beta(t))) for t in (eps, sde.T))
+  lo, hi = (np.log(np.expm1(sde.integrated_beta(t))) for t in (train_eps, sde.T))
   b = jnp.log1p(jnp.exp(lo + u * (hi - lo)))
   t = (-sde.beta_min + jnp.sqrt(sde.beta_min**2 + 2 * d * b)) / d
   return t, hi - lo
 
 
-def dsm_loss(score_fn: Callable, sde, x0, keys, *, eps: float = 1e-5,
+def dsm_loss(score_fn: Callable, sde, x0, keys, *, train_eps: float = 1e-5,
              likelihood_weighting: bool = False, importance_sampling: bool = False,
              reduce: str = "mean"):
-  """Continuous-time DSM on a batch x0 with example i's t and z from keys[i]."""
+  """Continuous-time DSM on a batch x0 with example i's t ∈ [train_eps, T] and z from
+  keys[i]."""
   t_keys, z_keys = noise.split(keys)
   u = noise.uniform(t_keys)
   if importance_sampling:
     if not likelihood_weighting:
       raise ValueError("importance_sampling draws t for the likelihood weighting; set "
                        "likelihood_weighting=True too.")
-    t, z_norm = importance_t(sde, u, eps)
+    t, z_norm = importance_t(sde, u, train_eps)
   else:
-    t = eps + u * (sde.T - eps)
+    t = train_eps + u * (sde.T - train_eps)
   z = noise.normal(z_keys, x0.shape[1:], x0.dtype)
   mean, std = sde_lib.marginal_prob(sde, x0, t)
   s = per_example(std, x0)

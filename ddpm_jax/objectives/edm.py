@@ -1,5 +1,5 @@
 """EDM's loss (Karras et al. 2022, arXiv:2206.00364, Table 1): the preconditioned denoiser
-D(x; σ) = c_skip x + c_out F_θ(c_in x, c_noise) (core/denoiser.py, kind "edm") trained with
+D(x; σ) = c_skip x + c_out F_θ(c_in x, c_noise) (core/denoiser.py, objective "edm") trained with
 
   L = E_{σ, x_0, n} λ(σ) ‖D(x_0 + σ n; σ) − x_0‖²,  λ = (σ² + σ_d²) / (σ σ_d)²,
   ln σ ~ N(P_mean, P_std²),

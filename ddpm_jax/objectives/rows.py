@@ -1,10 +1,10 @@
 """The objectives, one row each: the process the network is trained on, the loss, the Denoiser
-kind (core/denoiser.py), the config fields each part is made of, what can make the loss
+fields (core/denoiser.py make), the config fields each part is made of, what can make the loss
 non-finite, and how its likelihood is computed. config/build.py reads a row's fields from the
 config and passes their values here as keywords (the field's last name), so a row holds no
 config; the gate, the guiding classifier's check, the training loop's NaN message and --mode
 bpd read the same row. A new objective is its loss module, a row and, where its network
-predicts something new, a Denoiser kind.
+predicts something new, a case in core/denoiser.py make.
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ class Objective:
   denoiser_fields); `defines`: the fields a classifier guiding this model must share (its
   noised marginals); `likelihood`: "vlb" (the chain's bound), "ode" (the probability-flow
   NLL) or None. A field may be a `When`."""
-  kind: str
   process_fields: tuple
   process: Callable
   loss_fields: tuple
@@ -73,7 +72,6 @@ def _ddpm_loss(process, make_denoiser, *, loss_type, mean_type, var_type, vlb_we
 
 
 def _dsm_loss(process, make_denoiser, **options):
-  options["eps"] = options.pop("train_eps")
   return lambda net, x0, keys, probs=None, labels=None: dsm.dsm_loss(
       make_denoiser(net).score, process, x0, keys, **options)
 
@@ -95,23 +93,23 @@ SDE = ("sde.name", When("sde.beta_min", "sde.name", _VP), When("sde.beta_max", "
        When("sde.sigma_min", "sde.name", _VE), When("sde.sigma_max", "sde.name", _VE))
 OBJECTIVES = {
     "ddpm": Objective(
-        "ddpm", DIFFUSION, _chain,
+        DIFFUSION, _chain,
         ("training.loss_type", "model.mean_type", "model.var_type",
          When("training.vlb_weight", "training.loss_type", ("hybrid",)),
          "training.t_sampler"), _ddpm_loss, ("model.mean_type",), DIFFUSION,
         "the β schedule (diffusion.*)", "vlb"),
     "dsm": Objective(
-        "dsm", SDE + ("sde.num_scales",),
+        SDE + ("sde.num_scales",),
         lambda name, **kw: sde_lib.make_sde(name, **kw),
         ("sde.train_eps", "sde.likelihood_weighting", "sde.importance_sampling",
          "sde.reduce"), _dsm_loss, ("model.mean_type",), SDE, "the SDE (sde.*)", "ode"),
     "ncsn": Objective(
-        "ncsn", ("sde.sigma_min", "sde.sigma_max", "sde.num_scales"), _levels,
+        ("sde.sigma_min", "sde.sigma_max", "sde.num_scales"), _levels,
         ("sde.reduce",), _ncsn_loss, (), ("sde.sigma_min", "sde.sigma_max", "sde.num_scales"),
         "the noise levels (sde.sigma_min, sde.sigma_max)", None),
     "edm": Objective(  # its σ grid of sde.num_scales levels is what the PC sampler steps on
-        "edm", ("edm.sigma_min", "edm.sigma_max",
-                When("sde.num_scales", "sampling.method", ("pc",))), _levels,
+        ("edm.sigma_min", "edm.sigma_max", When("sde.num_scales", "sampling.method", ("pc",))),
+        _levels,
         ("edm.sigma_data", "edm.p_mean", "edm.p_std"), _edm_loss, ("edm.sigma_data",),
         ("edm.sigma_min", "edm.sigma_max", "edm.sigma_data"),
         "the noise draws (edm.sigma_data, edm.p_mean, edm.p_std)", "ode"),

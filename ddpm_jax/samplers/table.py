@@ -1,7 +1,7 @@
 """The samplers, one row each: what builds its loop, the options it reads (the builder's
 keyword and the `sampling.*` field behind it), the network evaluations it costs, its default
 step grid, whether it honours clipping (sampling.clip_x0: the Denoiser's clip_x0), and the
-network kinds it runs on. config/sampler.py, the config's checks and docs/samplers.md's table read
+objectives it runs on. config/sampler.py, the config's checks and docs/samplers.md's table read
 it; adding a sampler is one module and one row.
 
 Every sampler is run the same way: `sample(method, denoiser, key, shape, **options)` ->
@@ -28,7 +28,7 @@ from ddpm_jax.samplers import (
   unipc,
 )
 
-SDE_MODELS = ("ddpm", "dsm", "edm")  # network kinds (core/denoiser.py) with a continuous time
+SDE_MODELS = ("ddpm", "dsm", "edm")  # objectives (core/denoiser.py) with a continuous time
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,7 +36,7 @@ class Sampler:
   build: Callable                  # build(sde, shape, **options) -> the per-device loop
   options: dict                    # builder keyword -> the sampling.* field it reads
   nfe: Callable                    # nfe(sde, **options) -> evaluations per sample, or None
-  kinds: tuple                     # the network kinds it samples
+  objectives: tuple                     # the objectives it samples
   clips: bool                      # whether the Denoiser's clip_x0 (sampling.clip_x0) applies
   grid: str | None = None          # its default spacing (sampling.spacing "")
   choices: dict = dataclasses.field(default_factory=dict)  # field -> the values it accepts
@@ -96,12 +96,12 @@ SAMPLERS = {
 def markdown() -> str:
   """docs/samplers.md's table of samplers, one row per entry of SAMPLERS
   (tests/test_readme.py checks the page holds it)."""
-  lines = ["| `sampling.method` | what | NFE for `num_steps` = N | network kinds | options "
+  lines = ["| `sampling.method` | what | NFE for `num_steps` = N | objectives | options "
            "(`sampling.*`) | clips |", "|---|---|---|---|---|---|"]
   for name, e in SAMPLERS.items():
     what, cost = e.summary.split(" | ")
     fields = ", ".join(f"`{f}`" for f in dict.fromkeys(e.options.values()))
-    lines.append(f"| `{name}` | {what} | {cost} | {', '.join(e.kinds)} | {fields or '—'} | "
+    lines.append(f"| `{name}` | {what} | {cost} | {', '.join(e.objectives)} | {fields or '—'} | "
                  f"{'yes' if e.clips else 'no'} |")
   return "\n".join(lines)
 
@@ -130,9 +130,9 @@ def sample(method: str, model, key, shape: Sequence[int], *, x_T=None, cond=None
   classifier-free guidance, and the classifier's gradients), and what the sampler records.
   This compiles for the call; config/sampler.py compiles once per run."""
   entry = get(method)
-  if model.kind not in entry.kinds:
-    raise ValueError(f"Sampler {method!r} samples networks of kind {entry.kinds}, not "
-                     f"{model.kind!r}.")
+  if model.objective not in entry.objectives:
+    raise ValueError(f"Sampler {method!r} samples networks trained by {entry.objectives}, not "
+                     f"{model.objective!r}.")
   loop = entry.build(model.process, tuple(shape[1:]), **options)
   x, info = common.run(loop, model, key, shape[0], mesh=mesh, x_init=x_T, cond=cond,
                        known=known)

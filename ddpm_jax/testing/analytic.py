@@ -9,7 +9,7 @@ with r_k the posterior component weights; under a continuous SDE with x_t | x_0 
 N(α x_0, σ² I) the score is Σ_k r_k · −(x_t − α μ_k)/(α² s_k² + σ²) (= −ε/σ). A single
 Gaussian is K = 1; a dataset itself is the mixture with s_k = 0. These are the ground-truth
 models of the tests: the exact ε at a chain step and the exact score at a time, and
-`mixture_network` / `mixture_denoiser`, the exact network of each kind (core/denoiser.py),
+`mixture_network` / `mixture_denoiser`, the exact network of each objective (core/denoiser.py),
 fed and predicting what a trained one would, so that every sampler and the denoiser's
 conversions run on it.
 """
@@ -51,40 +51,40 @@ def mixture_score_model(sde, means, stds, weights=None):
   return jax.tree_util.Partial(_sde_score, sde, means, stds, log_w)
 
 
-def mixture_network(process, means, stds, weights=None, *, kind: str = "ddpm",
+def mixture_network(process, means, stds, weights=None, *, objective: str = "ddpm",
                     prediction: str = "eps", sigma_data: float = 0.5):
-  """net(x, noise_input) -> the exact output of a `kind` network predicting `prediction`
-  (eps, x0, v, score; "edm" for kind edm) on `process`, for x_0 ~ Σ_k w_k N(μ_k, diag s_k²):
+  """net(x, noise_input) -> the exact output of an `objective` network predicting `prediction`
+  (eps, x0, v, score; "edm" for objective edm) on `process`, for x_0 ~ Σ_k w_k N(μ_k, diag s_k²):
   it reads the time or noise level from its input as core/denoiser.py feeds it."""
   means, stds, log_w = _mixture_arrays(means, stds, weights)
-  noise_input = denoiser.make(None, process, kind, mean_type=prediction).noise_input
+  noise_input = denoiser.make(None, process, objective, mean_type=prediction).noise_input
   return jax.tree_util.Partial(functools.partial(
       _network, process=process, noise_input_kind=noise_input, prediction=prediction,
       sigma_data=sigma_data), means, stds, log_w)
 
 
-def mixture_classifier(process, means, stds, weights=None, *, kind: str = "ddpm",
+def mixture_classifier(process, means, stds, weights=None, *, objective: str = "ddpm",
                        prediction: str = "eps", sigma_data: float = 0.5):
   """classifier(x, noise_input) -> logits [B, K] of the exact p(y = k | x_t) for
   x_0 ~ Σ_k w_k N(μ_k, diag s_k²) with y the component: the noised marginal is the mixture of
   N(α μ_k, diag(α² s_k² + σ²)), so p(y = k | x_t) is the posterior responsibility of component
-  k. It is fed what a `kind` network predicting `prediction` is (core/denoiser.py
+  k. It is fed what an `objective` network predicting `prediction` is (core/denoiser.py
   network_input), so it guides that network's Denoiser."""
   means, stds, log_w = _mixture_arrays(means, stds, weights)
-  noise_input = denoiser.make(None, process, kind, mean_type=prediction).noise_input
+  noise_input = denoiser.make(None, process, objective, mean_type=prediction).noise_input
   return jax.tree_util.Partial(functools.partial(
       _classifier, process=process, noise_input_kind=noise_input,
-      edm=kind == "edm", sigma_data=sigma_data), means, stds, log_w)
+      edm=objective == "edm", sigma_data=sigma_data), means, stds, log_w)
 
 
-def mixture_denoiser(process, means, stds, weights=None, *, kind: str = "ddpm",
+def mixture_denoiser(process, means, stds, weights=None, *, objective: str = "ddpm",
                      prediction: str = "eps", sigma_data: float = 0.5, **options):
   """The Denoiser of `mixture_network` (options: var_type, clip_x0)."""
-  if kind == "edm":
+  if objective == "edm":
     prediction = "edm"
-  net = mixture_network(process, means, stds, weights, kind=kind, prediction=prediction,
+  net = mixture_network(process, means, stds, weights, objective=objective, prediction=prediction,
                         sigma_data=sigma_data)
-  return denoiser.make(net, process, kind, mean_type=prediction, sigma_data=sigma_data,
+  return denoiser.make(net, process, objective, mean_type=prediction, sigma_data=sigma_data,
                        **options)
 
 
@@ -100,7 +100,7 @@ def gaussian_flow_map(process, mean, std, x_T, t_end: float):
 
 def _levels(x, noise_input, process, noise_input_kind, edm: bool, sigma_data: float):
   """(x, α, σ): the state and its marginal coefficients from what a network of the noise
-  input's kind is fed (EDM's network: c_in x at c_noise = ¼ ln σ)."""
+  input is fed (EDM's network: c_in x at c_noise = ¼ ln σ)."""
   if noise_input_kind == "index":
     if jnp.issubdtype(noise_input.dtype, jnp.integer):  # a chain step: its own α_i, σ_i
       alpha, sigma = process.step_coef(noise_input)
