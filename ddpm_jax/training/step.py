@@ -136,25 +136,19 @@ def make_train_step(model: nn.Module, loss_fn: Callable, *, ema_decay: float,
   """
 
   def step(state: TrainState, batch):
-    examples_key, dropout_key = jax.random.split(
-        jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step))
-    b = batch["image"].shape[0]
-    device = jax.lax.axis_index(parallel.DATA_AXIS)
-    example_keys = jax.vmap(lambda i: jax.random.fold_in(examples_key, i))(device * b + jnp.arange(b))
+    example_keys, dropout_key = _keys(state, batch["image"].shape[0])
     loss_keys, label_keys = jax.vmap(jax.random.split, out_axes=1)(example_keys)
-    dropout_key = jax.random.fold_in(dropout_key, device)
-    y = None
-    if num_classes is not None:
-      drop = jax.vmap(lambda k: jax.random.bernoulli(k, label_dropout))(label_keys)
-      y = jnp.where(drop, num_classes, batch["label"])
-
     images, extra = batch["image"], {}
     if augment_fn is not None:
       augment_keys = jax.vmap(lambda k: jax.random.fold_in(k, AUGMENT_STREAM))(example_keys)
       images, extra["augment"] = augment_fn(augment_keys, images)
-
+    y = None
+    if num_classes is not None:
+      drop = jax.vmap(lambda k: jax.random.bernoulli(k, label_dropout))(label_keys)
+      y = jnp.where(drop, num_classes, batch["label"])
     losses = state.loss_history
     probs = None if losses is None else history[0](losses)
+    scale = None if state.loss_scale is None else state.loss_scale["scale"]
 
     def loss_of(params, micro, dropout_key):
       def net(x_t, t):
@@ -163,21 +157,10 @@ def make_train_step(model: nn.Module, loss_fn: Callable, *, ema_decay: float,
       loss, metrics = loss_fn(net, micro["images"], micro["keys"], probs, micro["labels"])
       return (loss if scale is None else loss * scale), metrics
 
-    scale = None if state.loss_scale is None else state.loss_scale["scale"]
-    grad_fn = jax.value_and_grad(loss_of, has_aux=True)
     whole = {"images": images, "keys": loss_keys, "labels": batch["label"], "y": y,
              "extra": extra}
-    if grad_accum_steps == 1:
-      (_, metrics), grads = grad_fn(state.params, whole, dropout_key)
-    else:
-      grads, metrics = _accumulate(grad_fn, state.params, whole, dropout_key,
-                                   grad_accum_steps, unroll)
-    # The parameters are replicated (device-invariant), so shard_map returns their gradient
-    # already summed over devices (the transpose of the implicit broadcast is a psum): divide
-    # by the device count for the gradient of the mean loss over the global batch.
-    grads = jax.tree.map(lambda g: g / jax.lax.axis_size(parallel.DATA_AXIS), grads)
-    if scale is not None:
-      grads = jax.tree.map(lambda g: g / scale, grads)
+    grads, metrics = _gradients(jax.value_and_grad(loss_of, has_aux=True), state.params, whole,
+                                dropout_key, grad_accum_steps, unroll, scale)
     if losses is not None:
       gathered = [parallel.all_gather_invariant(metrics[k]) for k in ("t", "per_example_loss")]
       losses = history[1](losses, *gathered)
@@ -185,8 +168,9 @@ def make_train_step(model: nn.Module, loss_fn: Callable, *, ema_decay: float,
                             parallel.DATA_AXIS)
     metrics["grad_norm"] = optax.tree.norm(grads)
     new_state = state.apply_gradients(grads=grads)
-    new_state = new_state.replace(ema_params=ema_update(state.ema_params, new_state.params, ema_decay),
-                                  loss_history=losses)
+    new_state = new_state.replace(
+        ema_params=ema_update(state.ema_params, new_state.params, ema_decay),
+        loss_history=losses)
     if scale is not None:
       new_state, metrics = _skip_non_finite(state, new_state, metrics, loss_scale_every)
     if phema_gammas:
@@ -196,6 +180,33 @@ def make_train_step(model: nn.Module, loss_fn: Callable, *, ema_decay: float,
     return new_state, metrics
 
   return step
+
+
+def _keys(state: TrainState, b: int):
+  """(keys [b] of this device's examples, from their global indices; this device's dropout
+  key), from the state's key and step."""
+  examples_key, dropout_key = jax.random.split(
+      jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step))
+  device = jax.lax.axis_index(parallel.DATA_AXIS)
+  example_keys = jax.vmap(lambda i: jax.random.fold_in(examples_key, i))(
+      device * b + jnp.arange(b))
+  return example_keys, jax.random.fold_in(dropout_key, device)
+
+
+def _gradients(grad_fn, params, whole, dropout_key, k: int, unroll: bool, scale):
+  """(gradient of the mean loss over the global batch, this device's metrics): over k
+  micro-batches where k > 1, unscaled by the loss scale where there is one."""
+  if k == 1:
+    (_, metrics), grads = grad_fn(params, whole, dropout_key)
+  else:
+    grads, metrics = _accumulate(grad_fn, params, whole, dropout_key, k, unroll)
+  # The parameters are replicated (device-invariant), so shard_map returns their gradient
+  # already summed over devices (the transpose of the implicit broadcast is a psum): divide
+  # by the device count for the gradient of the mean loss over the global batch.
+  grads = jax.tree.map(lambda g: g / jax.lax.axis_size(parallel.DATA_AXIS), grads)
+  if scale is not None:
+    grads = jax.tree.map(lambda g: g / scale, grads)
+  return grads, metrics
 
 
 def _skip_non_finite(state, new_state, metrics, grow_every: int):
