@@ -15,6 +15,7 @@ The weights are not stored: reference_weights.random_state_dict draws them again
 
 import importlib.util
 import json
+import os
 import sys
 
 import jax
@@ -25,7 +26,7 @@ from flax import serialization, traverse_util
 from safetensors.numpy import load_file, save_file
 
 from ddpm_jax.config import defaults, load, weights
-from ddpm_jax.interop import diffusers, tensors
+from ddpm_jax.interop import diffusers, score_sde, tensors
 
 pytestmark = pytest.mark.usefixtures("cheap_compile")
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -33,6 +34,8 @@ sys.path.insert(0, str(FIXTURES))
 from reference_weights import random_state_dict  # noqa: E402
 
 DIFFUSERS = json.loads((FIXTURES / "diffusers.json").read_text())
+# norm_num_groups 8 and 16 (tests/fixtures/make_diffusers_groups.py)
+GROUPS = json.loads((FIXTURES / "diffusers_groups.json").read_text())
 
 
 def _arrays(stem: str, name: str) -> dict:
@@ -44,10 +47,10 @@ def _rel_err(out, want) -> float:
   return float(np.abs(np.asarray(out) - want).max() / np.abs(want).max())
 
 
-def _diffusers_folder(tmp_path, name: str, legacy_names: bool = False):
+def _diffusers_folder(tmp_path, name: str, legacy_names: bool = False, cases=DIFFUSERS):
   """A UNet2DModel folder as diffusers' save_pretrained writes it, with the case's weights
   (under the pre-0.15 attention names with `legacy_names`, as the google/ddpm-* files have)."""
-  entry = DIFFUSERS["cases"][name]
+  entry = cases["cases"][name]
   state = random_state_dict(entry["shapes"], entry["seed"])
   if legacy_names:
     new = {v: k for k, v in diffusers.OLD_ATTENTION.items()}
@@ -75,11 +78,85 @@ def test_a_diffusers_folder_gives_diffusers_outputs(tmp_path, name):
         "learned_range", "cosine", False)
 
 
+@pytest.mark.parametrize("name", sorted(GROUPS["cases"]))
+def test_a_unet_of_8_or_16_groups_gives_diffusers_outputs(tmp_path, name):
+  """diffusers' norm_num_groups is model.norm_groups; the export writes it back."""
+  config, params = weights.load_diffusers(str(_diffusers_folder(tmp_path, name, cases=GROUPS)))
+  assert config.model.norm_groups == GROUPS["cases"][name]["config"]["norm_num_groups"]
+  arrays = _arrays("diffusers_groups", name)
+  out = weights.network_fn(config)(params, arrays["x"], arrays["t"].astype(np.float32))
+  assert _rel_err(out, arrays["out"]) <= 1e-5
+  weights.save_diffusers(config, params, str(tmp_path / "out"))
+  written = json.loads((tmp_path / "out" / "unet" / "config.json").read_text())
+  assert written["norm_num_groups"] == config.model.norm_groups
+
+
+def test_a_bare_unet_folder_takes_its_schedule_from_the_config(tmp_path, capsys):
+  """What unet.save_pretrained(dir) writes (no scheduler config): refused alone, naming the
+  way out; with a config, loaded with the config's schedule (said in the log)."""
+  folder = _diffusers_folder(tmp_path, "attention_at_4")
+  (folder / "scheduler_config.json").unlink()
+  with pytest.raises(FileNotFoundError, match=r"No scheduler_config.json .*give a config that "
+                                              r"states them"):
+    weights.load_diffusers(str(folder))
+  stated = load.load(str(ROOT / "configs" / "cifar10_ddpm.py"))
+  stated.diffusion.beta_schedule = "cosine"
+  config, params = weights.load_diffusers(str(folder), stated)
+  assert config.diffusion.beta_schedule == "cosine" and config.model.ch == 32
+  assert "has no scheduler config: its β schedule, prediction and variance are the config's " \
+         "(diffusion.beta_schedule='cosine'" in capsys.readouterr().out
+  arrays = _arrays("diffusers", "attention_at_4")
+  out = weights.network_fn(config)(params, arrays["x"], arrays["t"].astype(np.float32))
+  assert _rel_err(out, arrays["out"]) <= 1e-5
+
+
+@pytest.mark.parametrize("damage,match", [
+    ("nan", r"tensor conv_in.weight holds 1 NaN or infinite values"),
+    ("no_levels", r"block_out_channels=\[\] is not a list of channel counts"),
+    ("groups", r"norm_num_groups=12 is not supported .*a divisor of every channel count"),
+])
+def test_a_damaged_diffusers_folder_is_refused_in_one_line(tmp_path, damage, match):
+  folder = _diffusers_folder(tmp_path, "attention_at_4")
+  if damage == "nan":
+    state = load_file(str(folder / diffusers.WEIGHTS))
+    state["conv_in.weight"][0, 0, 0, 0] = np.nan
+    save_file(state, str(folder / diffusers.WEIGHTS))
+  else:
+    content = json.loads((folder / "config.json").read_text())
+    if damage == "no_levels":
+      content["block_out_channels"] = []
+    else:
+      content["norm_num_groups"] = 12
+    (folder / "config.json").write_text(json.dumps(content))
+  with pytest.raises(tensors.FormatError, match=match):
+    weights.load_diffusers(str(folder))
+
+
+@pytest.mark.parametrize("what,match", [
+    ("folder", r"is a folder; pass the weights file itself"),
+    ("empty", r"is not an .npz file \(not a zip archive\); save plain arrays"),
+    ("cut", r"is not a readable .npz file"),
+])
+def test_an_unreadable_weights_file_is_refused_in_one_line(tmp_path, what, match):
+  path = tmp_path / "w.npz"
+  if what == "folder":
+    path.mkdir()
+  elif what == "empty":
+    path.write_bytes(b"")
+  else:
+    np.savez(path, a=np.ones(1000, np.float32))
+    path.write_bytes(path.read_bytes()[:300])
+  with pytest.raises(tensors.FormatError, match=match):
+    tensors.read(str(path))
+  if what == "folder":
+    with pytest.raises(tensors.FormatError, match=r"is a folder; pass a score_sde checkpoint"):
+      score_sde.read_flax(str(path))
+
+
 @pytest.mark.parametrize("name", sorted(DIFFUSERS["cases"]))
 def test_an_export_is_what_diffusers_reads_and_comes_back_bit_exact(tmp_path, name):
   entry = DIFFUSERS["cases"][name]
   config, params = weights.load_diffusers(str(_diffusers_folder(tmp_path, name)))
-  channels = entry["config"]["in_channels"]
   out = tmp_path / "export"
   weights.save_diffusers(config, params, str(out))  # the channels read from the parameters
   # the configs hold every field diffusers read from the export (make_diffusers.py loaded it
@@ -170,7 +247,7 @@ def test_pickles_are_never_loaded(tmp_path):
     weights.load_edm(str(pkl), config)
   fake = tmp_path / "notes.npz"
   np.savez(fake, a=np.array([{"x": 1}], dtype=object))
-  with pytest.raises(tensors.FormatError, match="pickled objects, which are never loaded"):
+  with pytest.raises(tensors.FormatError, match="holds Python objects, refused for safety"):
     tensors.read(str(fake))
 
 
@@ -288,10 +365,11 @@ def test_an_edm_state_dict_file_gives_its_outputs(tmp_path, name):
   arrays = _arrays("edm_networks", name)
   out = weights.network_fn(config)(params, arrays["x"], arrays["noise"])
   assert _rel_err(out, arrays["out"]) <= 1e-5
-  weights.export(config, params, f"edm:{tmp_path / 'back.npz'}")  # EDM's names, no buffers
+  weights.export(config, params, f"edm:{tmp_path / 'back.npz'}")  # EDM's names, + buffers
   with np.load(tmp_path / "back.npz") as z:
-    assert set(z.files) == set(entry["shapes"]) and all(
-        np.array_equal(z[k], state[k]) for k in z.files)
+    weights_back = [k for k in z.files if not k.endswith("resample_filter")]
+    assert set(weights_back) == set(entry["shapes"]) and all(
+        np.array_equal(z[k], state[k]) for k in weights_back)
 
 
 # ------------------------------------------------------------------ --mode import
@@ -361,6 +439,26 @@ def test_export_refuses_an_existing_path_and_a_network_diffusers_cannot_hold(tmp
   config.model.name = "song_unet"
   with pytest.raises(ValueError, match=r"^--export_to=diffusers: writes the unconditional DDPM"):
     weights.check_export(config, f"diffusers:{tmp_path / 'new'}")
+
+
+@pytest.mark.parametrize("where", ["under_a_file", "read_only"])
+def test_an_export_that_cannot_be_written_leaves_nothing(tmp_path, where):
+  """A target under a file, or in a read-only folder: one line naming it; no half-written
+  folder (the pipeline is written beside the target and renamed to it whole)."""
+  config, params = weights.load_diffusers(str(_diffusers_folder(tmp_path, "attention_at_4")))
+  if where == "under_a_file":
+    (tmp_path / "a_file").write_text("x")
+    target = tmp_path / "a_file" / "out"
+  else:
+    (tmp_path / "ro").mkdir()
+    (tmp_path / "ro").chmod(0o555)
+    target = tmp_path / "ro" / "out"
+    if os.access(tmp_path / "ro", os.W_OK):
+      pytest.skip("running as a user who may write anywhere (root)")
+  before = sorted(str(p) for p in tmp_path.rglob("*"))
+  with pytest.raises(ValueError, match=rf"^--export_to: cannot write {target} \("):
+    weights.save_diffusers(config, params, str(target))
+  assert sorted(str(p) for p in tmp_path.rglob("*")) == before
 
 
 def test_an_export_writes_the_parameters_channels_and_refuses_a_config_they_do_not_fit(

@@ -18,6 +18,8 @@ import pytest
 from conftest import ROOT
 from flax import traverse_util
 
+from ddpm_jax import configs
+from ddpm_jax.config import build, weights
 from ddpm_jax.interop import edm_weights as edm_interop
 from ddpm_jax.models.dhariwal_unet import DhariwalUNet
 from ddpm_jax.models.ncsnpp import NCSNpp
@@ -72,7 +74,69 @@ def test_outputs_equal_the_reference_for_the_same_weights(name):
   assert err <= 1e-5, (name, err)
   # and the state dict comes back out under the reference's names
   back = edm_interop.state_dict(params)
-  assert set(back) == set(entry["shapes"])
+  assert {k for k in back if not k.endswith("resample_filter")} == set(entry["shapes"])
+
+
+def _config(entry):
+  """The config whose network is this fixture's (config/build.py NETWORK_ROWS, read back)."""
+  name = {"SongUNet": "song_unet", "DhariwalUNet": "dhariwal_unet"}[entry["cls"]]
+  row, kwargs = build.NETWORK_ROWS[name], dict(entry["kwargs"])
+  labels = kwargs.pop("label_dim", 0)
+  fields = {f"model.{row.fields[k]}": tuple(v) if isinstance(v, list) else v
+            for k, v in kwargs.items()}
+  return configs.get("demo", **{
+      "training.objective": "edm", "sampling.method": "edm", "model.name": name,
+      "model.conditional": bool(labels), "data.num_classes": labels or 10,
+      "data.image_size": entry["resolution"], **fields})
+
+
+# Each case's whole state dict, buffers included, as EDM's load_state_dict(strict=True) wants
+# it (tests/fixtures/make_edm_state_keys.py).
+EDM_KEYS = json.loads((FIXTURES / "edm_state_keys.json").read_text())
+
+
+@pytest.mark.parametrize("name", sorted(EDM["cases"]))
+def test_an_edm_export_is_the_whole_state_dict_edm_loads_strictly(name, tmp_path):
+  """weights.export("edm:F.npz") writes every entry of the reference's state dict, the
+  resample filters included, with its shape and values: what load_state_dict(strict=True)
+  takes; a target without .npz is refused before anything is written."""
+  entry, want = EDM["cases"][name], EDM_KEYS[name]
+  config = _config(entry)
+  template, _ = weights.param_shapes(config)
+  params = edm_interop.params_from_state_dict(random_state_dict(entry["shapes"], entry["seed"]),
+                                              template)
+  path = weights.export(config, params, f"edm:{tmp_path}/net.npz")
+  with np.load(path) as z:
+    written = {k: z[k] for k in z.files}
+  assert {k: list(v.shape) for k, v in written.items()} == {
+      k: v["shape"] for k, v in want.items()}
+  for key, v in want.items():
+    if key.endswith("resample_filter"):
+      np.testing.assert_array_equal(written[key], np.asarray(v["value"], np.float32))
+  with pytest.raises(ValueError, match=r"name it .*net2.npz"):
+    weights.export(config, params, f"edm:{tmp_path}/net2")
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["net.npz"]
+
+
+@pytest.mark.parametrize("name", ["song_skip_skip_cond_aug", "adm_cond_aug"])
+@pytest.mark.slow
+def test_the_public_network_function_takes_the_augmentation_labels(name):
+  """weights.network_fn (the public forward of a config's network) equals the reference's
+  forward with its class and augmentation labels; without the labels it differs."""
+  entry = EDM["cases"][name]
+  with np.load(FIXTURES / "edm_networks.npz") as z:
+    arrays = {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith(name + "/")}
+  config = _config(entry)
+  template, _ = weights.param_shapes(config)
+  params = edm_interop.params_from_state_dict(random_state_dict(entry["shapes"], entry["seed"]),
+                                              template)
+  net = weights.network_fn(config)
+  args = (params, jnp.asarray(arrays["x"]), jnp.asarray(arrays["noise"]), jnp.asarray(arrays["y"]))
+  out, want = np.asarray(net(*args, augment=jnp.asarray(arrays["augment"]))), arrays["out"]
+  assert float(np.abs(out - want).max() / np.abs(want).max()) <= 1e-5
+  assert float(np.abs(np.asarray(net(*args)) - want).max() / np.abs(want).max()) > 1e-2
+  with pytest.raises(ValueError, match="drop the argument augment"):
+    weights.network_fn(configs.get("demo"))(params, *args[1:], augment=arrays["augment"])
 
 
 def test_a_state_dict_of_another_configuration_is_refused_by_name():

@@ -115,7 +115,8 @@ def _embedding(config) -> str:
 SHARED = ("ch", "ch_mult", "num_res_blocks", "attn_resolutions", "dropout", "remat")
 _UNET = {"ch": "ch", "ch_mult": "ch_mult", "num_res_blocks": "num_res_blocks",
          "attn_resolutions": "attn_resolutions", "dropout": "dropout", "remat": "remat",
-         "resamp_with_conv": "resamp_with_conv", "attention": "attention", "dtype": "dtype"}
+         "resamp_with_conv": "resamp_with_conv", "attention": "attention", "dtype": "dtype",
+         "norm_groups": "norm_groups"}
 _EDM = {"model_channels": "ch", "channel_mult": "ch_mult", "num_blocks": "num_res_blocks",
         "attn_resolutions": "attn_resolutions", "dropout": "dropout", "remat": "remat",
         "channel_mult_emb": "channel_mult_emb", "augment_dim": "augment_dim", "dtype": "dtype"}

@@ -144,8 +144,8 @@ FIELDS = (
           choices=build.NETWORKS),
     Field("model.ch", 128,
           "base channels (score_sde's nf, EDM's model_channels)",
-          check=lambda v: v > 0 and v % 32 == 0,
-          want="a positive multiple of 32 (GroupNorm's 32 groups)"),
+          check=_positive, want="positive, each level (× model.ch_mult) divisible into "
+          "GroupNorm's groups"),
     Field("model.ch_mult", (1, 2, 2, 2),
           "channel multiplier of each resolution level (score_sde's ch_mult, EDM's channel_mult)",
           elements=(_positive_int, "positive integer channel multipliers", False, "(1, 2, 2, 2)")),
@@ -176,6 +176,9 @@ FIELDS = (
           "einsum | xla | cudnn (jax.nn.dot_product_attention; GPU)",
           choices=layers.ATTENTION),
     Field("model.remat", False, "recompute each residual block in the backward pass (memory)"),
+    Field("model.norm_groups", 32,
+          "ddpm and half_unet: GroupNorm's groups (DDPM's 32; diffusers' norm_num_groups)",
+          check=_positive, want="positive"),
     Field("model.embedding_type", "positional",
           "ncsnpp and song_unet (each network reads only its own options; the gate refuses the "
           "rest) positional | fourier (of the noise input)",

@@ -87,7 +87,6 @@ def check(config) -> None:
       raise ValueError(f"Unknown {name} {field(config, name)!r}; use one of {choices}.")
   _check_objective(config)
   _check_network(config)
-  _check_sampling(config)
   _check_phema(config)
   t, k = config.training, config.training.steps_per_dispatch
   if t.num_train_steps % k or t.checkpoint_every % k or t.log_every % k or t.phema_every % k:
@@ -141,6 +140,13 @@ def _check_objective(config) -> None:
 
 def _check_network(config) -> None:
   m = config.model
+  fixed = "norm_groups" in build.NETWORK_OPTIONS[m.name]  # else EDM's and score_sde's rule
+  for c in (m.ch * k for k in m.ch_mult):
+    groups = m.norm_groups if fixed else max(1, min(32, c // 4))
+    if c % groups:
+      raise ValueError(f"model.ch={m.ch} must give levels (× model.ch_mult) that GroupNorm's "
+                       f"{groups} groups{' (model.norm_groups)' if fixed else ''} divide, not "
+                       f"{c} channels; set --config.model.ch (e.g. a multiple of 32).")
   if m.name == "ncsnpp":
     if m.conditional:
       raise ValueError("model.name 'ncsnpp' has no class labels; set model.conditional=False "
@@ -162,23 +168,6 @@ def _check_network(config) -> None:
     raise ValueError(f"training.augment_p feeds {labels} augment labels to the network: set "
                      f"model.name 'song_unet' or 'dhariwal_unet' with model.augment_dim="
                      f"{labels} (now {m.name!r}, {m.augment_dim}).")
-
-
-def _check_sampling(config) -> None:
-  s, obj = config.sampling, config.training.objective
-  if obj == "classifier":
-    return  # a classifier does not sample
-  entry = table.get(s.method)
-  if obj not in entry.objectives:
-    fits = tuple(name for name, e in table.SAMPLERS.items() if obj in e.objectives)
-    raise ValueError(f"sampling.method {s.method!r} does not fit training.objective "
-                     f"{obj!r}; use one of {fits}.")
-  if s.method == "dpm_solver" and s.dpm_solver_variant == "singlestep" and s.solver_order != 2:
-    raise ValueError(f"sampling.dpm_solver_variant 'singlestep' is DPM-Solver++(2S), of order "
-                     f"2; set sampling.solver_order=2 (not {s.solver_order}).")
-  if s.method == "ddim" and s.num_steps > config.diffusion.num_timesteps:
-    raise ValueError(f"sampling.num_steps={s.num_steps} must be at most "
-                     f"diffusion.num_timesteps={config.diffusion.num_timesteps}; lower it.")
 
 
 def _check_phema(config) -> None:

@@ -15,8 +15,10 @@ tensor is checked against, by name and shape.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +26,7 @@ import numpy as np
 
 from ddpm_jax.config import build, defaults, load
 from ddpm_jax.infra import files
+from ddpm_jax.infra.metrics_writer import log
 from ddpm_jax.interop import diffusers, edm_weights, score_sde, tensors
 
 FORMATS = ("diffusers", "score_sde", "edm")  # --import_from
@@ -31,14 +34,20 @@ EXPORTS = ("diffusers", "edm")  # --export_to
 
 
 def network_fn(config, channels: int = 3):
-  """net(params, x, noise_input, y=None) -> output: the network `config` builds, compiled, on
-  NHWC float32 x with the noise input its Denoiser feeds it (the chain step for DDPM
-  networks and score_sde's VP models, log σ for VE ones, EDM's c_noise for EDM's)."""
-  apply = build.apply_fn(build.model(config, channels))
+  """net(params, x, noise_input, y=None, augment=None) -> output: the network `config`
+  builds, compiled, on NHWC float32 x with the noise input its Denoiser feeds it (the chain
+  step for DDPM networks and score_sde's VP models, log σ for VE ones, EDM's c_noise for
+  EDM's), class labels y and, for EDM's networks with model.augment_dim, the augmentation
+  labels [B, augment_dim] (objectives/augment.py; EDM's augment_labels)."""
+  module, augmented = build.model(config, channels), bool(config.model.augment_dim)
 
   @jax.jit
-  def net(params, x, noise_input, y=None):
-    return apply(params, x, noise_input, *(() if y is None else (y,)))
+  def net(params, x, noise_input, y=None, augment=None):
+    if augment is not None and not augmented:
+      raise ValueError("augment labels are read by EDM's networks with model.augment_dim > 0; "
+                       "drop the argument augment or set model.augment_dim.")
+    extra = {} if augment is None else {"augment": augment}
+    return module.apply({"params": params}, x, noise_input, y, **extra)
   return net
 
 
@@ -89,20 +98,32 @@ def _diffusers_files(folder: str) -> tuple[str, str, str]:
                     os.path.join(folder, "scheduler", "scheduler_config.json")):
     if os.path.isfile(candidate):
       return config, weights, os.path.normpath(candidate)
-  raise FileNotFoundError(f"No scheduler_config.json beside {config} or in a scheduler/ folder; "
-                          f"it gives the β schedule and prediction type: download it too.")
+  return config, weights, None  # a bare UNet2DModel folder (unet.save_pretrained)
 
 
-def diffusers_fields(folder: str) -> dict:
-  """This library's config fields for a diffusers folder (diffusers.settings)."""
+def diffusers_fields(folder: str, config=None) -> dict:
+  """This library's config fields for a diffusers folder (diffusers.settings); a bare
+  UNet2DModel folder (no scheduler config) takes its β schedule, prediction and variance from
+  `config`, saying so, or is refused where no config is given."""
   unet, _, scheduler = _diffusers_files(folder)
-  return diffusers.settings(_read_json(unet), _read_json(scheduler), unet)
+  if scheduler is not None:
+    return diffusers.settings(_read_json(unet), _read_json(scheduler), unet)
+  if config is None:
+    raise FileNotFoundError(f"No scheduler_config.json beside {unet} or in a scheduler/ folder "
+                            f"(a bare UNet2DModel folder): it gives the β schedule and the "
+                            f"prediction; download it too, or give a config that states them "
+                            f"(diffusion.*, model.mean_type, model.var_type).")
+  log(f"{folder} has no scheduler config: its β schedule, prediction and variance are the "
+      f"config's (diffusion.beta_schedule={config.diffusion.beta_schedule!r}, "
+      f"model.mean_type={config.model.mean_type!r}, model.var_type={config.model.var_type!r})")
+  return diffusers.settings(_read_json(unet), diffusers.scheduler_config(_settings(config)), unet)
 
 
 def load_diffusers(folder: str, config=None):
   """(config, params) of a diffusers UNet2DModel folder: `config` (default: the library's
-  defaults) with every field the folder determines set from it."""
-  fields = diffusers_fields(folder)
+  defaults) with every field the folder determines set from it (a bare UNet2DModel folder:
+  the schedule from `config`, diffusers_fields)."""
+  fields = diffusers_fields(folder, config)
   config = _with_fields(config, fields)
   _, weights, _ = _diffusers_files(folder)
   return config, diffusers_params(weights, config, fields["in_channels"])
@@ -130,25 +151,45 @@ def save_diffusers(config, params, folder: str, channels: int | None = None) -> 
   return _write_diffusers(config, params, folder, params_channels(config, params, channels))
 
 
-def _write_diffusers(config, params, folder: str, channels: int) -> str:
+def _settings(config, channels: int = 3) -> dict:
+  """The config's fields as diffusers.settings gives them (its inverse's input)."""
   fields = {f"{section}.{k}": v for section in ("model", "diffusion")
             for k, v in config[section].items()}
   fields.update({"data.image_size": config.data.image_size, "in_channels": channels,
-                 "sampling.clip_x0": config.sampling.clip_x0,
-                 "betas": build.betas(config)})
-  unet, scheduler = diffusers.config_files(fields)
+                 "sampling.clip_x0": config.sampling.clip_x0, "betas": build.betas(config)})
+  return fields
+
+
+def _write_diffusers(config, params, folder: str, channels: int) -> str:
+  """The pipeline folder, written whole beside `folder` and renamed to it (a write that fails,
+  e.g. on a full disk, leaves nothing)."""
+  unet, scheduler = diffusers.config_files(_settings(config, channels))
   state = tensors.state_dict_from_tree(jax.device_get(params), _unet_names(config))
   from safetensors.numpy import save_file
-  os.makedirs(os.path.join(folder, "unet"), exist_ok=True)
-  weights = os.path.join(folder, "unet", diffusers.WEIGHTS)
-  save_file(state, weights + ".tmp", metadata={"format": "pt"})
-  os.replace(weights + ".tmp", weights)
-  files.save_json(os.path.join(folder, "unet", "config.json"), unet)
-  files.save_json(os.path.join(folder, "scheduler", "scheduler_config.json"), scheduler)
-  files.save_json(os.path.join(folder, "model_index.json"), {
-      "_class_name": "DDPMPipeline", "_diffusers_version": diffusers.DIFFUSERS_VERSION,
-      "scheduler": ["diffusers", "DDPMScheduler"], "unet": ["diffusers", "UNet2DModel"]})
+  partial = f"{folder.rstrip(os.sep)}.partial-{os.getpid()}"
+  with _writing(folder, partial):
+    os.makedirs(os.path.join(partial, "unet"))
+    save_file(state, os.path.join(partial, "unet", diffusers.WEIGHTS), metadata={"format": "pt"})
+    files.save_json(os.path.join(partial, "unet", "config.json"), unet)
+    files.save_json(os.path.join(partial, "scheduler", "scheduler_config.json"), scheduler)
+    files.save_json(os.path.join(partial, "model_index.json"), {
+        "_class_name": "DDPMPipeline", "_diffusers_version": diffusers.DIFFUSERS_VERSION,
+        "scheduler": ["diffusers", "DDPMScheduler"], "unet": ["diffusers", "UNet2DModel"]})
+    os.rename(partial, folder)
   return folder
+
+
+@contextlib.contextmanager
+def _writing(target: str, partial: str | None = None):
+  """An export's writes: an OSError (no such folder, a file in the way, read-only, full) is a
+  one-line ValueError naming the target, with the `partial` folder removed."""
+  try:
+    yield
+  except OSError as e:
+    if partial:
+      shutil.rmtree(partial, ignore_errors=True)
+    raise ValueError(f"--export_to: cannot write {target} ({e.strerror or e}); choose a "
+                     f"writable path with room (nothing was left there).") from None
 
 
 # ------------------------------------------------------------------ score_sde and EDM
@@ -219,6 +260,9 @@ def check_export(config, target: str) -> None:
     raise ValueError(f"--export_to=diffusers: writes the unconditional DDPM U-Net of "
                      f"training.objective 'ddpm' (model.name {m.name!r}, objective "
                      f"{config.training.objective!r}); use edm for SongUNet/DhariwalUNet.")
+  if fmt == "edm" and not path.endswith(".npz"):
+    raise ValueError(f"--export_to=edm:{path}: an EDM state dict is written as .npz (its "
+                     f"importers read the format from the suffix); name it {path}.npz.")
   if os.path.exists(path):
     raise ValueError(f"--export_to: {path} exists; choose a new path (nothing is overwritten).")
 
@@ -231,14 +275,19 @@ def export(config, params, target: str, channels: int | None = None) -> str:
   channels = params_channels(config, params, channels)
   if fmt == "diffusers":
     return _write_diffusers(config, params, path, channels)
-  files.save_npz(path, **edm_weights.state_dict(params))
+  m = config.model
+  song = m.name == "song_unet"  # DhariwalUNet resamples with EDM's defaults
+  with _writing(path):
+    files.save_npz(path, **edm_weights.state_dict(
+        params, tuple(m.resample_filter) if song else (1, 1),
+        m.encoder_type if song else "standard", m.decoder_type if song else "standard"))
   return path
 
 
 # The fields a diffusers folder fixes that the run's config must have (dropout, the fixed
 # variance and clipping are choices of training and sampling, not of the weights).
 WEIGHT_FIELDS = ("model.name", "model.ch", "model.ch_mult", "model.num_res_blocks",
-                 "model.attn_resolutions", "model.resamp_with_conv", "model.conditional",
+                 "model.norm_groups", "model.attn_resolutions", "model.resamp_with_conv", "model.conditional",
                  "model.mean_type", "data.image_size", "training.objective",
                  "diffusion.beta_schedule", "diffusion.beta_start", "diffusion.beta_end",
                  "diffusion.num_timesteps", "diffusion.zero_terminal_snr")
@@ -249,7 +298,7 @@ def import_params(config, source: str, channels: int) -> dict:
   diffusers folder that does not match the config is one line naming the field."""
   fmt, path = parse_source(source)
   if fmt == "diffusers":
-    fields = diffusers_fields(path)
+    fields = diffusers_fields(path, config)
     learned = fields["model.var_type"].startswith("learned")
     wanted = [*WEIGHT_FIELDS, *(["model.var_type"] if learned else [])]
     for name in wanted:
@@ -283,7 +332,7 @@ def import_with_channels(config, source: str) -> tuple[dict, int]:
 def source_digest(source: str) -> dict:
   """{file: sha256} of the files an import reads (the provenance written beside it)."""
   fmt, path = parse_source(source)
-  paths = list(_diffusers_files(path)) if fmt == "diffusers" else [path]
+  paths = [p for p in _diffusers_files(path) if p] if fmt == "diffusers" else [path]
   return {os.path.abspath(p): files.sha256(p) for p in paths}
 
 

@@ -43,8 +43,7 @@ HONOURED = dict(
     center_input_sample=False, time_embedding_type="positional", freq_shift=1,
     flip_sin_to_cos=False, mid_block_type="UNetMidBlock2D", mid_block_scale_factor=1,
     downsample_padding=0, downsample_type="conv", upsample_type="conv", act_fn="silu",
-    norm_num_groups=32, attn_norm_num_groups=None, norm_eps=1e-6,
-    resnet_time_scale_shift="default", add_attention=True, class_embed_type=None,
+    attn_norm_num_groups=None, norm_eps=1e-6, resnet_time_scale_shift="default", add_attention=True, class_embed_type=None,
     num_class_embeds=None)
 SCHEDULER_DEFAULTS = dict(  # DDPMScheduler's
     num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
@@ -72,8 +71,16 @@ def settings(unet: Mapping, scheduler: Mapping, where: str = "config.json") -> d
   for field, wanted in HONOURED.items():
     if u[field] != wanted:
       raise _refuse(where, field, u[field], wanted)
-  channels = list(u["block_out_channels"])
-  ch = channels[0]
+  channels = u["block_out_channels"]
+  if (not isinstance(channels, (list, tuple)) or not channels
+      or not all(isinstance(c, int) and c > 0 for c in channels)):
+    raise FormatError(f"{where}: block_out_channels={channels!r} is not a list of channel "
+                      f"counts, one per level; the file is damaged or not a UNet2DModel's.")
+  channels = list(channels)
+  ch, groups = channels[0], u["norm_num_groups"]
+  if not isinstance(groups, int) or groups <= 0 or any(c % groups for c in channels):
+    raise _refuse(where, "norm_num_groups", groups, f"a divisor of every channel count "
+                  f"{channels}")
   if any(c % ch for c in channels):
     raise _refuse(where, "block_out_channels", channels, "multiples of the first entry")
   if u["time_embedding_dim"] not in (None, 4 * ch):
@@ -113,7 +120,7 @@ def settings(unet: Mapping, scheduler: Mapping, where: str = "config.json") -> d
                       f"{s['variance_type']!r} (a learned variance doubles the outputs).")
   return {
       "model.name": "ddpm", "model.ch": ch, "model.ch_mult": tuple(c // ch for c in channels),
-      "model.num_res_blocks": u["layers_per_block"],
+      "model.num_res_blocks": u["layers_per_block"], "model.norm_groups": groups,
       "model.attn_resolutions": tuple(size >> i for i, a in enumerate(attn) if a),
       "model.dropout": float(u["dropout"]), "model.resamp_with_conv": True,
       "model.conditional": False, "model.mean_type": PREDICTIONS[s["prediction_type"]],
@@ -144,8 +151,16 @@ def config_files(fields: Mapping) -> tuple[dict, dict]:
           "layers_per_block": fields["model.num_res_blocks"],
           "down_block_types": ["AttnDownBlock2D" if a else "DownBlock2D" for a in attn],
           "up_block_types": ["AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attn)],
-          "attention_head_dim": None, "dropout": fields["model.dropout"]}
+          "attention_head_dim": None, "dropout": fields["model.dropout"],
+          "norm_num_groups": fields["model.norm_groups"]}
   unet = {k: list(v) if isinstance(v, tuple) else v for k, v in unet.items()}
+  return unet, scheduler_config(fields)
+
+
+def scheduler_config(fields: Mapping) -> dict:
+  """scheduler_config.json contents for `settings`-style fields (the chain's diffusion.*,
+  model.mean_type and var_type, sampling.clip_x0; "betas" for a schedule diffusers has no
+  name for)."""
   schedule = {v: k for k, v in SCHEDULES.items()}.get(fields["diffusion.beta_schedule"])
   scheduler = {**SCHEDULER_DEFAULTS, "_class_name": "DDPMScheduler",
                "_diffusers_version": DIFFUSERS_VERSION,
@@ -159,7 +174,7 @@ def config_files(fields: Mapping) -> tuple[dict, dict]:
                "rescale_betas_zero_snr": fields["diffusion.zero_terminal_snr"]}
   if schedule is None:  # e.g. "constant": the β list itself
     scheduler["trained_betas"] = [float(b) for b in fields["betas"]]
-  return unet, scheduler
+  return scheduler
 
 
 # ------------------------------------------------------------------ tensors

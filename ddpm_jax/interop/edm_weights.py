@@ -3,7 +3,9 @@
 The rule: a state-dict key is the tree path joined by "."; the encoder's and decoder's
 ModuleDict entries make one Flax name ("enc.32x32_block0"), so the first two parts of an
 `enc.`/`dec.` key are one tree level. Arrays keep their layouts (models/edm_layers.py). The
-constant `resample_filter` buffers are not parameters here and are dropped on the way in.
+constant `resample_filter` buffers are not parameters here: they are dropped on the way in
+and written on the way out (`buffers`), so that EDM's load_state_dict(strict=True) takes the
+file.
 
 EDM publishes its networks only as pickles of Python objects (network-snapshot-*.pkl), which
 run code when unpickled: `read` refuses them and gives the one command that exports the
@@ -36,15 +38,42 @@ def tree_path(key: str) -> tuple[str, ...]:
   return tuple(parts)
 
 
-def state_dict(params) -> dict[str, np.ndarray]:
-  """The reference's state dict (less the constant resample filters) of a parameter tree."""
-  return {".".join(path): np.asarray(v)
-          for path, v in traverse_util.flatten_dict(params).items()}
+def state_dict(params, resample_filter=(1, 1), encoder_type: str = "standard",
+               decoder_type: str = "standard") -> dict[str, np.ndarray]:
+  """The reference's whole state dict of a parameter tree: its parameters and the constant
+  resample filters (`buffers`) of a network with these settings (DhariwalUNet's are the
+  defaults)."""
+  out = {".".join(path): np.asarray(v) for path, v in traverse_util.flatten_dict(params).items()}
+  return {**out, **buffers(params, resample_filter, encoder_type, decoder_type)}
+
+
+def buffers(params, resample_filter=(1, 1), encoder_type: str = "standard",
+            decoder_type: str = "standard") -> dict[str, np.ndarray]:
+  """EDM's `resample_filter` buffers, outer(f, f) / (Σf)² of shape [1, 1, k, k], of every
+  convolution that resamples: conv0 and skip of each down/up block, the residual encoder's
+  aux_residual, and the weightless (kernel 0) aux_down / aux_up of the skip encoder and
+  decoder, one per down/up block."""
+  f = np.asarray(resample_filter, np.float32)
+  value = (np.outer(f, f) / np.square(f.sum()))[None, None]
+  names = []
+  for block in params:
+    section, _, name = block.partition(".")
+    res, _, role = name.partition("_")
+    if role in ("down", "up"):
+      names += [f"{block}.conv0", f"{block}.skip"]
+      if section == "enc" and encoder_type == "skip":
+        names.append(f"enc.{res}_aux_down")
+      if section == "dec" and decoder_type == "skip":
+        names.append(f"dec.{res}_aux_up")
+    elif role == "aux_residual":
+      names.append(block)
+  return {f"{n}.resample_filter": value.copy() for n in names}
 
 
 def params_from_state_dict(state: Mapping[str, np.ndarray], template) -> dict:
   """The parameter tree of `state` (a name → array mapping), checked against `template` (the
-  network's parameters or their shapes): every name present, none extra, the same shapes."""
+  network's parameters or their shapes): every name present, none extra, the same shapes,
+  every value finite."""
   state = {k: v for k, v in state.items() if not k.endswith("resample_filter")}
   want = {".".join(p): tuple(np.shape(v))
           for p, v in traverse_util.flatten_dict(template).items()}
@@ -57,6 +86,7 @@ def params_from_state_dict(state: Mapping[str, np.ndarray], template) -> dict:
     if tuple(np.shape(state[key])) != shape:
       raise ValueError(f"{key} has shape {tuple(np.shape(state[key]))} in the state dict and "
                        f"{shape} in this network; check the network options (model.*).")
+  tensors.finite({k: state[k] for k in want}, "the EDM state dict")
   return traverse_util.unflatten_dict(
       {tree_path(k): np.asarray(state[k], np.float32) for k in want})
 

@@ -25,6 +25,7 @@ divides by: nothing else changes.
 from __future__ import annotations
 
 import math
+import os
 import re
 from typing import Mapping
 
@@ -39,6 +40,9 @@ ADVICE = ("check the network options (model.*) against the checkpoint's config (
 
 def read_flax(path: str) -> dict:
   """The EMA parameters of a score_sde Flax checkpoint file (msgpack; no code runs)."""
+  if not os.path.isfile(path):
+    raise FormatError(f"{path} is {'a folder' if os.path.isdir(path) else 'not there'}; pass "
+                      f"a score_sde checkpoint file (checkpoints/checkpoint_N).")
   with open(path, "rb") as f:
     raw = f.read()
   try:

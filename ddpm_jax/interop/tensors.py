@@ -16,6 +16,8 @@ from typing import Mapping, Sequence
 import numpy as np
 from flax import traverse_util
 
+from ddpm_jax.infra import files
+
 PICKLES = (".pkl", ".pt", ".pth", ".bin", ".ckpt")
 
 
@@ -25,6 +27,9 @@ class FormatError(ValueError):
 
 def read(path: str, pickle_advice: str = "") -> dict[str, np.ndarray]:
   """{name: array} of a .safetensors or .npz file; a pickle is refused with `pickle_advice`."""
+  if os.path.isdir(path):
+    raise FormatError(f"{path} is a folder; pass the weights file itself (.safetensors or "
+                      f".npz).")
   if not os.path.isfile(path):
     raise FileNotFoundError(f"No weights file {path!r}; check the path.")
   suffix = os.path.splitext(path)[1].lower()
@@ -36,15 +41,24 @@ def read(path: str, pickle_advice: str = "") -> dict[str, np.ndarray]:
       raise FormatError(f"{path} is not a readable safetensors file ({e}).") from None
   if suffix == ".npz":
     try:
-      with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
-    except ValueError as e:
-      raise FormatError(f"{path} holds pickled objects, which are never loaded ({e}); save "
-                        f"plain arrays (np.savez).") from None
+      return files.load_npz(path)
+    except ValueError as e:  # not a zip, cut short, or pickled objects (never loaded)
+      raise FormatError(f"{e}; save plain arrays with np.savez.") from None
   if suffix in PICKLES:
     raise FormatError(f"{path} is a Python pickle, which can run code when loaded, so it is "
                       f"not read. {pickle_advice}".rstrip())
   raise FormatError(f"{path}: unknown weights format {suffix!r}; use .safetensors or .npz.")
+
+
+def finite(state: Mapping[str, np.ndarray], where: str) -> None:
+  """A one-line FormatError naming the first tensor of `state` with a NaN or an infinity
+  (weights that would make every sample one flat value)."""
+  for key, value in state.items():
+    value = np.asarray(value)
+    if value.dtype.kind in "fc" and not np.isfinite(value).all():
+      bad = int(np.size(value) - np.isfinite(value).sum())
+      raise FormatError(f"{where}: tensor {key} holds {bad} NaN or infinite values; these "
+                        f"weights are damaged (or from a diverged run): use another file.")
 
 
 def read_torch(path: str) -> dict:
@@ -107,7 +121,8 @@ def tree_from_state_dict(state: Mapping[str, np.ndarray], names: Sequence[tuple[
                          template, where: str, advice: str) -> dict:
   """The parameter tree of `state` under `names` ((key, tree path, layout) rows; the rows
   whose path the template lacks are skipped), every tensor present, none extra, each of the
-  template's shape; otherwise one line naming the first offending tensor and `advice`."""
+  template's shape, every value finite; otherwise one line naming the first offending tensor
+  and `advice`."""
   want = flat_shapes(template)
   rows = [(k, p, layout) for k, p, layout in names if p in want]
   unmapped = sorted(set(want) - {p for _, p, _ in rows})
@@ -127,6 +142,7 @@ def tree_from_state_dict(state: Mapping[str, np.ndarray], names: Sequence[tuple[
       raise FormatError(f"{where}: tensor {key} has shape {tuple(np.shape(state[key]))}, and "
                         f"this network's {path} needs {want[path]} (in Flax's layout); {advice}")
     tree[tuple(path.split("/"))] = value
+  finite({k: state[k] for k, _, _ in rows}, where)
   return traverse_util.unflatten_dict(tree)
 
 

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import jax.numpy as jnp
 from flax import linen as nn
 
-from ddpm_jax.models.layers import default_init, noise_embedding
+from ddpm_jax.models.layers import default_init, noise_embedding, norm
 from ddpm_jax.models.unet import encode
 
 
@@ -32,12 +32,13 @@ class HalfUNet(nn.Module):
   dtype: Any = jnp.float32
   attention: str = "einsum"
   remat: bool = False
+  norm_groups: int = 32
 
   @nn.compact
   def __call__(self, x, t, y=None, train: bool = False):
     del y  # the labels are what it predicts
     temb = noise_embedding(t, self.ch, self.embedding, self.fourier_scale, self.dtype)
     h, _ = encode(self, x, temb, train)
-    h = nn.swish(nn.GroupNorm(32, epsilon=1e-6, dtype=self.dtype, name="norm_out")(h))
+    h = nn.swish(norm(self.dtype, self.norm_groups, name="norm_out")(h))
     pooled = jnp.mean(h.astype(jnp.float32), axis=(1, 2))
     return nn.Dense(self.num_classes, kernel_init=default_init(0.0), name="logits")(pooled)

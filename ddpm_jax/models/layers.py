@@ -67,8 +67,9 @@ def _conv(features, dtype, kernel=3, stride=1, init_scale=1.0, name=None):
                  kernel_init=default_init(init_scale), name=name)
 
 
-def _norm(dtype, name=None):
-  return nn.GroupNorm(num_groups=32, epsilon=1e-6, dtype=dtype, name=name)
+def norm(dtype, groups: int = 32, name=None):
+  """GroupNorm of `groups` groups (DDPM's 32; diffusers' norm_num_groups), ε = 1e-6."""
+  return nn.GroupNorm(num_groups=groups, epsilon=1e-6, dtype=dtype, name=name)
 
 
 class ResnetBlock(nn.Module):
@@ -77,12 +78,13 @@ class ResnetBlock(nn.Module):
   out_ch: int
   dropout: float = 0.0
   dtype: Dtype = jnp.float32
+  groups: int = 32
 
   @nn.compact
   def __call__(self, x, temb, train: bool):
-    h = _conv(self.out_ch, self.dtype)(nn.swish(_norm(self.dtype)(x)))
+    h = _conv(self.out_ch, self.dtype)(nn.swish(norm(self.dtype, self.groups)(x)))
     h = h + nn.Dense(self.out_ch, dtype=self.dtype, kernel_init=default_init())(nn.swish(temb))[:, None, None]
-    h = nn.swish(_norm(self.dtype)(h))
+    h = nn.swish(norm(self.dtype, self.groups)(h))
     h = nn.Dropout(self.dropout, deterministic=not train)(h)
     h = _conv(self.out_ch, self.dtype, init_scale=0.0)(h)
     if x.shape[-1] != self.out_ch:
@@ -99,11 +101,12 @@ class AttnBlock(nn.Module):
   implementation "xla" or "cudnn" (fused; GPU only)."""
   dtype: Dtype = jnp.float32
   attention: str = "einsum"
+  groups: int = 32
 
   @nn.compact
   def __call__(self, x):
     b, h, w, c = x.shape
-    y = _norm(self.dtype)(x)
+    y = norm(self.dtype, self.groups)(x)
     dense = lambda name, scale=1.0: nn.Dense(c, dtype=self.dtype, kernel_init=default_init(scale), name=name)  # noqa: E731
     q, k, v = (dense(n)(y).reshape(b, h * w, 1, c) for n in ("q", "k", "v"))
     if self.attention == "einsum":

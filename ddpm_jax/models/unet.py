@@ -18,6 +18,7 @@ from ddpm_jax.models.layers import (
   Upsample,
   default_init,
   noise_embedding,
+  norm,
 )
 from ddpm_jax.models.remat import call
 
@@ -42,6 +43,7 @@ implementation."""
   dtype: Any = jnp.float32
   attention: str = "einsum"
   remat: bool = False
+  norm_groups: int = 32
 
   @nn.compact
   def __call__(self, x, t, y=None, train: bool = False):
@@ -57,12 +59,12 @@ implementation."""
       for _ in range(self.num_res_blocks + 1):
         h = _res(self, jnp.concatenate([h, hs.pop()], axis=-1), temb, mult, train)
         if h.shape[1] in self.attn_resolutions:
-          h = AttnBlock(self.dtype, self.attention)(h)
+          h = AttnBlock(self.dtype, self.attention, self.norm_groups)(h)
       if level != 0:
         h = Upsample(self.resamp_with_conv, self.dtype)(h)
     assert not hs
 
-    h = nn.swish(nn.GroupNorm(32, epsilon=1e-6, dtype=self.dtype, name="norm_out")(h))
+    h = nn.swish(norm(self.dtype, self.norm_groups, name="norm_out")(h))
     out = nn.Conv(self.out_ch or in_ch, (3, 3), dtype=self.dtype, kernel_init=default_init(0.0),
                   name="conv_out")(h)
     return out.astype(jnp.float32)
@@ -84,16 +86,16 @@ def encode(net, x, temb, train: bool):
     for _ in range(net.num_res_blocks):
       h = _res(net, hs[-1], temb, mult, train)
       if h.shape[1] in net.attn_resolutions:
-        h = AttnBlock(net.dtype, net.attention)(h)
+        h = AttnBlock(net.dtype, net.attention, net.norm_groups)(h)
       hs.append(h)
     if level != len(net.ch_mult) - 1:
       hs.append(Downsample(net.resamp_with_conv, net.dtype)(hs[-1]))
   h = _res(net, hs[-1], temb, net.ch_mult[-1], train)
-  h = AttnBlock(net.dtype, net.attention)(h)
+  h = AttnBlock(net.dtype, net.attention, net.norm_groups)(h)
   return _res(net, h, temb, net.ch_mult[-1], train), hs
 
 
 def _res(net, h, temb, mult: int, train: bool):
   """One residual block of ch·mult channels (rematerialized with net.remat)."""
-  return call(ResnetBlock(net.ch * mult, net.dropout, dtype=net.dtype), h, temb,
+  return call(ResnetBlock(net.ch * mult, net.dropout, dtype=net.dtype, groups=net.norm_groups), h, temb,
               remat=net.remat, train=train)
