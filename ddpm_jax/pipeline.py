@@ -30,7 +30,7 @@ import numpy as np
 import ml_collections
 from etils import epath
 
-from ddpm_jax.config import build, defaults, sampler, schema, weights
+from ddpm_jax.config import build, defaults, load, sampler, schema, weights
 from ddpm_jax.core.denoiser import Denoiser
 from ddpm_jax.data import batches
 from ddpm_jax.infra import parallel
@@ -213,7 +213,7 @@ class Pipeline:
         raise FileNotFoundError(f"{workdir} has no config.json: give a workdir of this "
                                 f"library, or FORMAT:PATH with FORMAT one of "
                                 f"{weights.FORMATS}.")
-      config = ml_collections.ConfigDict(json.loads(path.read_text()))
+      config = load.run_config(str(path))
     run, params, _ = runs.load_run(config, os.path.expanduser(workdir), "sample")
     return cls(config, run.plan.model, run.shape, run.mesh, params)
 

@@ -47,7 +47,7 @@ GATE_TABLE = [
     ("timesteps_zero", ["--config.diffusion.num_timesteps=0"], "diffusion.num_timesteps=0 must be"),
     ("beta_end_above_one", ["--config.diffusion.beta_end=1.5"], "diffusion.beta_end=1.5 must be in [0, 1)"),
     ("betas_reversed", ["--config.diffusion.beta_start=0.05"], "diffusion.beta_start=0.05 must be below diffusion.beta_end=0.02"),
-    ("channels_not_32", ["--config.model.ch=48"], "model.ch=48 must be a positive multiple of 32"),
+    ("channels_not_32", ["--config.model.ch=48"], "model.ch=48 must give levels (× model.ch_mult) that GroupNorm's 32 groups (model.norm_groups) divide, not 48 channels"),
     ("res_blocks_zero", ["--config.model.num_res_blocks=0"], "model.num_res_blocks=0"),
     ("dropout_one", ["--config.model.dropout=1.0"], "model.dropout=1.0 must be in [0, 1)"),
     ("eta_above_one", ["--config.sampling.eta=1.5"], "sampling.eta=1.5 must be in [0, 1]"),
@@ -236,6 +236,17 @@ def _gate_error(args) -> str:
   message = str(refused.value)
   assert "\n" not in message and "Traceback" not in message
   return message
+
+
+def test_a_run_that_does_not_sample_needs_no_sampler_that_fits():
+  """--mode import of an EDM network with the demo's DDIM: nothing samples, so nothing asks
+  for sampling.method (which it would then refuse as unread); training, which samples grids,
+  does."""
+  config = configs.get("demo", **{"training.objective": "edm"})
+  validate.validate(config, "import")
+  with pytest.raises(ValueError, match="sampling.method 'ddim' does not fit training.objective "
+                                       "'edm'"):
+    validate.validate(config, "train")
 
 
 def test_the_gate_records_the_fields_the_build_reads():

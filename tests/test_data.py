@@ -214,3 +214,18 @@ def test_transparent_and_unreadable_modes_are_refused_naming_the_file(tmp_path):
     sources.load_folder(str(folder))
   with pytest.raises(ValueError, match=r"f.tif is in PIL mode 'F', which is not read"):
     sources._to_rgb(Image.new("F", (4, 4)), "f.tif")  # no extension read here makes one
+
+
+def test_a_decompression_bomb_is_refused_naming_the_file(tmp_path):
+  """A 1×1 PNG whose header claims 50000×50000 pixels: one line naming it, no PIL error."""
+  import struct
+  import zlib
+  folder = _one_image_folder(tmp_path, Image.new("RGB", (1, 1)), "bomb.png")
+  path = folder / "bomb.png"
+  data = bytearray(path.read_bytes())
+  header = b"IHDR" + struct.pack(">II", 50_000, 50_000) + bytes(data[24:29])
+  data[12:29] = header
+  data[29:33] = struct.pack(">I", zlib.crc32(header))
+  path.write_bytes(bytes(data))
+  with pytest.raises(ValueError, match=r"bomb.png claims more than \d+ pixels.*remove it"):
+    sources.load_folder(str(folder))

@@ -69,6 +69,26 @@ def test_a_live_holder_is_respected(holder, tmp_path):
   assert json.loads((tmp_path / lock.NAME).read_text())["token"] == "x"  # untouched
 
 
+@pytest.mark.parametrize("text", ["PID", "DEAD", "", "  \n", "[1, 2]", '{"pid": "x"}'])
+def test_another_tools_lock_file_is_read_as_a_pid_or_as_unreadable(text, tmp_path):
+  """A bare pid (another tool's pid file) is that process on this host: refused while it runs,
+  reclaimed once it is gone; an empty or foreign file is refused in words while fresh, never
+  an AttributeError or "pid None"."""
+  text = text.replace("PID", str(os.getpid())).replace("DEAD", str(_dead_pid()))
+  (tmp_path / lock.NAME).write_text(text)
+  if text == str(os.getpid()):
+    with pytest.raises(lock.WorkdirLocked, match=f"pid {os.getpid()} on host"):
+      lock.WorkdirLock(str(tmp_path)).acquire()
+  elif text.strip().isdigit():
+    with lock.WorkdirLock(str(tmp_path)):  # a dead pid: reclaimed
+      pass
+  else:
+    with pytest.raises(lock.WorkdirLocked) as refused:
+      lock.WorkdirLock(str(tmp_path)).acquire()
+    assert "an unreadable lock file (empty, cut short, or another tool's)" in str(refused.value)
+    assert "None" not in str(refused.value)
+
+
 def test_the_heartbeat_is_renewed_and_a_reclaimed_lock_is_not_fought_over(tmp_path,
                                                                            monkeypatch):
   monkeypatch.setattr(lock, "HEARTBEAT", 0.05)

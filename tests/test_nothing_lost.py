@@ -66,6 +66,26 @@ def test_flipped_bits_are_caught_and_the_step_set_aside_for_the_previous(seed, s
              for r in caplog.records)
 
 
+def test_a_step_deleted_while_read_is_not_damage_the_newest_left_is_read(state, tmp_path,
+                                                                         monkeypatch, caplog):
+  """A trainer with keep_checkpoints=1 deletes step 4 while a sampler reads it: the sampler
+  lists the steps again and reads step 2, with no warning of damage and nothing moved."""
+  _saved(tmp_path / "checkpoints", state, [2, 4])
+  manager = checkpoint.make_manager(str(tmp_path / "checkpoints"))
+  real = checkpoint.restore
+
+  def pruned_meanwhile(manager, step, template):
+    if step == 4:
+      shutil.rmtree(tmp_path / "checkpoints" / "4")
+      raise FileNotFoundError("the trainer removed it")
+    return real(manager, step, template)
+  monkeypatch.setattr(checkpoint, "restore", pruned_meanwhile)
+  with caplog.at_level(logging.WARNING):
+    restored = checkpoint.restore_latest(manager, state, set_aside=True)
+  assert int(restored.step) == 2 and not caplog.records
+  assert not (tmp_path / "unreadable_checkpoints").exists()
+
+
 def test_arrays_that_decode_but_are_not_those_written_fail_their_checksums(state, tmp_path):
   """Step 4's data replaced by step 2's (well-formed arrays, other values): restoring step 4
   raises ChecksumError naming the arrays; a reader (no set_aside) falls back and moves

@@ -212,7 +212,10 @@ def test_mode_phema_writes_a_workdir_every_mode_reads(phema_run, capsys, monkeyp
   # Again into the same output: refused, nothing changed; a step that has no snapshot; a
   # damaged snapshot (its checksums); a workdir without snapshots.
   for extra, message in ((["--config.phema.step=4"], "already holds checkpoints"),
-                         (["--config.phema.step=3"], "phema.step=3 is not a snapshot's step")):
+                         (["--config.phema.step=3"], "phema.step=3 is not a snapshot's step"),
+                         (["--config.phema.sigma_rel=0.28", "--config.phema.output=" +
+                           str(tmp_path / "far")], "phema.sigma_rel=0.28 is not what the "
+                          "snapshots of σ_rel (0.05, 0.1) can make at step")):
     code, err = run_cli([*flags, f"--workdir={work}", "--mode=phema", *extra], capsys,
                         monkeypatch)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err

@@ -153,8 +153,10 @@ def test_rates_and_eta_leave_out_the_first_step_which_compiles(tmp_path, monkeyp
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-  """(The resumed run also says which settings changed since the run's config.json.)"""
+  """(The resumed run also says which settings changed since the run's config.json, keeps the
+  old settings as config.4.json, and leaves config.json alone: it failed before saving.)"""
   train.train_and_evaluate(tiny_config(**{"training.checkpoint_every": 2}), str(tmp_path))
+  first = (tmp_path / "config.json").read_text()
   bad = tiny_config(**{"training.num_train_steps": 8, "optim.learning_rate": 1e38,
                        "training.checkpoint_every": 2})
   said = []
@@ -162,19 +164,59 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
   with pytest.raises(train.NonFiniteLossError, match="last good checkpoint is step 4"):
     train.train_and_evaluate(bad, str(tmp_path))
   assert sorted(int(p) for p in os.listdir(tmp_path / "checkpoints") if p.isdigit()) == [2, 4]
-  assert (f"Resuming with 2 setting(s) changed since {tmp_path}/config.json: "
-          f"optim.learning_rate 0.001 → 1e+38; training.num_train_steps 4 → 8 (config.json "
-          f"updated)") in said, said
-  assert json.loads((tmp_path / "config.json").read_text())["optim"]["learning_rate"] == 1e38
+  assert any(line.startswith(
+      f"Resuming with 2 setting(s) changed since {tmp_path}/config.json: optim.learning_rate "
+      f"0.001 → 1e+38; training.num_train_steps 4 → 8. The settings that trained steps up to 4 "
+      f"are kept in {tmp_path}/config.4.json") for line in said), said
+  assert (tmp_path / "config.json").read_text() == first  # the record of steps 2 and 4
+  assert (tmp_path / "config.4.json").read_text() == first
+
+
+def test_a_changed_resume_replaces_the_record_once_it_has_saved(tmp_path):
+  """config.json takes the resumed run's settings after its first checkpoint; the settings of
+  the steps before stay in config.<step>.json."""
+  train.train_and_evaluate(tiny_config(**{"training.checkpoint_every": 2}), str(tmp_path))
+  first = (tmp_path / "config.json").read_text()
+  train.train_and_evaluate(tiny_config(**{"training.num_train_steps": 6,
+                                          "training.checkpoint_every": 2}), str(tmp_path))
+  assert json.loads((tmp_path / "config.json").read_text())["training"]["num_train_steps"] == 6
+  assert (tmp_path / "config.4.json").read_text() == first
+
+
+def test_a_resume_that_changes_the_states_structure_names_the_field(tmp_path):
+  """A checkpoint the new settings cannot hold (another width) is refused naming the setting
+  changed since config.json, not only the arrays; nothing is written."""
+  train.train_and_evaluate(tiny_config(**{"training.num_train_steps": 2}), str(tmp_path))
+  before = sorted(os.listdir(tmp_path))
+  with pytest.raises(checkpoint.CheckpointMismatchError,
+                     match=r"Settings changed since .*config.json change what the checkpoints "
+                           r"hold: model.ch 32 → 64; .*set them back"):
+    train.train_and_evaluate(tiny_config(**{"training.num_train_steps": 4, "model.ch": 64}),
+                             str(tmp_path))
+  assert sorted(os.listdir(tmp_path)) == before
+
+
+def test_sampling_with_another_process_than_the_run_was_trained_on_is_refused(tmp_path):
+  """--mode sample of a linear-β run with beta_schedule cosine: refused naming the field and
+  the run's config.json, before any sample is written."""
+  train.train_and_evaluate(tiny_config(**{"training.num_train_steps": 2,
+                                          "training.checkpoint_every": 2}), str(tmp_path))
+  before = sorted(str(p) for p in tmp_path.rglob("*"))
+  with pytest.raises(ValueError, match=r"config.json says diffusion.beta_schedule='linear' "
+                                       r"\(the process the run was trained on\); this run has "
+                                       r"'cosine': drop the setting"):
+    sample_mode.sample_from_checkpoint(tiny_config(**{"diffusion.beta_schedule": "cosine"}),
+                                       str(tmp_path))
+  assert sorted(str(p) for p in tmp_path.rglob("*")) == before
 
 
 def test_changed_settings_names_each_dotted_field_that_differs(tmp_path):
   old = {"a": 1, "b": {"c": [1, 2], "d": "x"}, "gone": 0}
   (tmp_path / "config.json").write_text(json.dumps(old))
   new = {"a": 1, "b": {"c": [1, 3], "d": "x"}, "added": True}
-  assert train.changed_settings(str(tmp_path / "config.json"), json.dumps(new)) == [
+  assert runs.changed_settings(str(tmp_path / "config.json"), json.dumps(new)) == [
       "added (absent) → True", "b.c [1, 2] → [1, 3]", "gone 0 → (absent)"]
-  assert train.changed_settings(str(tmp_path / "none.json"), json.dumps(new)) == []
+  assert runs.changed_settings(str(tmp_path / "none.json"), json.dumps(new)) == []
 
 
 @pytest.mark.parametrize("overrides,match", [

@@ -7,12 +7,10 @@ line — and its network built for the Denoiser (core/denoiser.py classifier_gui
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Any
 
 import ml_collections
-from etils import epath
 
 from ddpm_jax.config import build, load
 from ddpm_jax.infra import files
@@ -36,7 +34,7 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
                             f"give the workdir of a training.objective 'classifier' run "
                             f"(--mode train with a classifier config, e.g. "
                             f"the shipped config digits_classifier).")
-  return ml_collections.ConfigDict(json.loads(epath.Path(path).read_text()))
+  return load.run_config(path)
 
 
 def classifier(config, shape) -> Classifier | None:

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import json
 import os
 import traceback
 
 import ml_collections
+from etils import epath
 
 
 def load(spec: str):
@@ -33,6 +35,21 @@ def load(spec: str):
                     f"{type(config).__name__}, not an ml_collections.ConfigDict; return one "
                     f"(see ddpm_jax/configs/demo.py)")
   return config
+
+
+def run_config(path: str) -> ml_collections.ConfigDict:
+  """The config a run wrote (its workdir's config.json); a file that is not a JSON object
+  (cut short, emptied, another file) is a one-line ValueError naming it."""
+  try:
+    value = json.loads(epath.Path(path).read_text())
+  except (ValueError, UnicodeDecodeError) as e:
+    raise ValueError(f"{path} is not a readable config.json ({e}); restore it from a copy "
+                     f"(config.<step>.json beside it keeps earlier ones) or rewrite it with "
+                     f"the settings the run was trained with.") from None
+  if not isinstance(value, dict):
+    raise ValueError(f"{path} holds a JSON {type(value).__name__}, not a run's settings; "
+                     f"restore the run's config.json.")
+  return ml_collections.ConfigDict(value)
 
 
 def file_error(path: str, error: BaseException) -> str:

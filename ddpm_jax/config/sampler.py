@@ -22,6 +22,25 @@ from ddpm_jax.samplers import common, table
 REVISION = 4
 
 
+def check(config) -> None:
+  """sampling.method fits the objective and its settings fit each other (the modes that
+  sample; a run that does not sample, e.g. --mode import, need not name a sampler)."""
+  s, obj = config.sampling, config.training.objective
+  if obj == "classifier":
+    return  # a classifier does not sample
+  entry = table.get(s.method)
+  if obj not in entry.objectives:
+    fits = tuple(name for name, e in table.SAMPLERS.items() if obj in e.objectives)
+    raise ValueError(f"sampling.method {s.method!r} does not fit training.objective "
+                     f"{obj!r}; use one of {fits}.")
+  if s.method == "dpm_solver" and s.dpm_solver_variant == "singlestep" and s.solver_order != 2:
+    raise ValueError(f"sampling.dpm_solver_variant 'singlestep' is DPM-Solver++(2S), of order "
+                     f"2; set sampling.solver_order=2 (not {s.solver_order}).")
+  if s.method == "ddim" and s.num_steps > config.diffusion.num_timesteps:
+    raise ValueError(f"sampling.num_steps={s.num_steps} must be at most "
+                     f"diffusion.num_timesteps={config.diffusion.num_timesteps}; lower it.")
+
+
 def options(config, t_start: float | None = None) -> dict:
   """The builder keywords of sampling.method, read from config.sampling (an empty spacing
   is the sampler's own default grid); with a t_start, SDEdit's start (--mode edit)."""
@@ -55,6 +74,7 @@ def with_options(config, method: str | None, options: dict, where: str):
   load.assign(config, {"sampling.method": method,
                        **{f"sampling.{k}": v for k, v in options.items()}})
   schema.check(config)
+  check(config)
   return config
 
 
@@ -96,6 +116,7 @@ def make_sampler(config, net_module, shape, mesh, classifier_module=None,
   sampler is guided by it at sampling.classifier_scale, the labels cycling through its
   classes.
   """
+  check(config)
   s = config.sampling
   entry = table.get(s.method)
   run = common.compile_loop(loop(config, shape, t_start), _make_denoiser(

@@ -140,6 +140,10 @@ def read_image(path: str) -> np.ndarray:
     with Image.open(path) as image:
       image.load()
       return _to_rgb(image, path)
+  except Image.DecompressionBombError:  # PIL's limit: more pixels than an image should hold
+    raise ValueError(f"Image {path} claims more than {2 * Image.MAX_IMAGE_PIXELS} pixels (a "
+                     f"decompression bomb, or an image far too large to train on); replace or "
+                     f"remove it.") from None
   except OSError as e:  # PIL: truncated, not an image, unreadable
     raise ValueError(f"Cannot read image {path} ({e}); replace or remove it.") from None
 

@@ -55,9 +55,15 @@ def _running(pid: int, started: str | None) -> bool:
 
 
 def describe(holder: dict) -> str:
-  since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("since", 0)))
-  return (f"pid {holder.get('pid')} on host {holder.get('host')!r} (since {since}: "
-          f"{holder.get('command', '?')})")
+  """Who holds the lock, in words: its pid and host, and since when and running what where
+  the file says."""
+  if "pid" not in holder:
+    return "an unreadable lock file (empty, cut short, or another tool's)"
+  out = f"pid {holder['pid']} on host {holder.get('host')!r}"
+  if "since" in holder:
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder["since"]))
+    out += f" (since {since}: {holder.get('command', '?')})"
+  return out
 
 
 class WorkdirLock:
@@ -86,13 +92,19 @@ class WorkdirLock:
         f.write(text)
 
   def holder(self) -> dict | None:
-    """The lock file's holder, {} for a file that cannot be read, None for no file."""
+    """The lock file's holder, None for no file, {} for one that cannot be read; a bare pid
+    (another tool's pid file, in a local workdir) is that pid on this host."""
     try:
-      return json.loads(self.path.read_text())
+      value = json.loads(self.path.read_text())
     except FileNotFoundError:
       return None
     except (OSError, ValueError):
       return {}
+    if isinstance(value, dict) and isinstance(value.get("pid", 0), int):
+      return value
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0 and self.local:
+      return {"pid": value, "host": self.me["host"]}
+    return {}
 
   def _stale(self, holder: dict) -> bool:
     if holder.get("host") == self.me["host"] and self.local and "pid" in holder:

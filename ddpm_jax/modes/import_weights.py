@@ -45,11 +45,13 @@ def _write(config, run, params, provenance: dict, source: str) -> None:
   state = build.train_state(config, plan.model, plan.shape)
   imported = jax.tree.map(lambda t, p: np.asarray(p, t.dtype), state.params, params)
   state = state.replace(params=imported, ema_params=jax.tree.map(np.copy, imported))
-  checkpoint.save(manager, state)
+  # The record first, the checkpoint last (it appears whole or not at all): an import cut
+  # short leaves no checkpoint, and the same command run again completes it.
   if parallel.is_main_process():
     with files.atomic_open(os.path.join(run.workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2))
     files.save_json(os.path.join(run.workdir, "imported.json"),
                     {**provenance, "digest": checkpoint.digest(imported)})
+  checkpoint.save(manager, state)
   n = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(imported))
   log(f"Imported {n / 1e6:.2f}M parameters from {source} as step 0 in {run.checkpoint_dir}")

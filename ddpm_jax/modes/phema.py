@@ -26,6 +26,9 @@ def output_dir(workdir: str, sigma_rel: float, step: int) -> str:
   return os.path.join(workdir, "phema", f"sigma_rel{sigma_rel:g}_step{step}")
 
 
+PROFILE_ERROR_MAX = 0.1  # ‖p − p_σ‖/‖p_σ‖ of the reconstructed profile (power_ema.profile_error)
+
+
 def reconstruct_ema(config, workdir: str, overrides=None) -> str:
   """Writes the reconstructed EMA as a workdir (phema.output, default
   WORKDIR/phema/sigma_rel<σ>_step<N>); returns it."""
@@ -38,6 +41,12 @@ def reconstruct_ema(config, workdir: str, overrides=None) -> str:
                             f"training.phema_sigma_rels={tuple(rels)} on --workdir first.")
   manager = snapshots.make_manager(workdir)
   recon = snapshots.plan(manager, rels, p.sigma_rel, p.step)
+  if recon.profile_error > PROFILE_ERROR_MAX:
+    raise ValueError(f"phema.sigma_rel={p.sigma_rel:g} is not what the snapshots of σ_rel "
+                     f"{tuple(rels)} can make at step {recon.step}: the closest average's "
+                     f"profile is off by {recon.profile_error:.2f} (relative; at most "
+                     f"{PROFILE_ERROR_MAX} is taken); choose a σ_rel near those tracked, or "
+                     f"track it in training (training.phema_sigma_rels).")
   target = files.resolve(p.output or output_dir(workdir, p.sigma_rel, recon.step))
   existing = os.path.join(target, "checkpoints")
   if files.exists(existing) and checkpoint.make_manager(existing).all_steps():

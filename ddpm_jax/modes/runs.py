@@ -22,9 +22,10 @@ import numpy as np
 from etils import epath
 from jax.sharding import Mesh
 
-from ddpm_jax.config import build, sampler, validate
+from ddpm_jax.config import build, load, sampler, validate
 from ddpm_jax.infra import compile_cache, files, lock, parallel
 from ddpm_jax.infra.metrics_writer import log
+from ddpm_jax.objectives import rows
 from ddpm_jax.training import checkpoint
 
 
@@ -102,12 +103,70 @@ def load_run(config, workdir: str, mode: str, overrides=None, reads: tuple = ()
   return (run, *restore_params(config, run))
 
 
+def changed_settings(path: str, text: str) -> list[str]:
+  """'field old → new' for each dotted field whose value in the config JSON `text` differs
+  from the one in the file at `path` (none when the file is absent or unreadable)."""
+  try:
+    old = _flat(json.loads(epath.Path(path).read_text()))
+  except (OSError, ValueError):
+    return []
+  new = _flat(json.loads(text))
+  return [f"{k} {old.get(k, '(absent)')} → {new.get(k, '(absent)')}"
+          for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(_flat(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = value
+  return out
+
+
+def named_mismatch(error, config, workdir: str) -> Exception:
+  """A checkpoint of other shapes than `config` builds, with the settings that differ from
+  the workdir's config.json named first (where any do)."""
+  path = os.path.join(workdir, "config.json")
+  changed = changed_settings(path, config.to_json_best_effort())
+  if not changed:
+    return error
+  return checkpoint.CheckpointMismatchError(
+      f"Settings changed since {path} change what the checkpoints hold: "
+      f"{'; '.join(changed[:6])}{' …' if len(changed) > 6 else ''}; set them back (or use a "
+      f"new --workdir). {error}")
+
+
+def check_process(config, workdir: str) -> None:
+  """The process `config` samples is the one the run was trained on: each field that defines
+  it (the objective's row, objectives/rows.py) as the workdir's config.json has it; a
+  difference is a one-line ValueError naming the field (none without a config.json)."""
+  path = os.path.join(workdir, "config.json")
+  if not files.exists(path):
+    return
+  trained = load.run_config(path)
+  names = ["training.objective"]
+  if trained.training.objective == config.training.objective:
+    names += build.read_names(config, rows.get(build.network_objective(config)).defines)
+  for name in names:
+    mine, theirs = load.value(config, name), load.value(trained, name)
+    if mine != theirs:
+      raise ValueError(f"{path} says {name}={theirs!r} (the process the run was trained on); "
+                       f"this run has {mine!r}: drop the setting, or pass --config {path}.")
+
+
 def restore_params(config, run: Run) -> tuple[Any, int]:
   """(params, step) of the newest readable checkpoint of the run's workdir: the EMA
   parameters unless config.sampling.use_ema is False; with a guiding classifier (its EMA
-  parameters), params = (the network's, the classifier's)."""
-  state = _restore(run.checkpoint_dir, run.plan.template, "train first with --mode train and "
-                   "the same --workdir")
+  parameters), params = (the network's, the classifier's). The process is checked against
+  the run's config.json first (check_process)."""
+  check_process(config, run.workdir)
+  try:
+    state = _restore(run.checkpoint_dir, run.plan.template, "train first with --mode train "
+                     "and the same --workdir")
+  except checkpoint.CheckpointMismatchError as e:
+    raise named_mismatch(e, config, run.workdir) from None
   params = state.ema_params if config.sampling.use_ema else state.params
   clf = run.plan.classifier
   if clf is not None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import json
 import os
 import signal
 import time
@@ -153,33 +152,45 @@ def _resume(config, run: runs.Run):
   """(checkpoint manager, the newest readable state or a fresh one, its step)."""
   manager = checkpoint.make_manager(run.checkpoint_dir, config.training.keep_checkpoints)
   state = build.train_state(config, run.plan.model, run.plan.shape)
-  restored = checkpoint.restore_latest(manager, state, set_aside=True)
+  try:
+    restored = checkpoint.restore_latest(manager, state, set_aside=True)
+  except checkpoint.CheckpointMismatchError as e:
+    raise runs.named_mismatch(e, config, run.workdir) from None
   if restored is not None:
     state = restored
     log(f"Resuming from step {int(state.step)} in {run.workdir}")
   return manager, state, int(state.step)
 
 
-def changed_settings(path: str, text: str) -> list[str]:
-  """'field old → new' for each dotted field whose value in the config JSON `text` differs
-  from the one in the file at `path` (none when the file is absent or unreadable)."""
-  try:
-    old = _flat(json.loads(epath.Path(path).read_text()))
-  except (OSError, ValueError):
-    return []
-  new = _flat(json.loads(text))
-  return [f"{k} {old.get(k, '(absent)')} → {new.get(k, '(absent)')}"
-          for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
+def record_settings(config, workdir: str, start: int):
+  """Writes the run's record of settings, WORKDIR/config.json, which always describes the
+  checkpoints beside it: at once for a new run (or an unchanged resume); for a resume at step
+  `start` that changes settings, the old file is kept as config.<start>.json and config.json
+  is replaced only once the resumed run has saved — the returned callable does that (None
+  when nothing waits); a run that fails before its first save leaves the record as it was."""
+  path, text = os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2)
+  changed = runs.changed_settings(path, text) if start else []
+  if not changed:
+    if parallel.is_main_process():
+      _write(path, text)
+    return None
+  kept = os.path.join(workdir, f"config.{start}.json")
+  if parallel.is_main_process():
+    _write(kept, epath.Path(path).read_text())
+  log(f"Resuming with {len(changed)} setting(s) changed since {path}: "
+      f"{'; '.join(changed[:8])}{' …' if len(changed) > 8 else ''}. The settings that trained "
+      f"steps up to {start} are kept in {kept}; config.json takes the new ones once this run "
+      f"saves a checkpoint.")
+
+  def replace():
+    if parallel.is_main_process():
+      _write(path, text)
+  return replace
 
 
-def _flat(tree: dict, prefix: str = "") -> dict:
-  out = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      out.update(_flat(value, f"{prefix}{key}."))
-    else:
-      out[f"{prefix}{key}"] = value
-  return out
+def _write(path: str, text: str) -> None:
+  with files.atomic_open(path, "w") as f:
+    f.write(text)
 
 
 def _train(config, run: runs.Run):
@@ -194,14 +205,7 @@ def _train(config, run: runs.Run):
   if t.phema_sigma_rels:
     snapshot_manager = snapshots.make_manager(run.workdir)
     snapshots.forget_after(snapshot_manager, start)
-  if parallel.is_main_process():
-    path, text = os.path.join(run.workdir, "config.json"), config.to_json_best_effort(indent=2)
-    changed = changed_settings(path, text) if start else []
-    if changed:
-      log(f"Resuming with {len(changed)} setting(s) changed since {path}: "
-          f"{'; '.join(changed[:8])}{' …' if len(changed) > 8 else ''} (config.json updated)")
-    with files.atomic_open(path, "w") as f:
-      f.write(text)
+  pending = record_settings(config, run.workdir, start)
   n_params = sum(x.size for x in jax.tree.leaves(state.params))
   log(f"{n_params / 1e6:.2f}M parameters; {run.mesh.size} device(s); global batch "
       f"{t.batch_size}")
@@ -238,6 +242,9 @@ def _train(config, run: runs.Run):
           _log_row(writer, rates, step, t.num_train_steps, m)
       if due["save"]:
         checkpoint.save(manager, state)
+        if pending is not None:  # the resumed run's first checkpoint (saved whole): the record
+          pending()
+          pending = None
       if due["snapshot"]:
         snapshots.save(snapshot_manager, state, t.phema_sigma_rels)
       if due["samples"] and plan.sample_fn is not None:  # a classifier does not sample

@@ -25,6 +25,7 @@ from flax import serialization
 from ddpm_jax.infra import files, parallel
 
 ASIDE = "unreadable_checkpoints"  # beside the checkpoints folder: steps that could not be read
+RELISTS = 3  # listings of the checkpoints a reader tries while another run deletes them
 
 
 class CheckpointError(RuntimeError):
@@ -167,7 +168,24 @@ def restore_latest(manager: ocp.CheckpointManager, template, *, set_aside: bool 
   checksums, is reported and the previous one tried; with `set_aside` (training, which will
   write those steps again) the unreadable steps newer than the one restored are then moved to
   ../unreadable_checkpoints/ for inspection. When no step can be read nothing is moved. A
-  checkpoint of another config raises CheckpointMismatchError at once."""
+  checkpoint of another config raises CheckpointMismatchError at once. A step deleted while
+  it was read (a trainer keeping few checkpoints, beside a sampler) is not damage: the
+  checkpoints are listed again and the newest read (at most RELISTS times)."""
+  for _ in range(RELISTS):
+    try:
+      return _restore_newest(manager, template, set_aside)
+    except _Vanished:
+      manager.reload()
+  raise CheckpointError(f"The checkpoints in {manager.directory} were deleted while being read, "
+                        f"{RELISTS} times: another run is pruning them (training.keep_checkpoints);"
+                        f" read them when it has stopped, or keep more.")
+
+
+class _Vanished(Exception):
+  """A checkpoint step's folder was removed while it was being read."""
+
+
+def _restore_newest(manager: ocp.CheckpointManager, template, set_aside: bool):
   steps = sorted(manager.all_steps(), reverse=True)
   unreadable = []
   for step in steps:
@@ -176,6 +194,8 @@ def restore_latest(manager: ocp.CheckpointManager, template, *, set_aside: bool 
     except CheckpointMismatchError:
       raise
     except Exception as e:  # orbax raises many types for a damaged checkpoint
+      if not (manager.directory / str(step)).exists():
+        raise _Vanished(step) from None
       state, error = None, f"{type(e).__name__}: {str(e).splitlines()[0]}"
     if not parallel.agree(error is None):  # process 0's verdict, on every process
       logging.warning("Checkpoint step %d in %s cannot be read (%s); trying the previous one.",
