@@ -146,11 +146,14 @@ def check_process(config, workdir: str) -> None:
   if not files.exists(path):
     return
   trained = load.run_config(path)
-  names = ["training.objective"]
-  if trained.training.objective == config.training.objective:
-    names += build.read_names(config, rows.get(build.network_objective(config)).defines)
+  names = ["training.objective",
+           *build.read_names(config, rows.get(build.network_objective(config)).defines)]
   for name in names:
-    mine, theirs = load.value(config, name), load.value(trained, name)
+    try:
+      theirs = load.value(trained, name)
+    except ValueError:  # a config.json without the field (written by hand, or older)
+      continue
+    mine = load.value(config, name)
     if mine != theirs:
       raise ValueError(f"{path} says {name}={theirs!r} (the process the run was trained on); "
                        f"this run has {mine!r}: drop the setting, or pass --config {path}.")
