@@ -66,6 +66,28 @@ def test_flipped_bits_are_caught_and_the_step_set_aside_for_the_previous(seed, s
              for r in caplog.records)
 
 
+def test_a_stray_entry_named_like_a_step_is_kept_not_deleted_by_a_save(state, tmp_path, caplog):
+  """A file "6", a folder "06" and a folder "1" (an old step's name, which orbax lists and
+  would remove as the oldest) among the checkpoints, none of them orbax's: training moves
+  them to unreadable_checkpoints/ with a warning before it saves, where a save of step 6
+  would have deleted the file without a word."""
+  _saved(tmp_path / "checkpoints", state, [2, 4])
+  (tmp_path / "checkpoints" / "6").write_text("my notes")
+  (tmp_path / "checkpoints" / "06").mkdir()
+  (tmp_path / "checkpoints" / "1").mkdir()
+  (tmp_path / "checkpoints" / "1" / "notes.txt").write_text("mine")
+  manager = checkpoint.make_manager(str(tmp_path / "checkpoints"))
+  with caplog.at_level(logging.WARNING):
+    moved = checkpoint.set_aside_strays(manager)
+  assert sorted(os.path.basename(p) for p in moved) == ["06", "1", "6"]
+  assert (tmp_path / "unreadable_checkpoints" / "6").read_text() == "my notes"
+  assert manager.all_steps() == [2, 4]
+  assert any("Named like checkpoint steps but not checkpoints: 06, 1, 6" in r.getMessage()
+             for r in caplog.records)
+  checkpoint.save_tree(manager, 6, state)
+  assert (tmp_path / "unreadable_checkpoints" / "6").read_text() == "my notes"
+
+
 def test_a_step_deleted_while_read_is_not_damage_the_newest_left_is_read(state, tmp_path,
                                                                          monkeypatch, caplog):
   """A trainer with keep_checkpoints=1 deletes step 4 while a sampler reads it: the sampler

@@ -151,6 +151,7 @@ def train_and_evaluate(config, workdir: str, overrides=None):
 def _resume(config, run: runs.Run):
   """(checkpoint manager, the newest readable state or a fresh one, its step)."""
   manager = checkpoint.make_manager(run.checkpoint_dir, config.training.keep_checkpoints)
+  checkpoint.set_aside_strays(manager)
   state = build.train_state(config, run.plan.model, run.plan.shape)
   try:
     restored = checkpoint.restore_latest(manager, state, set_aside=True)

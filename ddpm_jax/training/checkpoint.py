@@ -25,6 +25,8 @@ from flax import serialization
 from ddpm_jax.infra import files, parallel
 
 ASIDE = "unreadable_checkpoints"  # beside the checkpoints folder: steps that could not be read
+# What orbax writes in a step folder (its metadata; the item's folder, as older versions did)
+ORBAX_FILES = ("_CHECKPOINT_METADATA", "default")
 RELISTS = 3  # listings of the checkpoints a reader tries while another run deletes them
 
 
@@ -206,7 +208,7 @@ def _restore_newest(manager: ocp.CheckpointManager, template, set_aside: bool):
       raise CheckpointError(f"Checkpoint step {step} in {manager.directory} could not be read "
                             f"on process {jax.process_index()} ({error}).")
     if set_aside and unreadable:
-      aside = [_set_aside(manager, s) for s in unreadable]
+      aside = [_set_aside(manager, str(s)) for s in unreadable]
       logging.warning("Moved the unreadable checkpoints %s to %s (kept for inspection); steps "
                       "from %d on are trained and saved afresh.", unreadable,
                       ", ".join(aside), step)
@@ -217,17 +219,36 @@ def _restore_newest(manager: ocp.CheckpointManager, template, set_aside: bool):
   return None
 
 
-def _set_aside(manager: ocp.CheckpointManager, step: int) -> str:
-  """Moves step's folder to ../unreadable_checkpoints/<step>[.n] (process 0) and makes every
-  process's manager forget it; returns the new path."""
+def set_aside_strays(manager: ocp.CheckpointManager) -> list[str]:
+  """Moves each entry of the checkpoints folder that is named like a step but is not an
+  orbax checkpoint (a file, or a folder with none of ORBAX_FILES: put there by hand or by
+  another tool) to ../unreadable_checkpoints/, with a warning: a save of that step, or the
+  removal of old steps, would otherwise delete it without a word. Returns the new paths
+  (training calls this before it saves)."""
+  if not manager.directory.exists():
+    return []
+  steps = {str(s) for s in manager.all_steps()}
+  strays = sorted(p.name for p in manager.directory.iterdir() if p.name.isdigit() and (
+      p.name not in steps or not any((p / f).exists() for f in ORBAX_FILES)))
+  moved = [_set_aside(manager, name) for name in strays]
+  if moved:
+    logging.warning("Named like checkpoint steps but not checkpoints: %s in %s; moved to %s "
+                    "(kept), so that saving those steps does not delete them.",
+                    ", ".join(strays), manager.directory, ", ".join(moved))
+  return moved
+
+
+def _set_aside(manager: ocp.CheckpointManager, name: str) -> str:
+  """Moves the entry `name` (a step's folder) to ../unreadable_checkpoints/<name>[.n]
+  (process 0) and makes every process's manager forget it; returns the new path."""
   aside = manager.directory.parent / ASIDE
-  target = aside / str(step)
+  target = aside / name
   n = 1
   while target.exists():
-    target, n = aside / f"{step}.{n}", n + 1
+    target, n = aside / f"{name}.{n}", n + 1
   if parallel.is_main_process():
     aside.mkdir(parents=True, exist_ok=True)
-    (manager.directory / str(step)).rename(target)
+    (manager.directory / name).rename(target)
   parallel.agree(True)  # the move is done before any process re-reads the folder
   manager.reload()
   return str(target)
