@@ -270,5 +270,18 @@ def _run_mode(argv) -> None:
     sys.exit(e.exit_code)
 
 
+def _quiet_after(code) -> None:
+  """After a failure's one line nothing more reaches stderr: reads of a damaged checkpoint
+  that were pending when it failed may still print, at interpreter shutdown, tracebacks of
+  orbax's closed event loop from tensorstore's threads (training/checkpoint.py)."""
+  if code not in (0, None):
+    sys.stderr.flush()
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+
+
 if __name__ == "__main__":
-  app.run(main, flags_parser=parse_flags)
+  try:
+    app.run(main, flags_parser=parse_flags)
+  except SystemExit as e:
+    _quiet_after(e.code)
+    raise

@@ -442,6 +442,28 @@ def test_a_checkpoint_of_another_config_is_called_intact_and_the_differences_nam
   assert not re.search("aside|delet|remov|afresh|damaged|cannot be read", err), err
 
 
+@pytest.mark.slow
+def test_damaged_checkpoints_give_their_lines_and_no_thread_tracebacks(workdir, tmp_path):
+  """Both steps' OCDBT manifests garbled: --mode sample (a process of its own, as users run
+  it) prints one warning per step and the one error line: none of the tracebacks of
+  "Event loop is closed" that the reads left pending printed from tensorstore's threads."""
+  import shutil
+  import subprocess
+  import sys
+  run = tmp_path / "run"
+  shutil.copytree(workdir, run)
+  for step in (0, 1):
+    (run / "checkpoints" / str(step) / "default" / "manifest.ocdbt").write_bytes(b"garbage")
+  done = subprocess.run(
+      [sys.executable, "-m", "ddpm_jax.main", DEMO, f"--workdir={run}", "--mode=sample",
+       "--config.model.ch_mult=(1,)", "--config.sampling.num_samples=8"],
+      cwd=ROOT, capture_output=True, text=True, timeout=600,
+      env={**os.environ, "JAX_NUM_CPU_DEVICES": "1"})
+  lines = done.stderr.strip().splitlines()
+  assert done.returncode == 2 and lines[-1].startswith("error: None of the checkpoints"), lines
+  assert len(lines) == 3 and all("cannot be read" in line for line in lines[:2]), lines
+
+
 def test_mismatches_lists_shapes_and_missing_arrays():
   saved = {"params": {"a": np.zeros((2, 3)), "b": np.zeros(4)}, "step": np.zeros(())}
   wanted = {"params": {"a": np.zeros((2, 5)), "c": np.zeros(1)}, "step": np.zeros(())}

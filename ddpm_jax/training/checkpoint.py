@@ -10,10 +10,17 @@ batches are a pure function of (seed, step).
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import gc
 import hashlib
 import logging
+import os
+import re
 import shutil
+import sys
+import tempfile
+import time
 import zlib
 
 import jax
@@ -183,6 +190,40 @@ def restore_latest(manager: ocp.CheckpointManager, template, *, set_aside: bool 
                         f" read them when it has stopped, or keep more.")
 
 
+CLOSED_LOOP = ("loop is closed", "base_events.py", "_check_closed")  # the noise, in pieces
+LOG_RECORD = re.compile(r"^(?:[IWEF]\d{4} |WARNING|ERROR|INFO|CRITICAL)")
+
+
+@contextlib.contextmanager
+def _without_closed_loop_noise(drain: float = 0.5):
+  """Runs a restore with stderr (fd 2) captured, then writes back what it printed, less the
+  tracebacks of "RuntimeError: Event loop is closed": a read of a damaged checkpoint fails
+  with tensorstore reads still pending, whose callbacks land on orbax's event loop after it
+  closed and print those, interleaved character by character, from tensorstore's threads.
+  Where that noise is in the capture only its log records are written back. After a failure
+  the pending reads get `drain` seconds to finish inside the capture."""
+  sys.stderr.flush()
+  saved = os.dup(2)
+  with tempfile.TemporaryFile() as captured:
+    os.dup2(captured.fileno(), 2)
+    try:
+      yield
+    except Exception:
+      gc.collect()
+      time.sleep(drain)
+      raise
+    finally:
+      sys.stderr.flush()
+      os.dup2(saved, 2)
+      os.close(saved)
+      captured.seek(0)
+      text = captured.read().decode(errors="replace")
+      if any(p in text for p in CLOSED_LOOP):
+        text = "".join(line for line in text.splitlines(keepends=True) if LOG_RECORD.match(line))
+      if text:
+        sys.stderr.write(text)
+
+
 class _Vanished(Exception):
   """A checkpoint step's folder was removed while it was being read."""
 
@@ -192,7 +233,8 @@ def _restore_newest(manager: ocp.CheckpointManager, template, set_aside: bool):
   unreadable = []
   for step in steps:
     try:
-      state, error = restore(manager, step, template), None
+      with _without_closed_loop_noise():
+        state, error = restore(manager, step, template), None
     except CheckpointMismatchError:
       raise
     except Exception as e:  # orbax raises many types for a damaged checkpoint
