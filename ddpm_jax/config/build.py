@@ -69,6 +69,12 @@ def network_objective(config) -> str:
   return config.classifier.process if obj == "classifier" else obj
 
 
+def process_fields(config) -> list[str]:
+  """The fields that define the process the network is on (its objective row's `defines`,
+  those this config reads): what a guiding classifier and a run's config.json must share."""
+  return read_names(config, rows.get(network_objective(config)).defines)
+
+
 def process(config):
   """What the network was trained on: the process of its objective's row
   (objectives/rows.py) made of the row's fields; a classifier is on the process of the models

@@ -14,7 +14,6 @@ import ml_collections
 
 from ddpm_jax.config import build, load
 from ddpm_jax.infra import files
-from ddpm_jax.objectives import rows
 
 @dataclasses.dataclass(frozen=True)
 class Classifier:
@@ -57,7 +56,7 @@ def classifier(config, shape) -> Classifier | None:
     raise ValueError(f"{where} classifies the process of objective "
                      f"{clf.classifier.process!r}, this model is {objective!r}: train a classifier "
                      f"with classifier.process={objective!r} and this model's process settings.")
-  for name in build.read_names(config, rows.get(objective).defines + ("data.image_size",)):
+  for name in [*build.process_fields(config), "data.image_size"]:
     mine, theirs = load.value(config, name), load.value(clf, name)
     if mine != theirs:
       raise ValueError(f"{where} was trained with {name}={theirs!r}, this model has "

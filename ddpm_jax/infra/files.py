@@ -69,11 +69,16 @@ def load_npz(path: str) -> dict[str, np.ndarray]:
     raise ValueError(f"{path} is not a readable .npz file ({e})") from None
 
 
-def save_json(path: str, obj) -> str:
-  text = json.dumps(obj, indent=2)  # serialize first: a bad value raises before any write
+def save_text(path: str, text: str) -> str:
+  """Writes `text` to `path` atomically (atomic_open)."""
   with atomic_open(path, "w") as f:
     f.write(text)
   return path
+
+
+def save_json(path: str, obj) -> str:
+  """`obj` as JSON (serialized first: a bad value raises before any write), atomically."""
+  return save_text(path, json.dumps(obj, indent=2))
 
 
 def exists(path: str) -> bool:

@@ -48,8 +48,8 @@ def _write(config, run, params, provenance: dict, source: str) -> None:
   # The record first, the checkpoint last (it appears whole or not at all): an import cut
   # short leaves no checkpoint, and the same command run again completes it.
   if parallel.is_main_process():
-    with files.atomic_open(os.path.join(run.workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
+    files.save_text(os.path.join(run.workdir, "config.json"),
+                    config.to_json_best_effort(indent=2))
     files.save_json(os.path.join(run.workdir, "imported.json"),
                     {**provenance, "digest": checkpoint.digest(imported)})
   checkpoint.save(manager, state)

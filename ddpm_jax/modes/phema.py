@@ -73,8 +73,8 @@ def _write(config, out: runs.Run, state, params, recon: snapshots.Reconstruction
                         phema_params=tuple(copies() for _ in recon.sigma_rels))
   checkpoint.save(checkpoint.make_manager(out.checkpoint_dir), state)
   if parallel.is_main_process():
-    with files.atomic_open(os.path.join(out.workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
+    files.save_text(os.path.join(out.workdir, "config.json"),
+                    config.to_json_best_effort(indent=2))
     files.save_json(os.path.join(out.workdir, "phema.json"),
                     {**recon.to_json(), "source": snapshot_dir,
                      "digest": checkpoint.digest(params)})

@@ -25,7 +25,6 @@ from jax.sharding import Mesh
 from ddpm_jax.config import build, load, sampler, validate
 from ddpm_jax.infra import compile_cache, files, lock, parallel
 from ddpm_jax.infra.metrics_writer import log
-from ddpm_jax.objectives import rows
 from ddpm_jax.training import checkpoint
 
 
@@ -146,9 +145,7 @@ def check_process(config, workdir: str) -> None:
   if not files.exists(path):
     return
   trained = load.run_config(path)
-  names = ["training.objective",
-           *build.read_names(config, rows.get(build.network_objective(config)).defines)]
-  for name in names:
+  for name in ["training.objective", *build.process_fields(config)]:
     try:
       theirs = load.value(trained, name)
     except ValueError:  # a config.json without the field (written by hand, or older)

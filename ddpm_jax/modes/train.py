@@ -173,11 +173,11 @@ def record_settings(config, workdir: str, start: int):
   changed = runs.changed_settings(path, text) if start else []
   if not changed:
     if parallel.is_main_process():
-      _write(path, text)
+      files.save_text(path, text)
     return None
   kept = os.path.join(workdir, f"config.{start}.json")
   if parallel.is_main_process():
-    _write(kept, epath.Path(path).read_text())
+    files.save_text(kept, epath.Path(path).read_text())
   log(f"Resuming with {len(changed)} setting(s) changed since {path}: "
       f"{'; '.join(changed[:8])}{' …' if len(changed) > 8 else ''}. The settings that trained "
       f"steps up to {start} are kept in {kept}; config.json takes the new ones once this run "
@@ -185,13 +185,8 @@ def record_settings(config, workdir: str, start: int):
 
   def replace():
     if parallel.is_main_process():
-      _write(path, text)
+      files.save_text(path, text)
   return replace
-
-
-def _write(path: str, text: str) -> None:
-  with files.atomic_open(path, "w") as f:
-    f.write(text)
 
 
 def _train(config, run: runs.Run):
