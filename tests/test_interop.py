@@ -10,23 +10,28 @@ Fixtures, made once outside the project (tests/fixtures/make_*.py):
   ncsnpp.{json,npz}              yang-song/score_sde (Flax), including its uncentered VE setting
   score_sde_pytorch.{json,npz}   yang-song/score_sde_pytorch, names in state-dict order
   edm_networks.{json,npz}        NVlabs/edm SongUNet / DhariwalUNet
+  edm_precond.{json,npz}         NVlabs/edm VPPrecond / VEPrecond around SongUNet: D(x, σ)
+  torch_saves/*.{pt,npz}         torch 2.14 torch.save files (dtypes, views, a checkpoint) and
+                                 the arrays torch held
 The weights are not stored: reference_weights.random_state_dict draws them again.
 """
 
-import importlib.util
+import functools
 import json
 import os
 import sys
+import zipfile
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import ROOT, run_cli
 from flax import serialization, traverse_util
 from safetensors.numpy import load_file, save_file
 
-from ddpm_jax.config import defaults, load, weights
-from ddpm_jax.interop import diffusers, score_sde, tensors
+from ddpm_jax.config import build, defaults, load, weights
+from ddpm_jax.interop import diffusers, score_sde, tensors, torch_files
 
 pytestmark = pytest.mark.usefixtures("cheap_compile")
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -251,6 +256,59 @@ def test_pickles_are_never_loaded(tmp_path):
     tensors.read(str(fake))
 
 
+TORCH_SAVES = FIXTURES / "torch_saves"
+
+
+def _flat(obj, path=()):
+  """{"a/0/b": leaf} of nested dicts and lists (make_torch_saves.py's keys)."""
+  if isinstance(obj, dict):
+    return {k: v for key, value in obj.items() for k, v in _flat(value, (*path, str(key))).items()}
+  if isinstance(obj, (list, tuple)):
+    return {k: v for i, value in enumerate(obj) for k, v in _flat(value, (*path, str(i))).items()}
+  return {"/".join(path): obj}
+
+
+@pytest.mark.parametrize("name", ["dtypes", "views", "score_sde_checkpoint", "zero_dim",
+                                  "adam_state"])
+def test_torch_save_files_are_read_as_data_without_torch(name):
+  """torch 2.14's torch.save of float32/16, bfloat16, int64 and bool tensors, transposed and
+  offset views, shared storages, 0-d tensors and nested containers: every value as torch
+  held it."""
+  got = _flat(torch_files.read(str(TORCH_SAVES / f"{name}.pt")))
+  with np.load(TORCH_SAVES / f"{name}.npz") as z:
+    want = {k: z[k] for k in z.files if not k.endswith("@bits")}
+  for key, value in want.items():
+    assert np.shape(got[key]) == value.shape and np.array_equal(got[key], value), key
+
+
+def _rezip(source, path, change):
+  """A copy of the zip `source` with change(name, bytes) -> bytes or None (left out)."""
+  with zipfile.ZipFile(source) as src, zipfile.ZipFile(path, "w") as dst:
+    for name in src.namelist():
+      data = change(name, src.read(name))
+      if data is not None:
+        dst.writestr(name, data)
+
+
+def test_a_torch_file_naming_anything_but_tensors_is_refused_before_it_runs(tmp_path):
+  """A pickle that would call os.system is refused by name, and nothing runs; a storage cut
+  short or missing is one line."""
+  marker = tmp_path / "ran"
+  evil = b"cos\nsystem\n(S'touch " + str(marker).encode() + b"'\ntR."
+  _rezip(TORCH_SAVES / "zero_dim.pt", tmp_path / "evil.pt",
+         lambda name, data: evil if name.endswith("data.pkl") else data)
+  with pytest.raises(tensors.FormatError, match=r"names os.system, which is not a tensor or a "
+                                                r"container, so it is not read"):
+    torch_files.read(str(tmp_path / "evil.pt"))
+  assert not marker.exists()
+  for name, change, match in [
+      ("cut.pt", lambda n, d: b"" if n.endswith("data/0") else d, "reads past its storage"),
+      ("lost.pt", lambda n, d: None if n.endswith("data/0") else d, r"lacks the storage data/0")]:
+    _rezip(TORCH_SAVES / "zero_dim.pt", tmp_path / name, change)
+    with pytest.raises(tensors.FormatError, match=match):
+      torch_files.read(str(tmp_path / name))
+
+
 # ------------------------------------------------------------------ score_sde
 
 NCSNPP = json.loads((FIXTURES / "ncsnpp.json").read_text())
@@ -319,7 +377,7 @@ def test_a_score_sde_pytorch_checkpoint_gives_its_outputs(tmp_path, monkeypatch,
   checkpoint = {"model": model, "ema": {"decay": 0.999, "num_updates": 5,
                                         "shadow_params": [ema[k] for k in entry["trained"]]},
                 "optimizer": {}, "step": 5}
-  monkeypatch.setattr(tensors, "read_torch", lambda path: checkpoint)
+  monkeypatch.setattr(torch_files, "read", lambda path: checkpoint)
   config = _score_sde_config(entry["model"])
   params = weights.load_score_sde(str(tmp_path / "checkpoint_5.pth"), config, centered=True)
   arrays = _arrays("score_sde_pytorch", name)
@@ -327,18 +385,37 @@ def test_a_score_sde_pytorch_checkpoint_gives_its_outputs(tmp_path, monkeypatch,
   assert _rel_err(out, arrays["out"]) <= 1e-5
 
 
-def test_without_torch_a_pth_file_says_what_to_install(tmp_path):
-  if importlib.util.find_spec("torch"):  # torch is not a test dependency; CI has none
-    pytest.skip("torch is installed here")
-  (tmp_path / "checkpoint.pth").write_bytes(b"PK")
+def test_a_pth_file_that_is_not_torch_saves_is_one_line(tmp_path):
+  (tmp_path / "checkpoint.pth").write_bytes(b"\x80\x02}q\x00.")  # a legacy (pre-1.6) pickle
   config = _score_sde_config(SCORE_SDE_PYTORCH["cases"]["ddpmpp_vp"]["model"])
-  with pytest.raises(tensors.FormatError, match=r"needs torch \(torch.load\(weights_only=True\)"):
+  with pytest.raises(tensors.FormatError, match=r"is not a PyTorch zip file \(torch ≥ 1.6's "
+                                                r"torch.save\); re-save it once"):
     weights.load_score_sde(str(tmp_path / "checkpoint.pth"), config)
 
 
 # ------------------------------------------------------------------ EDM
 
 EDM = json.loads((FIXTURES / "edm_networks.json").read_text())
+
+
+def _edm_config(entry, cls: str | None = None):
+  """The config of an EDM fixture's network (its SongUNet/DhariwalUNet keyword arguments)."""
+  k = entry["kwargs"]
+  config = defaults.get_config()
+  config.training.objective, config.data.image_size = "edm", entry["resolution"]
+  m = config.model
+  m.name = {"SongUNet": "song_unet", "DhariwalUNet": "dhariwal_unet"}[cls or entry["cls"]]
+  m.ch, m.ch_mult, m.num_res_blocks = k["model_channels"], tuple(k["channel_mult"]), k["num_blocks"]
+  m.attn_resolutions, m.dropout = tuple(k["attn_resolutions"]), k["dropout"]
+  for field in ("embedding_type", "channel_mult_noise", "encoder_type", "decoder_type",
+                "augment_dim"):
+    if k.get(field):
+      m[field] = k[field]
+  if k.get("label_dim"):
+    m.conditional, config.data.num_classes = True, k["label_dim"]
+  if "resample_filter" in k:
+    m.resample_filter = tuple(k["resample_filter"])
+  return config
 
 
 @pytest.mark.parametrize("name", ["song_ncsnpp", "adm"])
@@ -349,18 +426,7 @@ def test_an_edm_state_dict_file_gives_its_outputs(tmp_path, name):
   state = random_state_dict(entry["shapes"], entry["seed"])
   state["enc.8x8_down.resample_filter"] = np.ones((1, 1, 2, 2), np.float32)  # a buffer
   np.savez(tmp_path / "net.npz", **{f"model.{k}": v for k, v in state.items()})
-  k = entry["kwargs"]
-  config = defaults.get_config()
-  config.training.objective, config.data.image_size = "edm", entry["resolution"]
-  m = config.model
-  m.name = {"SongUNet": "song_unet", "DhariwalUNet": "dhariwal_unet"}[entry["cls"]]
-  m.ch, m.ch_mult, m.num_res_blocks = k["model_channels"], tuple(k["channel_mult"]), k["num_blocks"]
-  m.attn_resolutions, m.dropout = tuple(k["attn_resolutions"]), k["dropout"]
-  for field in ("embedding_type", "channel_mult_noise", "encoder_type", "decoder_type"):
-    if field in k:
-      m[field] = k[field]
-  if "resample_filter" in k:
-    m.resample_filter = tuple(k["resample_filter"])
+  config = _edm_config(entry)
   params = weights.load_edm(str(tmp_path / "net.npz"), config)
   arrays = _arrays("edm_networks", name)
   out = weights.network_fn(config)(params, arrays["x"], arrays["noise"])
@@ -370,6 +436,61 @@ def test_an_edm_state_dict_file_gives_its_outputs(tmp_path, name):
     weights_back = [k for k in z.files if not k.endswith("resample_filter")]
     assert set(weights_back) == set(entry["shapes"]) and all(
         np.array_equal(z[k], state[k]) for k in weights_back)
+
+
+PRECOND = json.loads((FIXTURES / "edm_precond.json").read_text())
+
+
+@pytest.mark.parametrize("name", sorted(PRECOND["cases"]))
+def test_edm_vp_and_ve_baselines_are_this_librarys_vp_and_ve_models(tmp_path, name):
+  """A VPPrecond/VEPrecond state dict onto SongUNet with training.objective=dsm on the VP/VE
+  SDE: the Denoiser's x̂_0 at each σ (VP: at the state α x and the time t of σ) is EDM's
+  D(x, σ); the export is the file that was read (VE: the noise-input shift and the sign
+  undone)."""
+  entry = PRECOND["cases"][name]
+  state = random_state_dict(entry["shapes"], entry["seed"])
+  np.savez(tmp_path / "net.npz", **{f"model.{k}": v for k, v in state.items()})
+  config = _edm_config(entry, "SongUNet")
+  config.training.objective = "dsm"
+  config.sde.name = "vp" if entry["cls"] == "VPPrecond" else "ve"
+  if entry["precond_kwargs"].get("label_dim"):
+    config.model.conditional = True
+    config.data.num_classes = entry["precond_kwargs"]["label_dim"]
+  params = weights.load_edm(str(tmp_path / "net.npz"), config)
+  a = _arrays("edm_precond", name)
+  labels = jnp.asarray(a["labels"]) if config.model.conditional else None
+  denoiser = build.denoiser(config)(functools.partial(
+      build.apply_fn(build.model(config, 3)), params)).bind(labels)
+  sigma = jnp.asarray(a["sigma"])
+  if config.sde.name == "vp":  # EDM's σ(t) = √(exp(½ β_d t² + β_min t) − 1), β_d = 19.9
+    t = (jnp.sqrt(0.1**2 + 2 * 19.9 * jnp.log1p(sigma**2)) - 0.1) / 19.9
+    alpha = 1 / jnp.sqrt(1 + sigma**2)
+    x0 = denoiser.predict(alpha[:, None, None, None] * a["x"], t).x0
+  else:
+    x0 = denoiser.predict_at_sigma(jnp.asarray(a["x"]), sigma).x0
+  assert _rel_err(x0, a["D"]) <= 1e-5, _rel_err(x0, a["D"])
+  weights.export(config, params, f"edm:{tmp_path / 'back.npz'}")
+  with np.load(tmp_path / "back.npz") as z:
+    back = {k: z[k] for k in z.files if not k.endswith("resample_filter")}
+  assert set(back) == set(state)
+  assert max(float(np.abs(back[k] - state[k]).max()) for k in state) <= 1e-6
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"training.objective": "ddpm"}, r"trained with EDMPrecond \(training.objective=edm\), "
+                                     r"VPPrecond or VEPrecond"),
+    ({"sde.beta_max": 10.0}, r"VPPrecond networks have sde.beta_max=20.0, the config 10.0; "
+                             r"set --config.sde.beta_max=20.0"),
+    ({"model.mean_type": "x0"}, r"have model.mean_type='eps', the config 'x0'"),
+])
+def test_an_edm_state_dict_under_a_config_no_preconditioner_had_is_refused(change, match):
+  config = _edm_config(PRECOND["cases"]["vp_ddpmpp"], "SongUNet")
+  config.training.objective, config.sde.name = "dsm", "vp"
+  for name, value in change.items():
+    node, leaf = load.parent(config, name)
+    node[leaf] = value
+  with pytest.raises(ValueError, match=match):
+    weights.load_edm("unread.npz", config)
 
 
 # ------------------------------------------------------------------ --mode import

@@ -27,7 +27,7 @@ import numpy as np
 from ddpm_jax.config import build, defaults, load
 from ddpm_jax.infra import files
 from ddpm_jax.infra.metrics_writer import log
-from ddpm_jax.interop import diffusers, edm_weights, score_sde, tensors
+from ddpm_jax.interop import diffusers, edm_weights, score_sde, tensors, torch_files
 
 FORMATS = ("diffusers", "score_sde", "edm")  # --import_from
 EXPORTS = ("diffusers", "edm")  # --export_to
@@ -196,7 +196,7 @@ def _writing(target: str, partial: str | None = None):
 
 def load_score_sde(path: str, config, channels: int = 3, centered: bool | None = None) -> dict:
   """NCSN++/DDPM++ parameters of a score_sde checkpoint: a Flax `checkpoint_N` file or a
-  score_sde_pytorch `.pth` (needs torch), the EMA weights. `centered`: whether it was trained
+  score_sde_pytorch `.pth` (read as data: interop/torch_files.py), the EMA weights. `centered`: whether it was trained
   on data in [−1, 1] (score_sde's data.centered; default: False for the VE SDE, as its
   configs have it, else True); an uncentered VE model's log σ input is shifted by log 2."""
   if config.model.name != "ncsnpp":
@@ -204,7 +204,7 @@ def load_score_sde(path: str, config, channels: int = 3, centered: bool | None =
                      f"model.name='ncsnpp' (not {config.model.name!r}) with its options.")
   template, order = param_shapes(config, channels)
   if path.endswith(".pth"):
-    state = score_sde.ema_state_dict(tensors.read_torch(path), order)
+    state = score_sde.ema_state_dict(torch_files.read(path), order)
     params = tensors.tree_from_state_dict(state, score_sde.torch_names(list(state), order),
                                           template, path, score_sde.ADVICE)
   else:
@@ -221,19 +221,50 @@ def load_score_sde(path: str, config, channels: int = 3, centered: bool | None =
   return params
 
 
+def edm_preconditioner(config) -> str:
+  """Which of EDM's preconditioners trained the SongUNet/DhariwalUNet `config` describes
+  ("edm", "vp" or "ve"; interop/edm_weights.py), from its objective and SDE; a config none
+  of them trained is a one-line ValueError naming the fields."""
+  m, objective = config.model, config.training.objective
+  if m.name not in ("song_unet", "dhariwal_unet"):
+    raise ValueError(f"EDM's networks are model.name 'song_unet' (DDPM++, NCSN++) or "
+                     f"'dhariwal_unet' (ADM), not {m.name!r}.")
+  if objective == "edm":
+    return "edm"
+  sde = config.sde
+  if objective == "dsm" and sde.name in ("vp", "ve") and m.name == "song_unet":
+    wanted = {"model.mean_type": "eps"}
+    if sde.name == "vp":  # VPPrecond's β_min, β_d = 19.9 and M = 1000
+      wanted.update({"sde.beta_min": 0.1, "sde.beta_max": 20.0, "sde.num_scales": 1000})
+    for name, want in wanted.items():
+      node, leaf = load.parent(config, name)
+      if node[leaf] != want:
+        raise ValueError(f"EDM's {sde.name.upper()}Precond networks have {name}={want!r}, the "
+                         f"config {node[leaf]!r}; set --config.{name}={want!r}.")
+    return sde.name
+  raise ValueError(f"An EDM state dict was trained with EDMPrecond (training.objective=edm), "
+                   f"VPPrecond or VEPrecond (training.objective=dsm with sde.name vp or ve, "
+                   f"model.name song_unet), not objective {objective!r} with "
+                   f"{'sde.name ' + repr(sde.name) + ' and ' if objective == 'dsm' else ''}"
+                   f"model.name {m.name!r}; set the one it was trained with.")
+
+
 def load_edm(path: str, config, channels: int = 3) -> dict:
   """SongUNet/DhariwalUNet parameters of an EDM state dict (.npz or .safetensors; EDM's
-  .pkl files are refused with the one-command export, interop/edm_weights.py)."""
-  if config.model.name not in ("song_unet", "dhariwal_unet"):
-    raise ValueError(f"EDM's networks are model.name 'song_unet' (DDPM++, NCSN++) or "
-                     f"'dhariwal_unet' (ADM), not {config.model.name!r}.")
+  .pkl files are refused with the one-command export, interop/edm_weights.py), trained with
+  the preconditioner the config's objective names (edm_preconditioner: EDM's, or the VP/VE
+  baselines as this library's dsm VP/VE models)."""
+  precond = edm_preconditioner(config)
   template, _ = param_shapes(config, channels)
   try:
-    return edm_weights.params_from_state_dict(edm_weights.read(path), template)
+    params = edm_weights.params_from_state_dict(edm_weights.read(path), template)
   except tensors.FormatError:
     raise
   except ValueError as e:
     raise tensors.FormatError(f"{path}: {e}") from None
+  if precond == "ve":
+    params = edm_weights.from_ve_precond(params, config.model.embedding_type)
+  return params
 
 
 # ------------------------------------------------------------------ --mode import
@@ -255,6 +286,8 @@ def check_export(config, target: str) -> None:
   if fmt == "edm" and m.name not in ("song_unet", "dhariwal_unet"):
     raise ValueError(f"--export_to=edm: writes EDM's networks (model.name 'song_unet' or "
                      f"'dhariwal_unet'), not {m.name!r}; use diffusers for the DDPM U-Net.")
+  if fmt == "edm":
+    edm_preconditioner(config)
   if fmt == "diffusers" and (m.name != "ddpm" or config.training.objective != "ddpm"
                               or m.conditional):
     raise ValueError(f"--export_to=diffusers: writes the unconditional DDPM U-Net of "
@@ -277,6 +310,8 @@ def export(config, params, target: str, channels: int | None = None) -> str:
     return _write_diffusers(config, params, path, channels)
   m = config.model
   song = m.name == "song_unet"  # DhariwalUNet resamples with EDM's defaults
+  if edm_preconditioner(config) == "ve":
+    params = edm_weights.to_ve_precond(jax.device_get(params), m.embedding_type)
   with _writing(path):
     files.save_npz(path, **edm_weights.state_dict(
         params, tuple(m.resample_filter) if song else (1, 1),

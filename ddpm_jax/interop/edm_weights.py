@@ -11,11 +11,21 @@ EDM publishes its networks only as pickles of Python objects (network-snapshot-*
 run code when unpickled: `read` refuses them and gives the one command that exports the
 network's state dict with EDM's own code, once; a state dict (.npz or .safetensors; the
 preconditioner's "model." prefix is dropped) loads onto SongUNet or DhariwalUNet, and the
-config's training.objective "edm" supplies EDM's preconditioning.
+config's objective supplies the preconditioning it was trained with (config/weights.py):
+
+  EDMPrecond  training.objective "edm": as it is.
+  VPPrecond   "dsm" on the VP SDE (β 0.1 to 20, 1000 scales): D = x − σ F(x/√(1 + σ²),
+              999 t), the network predicts ε of the VP state x/√(1 + σ²) at the time t of σ,
+              fed 999 t: exactly this library's VP model of an ε network; as it is.
+  VEPrecond   "dsm" on the VE SDE: D = x + σ F(x, log(σ/2)), so F = −ε̂ fed log σ − log 2;
+              this library's VE model is fed log σ and predicts ε, so the import shifts the
+              noise input (`shift_noise_input`) and negates the output (`negate_output`), both
+              exact, and the export undoes them.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Mapping
 
 import numpy as np
@@ -98,3 +108,60 @@ def read(path: str) -> dict[str, np.ndarray]:
   if state and all(k.startswith("model.") for k in state):
     state = {k.removeprefix("model."): v for k, v in state.items()}
   return state
+
+
+VE_NOISE_SHIFT = math.log(0.5)  # VEPrecond's c_noise = log(σ/2) = log σ + log ½
+
+
+def _rotation(omega: np.ndarray, shift: float) -> np.ndarray:
+  """R with [sin(a + θ), cos(a + θ)] = R [sin a, cos a] for the SongUNet embedding's halves
+  (sin first), a_k = ω_k c, θ_k = ω_k shift."""
+  theta = np.asarray(omega, np.float64) * shift
+  c, s = np.diag(np.cos(theta)), np.diag(np.sin(theta))
+  return np.block([[c, s], [-s, c]])
+
+
+def noise_frequencies(params, embedding_type: str) -> np.ndarray:
+  """ω_k of a SongUNet's noise embedding: 2π f_k of its Fourier frequencies, or the positional
+  embedding's (1/10⁴)^{k/(C/2 − 1)} (models/edm_layers.py)."""
+  if embedding_type == "fourier":
+    return 2 * np.pi * np.asarray(params["map_noise"]["freqs"], np.float64)
+  half = np.shape(params["map_layer0"]["weight"])[1] // 2
+  return (1 / 10_000) ** (np.arange(half, dtype=np.float64) / (half - 1))
+
+
+def shift_noise_input(params, shift: float, embedding_type: str) -> dict:
+  """The parameters of a SongUNet fed c whose outputs are those of `params` fed c + shift
+  (exact): its embedding is then R e, so map_layer0's weight becomes W R and what is added to
+  the embedding before it (map_label, map_augment) is rotated back by Rᵀ."""
+  r = _rotation(noise_frequencies(params, embedding_type), shift)
+  out = {**params, "map_layer0": {**params["map_layer0"],
+                                  "weight": _f32(np.asarray(params["map_layer0"]["weight"]) @ r)}}
+  for name in ("map_label", "map_augment"):
+    if name in params:
+      out[name] = {leaf: _f32(r.T @ np.asarray(v)) for leaf, v in params[name].items()}
+  return out
+
+
+def negate_output(params) -> dict:
+  """The parameters of a SongUNet with its output negated (exact): the output is the sum of
+  the decoder's aux_conv outputs (upsampled linearly on the skip decoder), so each aux_conv's
+  weight and bias change sign."""
+  return {name: ({leaf: -np.asarray(v) for leaf, v in block.items()}
+                 if name.startswith("dec.") and name.endswith("_aux_conv") else block)
+          for name, block in params.items()}
+
+
+def from_ve_precond(params, embedding_type: str) -> dict:
+  """VEPrecond's SongUNet (fed log(σ/2), predicting −ε) as this library's VE network (fed
+  log σ, predicting ε)."""
+  return negate_output(shift_noise_input(params, VE_NOISE_SHIFT, embedding_type))
+
+
+def to_ve_precond(params, embedding_type: str) -> dict:
+  """The inverse of from_ve_precond."""
+  return shift_noise_input(negate_output(params), -VE_NOISE_SHIFT, embedding_type)
+
+
+def _f32(a) -> np.ndarray:
+  return np.asarray(a, np.float32)

@@ -5,8 +5,8 @@ Flax (yang-song/score_sde): a `checkpoint_N` file is msgpack of its training Sta
 flax.serialization.msgpack_restore (data only). The EMA parameters are the tree of
 models/ncsnpp.py leaf for leaf.
 
-PyTorch (yang-song/score_sde_pytorch): checkpoint.pth {model, ema, optimizer, step}, read with
-torch.load(weights_only=True). `model` is the DataParallel state dict ("module.all_modules.i.
+PyTorch (yang-song/score_sde_pytorch): checkpoint.pth {model, ema, optimizer, step}, read as data
+(interop/torch_files.py). `model` is the DataParallel state dict ("module.all_modules.i.
 …"); `ema.shadow_params` lists the EMA value of each parameter that requires a gradient, in
 `model.parameters()` order (every state-dict entry but the `sigmas` buffer and the fixed
 Fourier frequencies W). The i-th module that holds parameters is the i-th entry of the Flax

@@ -3,9 +3,9 @@ layouts ↔ Flax's, and a name table ↔ a parameter tree with every tensor chec
 
 Files: .safetensors (safetensors' numpy API), .npz (numpy with allow_pickle=False) and
 msgpack (flax.serialization) are data only. Pickles (.pkl, .pt, .pth, .bin, .ckpt) can run
-code when unpickled: they are refused with the reason and a recipe, or, for PyTorch files and
-only where torch is installed, read by torch.load(weights_only=True), whose unpickler admits
-tensors and containers only.
+code when unpickled: they are refused with the reason and a recipe, except PyTorch's zip
+files where a format reads them (interop/torch_files.py: an allow-listed unpickler that
+admits tensors and containers only).
 """
 
 from __future__ import annotations
@@ -59,32 +59,6 @@ def finite(state: Mapping[str, np.ndarray], where: str) -> None:
       bad = int(np.size(value) - np.isfinite(value).sum())
       raise FormatError(f"{where}: tensor {key} holds {bad} NaN or infinite values; these "
                         f"weights are damaged (or from a diverged run): use another file.")
-
-
-def read_torch(path: str) -> dict:
-  """A PyTorch file by torch.load(weights_only=True) (tensors and containers only; no code
-  runs), its tensors as numpy; needs torch."""
-  try:
-    import torch
-  except ImportError:
-    raise FormatError(f"{path} is a PyTorch pickle: reading it safely needs torch "
-                      f"(torch.load(weights_only=True)); pip install torch, or convert it to "
-                      f".npz/.safetensors where torch is installed.") from None
-  try:
-    loaded = torch.load(path, map_location="cpu", weights_only=True)
-  except Exception as e:  # noqa: BLE001 (the unpickler refuses anything but tensors)
-    raise FormatError(f"{path} cannot be read with torch.load(weights_only=True) "
-                      f"({str(e).splitlines()[0]}); it holds more than tensors.") from None
-
-  def numpy(x):
-    if isinstance(x, torch.Tensor):
-      return x.detach().float().numpy()
-    if isinstance(x, Mapping):
-      return {k: numpy(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-      return [numpy(v) for v in x]
-    return x
-  return numpy(loaded)
 
 
 def to_tree(a: np.ndarray, layout: str) -> np.ndarray:
