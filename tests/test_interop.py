@@ -9,6 +9,8 @@ Fixtures, made once outside the project (tests/fixtures/make_*.py):
                                  bit-equal outputs in UNet2DModel and DDPMPipeline)
   ncsnpp.{json,npz}              yang-song/score_sde (Flax), including its uncentered VE setting
   score_sde_pytorch.{json,npz}   yang-song/score_sde_pytorch, names in state-dict order
+  score_sde_ddpm{,_flax}.json    score_sde_pytorch's DDPM (models/ddpm.py), and the Flax tree's
+  score_sde_ddpm.npz             names of score_sde's (run on the same weights, 1.7e-6 apart)
   edm_networks.{json,npz}        NVlabs/edm SongUNet / DhariwalUNet
   edm_precond.{json,npz}         NVlabs/edm VPPrecond / VEPrecond around SongUNet: D(x, σ)
   torch_saves/*.{pt,npz}         torch 2.14 torch.save files (dtypes, views, a checkpoint) and
@@ -246,7 +248,7 @@ def test_pickles_are_never_loaded(tmp_path):
   pkl = tmp_path / "edm-cifar10-32x32-uncond-vp.pkl"
   pkl.write_bytes(b"\x80\x04cos\nsystem\n.")  # would run code if unpickled
   config = defaults.get_config()
-  config.model.name = "song_unet"
+  config.model.name, config.training.objective = "song_unet", "edm"
   with pytest.raises(tensors.FormatError, match=r"is a Python pickle, which can run code when "
                                                 r"loaded, so it is not read\. export .*np\.savez"):
     weights.load_edm(str(pkl), config)
@@ -391,6 +393,53 @@ def test_a_pth_file_that_is_not_torch_saves_is_one_line(tmp_path):
   with pytest.raises(tensors.FormatError, match=r"is not a PyTorch zip file \(torch ≥ 1.6's "
                                                 r"torch.save\); re-save it once"):
     weights.load_score_sde(str(tmp_path / "checkpoint.pth"), config)
+
+
+SCORE_SDE_DDPM = json.loads((FIXTURES / "score_sde_ddpm.json").read_text())
+SCORE_SDE_DDPM_FLAX = json.loads((FIXTURES / "score_sde_ddpm_flax.json").read_text())
+
+
+def _ddpm_config(model: dict):
+  """This library's DDPM U-Net config of a score_sde DDPM config.model."""
+  config = defaults.get_config()
+  config.data.image_size = 8
+  m = config.model
+  m.name, m.ch, m.ch_mult = "ddpm", model["nf"], tuple(model["ch_mult"])
+  m.num_res_blocks, m.attn_resolutions = model["num_res_blocks"], tuple(model["attn_resolutions"])
+  config.training.objective, config.sde.name = "dsm", "vp"
+  return config
+
+
+@pytest.mark.parametrize("fmt", ["pytorch", "flax"])
+@pytest.mark.parametrize("name", sorted(SCORE_SDE_DDPM["cases"]))
+def test_a_score_sde_ddpm_checkpoint_gives_its_outputs(tmp_path, monkeypatch, name, fmt):
+  """score_sde's DDPM (models/ddpm.py: one attention per attending decoder level) onto the
+  DDPM U-Net: checkpoint.pth's EMA (all_modules.i names), or the Flax checkpoint's
+  params_ema (Kind_n names, made by score_sde's Flax code from the same weights)."""
+  entry = SCORE_SDE_DDPM["cases"][name]
+  ema = random_state_dict(entry["shapes"], entry["seed"])
+  if fmt == "pytorch":
+    model = {f"module.{k}": ema[k] + 1 for k in entry["names"]}  # the raw weights: not read
+    model["module.sigmas"] = np.ones(1000, np.float32)
+    checkpoint = {"model": model, "ema": {"decay": 0.9999, "num_updates": 5,
+                                          "shadow_params": [ema[k] for k in entry["trained"]]},
+                  "optimizer": {}, "step": 5}
+    monkeypatch.setattr(torch_files, "read", lambda path: checkpoint)
+    path = tmp_path / "checkpoint_5.pth"
+  else:  # the Flax layouts of the same tensors: conv HWIO, Dense [in, out], the rest as is
+    flax = SCORE_SDE_DDPM_FLAX["cases"][name]
+    layout = {4: "conv", 2: "linear"}
+    tree = {tuple(p.split("/")): tensors.to_tree(
+        ema[key], layout.get(ema[key].ndim, "vector") if p.endswith("/kernel") else "vector")
+        for p, key in flax["torch_key"].items()}
+    params = traverse_util.unflatten_dict(tree)
+    path = tmp_path / "checkpoint_26"
+    _flax_checkpoint(path, params, jax.tree.map(lambda a: a + 1, params))
+  config = _ddpm_config(entry["model"])
+  params = weights.load_score_sde(str(path), config)
+  arrays = _arrays("score_sde_ddpm", name)
+  out = weights.network_fn(config)(params, arrays["x"], arrays["labels"].astype(np.float32))
+  assert _rel_err(out, arrays["out"]) <= 1e-5, _rel_err(out, arrays["out"])
 
 
 # ------------------------------------------------------------------ EDM
@@ -538,14 +587,20 @@ def test_mode_import_writes_a_checkpoint_that_sample_runs_on(tmp_path, capsys, m
   assert code == 2 and "--mode import needs --import_from=FORMAT:PATH" in err
 
 
+def _with_network(config, name: str):
+  config.model.name = name
+  return config
+
+
 @pytest.mark.parametrize("call,match", [
     (lambda c: weights.parse_source("hub:google/ddpm-cifar10-32"),
      r"^--import_from='hub:google/ddpm-cifar10-32': use FORMAT:PATH with FORMAT one of"),
     (lambda c: weights.check_export(c, "score_sde:out"), r"^--export_to='score_sde:out': use"),
     (lambda c: weights.check_export(c, "edm:net.npz"),
      r"^--export_to=edm: writes EDM's networks .* not 'ddpm'; use diffusers"),
-    (lambda c: weights.load_score_sde("checkpoint_1", c),
-     r"^score_sde checkpoints are NCSN\+\+/DDPM\+\+ networks: set model.name='ncsnpp'"),
+    (lambda c: weights.load_score_sde("checkpoint_1", _with_network(c, "half_unet")),
+     r"^score_sde checkpoints are NCSN\+\+/DDPM\+\+ networks \(model.name 'ncsnpp'\) or its "
+     r"DDPM model \(model.name 'ddpm'\), not 'half_unet'"),
     (lambda c: weights.load_edm("net.npz", c), r"^EDM's networks are model.name 'song_unet'"),
 ])
 def test_a_wrong_format_or_network_for_the_weights_is_one_line(call, match):

@@ -23,6 +23,7 @@ import shutil
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
 
 from ddpm_jax.config import build, defaults, load
 from ddpm_jax.infra import files
@@ -195,16 +196,33 @@ def _writing(target: str, partial: str | None = None):
 # ------------------------------------------------------------------ score_sde and EDM
 
 def load_score_sde(path: str, config, channels: int = 3, centered: bool | None = None) -> dict:
-  """NCSN++/DDPM++ parameters of a score_sde checkpoint: a Flax `checkpoint_N` file or a
-  score_sde_pytorch `.pth` (read as data: interop/torch_files.py), the EMA weights. `centered`: whether it was trained
-  on data in [−1, 1] (score_sde's data.centered; default: False for the VE SDE, as its
+  """Parameters of a score_sde checkpoint, its EMA weights: a Flax `checkpoint_N` file or a
+  score_sde_pytorch `.pth` (read as data: interop/torch_files.py), of an NCSN++/DDPM++ network
+  (model.name 'ncsnpp') or of score_sde's DDPM (model.name 'ddpm'). `centered`: whether it was
+  trained on data in [−1, 1] (score_sde's data.centered; default: False for the VE SDE, as its
   configs have it, else True); an uncentered VE model's log σ input is shifted by log 2."""
-  if config.model.name != "ncsnpp":
-    raise ValueError(f"score_sde checkpoints are NCSN++/DDPM++ networks: set "
-                     f"model.name='ncsnpp' (not {config.model.name!r}) with its options.")
+  if config.model.name not in ("ncsnpp", "ddpm"):
+    raise ValueError(f"score_sde checkpoints are NCSN++/DDPM++ networks (model.name 'ncsnpp') "
+                     f"or its DDPM model (model.name 'ddpm'), not {config.model.name!r}; set "
+                     f"the one it was trained with, and its options.")
   template, order = param_shapes(config, channels)
-  if path.endswith(".pth"):
-    state = score_sde.ema_state_dict(torch_files.read(path), order)
+  torch_file = path.endswith((".pth", ".pt"))
+  if config.model.name == "ddpm":
+    if torch_file:
+      state = {k.removeprefix("module."): v
+               for k, v in score_sde.ema_state_dict(torch_files.read(path)).items()}
+    else:
+      state = {"/".join(p): v for p, v in
+               traverse_util.flatten_dict(dict(score_sde.read_flax(path))).items()}
+    m = config.model
+    mods = score_sde.ddpm_modules(len(m.ch_mult), m.num_res_blocks, diffusers.attention_levels(
+        config.data.image_size, m.attn_resolutions, len(m.ch_mult)))
+    return tensors.tree_from_state_dict(
+        score_sde.ddpm_state_dict(state, mods, "torch" if torch_file else "flax"),
+        _unet_names(config), template, path, score_sde.ADVICE)
+  if torch_file:
+    state = score_sde.ema_state_dict(torch_files.read(path),
+                                     lambda keys: score_sde.fourier_keys(keys, order))
     params = tensors.tree_from_state_dict(state, score_sde.torch_names(list(state), order),
                                           template, path, score_sde.ADVICE)
   else:
