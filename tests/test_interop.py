@@ -9,6 +9,8 @@ Fixtures, made once outside the project (tests/fixtures/make_*.py):
                                  bit-equal outputs in UNet2DModel and DDPMPipeline)
   ncsnpp.{json,npz}              yang-song/score_sde (Flax), including its uncentered VE setting
   score_sde_pytorch.{json,npz}   yang-song/score_sde_pytorch, names in state-dict order
+  diffusers_ncsnpp.{json,npz}    diffusers' NCSN++ (UNet2DModel, Fourier time, Skip blocks), the
+                                 same function as score_sde_pytorch's NCSNpp (checked there)
   score_sde_ddpm{,_flax}.json    score_sde_pytorch's DDPM (models/ddpm.py), and the Flax tree's
   score_sde_ddpm.npz             names of score_sde's (run on the same weights, 1.7e-6 apart)
   edm_networks.{json,npz}        NVlabs/edm SongUNet / DhariwalUNet
@@ -309,6 +311,36 @@ def test_a_torch_file_naming_anything_but_tensors_is_refused_before_it_runs(tmp_
     _rezip(TORCH_SAVES / "zero_dim.pt", tmp_path / name, change)
     with pytest.raises(tensors.FormatError, match=match):
       torch_files.read(str(tmp_path / name))
+
+
+DIFFUSERS_NCSNPP = json.loads((FIXTURES / "diffusers_ncsnpp.json").read_text())
+
+
+@pytest.mark.parametrize("name", sorted(DIFFUSERS_NCSNPP["cases"]))
+def test_a_diffusers_ncsnpp_folder_gives_its_outputs(tmp_path, name):
+  """A ScoreSdeVePipeline folder (UNet2DModel with Fourier time and Skip blocks, as
+  google/ncsnpp-* publish it) loads onto NCSN++ with the VE SDE of its scheduler; the published
+  setting (center_input_sample: data in [0, 1]) is this library's network on y = 2x − 1 with
+  σ_y = 2σ (the score halves), the σ range doubled."""
+  entry = DIFFUSERS_NCSNPP["cases"][name]
+  drawn = random_state_dict({("time_proj.freqs" if k == "time_proj.weight" else k): v
+                             for k, v in entry["shapes"].items()}, entry["seed"])
+  state = {("time_proj.weight" if k == "time_proj.freqs" else k): v for k, v in drawn.items()}
+  folder = tmp_path / "ncsnpp"
+  (folder / "unet").mkdir(parents=True)
+  (folder / "scheduler").mkdir()
+  (folder / "unet" / "config.json").write_text(json.dumps(entry["config"]))
+  (folder / "scheduler" / "scheduler_config.json").write_text(
+      json.dumps(entry["scheduler_config"]))
+  save_file(state, str(folder / "unet" / diffusers.WEIGHTS))
+  config, params = weights.load_diffusers(str(folder))
+  a = _arrays("diffusers_ncsnpp", name)
+  scale = 2.0 if entry["config"]["center_input_sample"] else 1.0
+  assert config.sde.sigma_max == scale * entry["scheduler_config"]["sigma_max"]
+  assert (config.model.name, config.sde.name, config.sde.num_scales) == ("ncsnpp", "ve", 2000)
+  y = 2 * a["x"] - 1 if scale == 2 else a["x"]
+  out = weights.network_fn(config)(params, y, np.log(scale * a["sigma"]))
+  assert _rel_err(out, a["out"] / scale) <= 1e-5, _rel_err(out, a["out"] / scale)
 
 
 # ------------------------------------------------------------------ score_sde

@@ -28,7 +28,14 @@ from flax import traverse_util
 from ddpm_jax.config import build, defaults, load
 from ddpm_jax.infra import files
 from ddpm_jax.infra.metrics_writer import log
-from ddpm_jax.interop import diffusers, edm_weights, score_sde, tensors, torch_files
+from ddpm_jax.interop import (
+  diffusers,
+  diffusers_ncsnpp,
+  edm_weights,
+  score_sde,
+  tensors,
+  torch_files,
+)
 
 FORMATS = ("diffusers", "score_sde", "edm")  # --import_from
 EXPORTS = ("diffusers", "edm")  # --export_to
@@ -107,8 +114,15 @@ def diffusers_fields(folder: str, config=None) -> dict:
   UNet2DModel folder (no scheduler config) takes its β schedule, prediction and variance from
   `config`, saying so, or is refused where no config is given."""
   unet, _, scheduler = _diffusers_files(folder)
+  unet_config = _read_json(unet)
+  if diffusers_ncsnpp.is_ncsnpp(unet_config):
+    if scheduler is None:
+      raise FileNotFoundError(f"No scheduler_config.json beside {unet} or in a scheduler/ "
+                              f"folder: an NCSN++ folder's σ range is its scheduler's; "
+                              f"download it too.")
+    return diffusers_ncsnpp.settings(unet_config, _read_json(scheduler), unet)
   if scheduler is not None:
-    return diffusers.settings(_read_json(unet), _read_json(scheduler), unet)
+    return diffusers.settings(unet_config, _read_json(scheduler), unet)
   if config is None:
     raise FileNotFoundError(f"No scheduler_config.json beside {unet} or in a scheduler/ folder "
                             f"(a bare UNet2DModel folder): it gives the β schedule and the "
@@ -117,7 +131,7 @@ def diffusers_fields(folder: str, config=None) -> dict:
   log(f"{folder} has no scheduler config: its β schedule, prediction and variance are the "
       f"config's (diffusion.beta_schedule={config.diffusion.beta_schedule!r}, "
       f"model.mean_type={config.model.mean_type!r}, model.var_type={config.model.var_type!r})")
-  return diffusers.settings(_read_json(unet), diffusers.scheduler_config(_settings(config)), unet)
+  return diffusers.settings(unet_config, diffusers.scheduler_config(_settings(config)), unet)
 
 
 def load_diffusers(folder: str, config=None):
@@ -127,14 +141,26 @@ def load_diffusers(folder: str, config=None):
   fields = diffusers_fields(folder, config)
   config = _with_fields(config, fields)
   _, weights, _ = _diffusers_files(folder)
-  return config, diffusers_params(weights, config, fields["in_channels"])
+  return config, diffusers_params(weights, config, fields["in_channels"],
+                                  fields.get("centered", True))
 
 
-def diffusers_params(weights: str, config, channels: int) -> dict:
+def diffusers_params(weights: str, config, channels: int, centered: bool = True) -> dict:
+  """The parameters of a folder's weights file: the DDPM U-Net's, or NCSN++'s by way of
+  score_sde's names (an uncentered model mapped onto [−1, 1] data as score_sde's are)."""
   state = diffusers.modern_names(tensors.read(weights))
-  template, _ = param_shapes(config, channels)
-  return tensors.tree_from_state_dict(state, _unet_names(config), template, weights,
-                                      "check the config against the folder's config.json")
+  template, order = param_shapes(config, channels)
+  advice = "check the config against the folder's config.json"
+  if config.model.name != "ncsnpp":
+    return tensors.tree_from_state_dict(state, _unet_names(config), template, weights, advice)
+  m = config.model
+  state = diffusers_ncsnpp.score_sde_state_dict(
+      state, len(m.ch_mult), m.num_res_blocks,
+      diffusers.attention_levels(config.data.image_size, m.attn_resolutions, len(m.ch_mult)),
+      weights)
+  params = tensors.tree_from_state_dict(state, score_sde.torch_names(list(state), order),
+                                        template, weights, advice)
+  return params if centered else score_sde.fold_log_sigma_shift(params, -float(np.log(2.0)))
 
 
 def _unet_names(config):
@@ -352,8 +378,11 @@ def import_params(config, source: str, channels: int) -> dict:
   fmt, path = parse_source(source)
   if fmt == "diffusers":
     fields = diffusers_fields(path, config)
-    learned = fields["model.var_type"].startswith("learned")
-    wanted = [*WEIGHT_FIELDS, *(["model.var_type"] if learned else [])]
+    if fields["model.name"] == "ncsnpp":
+      wanted = [k for k in fields if k.split(".")[0] in ("model", "data", "training", "sde")]
+    else:
+      learned = fields["model.var_type"].startswith("learned")
+      wanted = [*WEIGHT_FIELDS, *(["model.var_type"] if learned else [])]
     for name in wanted:
       node, leaf = load.parent(config, name)
       have, want = node[leaf], fields[name]
@@ -363,7 +392,8 @@ def import_params(config, source: str, channels: int) -> dict:
     if fields["in_channels"] != channels:
       raise ValueError(f"{path} takes {fields['in_channels']} channels and the data have "
                        f"{channels}; use data with {fields['in_channels']} channels.")
-    return diffusers_params(_diffusers_files(path)[1], config, channels)
+    return diffusers_params(_diffusers_files(path)[1], config, channels,
+                            fields.get("centered", True))
   if fmt == "score_sde":
     return load_score_sde(path, config, channels)
   return load_edm(path, config, channels)
@@ -401,7 +431,7 @@ def _with_fields(config, fields: dict):
   config = defaults.get_config() if config is None else config.copy_and_resolve_references()
   with config.unlocked():
     for name, value in fields.items():
-      if name != "in_channels":
+      if name not in ("in_channels", "centered"):
         node, leaf = load.parent(config, name)
         node[leaf] = value
   return config
