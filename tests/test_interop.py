@@ -15,6 +15,8 @@ Fixtures, made once outside the project (tests/fixtures/make_*.py):
   score_sde_ddpm.npz             names of score_sde's (run on the same weights, 1.7e-6 apart)
   edm_networks.{json,npz}        NVlabs/edm SongUNet / DhariwalUNet
   edm_precond.{json,npz}         NVlabs/edm VPPrecond / VEPrecond around SongUNet: D(x, σ)
+  adm.{json,npz}                 openai/guided-diffusion UNetModel (checked there against EDM's
+                                 DhariwalUNet with the same weights, 1.2e-6 relative)
   torch_saves/*.{pt,npz}         torch 2.14 torch.save files (dtypes, views, a checkpoint) and
                                  the arrays torch held
 The weights are not stored: reference_weights.random_state_dict draws them again.
@@ -572,6 +574,68 @@ def test_an_edm_state_dict_under_a_config_no_preconditioner_had_is_refused(chang
     node[leaf] = value
   with pytest.raises(ValueError, match=match):
     weights.load_edm("unread.npz", config)
+
+
+ADM = json.loads((FIXTURES / "adm.json").read_text())
+
+
+def _adm_config(kw: dict):
+  """This library's config of a guided-diffusion UNetModel's flags."""
+  config = defaults.get_config()
+  config.data.image_size = kw["image_size"]
+  m = config.model
+  m.name, m.ch, m.ch_mult = "dhariwal_unet", kw["model_channels"], tuple(kw["channel_mult"])
+  m.num_res_blocks, m.dropout = kw["num_res_blocks"], kw["dropout"]
+  m.attn_resolutions = tuple(kw["image_size"] // ds for ds in kw["attention_resolutions"])
+  m.num_heads = kw["num_heads"] if kw["num_head_channels"] == -1 else 0
+  m.use_new_attention_order = kw["use_new_attention_order"]
+  m.var_type = "learned_range" if kw["out_channels"] == 2 * kw["in_channels"] else "fixed_large"
+  if kw["num_classes"]:
+    m.conditional, config.data.num_classes = True, kw["num_classes"]
+  return config
+
+
+@pytest.mark.parametrize("name", sorted(ADM["cases"]))
+def test_a_guided_diffusion_checkpoint_gives_its_outputs(tmp_path, monkeypatch, name):
+  """OpenAI guided-diffusion's UNetModel state dict (legacy and new q/k/v order, heads by
+  width or by count, learned σ, class labels) onto DhariwalUNet: its outputs for the integer
+  timesteps and labels; as a .pt (its layout read by torch_files.read) and as .safetensors."""
+  entry = ADM["cases"][name]
+  state = random_state_dict(entry["shapes"], entry["seed"])
+  config = _adm_config(entry["guided_kwargs"])
+  monkeypatch.setattr(torch_files, "read", lambda path: state)
+  params = weights.load_adm(str(tmp_path / "ema_0.9999_000000.pt"), config)
+  a = _arrays("adm", name)
+  out = weights.network_fn(config)(params, a["x"], a["timesteps"].astype(np.float32),
+                                   a["y"] if "y" in a else None)
+  assert _rel_err(out, a["out"]) <= 1e-5, _rel_err(out, a["out"])
+  save_file(state, str(tmp_path / "model.safetensors"))
+  again = weights.load_adm(str(tmp_path / "model.safetensors"), config)
+  assert all(np.array_equal(u, v) for u, v in zip(jax.tree.leaves(params),
+                                                  jax.tree.leaves(again)))
+  config.model.use_new_attention_order = not config.model.use_new_attention_order
+  wrong = weights.network_fn(config)(weights.load_adm(str(tmp_path / "model.safetensors"),
+                                                      config), a["x"],
+                                     a["timesteps"].astype(np.float32),
+                                     a["y"] if "y" in a else None)
+  assert _rel_err(wrong, a["out"]) > 0.01  # the q, k, v order matters
+
+
+def test_the_attention_order_flag_is_read_by_an_adm_import_only(tmp_path, capsys, monkeypatch):
+  common = ["--config=configs/demo.py", "--mode=import", f"--workdir={tmp_path / 'run'}",
+            "--config.model.use_new_attention_order=True"]
+  code, err = run_cli([*common, f"--import_from=diffusers:{tmp_path}"], capsys, monkeypatch)
+  assert code == 2 and "use_new_attention_order is read only by --mode import --import_from=adm" in err, err
+  code, err = run_cli([*common, f"--import_from=adm:{tmp_path / 'ema.pt'}"], capsys, monkeypatch)
+  assert code == 2 and "guided-diffusion's UNetModel is model.name 'dhariwal_unet'" in err, err
+
+
+def test_a_guided_diffusion_network_narrower_than_128_is_refused():
+  config = _adm_config(ADM["cases"]["cond_legacy"]["guided_kwargs"])
+  config.model.ch = 64
+  with pytest.raises(tensors.FormatError, match=r"a level of 64 channels: guided-diffusion "
+                                                r"normalizes with 32 groups at every width"):
+    weights.load_adm("unread.pt", config)
 
 
 # ------------------------------------------------------------------ --mode import

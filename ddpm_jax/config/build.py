@@ -140,7 +140,7 @@ NETWORK_ROWS = {
         "embedding_type", "channel_mult_noise", "encoder_type", "decoder_type",
         "resample_filter")}}, lambda config, c: dict(
             out_channels=_out_channels(config, c), label_dim=num_classes(config) or 0)),
-    "dhariwal_unet": Network(DhariwalUNet, _EDM, lambda config, c: dict(
+    "dhariwal_unet": Network(DhariwalUNet, {**_EDM, "num_heads": "num_heads"}, lambda config, c: dict(
         out_channels=_out_channels(config, c), label_dim=num_classes(config) or 0)),
     "half_unet": Network(HalfUNet, _UNET, lambda config, c: dict(
         num_classes=config.data.num_classes, embedding=_embedding(config))),

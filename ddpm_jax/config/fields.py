@@ -220,6 +220,14 @@ FIELDS = (
           "song_unet and dhariwal_unet embedding width ÷ ch",
           check=_positive,
           want="at least 1, e.g. 4"),
+    Field("model.num_heads", 0,
+          "dhariwal_unet attention heads at every width (guided-diffusion's --num_heads); "
+          "0: channels ÷ 64 (EDM's and --num_head_channels 64)",
+          check=_at_least(0), want="0 (64 channels per head) or a head count"),
+    Field("model.use_new_attention_order", False,
+          "guided-diffusion's flag of the same name: the q, k, v order of the weights "
+          "--import_from=adm reads (True for its 64×64 ImageNet model)",
+          read_by="--mode import --import_from=adm:FILE"),
     Field("model.augment_dim", 0,
           "augmentation labels fed to the network (9 with training.augment_p)",
           check=_at_least(0),

@@ -29,6 +29,7 @@ from ddpm_jax.config import build, defaults, load
 from ddpm_jax.infra import files
 from ddpm_jax.infra.metrics_writer import log
 from ddpm_jax.interop import (
+  adm,
   diffusers,
   diffusers_ncsnpp,
   edm_weights,
@@ -37,7 +38,7 @@ from ddpm_jax.interop import (
   torch_files,
 )
 
-FORMATS = ("diffusers", "score_sde", "edm")  # --import_from
+FORMATS = ("diffusers", "score_sde", "edm", "adm")  # --import_from
 EXPORTS = ("diffusers", "edm")  # --export_to
 
 
@@ -311,6 +312,35 @@ def load_edm(path: str, config, channels: int = 3) -> dict:
   return params
 
 
+def load_adm(path: str, config, channels: int = 3) -> dict:
+  """DhariwalUNet parameters of an OpenAI guided-diffusion checkpoint (ADM's UNetModel state
+  dict: a .pt read as data, or .npz/.safetensors; interop/adm.py), for a config of model.name
+  'dhariwal_unet' with the checkpoint's flags: ch (num_channels), ch_mult, num_res_blocks,
+  attn_resolutions, model.num_heads (--num_heads; 0 for --num_head_channels 64),
+  model.use_new_attention_order, and the chain (training.objective 'ddpm', its
+  --noise_schedule; --learn_sigma: model.var_type 'learned_range')."""
+  m = config.model
+  if m.name != "dhariwal_unet" or config.training.objective != "ddpm":
+    raise ValueError(f"guided-diffusion's UNetModel is model.name 'dhariwal_unet' on the chain "
+                     f"(training.objective 'ddpm'), not {m.name!r} with "
+                     f"{config.training.objective!r}; set both, with the checkpoint's flags.")
+  adm.check_widths(m.ch, m.ch_mult)
+  raw = torch_files.read(path) if path.endswith((".pt", ".pth")) else tensors.read(path)
+  if not isinstance(raw, dict) or not all(isinstance(v, np.ndarray) for v in raw.values()):
+    raise tensors.FormatError(f"{path} is not a state dict (a mapping of names to tensors); "
+                              f"pass guided-diffusion's model or EMA .pt file.")
+  state = adm.edm_state_dict(raw, config.data.image_size, m.ch_mult, m.num_res_blocks,
+                             tuple(m.attn_resolutions), lambda c: m.num_heads or c // 64,
+                             bool(m.use_new_attention_order), path)
+  template, _ = param_shapes(config, channels)
+  try:
+    return edm_weights.params_from_state_dict(state, template)
+  except tensors.FormatError:
+    raise
+  except ValueError as e:
+    raise tensors.FormatError(f"{path}: {e}") from None
+
+
 # ------------------------------------------------------------------ --mode import
 
 def parse_source(source: str, formats=FORMATS) -> tuple[str, str]:
@@ -396,6 +426,8 @@ def import_params(config, source: str, channels: int) -> dict:
                             fields.get("centered", True))
   if fmt == "score_sde":
     return load_score_sde(path, config, channels)
+  if fmt == "adm":
+    return load_adm(path, config, channels)
   return load_edm(path, config, channels)
 
 

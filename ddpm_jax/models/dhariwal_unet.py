@@ -1,6 +1,7 @@
 """EDM's DhariwalUNet (NVlabs/edm training/networks.py): ADM (Dhariwal & Nichol 2021) as EDM
 ships it — adaptive scale-shift GroupNorm in every residual block, multi-head attention (64
-channels per head) at several resolutions, a label embedding added to the time embedding.
+channels per head, or `num_heads` heads at every width as guided-diffusion's --num_heads
+gives) at several resolutions, a label embedding added to the time embedding.
 Parameter names follow the reference's state dict (models/edm_layers.py).
 """
 
@@ -35,6 +36,7 @@ class DhariwalUNet(nn.Module):
   num_blocks: int = 3
   attn_resolutions: Sequence[int] = (32, 16, 8)
   dropout: float = 0.10
+  num_heads: int = 0  # 0: channels ÷ 64
   dtype: Any = jnp.float32
   remat: bool = False
 
@@ -45,7 +47,7 @@ class DhariwalUNet(nn.Module):
   @nn.compact
   def __call__(self, x, noise_labels, y=None, augment=None, train: bool = False):
     emb = self._embedding(noise_labels, y, augment, x.shape[0])
-    block = dict(channels_per_head=64, dropout=self.dropout, init_args=self.INIT,
+    block = dict(channels_per_head=64, num_heads=self.num_heads or None, dropout=self.dropout, init_args=self.INIT,
                  init_zero=self.INIT_ZERO, dtype=self.dtype)
 
     def run(name, channels, h, **kw):  # one residual block, rematerialized with self.remat

@@ -23,10 +23,15 @@ from ddpm_jax.modes import runs
 from ddpm_jax.training import checkpoint
 
 
+# The fields a format's reader reads besides the network's (the config gate's record).
+READS = {"adm": ("model.use_new_attention_order",)}
+
+
 def import_weights(config, workdir: str, overrides=None, *, source: str) -> str:
-  """Writes the weights of `source` ('diffusers:FOLDER', 'score_sde:FILE', 'edm:FILE') as
-  WORKDIR's step-0 checkpoint; returns the checkpoint folder."""
-  plan = validate.validate(config, "import", overrides)
+  """Writes the weights of `source` ('diffusers:FOLDER', 'score_sde:FILE', 'edm:FILE',
+  'adm:FILE') as WORKDIR's step-0 checkpoint; returns the checkpoint folder."""
+  fmt, _ = weights.parse_source(source)
+  plan = validate.validate(config, "import", overrides, mode_reads=READS.get(fmt, ()))
   params = weights.import_params(config, source, plan.shape[-1])
   provenance = {"source": source, "files": weights.source_digest(source)}
   run = runs.Run(runs.prepare_workdir(workdir), plan)
