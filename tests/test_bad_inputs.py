@@ -103,7 +103,9 @@ GATE_TABLE += [
     ("dpm_3m_form_unknown", ["--config.sampling.method=dpm_solver", "--config.sampling.dpm_solver_3m=exact"], "Unknown sampling.dpm_solver_3m 'exact'; use one of ('taylor', 'published')"),
     ("dpm_3m_start_unknown", ["--config.sampling.method=dpm_solver", "--config.sampling.dpm_solver_start=warm"], "Unknown sampling.dpm_solver_start 'warm'; use one of ('lower_order', 'singlestep')"),
     # the networks (config.model.name) and their options
-    ("network_unknown", ["--config.model.name=unet"], "Unknown model.name 'unet'; use one of ('ddpm', 'ncsnpp', 'song_unet', 'dhariwal_unet', 'half_unet')"),
+    ("network_unknown", ["--config.model.name=unet"], "Unknown model.name 'unet'; use one of ('ddpm', 'ncsnpp', 'song_unet', 'dhariwal_unet', 'ncsnv2', 'ncsnv2_deeper', 'ncsnv2_deepest', 'half_unet')"),
+    ("ncsnv2_on_the_chain", ["--config.model.name=ncsnv2"], "model.name 'ncsnv2' is not fed the noise level (its score is F(x)/σ, a VE model's): use training.objective 'ncsn'"),
+    ("ncsnv2_options_unread", ["--config.model.name=ncsnv2_deeper", "--config.training.objective=ncsn", "--config.sampling.method=ald", "--config.model.ch_mult=(1,2)"], "--config.model.ch_mult is not read by this run (this run: --mode train, training.objective 'ncsn', sampling.method 'ald', model.name 'ncsnv2_deeper')"),
     ("encoder_unknown", ["--config.model.name=song_unet", "--config.model.encoder_type=deep"], "Unknown model.encoder_type 'deep'; use one of ('standard', 'skip', 'residual')"),
     ("progressive_unknown", ["--config.model.name=ncsnpp", "--config.model.progressive=skip"], "Unknown model.progressive 'skip'; use one of ('none', 'output_skip', 'residual')"),
     ("vlb_weight_ignored_by_simple", ["--config.training.vlb_weight=0.01"], "--config.training.vlb_weight is read only by training.objective 'ddpm' with training.loss_type 'hybrid'"),

@@ -17,6 +17,8 @@ Fixtures, made once outside the project (tests/fixtures/make_*.py):
   edm_precond.{json,npz}         NVlabs/edm VPPrecond / VEPrecond around SongUNet: D(x, σ)
   adm.{json,npz}                 openai/guided-diffusion UNetModel (checked there against EDM's
                                  DhariwalUNet with the same weights, 1.2e-6 relative)
+  ncsnv2.{json,npz}              ermongroup/ncsnv2's NCSNv2, NCSNv2Deeper, NCSNv2Deepest (and a
+                                 numpy forward written from its spec, 1.5e-6 apart)
   torch_saves/*.{pt,npz}         torch 2.14 torch.save files (dtypes, views, a checkpoint) and
                                  the arrays torch held
 The weights are not stored: reference_weights.random_state_dict draws them again.
@@ -275,10 +277,11 @@ def _flat(obj, path=()):
 
 
 @pytest.mark.parametrize("name", ["dtypes", "views", "score_sde_checkpoint", "zero_dim",
-                                  "adam_state"])
+                                  "adam_state", "legacy_ncsnv2_checkpoint"])
 def test_torch_save_files_are_read_as_data_without_torch(name):
   """torch 2.14's torch.save of float32/16, bfloat16, int64 and bool tensors, transposed and
-  offset views, shared storages, 0-d tensors and nested containers: every value as torch
+  offset views, shared storages, 0-d tensors and nested containers, in the zip format and the
+  legacy one (torch < 1.6's, as ermongroup/ncsnv2's checkpoints are): every value as torch
   held it."""
   got = _flat(torch_files.read(str(TORCH_SAVES / f"{name}.pt")))
   with np.load(TORCH_SAVES / f"{name}.npz") as z:
@@ -424,8 +427,8 @@ def test_a_score_sde_pytorch_checkpoint_gives_its_outputs(tmp_path, monkeypatch,
 def test_a_pth_file_that_is_not_torch_saves_is_one_line(tmp_path):
   (tmp_path / "checkpoint.pth").write_bytes(b"\x80\x02}q\x00.")  # a legacy (pre-1.6) pickle
   config = _score_sde_config(SCORE_SDE_PYTORCH["cases"]["ddpmpp_vp"]["model"])
-  with pytest.raises(tensors.FormatError, match=r"is not a PyTorch zip file \(torch ≥ 1.6's "
-                                                r"torch.save\); re-save it once"):
+  with pytest.raises(tensors.FormatError, match=r"is not a PyTorch file \(no zip, no legacy "
+                                                r"magic number\)"):
     weights.load_score_sde(str(tmp_path / "checkpoint.pth"), config)
 
 
@@ -636,6 +639,40 @@ def test_a_guided_diffusion_network_narrower_than_128_is_refused():
   with pytest.raises(tensors.FormatError, match=r"a level of 64 channels: guided-diffusion "
                                                 r"normalizes with 32 groups at every width"):
     weights.load_adm("unread.pt", config)
+
+
+NCSNV2 = json.loads((FIXTURES / "ncsnv2.json").read_text())
+
+
+@pytest.mark.parametrize("name", sorted(NCSNV2["cases"]))
+def test_an_ncsnv2_checkpoint_gives_its_outputs(tmp_path, monkeypatch, name):
+  """ermongroup/ncsnv2's checkpoint list (its EMA shadow read, the raw model not) onto
+  NCSNv2, NCSNv2Deeper, NCSNv2Deepest: the reference's F(x)/σ for x in [0, 1] is this
+  library's ε̂ = −F on y = 2x − 1, and its score on y (σ doubled) is half the reference's."""
+  entry = NCSNV2["cases"][name]
+  shapes = {k: entry["shapes"][k] for k in entry["parameters_order"]}
+  ema = random_state_dict(shapes, entry["seed"])
+  model = {"module.sigmas": np.asarray(entry["sigmas"], np.float32),
+           **{f"module.{k}": v + 1 for k, v in ema.items()}}
+  checkpoint = [model, {"state": {}, "param_groups": []}, 3, 1000, ema]
+  monkeypatch.setattr(torch_files, "read", lambda path: checkpoint)
+  config = defaults.get_config()
+  config.model.name = {"NCSNv2": "ncsnv2", "NCSNv2Deeper": "ncsnv2_deeper",
+                       "NCSNv2Deepest": "ncsnv2_deepest"}[entry["cls"]]
+  config.model.ch, config.data.image_size = entry["model"]["ngf"], 32
+  config.training.objective = "ncsn"
+  config.sde.sigma_max, config.sde.sigma_min, config.sde.num_scales = 2.0, 0.02, 10
+  params = weights.load_ncsnv2(str(tmp_path / "checkpoint_1000.pth"), config)
+  a = _arrays("ncsnv2", name)
+  sigma = np.asarray(entry["sigmas"], np.float32)[a["y"]]
+  y = 2 * a["x"] - 1
+  eps = weights.network_fn(config)(params, y, np.zeros(2, np.float32))
+  want = -a["out"] * sigma[:, None, None, None]
+  assert _rel_err(eps, want) <= 1e-5, _rel_err(eps, want)
+  denoiser = build.denoiser(config)(functools.partial(build.apply_fn(build.model(config, 3)),
+                                                      params))
+  score = denoiser.score_at_sigma(jnp.asarray(y), jnp.asarray(2 * sigma))
+  assert _rel_err(score, a["out"] / 2) <= 1e-5
 
 
 # ------------------------------------------------------------------ --mode import

@@ -27,6 +27,8 @@ from ddpm_jax.infra import parallel
 from ddpm_jax.models.half_unet import HalfUNet
 from ddpm_jax.models.dhariwal_unet import DhariwalUNet
 from ddpm_jax.models.ncsnpp import NCSNpp
+from ddpm_jax.models import ncsnv2
+from ddpm_jax.models.ncsnv2 import NCSNv2
 from ddpm_jax.models.song_unet import SongUNet
 from ddpm_jax.models.unet import UNet
 from ddpm_jax.objectives import augment
@@ -142,6 +144,10 @@ NETWORK_ROWS = {
             out_channels=_out_channels(config, c), label_dim=num_classes(config) or 0)),
     "dhariwal_unet": Network(DhariwalUNet, {**_EDM, "num_heads": "num_heads"}, lambda config, c: dict(
         out_channels=_out_channels(config, c), label_dim=num_classes(config) or 0)),
+    **{name: Network(NCSNv2, {"ngf": "ch", "dtype": "dtype"},
+                     lambda config, c, v=variant: dict(variant=v))
+       for name, variant in (("ncsnv2", "ncsnv2"), ("ncsnv2_deeper", "deeper"),
+                             ("ncsnv2_deepest", "deepest"))},
     "half_unet": Network(HalfUNet, _UNET, lambda config, c: dict(
         num_classes=config.data.num_classes, embedding=_embedding(config))),
 }
@@ -332,9 +338,22 @@ def reference(config) -> tuple:
 
 
 def image_shape(config, src) -> tuple[int, int, int]:
-  """(S, S, C) of the preprocessed images; checks that the U-Net can halve S enough times
-  and that each model.attn_resolutions entry is one of its resolutions S, S/2, …"""
-  size = config.data.image_size
+  """(S, S, C) of the preprocessed images; checks that the network can halve S enough times
+  and, for the U-Nets, that each model.attn_resolutions entry is one of its resolutions S,
+  S/2, …"""
+  size, row = config.data.image_size, NETWORK_ROWS.get(config.model.name)
+  if row is not None and row.module is NCSNv2:  # no levels to choose: its variant's
+    halvings = ncsnv2.HALVINGS[row.computed(config, 1)["variant"]]
+    if size % 2**halvings:
+      raise ValueError(f"data.image_size={size} is not divisible by {2**halvings}, which "
+                       f"model.name {config.model.name!r} halves it by; use a multiple.")
+  else:
+    _check_levels(config, size)
+  first, _ = src.get([0])
+  return (size, size, first[0].shape[-1] if first[0].ndim == 3 else 1)
+
+
+def _check_levels(config, size: int) -> None:
   levels = 2**(len(config.model.ch_mult) - 1)
   if size % levels:
     raise ValueError(f"data.image_size={size} is not divisible by {levels} "
@@ -346,5 +365,3 @@ def image_shape(config, src) -> tuple[int, int, int]:
                      f"{never[0]}, a resolution this U-Net never has (data.image_size={size} "
                      f"over {len(sizes)} levels: {sizes}); use some of those, or () for no "
                      f"attention.")
-  first, _ = src.get([0])
-  return (size, size, first[0].shape[-1] if first[0].ndim == 3 else 1)

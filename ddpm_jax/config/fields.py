@@ -139,7 +139,8 @@ FIELDS = (
     # model
     Field("model.name", "ddpm",
           "ddpm (Ho et al.'s U-Net) | ncsnpp (score_sde's NCSN++/DDPM++) | song_unet (EDM's "
-          "DDPM++/NCSN++) | dhariwal_unet (EDM's ADM) | half_unet (the U-Net's encoder: a "
+          "DDPM++/NCSN++) | dhariwal_unet (EDM's ADM) | ncsnv2, ncsnv2_deeper, ncsnv2_deepest "
+          "(NCSNv2's RefineNets: VE models, ch is ngf) | half_unet (the U-Net's encoder: a "
           "classifier, ADM's)",
           choices=build.NETWORKS),
     Field("model.ch", 128,

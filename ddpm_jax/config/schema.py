@@ -141,7 +141,8 @@ def _check_objective(config) -> None:
 def _check_network(config) -> None:
   m = config.model
   fixed = "norm_groups" in build.NETWORK_OPTIONS[m.name]  # else EDM's and score_sde's rule
-  for c in (m.ch * k for k in m.ch_mult):
+  levels = "ch_mult" in build.NETWORK_ROWS[m.name].fields.values()  # NCSNv2's are fixed
+  for c in (m.ch * k for k in (m.ch_mult if levels else ())):
     groups = m.norm_groups if fixed else max(1, min(32, c // 4))
     if c % groups:
       raise ValueError(f"model.ch={m.ch} must give levels (× model.ch_mult) that GroupNorm's "
@@ -161,6 +162,17 @@ def _check_network(config) -> None:
       raise ValueError("model.scale_by_sigma divides by σ = exp(the noise input), which is "
                        "log σ only for VE score models (training.objective 'dsm' with sde.name "
                        "'ve', or 'ncsn'); set it False.")
+  if m.name.startswith("ncsnv2"):
+    if build._probe(config).noise_input != "log_sigma":
+      raise ValueError(f"model.name {m.name!r} is not fed the noise level (its score is F(x)/σ, "
+                       f"a VE model's): use training.objective 'ncsn', or 'dsm' with sde.name "
+                       f"'ve'.")
+    if m.conditional or build.learned_variance(config):
+      raise ValueError(f"model.name {m.name!r} has no class labels and no variance outputs; "
+                       f"set model.conditional=False and a fixed model.var_type.")
+    if config.training.objective == "dsm" and m.mean_type != "eps":
+      raise ValueError(f"model.name {m.name!r} predicts the noise (−F(x)); set "
+                       f"model.mean_type='eps' (not {m.mean_type!r}).")
   t = config.training
   labels = augment.LABEL_DIM + (augment.COLOR_LABEL_DIM if t.augment_color else 0)
   if t.augment_p > 0 and (m.name not in ("song_unet", "dhariwal_unet")

@@ -33,12 +33,13 @@ from ddpm_jax.interop import (
   diffusers,
   diffusers_ncsnpp,
   edm_weights,
+  ncsnv2_checkpoints,
   score_sde,
   tensors,
   torch_files,
 )
 
-FORMATS = ("diffusers", "score_sde", "edm", "adm")  # --import_from
+FORMATS = ("diffusers", "score_sde", "edm", "adm", "ncsnv2")  # --import_from
 EXPORTS = ("diffusers", "edm")  # --export_to
 
 
@@ -341,6 +342,25 @@ def load_adm(path: str, config, channels: int = 3) -> dict:
     raise tensors.FormatError(f"{path}: {e}") from None
 
 
+def load_ncsnv2(path: str, config, channels: int = 3) -> dict:
+  """NCSNv2 parameters of an ermongroup/ncsnv2 checkpoint (checkpoint_N.pth, its EMA weights;
+  interop/ncsnv2_checkpoints.py) or a state dict file, for model.name 'ncsnv2',
+  'ncsnv2_deeper' or 'ncsnv2_deepest' (the reference's NCSNv2, NCSNv2Deeper, NCSNv2Deepest)
+  with model.ch its ngf. Its σ levels are the config's (sde.*: the paper's doubled, for this
+  library's [−1, 1] data)."""
+  if not config.model.name.startswith("ncsnv2"):
+    raise ValueError(f"NCSNv2 checkpoints are model.name 'ncsnv2' (CIFAR-10, CelebA), "
+                     f"'ncsnv2_deeper' (LSUN) or 'ncsnv2_deepest' (FFHQ), not "
+                     f"{config.model.name!r}.")
+  raw = torch_files.read(path) if path.endswith((".pt", ".pth")) else tensors.read(path)
+  state = ncsnv2_checkpoints.state_dict(raw, path)
+  template, _ = param_shapes(config, channels)
+  rows = [(".".join(p), "/".join(p), "vector") for p in traverse_util.flatten_dict(template)]
+  return tensors.tree_from_state_dict(state, rows, template, path,
+                                      "check model.name and model.ch (ngf) against the "
+                                      "checkpoint's config")
+
+
 # ------------------------------------------------------------------ --mode import
 
 def parse_source(source: str, formats=FORMATS) -> tuple[str, str]:
@@ -428,6 +448,8 @@ def import_params(config, source: str, channels: int) -> dict:
     return load_score_sde(path, config, channels)
   if fmt == "adm":
     return load_adm(path, config, channels)
+  if fmt == "ncsnv2":
+    return load_ncsnv2(path, config, channels)
   return load_edm(path, config, channels)
 
 
