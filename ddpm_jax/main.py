@@ -76,8 +76,9 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and sample
 flags.DEFINE_enum("mode", "train", list(MODES), "What to do.")
 flags.DEFINE_string("import_from", None, "With --mode import: FORMAT:PATH of the weights, "
                     "diffusers:FOLDER (a UNet2DModel folder or pipeline), score_sde:FILE (a "
-                    "Flax checkpoint_N or PyTorch .pth), edm:FILE (an exported state dict) or "
-                    "adm:FILE (an OpenAI guided-diffusion .pt).")
+                    "Flax checkpoint_N or PyTorch .pth), edm:FILE (an exported state dict), "
+                    "adm:FILE (an OpenAI guided-diffusion .pt) or ncsnv2:FILE (ermongroup/"
+                    "ncsnv2's checkpoint_N.pth).")
 flags.DEFINE_string("export_to", None, "With --mode export: FORMAT:PATH to write, "
                     "diffusers:FOLDER (the DDPM U-Net as a DDPMPipeline folder) or edm:FILE.npz "
                     "(SongUNet/DhariwalUNet as EDM's state dict).")

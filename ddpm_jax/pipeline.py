@@ -191,7 +191,7 @@ class Pipeline:
     """A pipeline with trained parameters: a workdir of this library (its config.json and
     newest checkpoint, EMA weights unless config.sampling.use_ema is False), or 'FORMAT:PATH'
     of published weights (diffusers:FOLDER reads its config from the folder; score_sde:FILE,
-    edm:FILE and adm:FILE need the `config` of their network). Channels come from the
+    edm:FILE, adm:FILE and ncsnv2:FILE need the `config` of their network). Channels come from the
     weights."""
     fmt, sep, path = source.partition(":")
     if not sep or fmt not in weights.FORMATS:

@@ -29,7 +29,7 @@ READS = {"adm": ("model.use_new_attention_order",)}
 
 def import_weights(config, workdir: str, overrides=None, *, source: str) -> str:
   """Writes the weights of `source` ('diffusers:FOLDER', 'score_sde:FILE', 'edm:FILE',
-  'adm:FILE') as WORKDIR's step-0 checkpoint; returns the checkpoint folder."""
+  'adm:FILE', 'ncsnv2:FILE') as WORKDIR's step-0 checkpoint; returns the checkpoint folder."""
   fmt, _ = weights.parse_source(source)
   plan = validate.validate(config, "import", overrides, mode_reads=READS.get(fmt, ()))
   params = weights.import_params(config, source, plan.shape[-1])
