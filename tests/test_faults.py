@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from conftest import ROOT, tiny_config
 
-from ddpm_jax.config import build
+from ddpm_jax.config import build, weights
 from ddpm_jax.training import checkpoint
 
 pytestmark = [pytest.mark.xdist_group("faults"),  # one xdist worker runs the module fixture
@@ -33,7 +33,8 @@ SETTINGS = {"model.ch_mult": "(1,)", "training.batch_size": 16, "training.log_ev
             "sampling.num_samples": 20, "sampling.batch_size": 8}
 # What each mode reads of SETTINGS (the config gate refuses the rest on a command line).
 READ = {"train": lambda k: k != "sampling.batch_size",
-        "sample": lambda k: not k.startswith("training.")}
+        "sample": lambda k: not k.startswith("training."),
+        "import": lambda k: k.startswith("model.")}
 SAVE_CHANGES = 15  # files and folders one orbax save writes, renames or removes (13), plus
 #                    removing the oldest step (2)
 
@@ -49,7 +50,7 @@ class Child:
   `kill_signal` then."""
 
   def __init__(self, workdir, name, *flags, kill=None, kill_signal="SIGKILL"):
-    mode = "sample" if "--mode=sample" in flags else "train"
+    mode = next((m for m in ("sample", "import") if f"--mode={m}" in flags), "train")
     # XLA's cheapest compilation: the children's programs compile sooner and run briefly.
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_NUM_CPU_DEVICES": "1",
            "JAX_DISABLE_MOST_OPTIMIZATIONS": "1",
@@ -141,11 +142,11 @@ def killed_run(tmp_path_factory, template):
   straight, work = root / "straight", root / "work"
   assert Child(straight, "straight").finish() == 0
   rng = np.random.default_rng(0)
-  plan = ["save"] * 4 + ["step"] + ["removal", "anytime", "SIGTERM", "SIGINT"]
+  plan = ["save"] * 3 + ["step"] + ["removal", "anytime", "SIGTERM", "SIGINT"]
   rng.shuffle(plan)
   # distinct places: the n-th change of the first save after a restart (which every kill
   # plan reaches: a later one may not come before the run ends), the n-th metrics row
-  save_at = iter(rng.choice(np.arange(1, SAVE_CHANGES + 1), 4, replace=False))
+  save_at = iter(rng.choice(np.arange(1, SAVE_CHANGES + 1), 3, replace=False))
   step_at = iter(rng.choice(np.arange(1, 3 * EVERY + 1), 1, replace=False))
   record = []
   for i, how in enumerate(plan):
@@ -185,10 +186,10 @@ def killed_run(tmp_path_factory, template):
   return straight, work, record
 
 
-def test_training_killed_seven_times_ends_bit_for_bit_like_a_straight_run(killed_run, template):
+def test_training_killed_six_times_ends_bit_for_bit_like_a_straight_run(killed_run, template):
   straight, work, record = killed_run
   kills = [r for r in record if r[0] != "second_writer" and r[1] == -signal.SIGKILL]
-  assert len(kills) == 7
+  assert len(kills) == 6
   for how, _, logged, resumed_from in kills:
     assert logged - resumed_from <= EVERY, (how, logged, resumed_from)  # ≤ 1 interval lost
   assert _logged(work) == list(range(1, STEPS + 1))  # rows of redone steps were dropped
@@ -266,6 +267,25 @@ def test_sigint_at_any_moment_is_one_line_and_exit_130(killed_run, tmp_path, mod
     assert sorted(p.name for p in work.glob("samples/*_chunks/*")) == ["chunk_00000.npz"]
   elif "while starting" in err:
     assert not work.exists()
+
+
+def test_an_import_killed_while_it_writes_is_completed_by_the_same_command(tmp_path, template):
+  """SIGKILL amid the import's checkpoint write: the workdir holds its record (config.json,
+  imported.json) and no checkpoint, and the same command completes it with the source's
+  weights."""
+  config = _config()
+  folder, work = tmp_path / "source", tmp_path / "work"
+  weights.save_diffusers(config, template.params, str(folder))
+  flags = ("--mode=import", f"--import_from=diffusers:{folder}")
+  killed = Child(work, "import_killed", *flags, kill=(work / "checkpoints", 3, ""))
+  assert killed.finish() == -signal.SIGKILL
+  assert (work / "imported.json").exists() and not checkpoint.make_manager(
+      str(work / "checkpoints")).all_steps()
+  again = Child(work, "import_again", *flags)
+  assert again.finish() == 0, again.err.read_text()
+  for ours, theirs in zip(jax.tree.leaves(_state(config, template, work, 0).params),
+                          jax.tree.leaves(template.params), strict=True):
+    assert np.array_equal(ours, theirs)
 
 
 def test_a_full_disk_is_one_line_and_keeps_the_previous_checkpoint(tmp_path):
