@@ -27,6 +27,7 @@ The weights are not stored: reference_weights.random_state_dict draws them again
 import functools
 import json
 import os
+import pickle
 import sys
 import zipfile
 
@@ -311,7 +312,7 @@ def test_a_torch_file_naming_anything_but_tensors_is_refused_before_it_runs(tmp_
     torch_files.read(str(tmp_path / "evil.pt"))
   assert not marker.exists()
   for name, change, match in [
-      ("cut.pt", lambda n, d: b"" if n.endswith("data/0") else d, "reads past its storage"),
+      ("cut.pt", lambda n, d: b"" if n.endswith("data/0") else d, "reads past"),
       ("lost.pt", lambda n, d: None if n.endswith("data/0") else d, r"lacks the storage data/0")]:
     _rezip(TORCH_SAVES / "zero_dim.pt", tmp_path / name, change)
     with pytest.raises(tensors.FormatError, match=match):
@@ -346,6 +347,66 @@ def test_a_diffusers_ncsnpp_folder_gives_its_outputs(tmp_path, name):
   y = 2 * a["x"] - 1 if scale == 2 else a["x"]
   out = weights.network_fn(config)(params, y, np.log(scale * a["sigma"]))
   assert _rel_err(out, a["out"] / scale) <= 1e-5, _rel_err(out, a["out"] / scale)
+
+
+def _crafted(path, pickled: bytes, storages=(), compress=zipfile.ZIP_STORED):
+  """A torch-style zip whose data.pkl is `pickled` (protocol 2 opcodes) and storages."""
+  with zipfile.ZipFile(path, "w", compress) as z:
+    z.writestr("archive/data.pkl", b"\x80\x02" + pickled + b".")
+    for key, raw in dict(storages).items():
+      z.writestr(f"archive/data/{key}", raw)
+
+
+def _op_int(n):
+  return b"\x8a\x08" + n.to_bytes(8, "little", signed=True)  # LONG1
+
+
+def _op_tuple(*items):
+  return b"(" + b"".join(items) + b"t"
+
+
+def _op_str(s):
+  return b"X" + len(s.encode()).to_bytes(4, "little") + s.encode()
+
+
+def _op_tensor(storage, offset, size, stride):
+  return (b"ctorch._utils\n_rebuild_tensor_v2\n" + _op_tuple(
+      storage, _op_int(offset), _op_tuple(*map(_op_int, size)),
+      _op_tuple(*map(_op_int, stride)), b"\x89", b"}") + b"R")
+
+
+STORAGE = _op_tuple(_op_str("storage"), b"ctorch\nFloatStorage\n", _op_str("0"),
+                    _op_str("cpu"), _op_int(4)) + b"Q"
+
+
+@pytest.mark.parametrize("name, pickled, storages, compress, match", [
+    ("broadcast", _op_tensor(STORAGE, 0, (2**28,), (0,)), {"0": bytes(16)}, zipfile.ZIP_STORED,
+     r"reads past \(or repeats beyond\) its storage of 4 elements"),
+    ("overflow", _op_tensor(STORAGE, 0, (2**40, 2**40), (1, 1)), {"0": bytes(16)},
+     zipfile.ZIP_STORED, r"reads past"),
+    ("from_a_tensor", _op_tensor(_op_tensor(STORAGE, 0, (2, 2), (2, 1)), 3, (4,), (1,)),
+     {"0": bytes(16)}, zipfile.ZIP_STORED, r"a tensor is rebuilt from ndarray, not a storage"),
+    ("build_on_a_storage", b"ctorch\nFloatStorage\n}" + _op_str("dtype") + _op_str("<i4")
+     + b"sb0}", {}, zipfile.ZIP_STORED, r"sets the state of a _Storage"),
+    ("compressed", _op_tensor(STORAGE, 0, (4,), (1,)), {"0": bytes(16)}, zipfile.ZIP_DEFLATED,
+     r"storage data/0 is compressed, which torch.save never does"),
+])
+def test_a_crafted_torch_file_is_refused_before_it_allocates_or_changes_anything(
+    tmp_path, name, pickled, storages, compress, match):
+  """What the allow-list alone would let through: a zero-stride or oversized view (memory), a
+  tensor rebuilt from a tensor (a read past its buffer), BUILD on an allowed object (state
+  that would change later reads), a deflated storage (a zip bomb); and a legacy file's
+  container that contains itself."""
+  _crafted(tmp_path / f"{name}.pt", pickled, storages, compress)
+  with pytest.raises(tensors.FormatError, match=match):
+    torch_files.read(str(tmp_path / f"{name}.pt"))
+  assert torch_files.read(str(TORCH_SAVES / "dtypes.pt"))["f32"].dtype == np.float32
+  legacy = tmp_path / "recursive.pt"
+  legacy.write_bytes(b"".join(pickle.dumps(x, protocol=2) for x in (
+      torch_files.LEGACY_MAGIC, 1001, {"little_endian": True})) + b"\x80\x02]q\x00h\x00a."
+      + pickle.dumps([], protocol=2))
+  with pytest.raises(tensors.FormatError, match=r"holds a container that contains itself"):
+    torch_files.read(str(legacy))
 
 
 # ------------------------------------------------------------------ score_sde
@@ -673,6 +734,27 @@ def test_an_ncsnv2_checkpoint_gives_its_outputs(tmp_path, monkeypatch, name):
                                                       params))
   score = denoiser.score_at_sigma(jnp.asarray(y), jnp.asarray(2 * sigma))
   assert _rel_err(score, a["out"] / 2) <= 1e-5
+
+
+def test_malformed_checkpoints_of_the_new_formats_are_one_line(tmp_path):
+  from ddpm_jax.interop import adm, diffusers_ncsnpp
+  blocks = adm.blocks(8, (1,), 1, (8,))
+  state = {k: np.ones(4) for k in ("time_embed.0.weight", "time_embed.2.weight", "out.0.weight",
+                                   "out.2.weight", "input_blocks.0.0.weight",
+                                   "input_blocks.1.1.norm.weight")}
+  state["input_blocks.1.1.qkv.weight"] = np.ones(6)
+  with pytest.raises(tensors.FormatError, match=r"a qkv weight of shape \(6,\) is not"):
+    adm.edm_state_dict(state, 8, (1,), 1, (8,), lambda c: 1, False, "ema.pt")
+  assert blocks[1] == ("input_blocks.1.0", "enc.8x8_block0", "input_blocks.1.1")
+  with pytest.raises(tensors.FormatError, match=r"not a score_sde_pytorch checkpoint"):
+    score_sde.ema_state_dict({"model": {}, "ema": {"decay": 0.9}})
+  config = DIFFUSERS_NCSNPP["cases"]["centered"]["config"]
+  narrow = {**config, "block_out_channels": [16, 32, 64, 64]}
+  with pytest.raises(tensors.FormatError, match=r"a level of 64 channels normalizes with 32 "
+                                                r"groups in diffusers"):
+    diffusers_ncsnpp.settings(narrow, {})
+  with pytest.raises(tensors.FormatError, match=r"sample_size=None and layers_per_block=1 must"):
+    diffusers_ncsnpp.settings({**config, "sample_size": None}, {})
 
 
 # ------------------------------------------------------------------ --mode import

@@ -327,7 +327,8 @@ def load_adm(path: str, config, channels: int = 3) -> dict:
                      f"{config.training.objective!r}; set both, with the checkpoint's flags.")
   adm.check_widths(m.ch, m.ch_mult)
   raw = torch_files.read(path) if path.endswith((".pt", ".pth")) else tensors.read(path)
-  if not isinstance(raw, dict) or not all(isinstance(v, np.ndarray) for v in raw.values()):
+  if not isinstance(raw, dict) or not all(isinstance(k, str) and isinstance(v, np.ndarray)
+                                          for k, v in raw.items()):
     raise tensors.FormatError(f"{path} is not a state dict (a mapping of names to tensors); "
                               f"pass guided-diffusion's model or EMA .pt file.")
   state = adm.edm_state_dict(raw, config.data.image_size, m.ch_mult, m.num_res_blocks,

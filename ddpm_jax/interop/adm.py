@@ -104,8 +104,15 @@ def edm_state_dict(state: Mapping[str, np.ndarray], resolution: int, channel_mul
       used.add(key)
 
   def qkv(leaf, value):
+    if value.ndim != (3 if leaf == "weight" else 1) or value.shape[0] % 3:
+      raise FormatError(f"{where}: a qkv {leaf} of shape {value.shape} is not a 1-D "
+                        f"convolution's of 3C outputs.")
     channels = value.shape[1] if leaf == "weight" else value.shape[0] // 3
-    rows = qkv_rows(channels, heads(channels), new_order)
+    n = heads(channels)
+    if n <= 0 or channels % n:
+      raise FormatError(f"{where}: attention of {channels} channels cannot have {n} heads; "
+                        f"check model.num_heads (guided-diffusion's --num_heads).")
+    rows = qkv_rows(channels, n, new_order)
     return value[rows][..., None] if leaf == "weight" else value[rows]
 
   move("time_embed.0", "map_layer0")

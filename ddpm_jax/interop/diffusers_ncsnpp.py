@@ -58,7 +58,9 @@ def settings(unet: Mapping, scheduler: Mapping, where: str = "config.json") -> d
   s = {**SCHEDULER, **{k: v for k, v in scheduler.items() if not k.startswith("_")}}
   for field, wanted in HONOURED.items():
     have = u.get(field, wanted)
-    if have != wanted and not (isinstance(wanted, float) and abs(have - wanted) < 1e-6):
+    close = (isinstance(wanted, float) and isinstance(have, (int, float))
+             and abs(have - wanted) < 1e-6)
+    if have != wanted and not close:
       raise _refuse(where, field, have, wanted)
   channels, down, up = (list(u.get(k) or ()) for k in ("block_out_channels",
                                                          "down_block_types", "up_block_types"))
@@ -75,13 +77,27 @@ def settings(unet: Mapping, scheduler: Mapping, where: str = "config.json") -> d
   if up != mirrored:
     raise _refuse(where, "up_block_types", up, mirrored)
   size = u.get("sample_size")
-  size = size[0] if isinstance(size, (list, tuple)) else size
+  size = size[0] if isinstance(size, (list, tuple)) and size else size
+  layers = u.get("layers_per_block", 2)
+  if not isinstance(size, int) or size <= 0 or not isinstance(layers, int) or layers <= 0:
+    raise FormatError(f"{where}: sample_size={u.get('sample_size')!r} and layers_per_block="
+                      f"{layers!r} must be positive integers; the file is damaged.")
+  narrow = [c for c, a in zip(channels, attn) if a and c < 128]
+  groups = u.get("norm_num_groups", 32)
+  if groups is not None:  # 32 groups in every block; score_sde's min(C/4, 32)
+    narrow += [c for c in channels if c < 128]
+    if groups != 32:
+      raise _refuse(where, "norm_num_groups", groups, None)
+  if narrow:  # diffusers' attention blocks always normalize with 32 groups
+    raise FormatError(f"{where}: a level of {narrow[0]} channels normalizes with 32 groups in "
+                      f"diffusers and min(C/4, 32) in score_sde's NCSN++; such a network is "
+                      f"not read (every published one has 128 or more).")
   if u.get("out_channels", 3) != u.get("in_channels", 3):
     raise _refuse(where, "out_channels", u.get("out_channels"), u.get("in_channels", 3))
   scale = 2.0 if u.get("center_input_sample", False) else 1.0  # σ of [0, 1] data, on [−1, 1]
   return {
       "model.name": "ncsnpp", "model.ch": ch, "model.ch_mult": tuple(c // ch for c in channels),
-      "model.num_res_blocks": int(u.get("layers_per_block", 2)),
+      "model.num_res_blocks": layers,
       "model.attn_resolutions": tuple(size >> i for i, a in enumerate(attn) if a),
       "model.resamp_with_conv": True, "model.fir": True, "model.fir_kernel": (1, 3, 3, 1),
       "model.skip_rescale": True, "model.resblock_type": "biggan",

@@ -18,7 +18,7 @@ from ddpm_jax.interop.tensors import FormatError
 
 def _tensors(obj) -> bool:
   return isinstance(obj, Mapping) and bool(obj) and all(
-      isinstance(v, np.ndarray) for v in obj.values())
+      isinstance(k, str) and isinstance(v, np.ndarray) for k, v in obj.items())
 
 
 def state_dict(checkpoint, where: str) -> dict[str, np.ndarray]:

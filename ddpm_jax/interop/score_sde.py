@@ -123,11 +123,16 @@ def ema_state_dict(checkpoint: Mapping, fixed=lambda keys: set()) -> dict[str, n
   "module." prefix kept): the shadow parameters, in order, replace each entry that requires
   a gradient (all but the `fixed`(keys) ones), and the buffers go (the `sigmas` table is the
   config's)."""
-  if not isinstance(checkpoint, Mapping) or "model" not in checkpoint or "ema" not in checkpoint:
-    held = sorted(checkpoint)[:6] if isinstance(checkpoint, Mapping) else type(checkpoint).__name__
-    raise FormatError(f"not a score_sde_pytorch checkpoint (it holds {held}); pass its "
-                      f"checkpoint_N.pth.")
-  model = dict(checkpoint["model"])
+  ema = checkpoint.get("ema") if isinstance(checkpoint, Mapping) else None
+  model = checkpoint.get("model") if isinstance(checkpoint, Mapping) else None
+  if not (isinstance(model, Mapping) and isinstance(ema, Mapping)
+          and isinstance(ema.get("shadow_params"), (list, tuple))
+          and all(isinstance(k, str) for k in model)):
+    held = (sorted(map(str, checkpoint))[:6] if isinstance(checkpoint, Mapping)
+            else type(checkpoint).__name__)
+    raise FormatError(f"not a score_sde_pytorch checkpoint ({{model, ema: {{shadow_params}}, "
+                      f"…}}; it holds {held}); pass its checkpoint_N.pth.")
+  model = dict(model)
   fixed = fixed([k for k in model if _MODULE.match(k)])
   trained = [k for k in model if _MODULE.match(k) and k not in fixed]
   shadow = list(checkpoint["ema"]["shadow_params"])

@@ -3,8 +3,8 @@ layouts ↔ Flax's, and a name table ↔ a parameter tree with every tensor chec
 
 Files: .safetensors (safetensors' numpy API), .npz (numpy with allow_pickle=False) and
 msgpack (flax.serialization) are data only. Pickles (.pkl, .pt, .pth, .bin, .ckpt) can run
-code when unpickled: they are refused with the reason and a recipe, except PyTorch's zip
-files where a format reads them (interop/torch_files.py: an allow-listed unpickler that
+code when unpickled: they are refused with the reason and a recipe, except PyTorch's files
+(zip and legacy) where a format reads them (interop/torch_files.py: an allow-listed unpickler that
 admits tensors and containers only).
 """
 

@@ -1,22 +1,25 @@
 """PyTorch's files read as data, without torch and without running code from the file:
-torch.save's zip (torch ≥ 1.6: `data.pkl` and one raw buffer per storage) and its legacy
-format (torch < 1.6, or _use_new_zipfile_serialization=False: pickles of a magic number, the
-protocol version and system facts, then the object, then its storage keys, then each
-storage's element count (int64) and bytes in that order).
+torch.save's zip (torch ≥ 1.6: `data.pkl` and one stored, uncompressed buffer per storage)
+and its legacy format (torch < 1.6, or _use_new_zipfile_serialization=False: pickles of a
+magic number, the protocol version and system facts, then the object, then its storage keys,
+then each storage's element count (int64) and bytes in that order).
 
 `data.pkl` is a pickle; unpickling calls whatever callables it names, so the unpickler here
 resolves names from an allow-list only — the containers (OrderedDict) and torch's tensor
 rebuild functions, each mapped to a numpy function of this module — and refuses any other
-name in one line, before anything is called (what torch.load(weights_only=True) admits, less:
-no torch objects are made). A tensor is its storage's bytes read from the zip as a numpy
-array of the storage's dtype, viewed with the pickled offset, size and stride (in elements)
-and copied; bfloat16 becomes float32.
+name in one line, before anything is called; BUILD (setting an object's state) is refused but
+for the dict subclasses' attributes a state dict carries (_metadata, dropped). No torch objects
+are made. A tensor is its storage's bytes as a numpy array of the storage's dtype, viewed with
+the pickled offset, size and stride (in elements; within the storage, no more elements than
+it holds) and copied; bfloat16 becomes float32. Sizes are checked against the file before
+anything is allocated, and shared objects are rebuilt once.
 """
 
 from __future__ import annotations
 
 import collections
 import io
+import os
 import pickle
 import struct
 import zipfile
@@ -32,15 +35,29 @@ STORAGES = {"FloatStorage": "<f4", "DoubleStorage": "<f8", "HalfStorage": "<f2",
             "BoolStorage": "?"}
 
 
+def _itemsize(dtype: str) -> int:
+  return 2 if dtype == "bfloat16" else np.dtype(dtype).itemsize
+
+
 class _Storage:
-  """A typed storage named in a persistent id: its numpy dtype."""
+  """A typed storage named in a persistent id: its numpy dtype (a fresh object per name)."""
+  __slots__ = ("dtype",)
 
   def __init__(self, dtype: str):
     self.dtype = dtype
 
 
+class _Data:
+  """A storage's elements (1-D), the only thing a tensor is rebuilt from."""
+  __slots__ = ("array",)
+
+  def __init__(self, array: np.ndarray):
+    self.array = array
+
+
 class _Pending:
   """A legacy file's storage, whose bytes come after the object: (dtype, key)."""
+  __slots__ = ("dtype", "key")
 
   def __init__(self, dtype: str, key: str):
     self.dtype, self.key = dtype, key
@@ -48,6 +65,7 @@ class _Pending:
 
 class _Deferred:
   """A tensor of a _Pending storage, rebuilt once the storages are read."""
+  __slots__ = ("storage", "args")
 
   def __init__(self, storage: _Pending, args):
     self.storage, self.args = storage, args
@@ -58,44 +76,60 @@ def _rebuild_tensor(storage, offset, size, stride, *_):
   backward_hooks[, metadata]) as a numpy array (a copy)."""
   if isinstance(storage, _Pending):
     return _Deferred(storage, (offset, size, stride))
-  size, stride = tuple(int(s) for s in size), tuple(int(s) for s in stride)
+  if not isinstance(storage, _Data):
+    raise FormatError(f"a tensor is rebuilt from {type(storage).__name__}, not a storage")
+  data = storage.array
+  size, stride, offset = tuple(int(s) for s in size), tuple(int(s) for s in stride), int(offset)
   if len(size) != len(stride) or any(s < 0 for s in (*size, *stride)) or offset < 0:
     raise FormatError(f"a tensor of size {size} and stride {stride} is not well formed")
-  last = offset + sum((n - 1) * s for n, s in zip(size, stride)) if all(size) else offset - 1
-  if last >= storage.size:
-    raise FormatError(f"a tensor of size {size} reads past its storage of {storage.size} "
-                      f"elements; the file is damaged")
-  if not all(size):
-    return np.zeros(size, storage.dtype)
+  count = int(np.prod(size, dtype=object))
+  if not count:
+    return np.zeros(size, data.dtype)
+  last = offset + sum((n - 1) * s for n, s in zip(size, stride))
+  if last >= data.size or count > data.size:
+    raise FormatError(f"a tensor of size {size} reads past (or repeats beyond) its storage "
+                      f"of {data.size} elements; the file is damaged or crafted")
   view = np.lib.stride_tricks.as_strided(
-      storage[offset:], size, tuple(s * storage.itemsize for s in stride), writeable=False)
+      data[offset:], size, tuple(s * data.itemsize for s in stride), writeable=False)
   return np.array(view)
 
 
 def _rebuild_parameter(data, requires_grad, backward_hooks, *_):
   """torch._utils._rebuild_parameter: an nn.Parameter is its data."""
+  if not isinstance(data, (np.ndarray, _Deferred)):
+    raise FormatError(f"a parameter is rebuilt from {type(data).__name__}, not a tensor")
   return data
 
 
-ALLOWED = {("collections", "OrderedDict"): collections.OrderedDict,
-           ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
-           ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-           **{("torch", name): _Storage(dtype) for name, dtype in STORAGES.items()}}
+REBUILDS = {("collections", "OrderedDict"): collections.OrderedDict,
+            ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+            ("torch._utils", "_rebuild_parameter"): _rebuild_parameter}
 
 
-class _Unpickler(pickle.Unpickler):
+class _Unpickler(pickle._Unpickler):  # the Python one: its opcode table can be narrowed
   """archive None: a legacy file, whose storages are _Pending."""
+  dispatch = dict(pickle._Unpickler.dispatch)
 
   def __init__(self, file, archive: zipfile.ZipFile | None, prefix: str, path: str):
     super().__init__(file)
-    self.archive, self.prefix, self.path = archive, prefix, path
+    self.archive, self.prefix, self.path, self.cache = archive, prefix, path, {}
 
   def find_class(self, module, name):
-    if (module, name) in ALLOWED:
-      return ALLOWED[(module, name)]
+    if (module, name) in REBUILDS:
+      return REBUILDS[(module, name)]
+    if module == "torch" and name in STORAGES:
+      return _Storage(STORAGES[name])
     raise FormatError(f"{self.path} names {module}.{name}, which is not a tensor or a "
                       f"container, so it is not read (it could run code); save the state "
                       f"dict alone: torch.save(model.state_dict(), PATH).")
+
+  def load_build(self):
+    """BUILD: only a dict's attribute state (a state dict's _metadata), which is dropped."""
+    self.stack.pop()
+    if not isinstance(self.stack[-1], dict):
+      raise FormatError(f"{self.path} sets the state of a {type(self.stack[-1]).__name__}, "
+                        f"which is not read (only tensors and containers are).")
+  dispatch[pickle.BUILD[0]] = load_build
 
   def persistent_load(self, pid):
     if not (isinstance(pid, tuple) and len(pid) in (5, 6) and pid[0] == "storage"
@@ -104,21 +138,27 @@ class _Unpickler(pickle.Unpickler):
     dtype, key = pid[1].dtype, str(pid[2])
     if self.archive is None:
       return _Pending(dtype, key)
-    try:
-      raw = self.archive.read(f"{self.prefix}data/{key}")
-    except KeyError:
-      raise FormatError(f"{self.path} lacks the storage data/{key}; the file is cut "
-                        f"short or damaged") from None
-    return _storage(raw, dtype, f"{self.path}: storage data/{key}")
+    if key not in self.cache:
+      name = f"{self.prefix}data/{key}"
+      try:
+        info = self.archive.getinfo(name)
+      except KeyError:
+        raise FormatError(f"{self.path} lacks the storage data/{key}; the file is cut "
+                          f"short or damaged") from None
+      if info.compress_type != zipfile.ZIP_STORED:  # torch stores; a deflated one could be a bomb
+        raise FormatError(f"{self.path}: storage data/{key} is compressed, which torch.save "
+                          f"never does; the file is not torch.save's.")
+      self.cache[key] = _Data(_storage(self.archive.read(name), dtype,
+                                       f"{self.path}: storage data/{key}"))
+    return self.cache[key]
 
 
 def _storage(raw: bytes, dtype: str, where: str) -> np.ndarray:
+  if len(raw) % _itemsize(dtype):
+    raise FormatError(f"{where} is not whole {dtype} values")
   if dtype == "bfloat16":  # numpy has none: the upper half of a float32
     return (np.frombuffer(raw, "<u2").astype(np.uint32) << 16).view(np.float32)
-  dtype = np.dtype(dtype)
-  if len(raw) % dtype.itemsize:
-    raise FormatError(f"{where} is not whole {dtype} values")
-  return np.frombuffer(raw, dtype)
+  return np.frombuffer(raw, np.dtype(dtype))
 
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
@@ -129,7 +169,9 @@ def _legacy(f, path: str):
   if _Unpickler(f, None, "", path).load() != LEGACY_MAGIC:
     raise FormatError(f"{path} is not a PyTorch file (no zip, no legacy magic number).")
   _Unpickler(f, None, "", path).load()  # the protocol version
-  _Unpickler(f, None, "", path).load()  # byte order and type sizes
+  info = _Unpickler(f, None, "", path).load()  # byte order and type sizes
+  if isinstance(info, dict) and info.get("little_endian") is False:
+    raise FormatError(f"{path} was saved big-endian; re-save it on a little-endian machine.")
   pending = []
 
   class Recording(_Unpickler):
@@ -140,38 +182,48 @@ def _legacy(f, path: str):
   obj = Recording(f, None, "", path).load()
   keys = _Unpickler(f, None, "", path).load()
   dtypes = {p.key: p.dtype for p in pending}
+  total = os.fstat(f.fileno()).st_size
   storages = {}
-  for key in keys:
+  for key in keys if isinstance(keys, list) else ():
     dtype = dtypes.get(str(key))
     if dtype is None:
       raise FormatError(f"{path}: storage {key} is not referenced; the file is damaged")
     (n,) = struct.unpack("<q", f.read(8))
-    size = n * (2 if dtype == "bfloat16" else np.dtype(dtype).itemsize)
-    raw = f.read(size)
-    if n < 0 or len(raw) != size:
+    size = n * _itemsize(dtype)
+    if n < 0 or size > total - f.tell():
       raise FormatError(f"{path}: storage {key} is cut short; the file is damaged")
-    storages[str(key)] = _storage(raw, dtype, f"{path}: storage {key}")
-  return _resolve(obj, storages, path)
+    storages[str(key)] = _Data(_storage(f.read(size), dtype, f"{path}: storage {key}"))
+  return _resolve(obj, storages, path, {}, set())
 
 
-def _resolve(obj, storages: dict, path: str):
-  """`obj` with each _Deferred tensor rebuilt from `storages`."""
+def _resolve(obj, storages: dict, path: str, done: dict, open_: set):
+  """`obj` with each _Deferred tensor rebuilt from `storages`; a shared object once, a
+  cycle refused."""
+  if not isinstance(obj, (_Deferred, dict, list, tuple)):
+    return obj
+  if id(obj) in done:
+    return done[id(obj)]
+  if id(obj) in open_:
+    raise FormatError(f"{path} holds a container that contains itself; not a state dict")
+  open_.add(id(obj))
   if isinstance(obj, _Deferred):
     if obj.storage.key not in storages:
       raise FormatError(f"{path}: storage {obj.storage.key} is missing; the file is damaged")
-    return _rebuild_tensor(storages[obj.storage.key], *obj.args)
-  if isinstance(obj, dict):
+    out = _rebuild_tensor(storages[obj.storage.key], *obj.args)
+  elif isinstance(obj, dict):
     out = type(obj)() if type(obj) in (dict, collections.OrderedDict) else {}
-    out.update((k, _resolve(v, storages, path)) for k, v in obj.items())
-    return out
-  if isinstance(obj, (list, tuple)):
-    return type(obj)(_resolve(v, storages, path) for v in obj)
-  return obj
+    out.update((k, _resolve(v, storages, path, done, open_)) for k, v in obj.items())
+  else:
+    out = type(obj)(_resolve(v, storages, path, done, open_) for v in obj)
+  open_.discard(id(obj))
+  done[id(obj)] = out
+  return out
 
 
 def read(path: str):
   """The object torch.save wrote to `path` (dicts, lists, numbers, strings), each tensor a
-  numpy array; a name outside ALLOWED or a damaged file is a one-line FormatError."""
+  numpy array; a name outside the allow-list, a crafted or a damaged file is a one-line
+  FormatError."""
   try:
     if not zipfile.is_zipfile(path):
       with open(path, "rb") as f:
@@ -182,11 +234,16 @@ def read(path: str):
         raise FormatError(f"{path} is a zip file but not one torch.save wrote (it has "
                           f"{len(pickles)} data.pkl entries).")
       prefix = pickles[0][:-len("data.pkl")]
+      if f"{prefix}byteorder" in archive.namelist() and archive.read(
+          f"{prefix}byteorder").strip() == b"big":
+        raise FormatError(f"{path} was saved big-endian; re-save it on a little-endian "
+                          f"machine.")
       with archive.open(pickles[0]) as f:
         return _Unpickler(f, archive, prefix, path).load()
-  except FormatError:
-    raise
+  except FormatError as e:
+    raise FormatError(str(e) if str(e).startswith(path) else f"{path}: {e}") from None
   except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError, TypeError,
-          AttributeError, IndexError, KeyError, OSError, struct.error) as e:
+          AttributeError, IndexError, KeyError, OSError, struct.error, OverflowError,
+          MemoryError, RecursionError) as e:
     raise FormatError(f"{path} cannot be read as a PyTorch file ({type(e).__name__}: "
-                      f"{e}); the file is damaged or not torch.save's.") from None
+                      f"{str(e)[:200]}); the file is damaged or not torch.save's.") from None
