@@ -57,6 +57,12 @@ def _arrays(stem: str, name: str) -> dict:
     return {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith(name + "/")}
 
 
+def _first_quick(cases) -> list:
+  """The cases' names, all but the first in the slow tier (each compiles its own network)."""
+  names = sorted(cases)
+  return names[:1] + [pytest.param(n, marks=pytest.mark.slow) for n in names[1:]]
+
+
 def _rel_err(out, want) -> float:
   return float(np.abs(np.asarray(out) - want).max() / np.abs(want).max())
 
@@ -322,7 +328,7 @@ def test_a_torch_file_naming_anything_but_tensors_is_refused_before_it_runs(tmp_
 DIFFUSERS_NCSNPP = json.loads((FIXTURES / "diffusers_ncsnpp.json").read_text())
 
 
-@pytest.mark.parametrize("name", sorted(DIFFUSERS_NCSNPP["cases"]))
+@pytest.mark.parametrize("name", _first_quick(DIFFUSERS_NCSNPP["cases"]))
 def test_a_diffusers_ncsnpp_folder_gives_its_outputs(tmp_path, name):
   """A ScoreSdeVePipeline folder (UNet2DModel with Fourier time and Skip blocks, as
   google/ncsnpp-* publish it) loads onto NCSN++ with the VE SDE of its scheduler; the published
@@ -509,7 +515,7 @@ def _ddpm_config(model: dict):
 
 
 @pytest.mark.parametrize("fmt", ["pytorch", "flax"])
-@pytest.mark.parametrize("name", sorted(SCORE_SDE_DDPM["cases"]))
+@pytest.mark.parametrize("name", _first_quick(SCORE_SDE_DDPM["cases"]))
 def test_a_score_sde_ddpm_checkpoint_gives_its_outputs(tmp_path, monkeypatch, name, fmt):
   """score_sde's DDPM (models/ddpm.py: one attention per attending decoder level) onto the
   DDPM U-Net: checkpoint.pth's EMA (all_modules.i names), or the Flax checkpoint's
@@ -588,7 +594,7 @@ def test_an_edm_state_dict_file_gives_its_outputs(tmp_path, name):
 PRECOND = json.loads((FIXTURES / "edm_precond.json").read_text())
 
 
-@pytest.mark.parametrize("name", sorted(PRECOND["cases"]))
+@pytest.mark.parametrize("name", _first_quick(PRECOND["cases"]))
 def test_edm_vp_and_ve_baselines_are_this_librarys_vp_and_ve_models(tmp_path, name):
   """A VPPrecond/VEPrecond state dict onto SongUNet with training.objective=dsm on the VP/VE
   SDE: the Denoiser's x̂_0 at each σ (VP: at the state α x and the time t of σ) is EDM's
@@ -659,7 +665,7 @@ def _adm_config(kw: dict):
   return config
 
 
-@pytest.mark.parametrize("name", sorted(ADM["cases"]))
+@pytest.mark.parametrize("name", _first_quick(ADM["cases"]))
 def test_a_guided_diffusion_checkpoint_gives_its_outputs(tmp_path, monkeypatch, name):
   """OpenAI guided-diffusion's UNetModel state dict (legacy and new q/k/v order, heads by
   width or by count, learned σ, class labels) onto DhariwalUNet: its outputs for the integer
@@ -705,7 +711,7 @@ def test_a_guided_diffusion_network_narrower_than_128_is_refused():
 NCSNV2 = json.loads((FIXTURES / "ncsnv2.json").read_text())
 
 
-@pytest.mark.parametrize("name", sorted(NCSNV2["cases"]))
+@pytest.mark.parametrize("name", _first_quick(NCSNV2["cases"]))
 def test_an_ncsnv2_checkpoint_gives_its_outputs(tmp_path, monkeypatch, name):
   """ermongroup/ncsnv2's checkpoint list (its EMA shadow read, the raw model not) onto
   NCSNv2, NCSNv2Deeper, NCSNv2Deepest: the reference's F(x)/σ for x in [0, 1] is this
