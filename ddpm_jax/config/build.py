@@ -28,7 +28,6 @@ from ddpm_jax.models.half_unet import HalfUNet
 from ddpm_jax.models.dhariwal_unet import DhariwalUNet
 from ddpm_jax.models.ncsnpp import NCSNpp
 from ddpm_jax.models import ncsnv2
-from ddpm_jax.models.ncsnv2 import NCSNv2
 from ddpm_jax.models.song_unet import SongUNet
 from ddpm_jax.models.unet import UNet
 from ddpm_jax.objectives import augment
@@ -144,7 +143,7 @@ NETWORK_ROWS = {
             out_channels=_out_channels(config, c), label_dim=num_classes(config) or 0)),
     "dhariwal_unet": Network(DhariwalUNet, {**_EDM, "num_heads": "num_heads"}, lambda config, c: dict(
         out_channels=_out_channels(config, c), label_dim=num_classes(config) or 0)),
-    **{name: Network(NCSNv2, {"ngf": "ch", "dtype": "dtype"},
+    **{name: Network(ncsnv2.NCSNv2, {"ngf": "ch", "dtype": "dtype"},
                      lambda config, c, v=variant: dict(variant=v))
        for name, variant in (("ncsnv2", "ncsnv2"), ("ncsnv2_deeper", "deeper"),
                              ("ncsnv2_deepest", "deepest"))},
@@ -342,7 +341,7 @@ def image_shape(config, src) -> tuple[int, int, int]:
   and, for the U-Nets, that each model.attn_resolutions entry is one of its resolutions S,
   S/2, …"""
   size, row = config.data.image_size, NETWORK_ROWS.get(config.model.name)
-  if row is not None and row.module is NCSNv2:  # no levels to choose: its variant's
+  if row is not None and row.module is ncsnv2.NCSNv2:  # no levels to choose: its variant's
     halvings = ncsnv2.HALVINGS[row.computed(config, 1)["variant"]]
     if size % 2**halvings:
       raise ValueError(f"data.image_size={size} is not divisible by {2**halvings}, which "

@@ -155,20 +155,22 @@ def diffusers_params(weights: str, config, channels: int, centered: bool = True)
   advice = "check the config against the folder's config.json"
   if config.model.name != "ncsnpp":
     return tensors.tree_from_state_dict(state, _unet_names(config), template, weights, advice)
-  m = config.model
   state = diffusers_ncsnpp.score_sde_state_dict(
-      state, len(m.ch_mult), m.num_res_blocks,
-      diffusers.attention_levels(config.data.image_size, m.attn_resolutions, len(m.ch_mult)),
+      state, len(config.model.ch_mult), config.model.num_res_blocks, _attention_levels(config),
       weights)
   params = tensors.tree_from_state_dict(state, score_sde.torch_names(list(state), order),
                                         template, weights, advice)
-  return params if centered else score_sde.fold_log_sigma_shift(params, -float(np.log(2.0)))
+  return params if centered else score_sde.onto_centered_data(params)
+
+
+def _attention_levels(config) -> list[bool]:
+  m = config.model
+  return diffusers.attention_levels(config.data.image_size, m.attn_resolutions, len(m.ch_mult))
 
 
 def _unet_names(config):
-  m, size = config.model, config.data.image_size
-  attn = diffusers.attention_levels(size, m.attn_resolutions, len(m.ch_mult))
-  return diffusers.leaf_names(len(m.ch_mult), m.num_res_blocks, attn)
+  m = config.model
+  return diffusers.leaf_names(len(m.ch_mult), m.num_res_blocks, _attention_levels(config))
 
 
 def save_diffusers(config, params, folder: str, channels: int | None = None) -> str:
@@ -234,7 +236,7 @@ def load_score_sde(path: str, config, channels: int = 3, centered: bool | None =
                      f"or its DDPM model (model.name 'ddpm'), not {config.model.name!r}; set "
                      f"the one it was trained with, and its options.")
   template, order = param_shapes(config, channels)
-  torch_file = path.endswith((".pth", ".pt"))
+  torch_file = path.endswith(torch_files.SUFFIXES)
   if config.model.name == "ddpm":
     if torch_file:
       state = {k.removeprefix("module."): v
@@ -242,9 +244,8 @@ def load_score_sde(path: str, config, channels: int = 3, centered: bool | None =
     else:
       state = {"/".join(p): v for p, v in
                traverse_util.flatten_dict(dict(score_sde.read_flax(path))).items()}
-    m = config.model
-    mods = score_sde.ddpm_modules(len(m.ch_mult), m.num_res_blocks, diffusers.attention_levels(
-        config.data.image_size, m.attn_resolutions, len(m.ch_mult)))
+    mods = score_sde.ddpm_modules(len(config.model.ch_mult), config.model.num_res_blocks,
+                                  _attention_levels(config))
     return tensors.tree_from_state_dict(
         score_sde.ddpm_state_dict(state, mods, "torch" if torch_file else "flax"),
         _unet_names(config), template, path, score_sde.ADVICE)
@@ -263,7 +264,7 @@ def load_score_sde(path: str, config, channels: int = 3, centered: bool | None =
       raise ValueError("An uncentered score_sde model (data in [0, 1]) is read onto this "
                        "library's [−1, 1] data only for the VE SDE with Fourier embeddings "
                        "(its σ doubles); pass centered=True if it was trained on [−1, 1].")
-    params = score_sde.fold_log_sigma_shift(params, -float(np.log(2.0)))
+    params = score_sde.onto_centered_data(params)
   return params
 
 
@@ -301,13 +302,7 @@ def load_edm(path: str, config, channels: int = 3) -> dict:
   the preconditioner the config's objective names (edm_preconditioner: EDM's, or the VP/VE
   baselines as this library's dsm VP/VE models)."""
   precond = edm_preconditioner(config)
-  template, _ = param_shapes(config, channels)
-  try:
-    params = edm_weights.params_from_state_dict(edm_weights.read(path), template)
-  except tensors.FormatError:
-    raise
-  except ValueError as e:
-    raise tensors.FormatError(f"{path}: {e}") from None
+  params = _edm_params(edm_weights.read(path), config, channels, path)
   if precond == "ve":
     params = edm_weights.from_ve_precond(params, config.model.embedding_type)
   return params
@@ -326,7 +321,7 @@ def load_adm(path: str, config, channels: int = 3) -> dict:
                      f"(training.objective 'ddpm'), not {m.name!r} with "
                      f"{config.training.objective!r}; set both, with the checkpoint's flags.")
   adm.check_widths(m.ch, m.ch_mult)
-  raw = torch_files.read(path) if path.endswith((".pt", ".pth")) else tensors.read(path)
+  raw = _read_state_file(path)
   if not isinstance(raw, dict) or not all(isinstance(k, str) and isinstance(v, np.ndarray)
                                           for k, v in raw.items()):
     raise tensors.FormatError(f"{path} is not a state dict (a mapping of names to tensors); "
@@ -334,6 +329,18 @@ def load_adm(path: str, config, channels: int = 3) -> dict:
   state = adm.edm_state_dict(raw, config.data.image_size, m.ch_mult, m.num_res_blocks,
                              tuple(m.attn_resolutions), lambda c: m.num_heads or c // 64,
                              bool(m.use_new_attention_order), path)
+  return _edm_params(state, config, channels, path)
+
+
+def _read_state_file(path: str):
+  """What a weights file holds: a PyTorch file as data (interop/torch_files.py), else a
+  .safetensors or .npz state dict (interop/tensors.py)."""
+  return torch_files.read(path) if path.endswith(torch_files.SUFFIXES) else tensors.read(path)
+
+
+def _edm_params(state, config, channels: int, path: str) -> dict:
+  """The parameters of an EDM-named state dict for the network `config` builds; a misfit is a
+  one-line FormatError naming the file."""
   template, _ = param_shapes(config, channels)
   try:
     return edm_weights.params_from_state_dict(state, template)
@@ -353,8 +360,7 @@ def load_ncsnv2(path: str, config, channels: int = 3) -> dict:
     raise ValueError(f"NCSNv2 checkpoints are model.name 'ncsnv2' (CIFAR-10, CelebA), "
                      f"'ncsnv2_deeper' (LSUN) or 'ncsnv2_deepest' (FFHQ), not "
                      f"{config.model.name!r}.")
-  raw = torch_files.read(path) if path.endswith((".pt", ".pth")) else tensors.read(path)
-  state = ncsnv2_checkpoints.state_dict(raw, path)
+  state = ncsnv2_checkpoints.state_dict(_read_state_file(path), path)
   template, _ = param_shapes(config, channels)
   rows = [(".".join(p), "/".join(p), "vector") for p in traverse_util.flatten_dict(template)]
   return tensors.tree_from_state_dict(state, rows, template, path,

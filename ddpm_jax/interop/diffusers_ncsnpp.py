@@ -160,7 +160,7 @@ def score_sde_state_dict(state: Mapping[str, np.ndarray], num_levels: int, layer
         target, value = f"all_modules.{i}.W", state[key]
       elif inner is None:
         target, value = f"all_modules.{i}.{rest}", state[key]
-      elif sub in inner or (sub == "" and "" in inner):
+      elif sub in inner:
         mapped = inner[sub]
         nin = mapped.startswith("NIN")
         target = f"all_modules.{i}.{mapped}.{({'weight': 'W', 'bias': 'b'} if nin else {}).get(leaf, leaf)}"

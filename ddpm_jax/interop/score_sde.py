@@ -135,7 +135,7 @@ def ema_state_dict(checkpoint: Mapping, fixed=lambda keys: set()) -> dict[str, n
   model = dict(model)
   fixed = fixed([k for k in model if _MODULE.match(k)])
   trained = [k for k in model if _MODULE.match(k) and k not in fixed]
-  shadow = list(checkpoint["ema"]["shadow_params"])
+  shadow = list(ema["shadow_params"])
   if len(shadow) != len(trained):
     raise FormatError(f"the checkpoint's EMA holds {len(shadow)} tensors for {len(trained)} "
                       f"trained parameters; it is not a score_sde_pytorch checkpoint of this "
@@ -153,6 +153,12 @@ def fold_log_sigma_shift(params: dict, shift: float) -> dict:
   c, s = np.cos(theta)[:, None], np.sin(theta)[:, None]
   folded = np.concatenate([k_sin * c - k_cos * s, k_sin * s + k_cos * c]).astype(np.float32)
   return {**params, "Dense_0": {**params["Dense_0"], "kernel": folded}}
+
+
+def onto_centered_data(params: dict) -> dict:
+  """An uncentered VE model (data in [0, 1], fed log σ_x) as a network of this library's
+  [−1, 1] data (σ_y = 2σ_x): its log σ input shifted by −log 2 (fold_log_sigma_shift)."""
+  return fold_log_sigma_shift(params, -math.log(2.0))
 
 
 # ------------------------------------------------------------------ DDPM (models/ddpm.py)

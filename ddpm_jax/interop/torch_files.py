@@ -28,6 +28,7 @@ import numpy as np
 
 from ddpm_jax.interop.tensors import FormatError
 
+SUFFIXES = (".pt", ".pth")  # the files a format reads with `read`
 # torch.<Name>Storage (the storage type in each tensor's persistent id) → numpy dtype.
 STORAGES = {"FloatStorage": "<f4", "DoubleStorage": "<f8", "HalfStorage": "<f2",
             "BFloat16Storage": "bfloat16", "LongStorage": "<i8", "IntStorage": "<i4",
