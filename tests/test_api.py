@@ -88,8 +88,11 @@ def test_sample_takes_the_command_lines_names_and_defaults():
 
 def test_from_fn_refuses_unknown_conventions():
   with pytest.raises(ValueError, match=r"predicts='noise': use one of \('eps', 'x0', 'v', "
-                                       r"'score'\)"):
+                                       r"'score', 'velocity'\)"):
     dj.Denoiser.from_fn(lambda x, t: x, dj.sde.VPSDE(), predicts="noise")
+  with pytest.raises(ValueError, match=r"predicts='eps' on a flow path: use one of "
+                                       r"\('velocity', 'x0'\)"):
+    dj.Denoiser.from_fn(lambda x, t: x, dj.paths.LinearPath(), predicts="eps")
   with pytest.raises(ValueError, match=r"noise_input='time': use one of \('t', 'sigma'"):
     dj.Denoiser.from_fn(lambda x, t: x, dj.sde.VPSDE(), noise_input="time")
 

@@ -20,6 +20,8 @@ _SCORE_SDE = json.loads((ROOT / "tests" / "fixtures" / "ncsnpp.json").read_text(
 PUBLISHED = {  # config: parameters of the reference's network (EDM: + its Fourier buffer)
     "cifar10_ddpm": 35_746_307,
     **{name: entry["parameters"] for name, entry in _SCORE_SDE.items()},
+    # RectifiedFlow's CIFAR-10 model is score_sde's DDPM++ (its code imports score_sde's NCSN++)
+    "cifar10_rectified_flow": _SCORE_SDE["cifar10_ddpmpp_vp"]["parameters"],
     **{mine: _EDM[theirs]["parameters"] + _EDM[theirs]["buffers"] for mine, theirs in (
         ("cifar10_edm_ddpmpp", "cifar10_uncond_ddpmpp"),
         ("cifar10_edm_ncsnpp", "cifar10_uncond_ncsnpp"),

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from ddpm_jax.config import sampler
-from ddpm_jax.core import schedules
+from ddpm_jax.core import paths, schedules
 from ddpm_jax.core import sde as sde_lib
 from ddpm_jax.samplers import table
 from ddpm_jax.testing import analytic
@@ -37,6 +37,9 @@ CASES = {  # method -> (process, objective, prediction, options)
     "edm": (VE, "edm", "edm", {"num_steps": 5, "churn": 10.0}),
     "ald": (sde_lib.VESDE(0.01, 20.0, 10), "ncsn", "eps", {"n_steps_each": 5,
                                                            "step_lr": 2e-5}),
+    "flow_euler": (paths.LinearPath(), "flow", "velocity", {"num_steps": 6, "shift": 3.0}),
+    "flow_heun": (paths.CosinePath(), "flow", "x0", {"num_steps": 4}),
+    "flow_sde": (paths.LinearPath(), "flow", "velocity", {"num_steps": 6, "noise": 0.5}),
 }
 
 

@@ -115,8 +115,8 @@ def _out_channels(config, num_channels: int) -> int:
 
 def _embedding(config) -> str:
   """The DDPM U-Net and its half embed their noise input as their Denoiser feeds it (the
-  chain step: positional; log σ or c_noise: Fourier)."""
-  return "positional" if _probe(config).noise_input == "index" else "fourier"
+  chain step or a flow's scaled time: positional; log σ or c_noise: Fourier)."""
+  return "positional" if _probe(config).noise_input in ("index", "t") else "fourier"
 
 
 SHARED = ("ch", "ch_mult", "num_res_blocks", "attn_resolutions", "dropout", "remat")

@@ -11,12 +11,12 @@ import dataclasses
 from typing import Any, Callable
 
 from ddpm_jax.config import build
-from ddpm_jax.core import chain, denoiser, schedules
+from ddpm_jax.core import chain, denoiser, paths, schedules
 from ddpm_jax.core import sde as sde_lib
 from ddpm_jax.evaluation import inception, protocols
 from ddpm_jax.models import layers, ncsnpp, song_unet
 from ddpm_jax.models.ncsnpp_layers import ACTIVATIONS, COMBINES
-from ddpm_jax.objectives import dsm
+from ddpm_jax.objectives import dsm, flow
 from ddpm_jax.objectives import ddpm as ddpm_objective
 from ddpm_jax.objectives import rows
 from ddpm_jax.samplers import ddim, grids, likelihood, table
@@ -67,6 +67,7 @@ SECTIONS = {
     "sde": "The SDE of training.objective 'dsm', and NCSN's levels (core/sde.py).",
     "classifier": "A noise-conditional classifier (training.objective 'classifier').",
     "edm": "EDM's preconditioning and noise draws (training.objective 'edm').",
+    "flow": "Flow matching on a Gaussian path (training.objective 'flow'; core/paths.py).",
     "training": "The training loop, its objective and its cadence.",
     "optim": "Adam with warm-up and gradient clipping (optax).",
     "phema": "--mode phema: the EMA length to reconstruct from post-hoc EMA snapshots.",
@@ -260,7 +261,7 @@ FIELDS = (
     # classifier
     Field("classifier.process", "ddpm",
           "the objective of the models it guides: ddpm | dsm | ncsn | edm",
-          choices=tuple(rows.OBJECTIVES)),
+          choices=tuple(o for o in rows.OBJECTIVES if o != "flow")),
     # edm
     Field("edm.sigma_min", 0.002,
           "the σ range of the VE SDE its samplers integrate",
@@ -277,10 +278,32 @@ FIELDS = (
           "the standard deviation of ln σ in training",
           check=_positive,
           want="positive, e.g. 1.2"),
+    # flow
+    Field("flow.path", "linear",
+          "linear (α = 1 − t, σ = t: rectified flow) | cosine (α = cos πt/2, σ = sin πt/2)",
+          choices=paths.PATH_NAMES),
+    Field("flow.prediction", "velocity",
+          "what the network predicts: velocity (α' x_0 + σ' ε) | x0",
+          choices=denoiser.FLOW_PREDICTIONS),
+    Field("flow.time_scale", 1000.0,
+          "the network is fed time_scale · t (1000: SD3's; 999: Liu et al.'s code)",
+          check=_positive, want="positive, e.g. 1000"),
+    Field("flow.t_sampler", "uniform",
+          "uniform | logit_normal (SD3) | mode (SD3): how training draws t",
+          choices=flow.T_SAMPLERS),
+    Field("flow.logit_mean", 0.0, "t = sigmoid(m + s n): its m (logit_normal)"),
+    Field("flow.logit_std", 1.0, "its s (logit_normal)", check=_positive, want="positive"),
+    Field("flow.mode_scale", 1.29,
+          "the scale c of mode sampling (SD3: 1.29)",
+          check=_between(-1, flow.MODE_SCALE_MAX, high_included=True),
+          want=f"in [-1, {flow.MODE_SCALE_MAX:.4f}] (beyond it t(u) is not monotone)"),
+    Field("flow.weighting", "velocity",
+          "velocity (flow matching's MSE) | eps | x0 (the same loss weighted as that MSE)",
+          choices=flow.WEIGHTINGS),
     # training
     Field("training.objective", "ddpm",
-          "ddpm (discrete, config.diffusion) | dsm (config.sde) | ncsn | edm (config.edm) ddpm "
-          "| dsm | ncsn | edm | classifier (for classifier guidance)",
+          "ddpm (discrete, config.diffusion) | dsm (config.sde) | ncsn | edm (config.edm) | "
+          "flow (config.flow) | classifier (for classifier guidance)",
           choices=tuple(rows.OBJECTIVES) + ("classifier",)),
     Field("training.batch_size", 128,
           "global, over all devices and hosts",
@@ -396,12 +419,12 @@ FIELDS = (
           want="in (0, 1]: the fraction of the process's time T to noise the inputs to"),
     # sampling
     Field("sampling.method", "ddim",
-          "ddpm | ddim (objective ddpm); pc | ode | dpm_solver | unipc | edm (ddpm, dsm, edm); "
-          "ald (ncsn)",
+          "ddpm | ddim (objective ddpm); pc (ddpm, dsm, edm); ode | dpm_solver | unipc | edm | "
+          "flow_euler | flow_heun | flow_sde (ddpm, dsm, edm, flow); ald (ncsn)",
           choices=tuple(table.SAMPLERS),
           read_by="the modes that sample"),
     Field("sampling.num_steps", 50,
-          "ddim, dpm_solver, unipc, edm steps; ode steps (euler/heun)",
+          "ddim, dpm_solver, unipc, edm, flow_* steps; ode steps (euler/heun)",
           check=_positive,
           want="at least 1"),
     Field("sampling.skip_type", "uniform", "uniform | quadratic | trailing"),
@@ -492,6 +515,12 @@ FIELDS = (
           "edm: S_noise, the scale of the churn's noise",
           check=_positive,
           want="positive, e.g. 1.0"),
+    Field("sampling.flow_shift", 1.0,
+          "flow_*: SD3's time shift t = s u/(1 + (s − 1) u) of the uniform grid (1: none; 3: SD3's)",
+          check=_positive, want="positive (1: a uniform grid)"),
+    Field("sampling.flow_noise", 1.0,
+          "flow_sde: η of the diffusion g(t)² = η σ(t) (0: the Euler ODE step)",
+          check=_at_least(0), want="0 (deterministic) or more, e.g. 1.0"),
     Field("sampling.use_ema", True, "sample the EMA parameters (False: the raw ones)",
           read_by="the modes that use a trained model's parameters"),
     Field("sampling.seed", 0,

@@ -10,20 +10,24 @@ is converted once, here (`convert`):
   x0:     x̂_0 = o,               ε̂ = (x − α x̂_0) / σ
   v:      x̂_0 = (α x − σ o)/r,   ε̂ = (σ x + α o)/r     (v = α ε − σ x_0, r = α² + σ²: 1 on VP)
   score:  ε̂ = −σ o,              x̂_0 = (x + σ² o) / α
+  velocity: x̂_0 = (σ' x − σ o)/d,  ε̂ = (α o − α' x)/d  (flow matching's v = α' x_0 + σ' ε,
+          d = α σ' − σ α': 1 on the linear path, π/2 on the cosine one; finite at α = 0)
   edm:    x̂_0 = c_skip x̃ + c_out o(c_in x̃, c_noise)  with x̃ = x/α, σ̃ = σ/α (Karras et al.
           2022, Table 1: c_skip = σ_d²/(σ̃² + σ_d²), c_out = σ̃ σ_d/√(σ̃² + σ_d²),
           c_in = 1/√(σ̃² + σ_d²), c_noise = ¼ ln σ̃)
 
-and the score is −ε̂/σ. With `clip_x0`, x̂_0 is clipped to [−1, 1] and ε̂ recomputed from it,
+and the score is −ε̂/σ; the probability-flow ODE's velocity is dx/dt = α' x̂_0 + σ' ε̂ (`velocity`,
+the same drift as f − ½ g² ∇log p_t for every SDE). With `clip_x0`, x̂_0 is clipped to [−1, 1] and ε̂ recomputed from it,
 so every sampler that reads either (and the score) sees the same clipped model.
 
 The network is called as net(x, noise_input[, cond]) with the noise input of its objective: the
 chain step t (N − 1) ("index": DDPM networks and score_sde's VP models), log σ ("log_sigma":
-VE and NCSN models) or EDM's c_noise; a network of your own (`Denoiser.from_fn`) may also be
-fed the process time t ("t", e.g. t ∈ [0, 1]) or k-diffusion's convention ("sigma": the
+VE and NCSN models), EDM's c_noise, or a flow model's scaled time s·t ("t", `time_scale` s);
+a network of your own (`Denoiser.from_fn`) may also be fed the process time t ("t", e.g.
+t ∈ [0, 1]) or k-diffusion's convention ("sigma": the
 network sees x/α and σ/α, the state and noise level of the equivalent VE process; on a VE
 process, x and σ). Whatever it is fed, its output is read in terms of x: ε, x̂_0,
-v = α ε − σ x_0, or the score ∇_x log p_t(x). Classifier-free guidance (Ho & Salimans 2022) is applied
+v = α ε − σ x_0, the score ∇_x log p_t(x) or the velocity. Classifier-free guidance (Ho & Salimans 2022) is applied
 here, to the network's mean output: õ = (1 + w) o(x, y) − w o(x, ∅), which is the same
 combination of ε̂, x̂_0, v̂ or the score since each is affine in o at fixed x and t; a learned
 variance is not extrapolated: it is the conditional pass's (GLIDE).
@@ -51,11 +55,12 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from ddpm_jax.core import chain
+from ddpm_jax.core import chain, paths
 from ddpm_jax.core.broadcast import per_example
 
-OBJECTIVES = ("ddpm", "dsm", "ncsn", "edm")  # what trained the network (training.objective)
-PREDICTIONS = ("eps", "x0", "v", "score", "edm")
+OBJECTIVES = ("ddpm", "dsm", "ncsn", "edm", "flow")  # what trained it (training.objective)
+PREDICTIONS = ("eps", "x0", "v", "score", "velocity", "edm")
+FLOW_PREDICTIONS = ("velocity", "x0")  # both finite at α = 0, where a flow path starts
 NOISE_INPUTS = ("index", "log_sigma", "edm", "t", "sigma")
 
 
@@ -65,9 +70,9 @@ class Prediction(NamedTuple):
   var_out: jnp.ndarray | None  # a DDPM network's variance channels (learned variances)
 
 
-def convert(prediction: str, output, x, alpha, sigma):
-  """(x̂_0, ε̂) of a network output of type eps, x0, v or score at a state x whose marginal
-  coefficients α, σ broadcast against it."""
+def convert(prediction: str, output, x, alpha, sigma, rates=None):
+  """(x̂_0, ε̂) of a network output of type eps, x0, v, score or velocity at a state x whose
+  marginal coefficients α, σ (and for velocity their rates (α', σ')) broadcast against it."""
   if prediction == "eps":
     return (x - sigma * output) / alpha, output
   if prediction == "x0":
@@ -77,6 +82,10 @@ def convert(prediction: str, output, x, alpha, sigma):
     return (alpha * x - sigma * output) / r, (sigma * x + alpha * output) / r
   if prediction == "score":
     return (x + sigma**2 * output) / alpha, -sigma * output
+  if prediction == "velocity":
+    d_alpha, d_sigma = rates
+    det = alpha * d_sigma - sigma * d_alpha
+    return (d_sigma * x - sigma * output) / det, (alpha * output - d_alpha * x) / det
   raise ValueError(f"Unknown prediction {prediction!r}; use one of {PREDICTIONS[:-1]}.")
 
 
@@ -108,6 +117,7 @@ class Denoiser:
   noise_input: str = struct.field(pytree_node=False, default="index")
   var_type: str = struct.field(pytree_node=False, default="fixed_small")
   sigma_data: float = struct.field(pytree_node=False, default=0.5)
+  time_scale: float = struct.field(pytree_node=False, default=1.0)
   clip_x0: bool = struct.field(pytree_node=False, default=False)
   null_label: int = struct.field(pytree_node=False, default=0)
   net_labels: bool = struct.field(pytree_node=False, default=True)
@@ -121,16 +131,23 @@ class Denoiser:
   def from_fn(cls, fn: Callable, process, *, predicts: str = "eps", noise_input: str = "t",
               clip_x0: bool = False) -> "Denoiser":
     """A network of your own, fn(x, noise_input[, labels]) -> output, trained on `process`
-    (core/sde.py: VPSDE, VESDE, DiscreteVPSDE, …), as a Denoiser every sampler reads.
-    `predicts`: "eps", "x0", "v" (α ε − σ x_0) or "score"; `noise_input`: "t" (the process
-    time), "sigma" (k-diffusion's D(x/α, σ/α)), "log_sigma", or "index" (the chain step
-    t (N − 1)/T; on a DiscreteVPSDE this also gives the chain samplers ddpm and ddim)."""
+    (core/sde.py: VPSDE, VESDE, DiscreteVPSDE, …; core/paths.py: LinearPath, CosinePath), as
+    a Denoiser every sampler reads. `predicts`: "eps", "x0", "v" (α ε − σ x_0), "score" or
+    "velocity" (α' x_0 + σ' ε); `noise_input`: "t" (the process time), "sigma"
+    (k-diffusion's D(x/α, σ/α)), "log_sigma", or "index" (the chain step t (N − 1)/T; on a
+    DiscreteVPSDE this also gives the chain samplers ddpm and ddim)."""
     if predicts not in PREDICTIONS[:-1]:
       raise ValueError(f"predicts={predicts!r}: use one of {PREDICTIONS[:-1]}.")
     if noise_input not in ("t", "sigma", "log_sigma", "index"):
       raise ValueError(f"noise_input={noise_input!r}: use one of ('t', 'sigma', 'log_sigma', "
                        f"'index').")
-    objective = "ddpm" if noise_input == "index" and hasattr(process, "step_coef") else "dsm"
+    if paths.is_path(process):
+      if predicts not in FLOW_PREDICTIONS:
+        raise ValueError(f"predicts={predicts!r} on a flow path: use one of "
+                         f"{FLOW_PREDICTIONS} (ε̂ gives no x̂_0 where the path starts, α = 0).")
+      objective = "flow"
+    else:
+      objective = "ddpm" if noise_input == "index" and hasattr(process, "step_coef") else "dsm"
     return cls(fn, process, objective, predicts, noise_input, clip_x0=bool(clip_x0))
 
   @property
@@ -160,15 +177,25 @@ class Denoiser:
   def predict(self, x, t) -> Prediction:
     """x̂_0, ε̂ (and variance channels) at times t [B] of the process."""
     alpha, sigma = self.process.marginal_coef(t)
-    return self._predict(x, self.noise_input_at(t, sigma), alpha, sigma)
+    rates = paths.marginal_rates(self.process, t) if self.prediction == "velocity" else None
+    return self._predict(x, self.noise_input_at(t, sigma), alpha, sigma, rates)
+
+  def velocity(self, x, t, prediction: Prediction | None = None):
+    """The probability-flow ODE's drift dx/dt = α' x̂_0 + σ' ε̂ at times t [B] (flow
+    matching's marginal velocity; on an SDE, f − ½ g² ∇log p_t), of `prediction` where the
+    caller has predict(x, t) already."""
+    p = self.predict(x, t) if prediction is None else prediction
+    d_alpha, d_sigma = (per_example(r, x).astype(x.dtype)
+                        for r in paths.marginal_rates(self.process, t))
+    return d_alpha * p.x0 + d_sigma * p.eps
 
   def noise_input_at(self, t, sigma):
     """The network's noise input at times t [B] with marginal σ(t): t (N − 1)/T ("index"),
-    t ("t"), σ/α ("sigma") or log σ (from which EDM's c_noise is made)."""
+    s·t ("t", s the time_scale), σ/α ("sigma") or log σ (from which EDM's c_noise is made)."""
     if self.noise_input == "index":
       return t * (self.process.N - 1) / self.process.T
     if self.noise_input == "t":
-      return t
+      return t * self.time_scale
     if self.noise_input == "sigma":
       return sigma / self.process.marginal_coef(t)[0]
     return jnp.log(sigma)
@@ -218,7 +245,7 @@ class Denoiser:
       return jnp.sum(label_log_probs(logits, self.cond))
     return jax.grad(log_prob)(x.astype(jnp.float32)).astype(x.dtype)
 
-  def _predict(self, x, noise_input, alpha, sigma) -> Prediction:
+  def _predict(self, x, noise_input, alpha, sigma, rates=None) -> Prediction:
     a, s = per_example(alpha, x).astype(x.dtype), per_example(sigma, x).astype(x.dtype)
     x_in, c = self.network_input(x, noise_input, alpha, sigma)
     out, var_out = self._network(x_in, c)
@@ -228,7 +255,8 @@ class Denoiser:
       x0 = c_skip * x / a + c_out * out
       eps = (x - a * x0) / s
     else:
-      x0, eps = convert(self.prediction, out, x, a, s)
+      rates = None if rates is None else tuple(per_example(r, x).astype(x.dtype) for r in rates)
+      x0, eps = convert(self.prediction, out, x, a, s, rates)
     if self.classifier is not None:
       eps = eps - self.classifier_scale.astype(x.dtype) * s * self.classifier_grad(
           x, noise_input, alpha, sigma)
@@ -259,13 +287,14 @@ class Denoiser:
 
 
 def make(net: Callable, process, objective: str, *, mean_type: str = "eps",
-         var_type: str = "fixed_small", sigma_data: float = 0.5,
-         clip_x0: bool = False) -> Denoiser:
+         var_type: str = "fixed_small", sigma_data: float = 0.5, prediction: str = "velocity",
+         time_scale: float = 1000.0, clip_x0: bool = False) -> Denoiser:
   """The adapter of a network trained as `objective` on `process`:
     ddpm  ε/x_0/v network (mean_type; var_type) fed the chain step, on its DiscreteVPSDE;
     dsm   ε/x_0/v/score network on a VP or sub-VP SDE fed t (N − 1), on a VE SDE fed log σ;
     ncsn  NCSN network (predicts −σ s, i.e. ε) fed log σ, on the VE SDE of its levels;
-    edm   EDM-preconditioned network F (its c_noise input), on the VE SDE of EDM's σ range.
+    edm   EDM-preconditioned network F (its c_noise input), on the VE SDE of EDM's σ range;
+    flow  velocity or x̂_0 network (prediction) fed time_scale · t, on its Gaussian path.
   """
   if objective == "ddpm":
     chain.check_types(mean_type, var_type)
@@ -279,6 +308,11 @@ def make(net: Callable, process, objective: str, *, mean_type: str = "eps",
     return Denoiser(net, process, objective, "eps", "log_sigma", clip_x0=clip_x0)
   if objective == "edm":
     return Denoiser(net, process, objective, "edm", "edm", sigma_data=float(sigma_data),
+                    clip_x0=clip_x0)
+  if objective == "flow":
+    if prediction not in FLOW_PREDICTIONS:
+      raise ValueError(f"Unknown flow prediction {prediction!r}; use one of {FLOW_PREDICTIONS}.")
+    return Denoiser(net, process, objective, prediction, "t", time_scale=float(time_scale),
                     clip_x0=clip_x0)
   raise ValueError(f"Unknown objective {objective!r}; use one of {OBJECTIVES}.")
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
-from ddpm_jax.core import schedules
+from ddpm_jax.core import paths, schedules
 from ddpm_jax.core import sde as sde_lib
-from ddpm_jax.objectives import ddpm, dsm, edm
+from ddpm_jax.objectives import ddpm, dsm, edm, flow
 
 DIFFUSION = ("diffusion.beta_schedule", "diffusion.beta_start", "diffusion.beta_end",
              "diffusion.num_timesteps", "diffusion.zero_terminal_snr")
@@ -88,6 +88,11 @@ def _edm_loss(process, make_denoiser, *, sigma_data, p_mean, p_std):
       sigma_data=sigma_data, p_mean=p_mean, p_std=p_std)
 
 
+def _flow_loss(process, make_denoiser, **options):
+  return lambda net, x0, keys, probs=None, labels=None: flow.flow_loss(
+      make_denoiser(net).velocity, process, x0, keys, **options)
+
+
 _VP, _VE = ("vp", "subvp"), ("ve",)
 SDE = ("sde.name", When("sde.beta_min", "sde.name", _VP), When("sde.beta_max", "sde.name", _VP),
        When("sde.sigma_min", "sde.name", _VE), When("sde.sigma_max", "sde.name", _VE))
@@ -113,6 +118,13 @@ OBJECTIVES = {
         ("edm.sigma_data", "edm.p_mean", "edm.p_std"), _edm_loss, ("edm.sigma_data",),
         ("edm.sigma_min", "edm.sigma_max", "edm.sigma_data"),
         "the noise draws (edm.sigma_data, edm.p_mean, edm.p_std)", "ode"),
+    "flow": Objective(
+        ("flow.path",), paths.make_path,
+        ("flow.t_sampler", When("flow.logit_mean", "flow.t_sampler", ("logit_normal",)),
+         When("flow.logit_std", "flow.t_sampler", ("logit_normal",)),
+         When("flow.mode_scale", "flow.t_sampler", ("mode",)), "flow.weighting"),
+        _flow_loss, ("flow.prediction", "flow.time_scale"), ("flow.path",),
+        "the time draws (flow.t_sampler) or the weighting (flow.weighting)", "ode"),
 }
 CLASSIFIER_NAN_HINT = "the noise levels of classifier.process"
 

@@ -122,7 +122,7 @@ def dpm_solver_loop(sde, shape: Sequence[int], *, num_steps: int = 20, order: in
                     start: str = "lower_order", denoise: bool = True,
                     t_start: float | None = None):
   """The per-device DPM-Solver++ loop (samplers/common.py) from x_T ~ N(0, σ_T² I) (unless x
-  is given) at sde.T to eps, then (`denoise`) x̂_0(x, eps), on the model's data predictions
+  is given) at sde.T (grids.start: on a flow path, where λ is finite) to eps, then (`denoise`) x̂_0(x, eps), on the model's data predictions
   (clipped where the Denoiser clips: static thresholding, no longer the ODE's solution but
   better images from pixel-space models). `variant` "multistep" is DPM-Solver++(1/2/3M) of
   `order` (3M's form: `third_order`, `start`); "singlestep" is DPM-Solver++(2S). With a
@@ -134,7 +134,7 @@ def dpm_solver_loop(sde, shape: Sequence[int], *, num_steps: int = 20, order: in
   grids.check_log_snr(sde, eps)
   shape = tuple(shape)
   times = grids.time_grid(sde, num_steps, spacing, eps,
-                         common.check_t_start(t_start) * sde.T)
+                         common.check_t_start(t_start) * grids.start(sde))
   alpha_0, sigma_0 = grids.coefficients_at(sde, times[0])
   first_2s = _starts_singlestep(variant, order, start, num_steps)  # the first step by 2S
   if variant == "singlestep" or first_2s:

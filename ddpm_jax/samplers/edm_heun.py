@@ -55,14 +55,14 @@ def edm_loop(sde, shape: Sequence[int], *, num_steps: int = 18, spacing: str = S
              s_tmax: float = math.inf, s_noise: float = 1.0, denoise: bool = True,
              t_start: float | None = None):
   """The per-device EDM Heun loop (samplers/common.py) from x_T ~ N(0, σ_T² I) (unless x is
-  given) at sde.T to eps, then (`denoise`) x̂_0(x, eps), with D the model's data prediction
+  given) at sde.T (grids.start: on a flow path, where λ is finite) to eps, then (`denoise`) x̂_0(x, eps), with D the model's data prediction
   (clipped where the Denoiser clips). Churn draws per-example noise (keys needed when
   churn > 0). With a t_start ∈ (0, 1] (SDEdit) the grid runs from t_start·T,
   x the images to edit."""
   grids.check_log_snr(sde, eps)
   shape = tuple(shape)
   times = grids.time_grid(sde, num_steps, spacing, eps,
-                         common.check_t_start(t_start) * sde.T)
+                         common.check_t_start(t_start) * grids.start(sde))
   alpha_0, sigma_0 = grids.coefficients_at(sde, times[0])
   sigma, sigma_hat, t_hat = schedule(sde, times, churn, s_tmin, s_tmax)
   alpha = grids.marginals(sde, times)[0]

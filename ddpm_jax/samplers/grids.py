@@ -34,16 +34,36 @@ def time_of_log_snr(sde, lam, t_min: float, t_max: float) -> np.ndarray:
   return 0.5 * (lo + hi)
 
 
+def start(sde) -> float:
+  """Where a sampler stepping in λ starts: T, or on a flow path, where α(T) = 0 and λ = −∞,
+  its lambda_start (core/paths.py)."""
+  return float(getattr(sde, "lambda_start", sde.T))
+
+
+def shifted_times(t_max: float, eps: float, num_steps: int, shift: float = 1.0) -> np.ndarray:
+  """num_steps + 1 times from t_max to eps, uniform in u and mapped by SD3's shift
+  t = s u / (1 + (s − 1) u) (Esser et al. 2024; s > 1 spends more steps near the noise)."""
+  if num_steps < 1:
+    raise ValueError(f"num_steps must be at least 1, got {num_steps}.")
+  if not eps < t_max:
+    raise ValueError(f"The grid starts at t = {t_max:g}, not after its end eps = {eps:g}: "
+                     f"start later or lower eps (sampling.eps).")
+  if shift <= 0:
+    raise ValueError(f"The time shift must be positive (1: none), got {shift}.")
+  u = np.linspace(t_max, eps, num_steps + 1)
+  return shift * u / (1 + (shift - 1) * u)
+
+
 def time_grid(sde, num_steps: int, spacing: str = "logsnr", eps: float = 1e-3,
               t_max: float | None = None) -> np.ndarray:
-  """num_steps + 1 decreasing times from t_max (default sde.T) to eps: uniform in t, uniform
+  """num_steps + 1 decreasing times from t_max (default `start`) to eps: uniform in t, uniform
   in λ, or Karras et al.'s σ_i = (σ_max^{1/ρ} + i/N (σ_min^{1/ρ} − σ_max^{1/ρ}))^ρ in
   σ = e^{−λ}."""
   if spacing not in SPACINGS:
     raise ValueError(f"Unknown spacing {spacing!r}; use one of {SPACINGS}.")
   if num_steps < 1:
     raise ValueError(f"num_steps must be at least 1, got {num_steps}.")
-  t_max, t_min = float(sde.T if t_max is None else t_max), float(eps)
+  t_max, t_min = float(start(sde) if t_max is None else t_max), float(eps)
   if not t_min < t_max:
     raise ValueError(f"The grid starts at t = {t_max:g}, not after its end eps = {t_min:g}: "
                      f"start later or lower eps (sampling.eps).")
@@ -83,9 +103,9 @@ def _marginal_coef(sde, t):
 
 
 def check_log_snr(sde, eps: float) -> None:
-  """A sampler that runs from T to eps on the SDE needs a finite λ at both ends: σ(eps) > 0
-  (no division by σ = 0) and α(T) > 0 (a prior to start from)."""
-  alpha, sigma, lam = marginals(sde, np.array([float(sde.T), float(eps)]))
+  """A sampler that runs from `start` to eps on the SDE needs a finite λ at both ends:
+  σ(eps) > 0 (no division by σ = 0) and α > 0 at the start (a prior to start from)."""
+  alpha, sigma, lam = marginals(sde, np.array([start(sde), float(eps)]))
   if not np.isfinite(lam[1]):
     raise ValueError(f"eps={eps:g} gives σ(eps) = {sigma[1]:.3g} on this SDE, an infinite "
                      f"log-SNR (the score divides by σ); use eps > 0, e.g. 1e-3 "

@@ -2,6 +2,9 @@
 
   log p_ε(x_ε) = log p_T(x_T) + ∫_ε^T ∇·f̃(x_t, t) dt,   f̃ = f − ½ g² ∇log p_t,
 
+f̃ the Denoiser's velocity α' x̂_0 + σ' ε̂ (a flow model's too, from T = 1 where its prior is
+exact),
+
 integrated with diffrax from x_ε = x upward, the divergence exact (small dimensions) or by
 Hutchinson's estimator zᵀ (∂f̃/∂x) z with one fixed probe z per example (Rademacher or
 Gaussian). For 8-bit data in [−1, 1], uniform dequantization x + U(0, 2/256) and
@@ -50,22 +53,18 @@ def hutchinson_probe(key, shape, method: str):
 def nll_loop(sde, *, method: str = "rademacher", solver: str = "tsit5", rtol: float = 1e-5,
              atol: float = 1e-5, num_steps: int = 100, eps: float = 1e-5):
   """The per-device likelihood loop (samplers/common.py): x [b, ...] data, keys [b] one probe
-  key per example, the model's score drives the ODE. Returns (log p [b] in nats, nfe [b])."""
+  key per example, the model's velocity drives the ODE. Returns (log p [b] in nats, nfe [b])."""
   check_divergence(method)
   ode.make_solver(solver)
   grids.check_log_snr(sde, eps)
   rtol, atol, num_steps, eps = float(rtol), float(atol), int(num_steps), float(eps)
 
   def loop(model, keys, x, _):
-    score_fn = model.score
-
     def one(key, x1):
       probe = hutchinson_probe(key, x1.shape, method)
 
       def drift(t, y):
-        d, _ = sde_lib.reverse_sde(sde, score_fn, y[None], jnp.full((1,), t),
-                                   probability_flow=True)
-        return d[0]
+        return model.velocity(y[None], jnp.full((1,), t, y.dtype))[0]
 
       def field(t, state):
         y, _ = state

@@ -1,4 +1,5 @@
-"""Probability-flow ODE sampling with diffrax: dx/dt = f(x, t) − ½ g(t)² s(x, t) from T to ε.
+"""Probability-flow ODE sampling with diffrax: dx/dt = v(x, t) = f(x, t) − ½ g(t)² s(x, t) (the
+Denoiser's velocity α' x̂_0 + σ' ε̂) from T to ε.
 
 Each example is its own ODE (the solve is vmapped), so adaptive step sizes, the number of
 function evaluations and the samples do not depend on the batch or the device split.
@@ -11,7 +12,6 @@ from typing import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
-from ddpm_jax.core import sde as sde_lib
 from ddpm_jax.samplers import common, grids
 
 SOLVERS = ("tsit5", "dopri5", "heun", "euler")
@@ -66,9 +66,7 @@ def ode_loop(sde, shape: Sequence[int], *, solver: str = "tsit5", rtol: float = 
       model_one = model.replace(**jax.tree.map(lambda c: c[None], {"cond": cond, "known": known}))
 
       def field(t, y):
-        drift, _ = sde_lib.reverse_sde(sde, model_one.score, y[None], jnp.full((1,), t),
-                                       probability_flow=True)
-        return drift[0]
+        return model_one.velocity(y[None], jnp.full((1,), t, y.dtype))[0]
       x0, nfe = solve(field, x1, t_first, eps, solver=solver, rtol=rtol, atol=atol,
                       num_steps=num_steps)
       if denoise:

@@ -22,6 +22,7 @@ from ddpm_jax.samplers import (
   ddim,
   dpm_solver,
   edm_heun,
+  rectified_flow,
   langevin,
   ode,
   pc,
@@ -29,6 +30,7 @@ from ddpm_jax.samplers import (
 )
 
 SDE_MODELS = ("ddpm", "dsm", "edm")  # objectives (core/denoiser.py) with a continuous time
+ODE_MODELS = SDE_MODELS + ("flow",)  # and those on a flow path (α(T) = 0: no reverse SDE at T)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +46,7 @@ class Sampler:
 
 
 GRID = {"num_steps": "num_steps", "spacing": "spacing", "eps": "eps", "denoise": "denoise"}
+_FLOW = {"num_steps": "num_steps", "eps": "eps", "shift": "flow_shift", "denoise": "denoise"}
 
 SAMPLERS = {
     "ddpm": Sampler(ancestral.ddpm_loop, {}, ancestral.nfe, ("ddpm",), True,
@@ -60,14 +63,14 @@ SAMPLERS = {
                           "levels | N × (1 + corrector steps)"),
     "ode": Sampler(ode.ode_loop, {"solver": "ode_solver", "rtol": "rtol", "atol": "atol",
                                   "num_steps": "num_steps", "eps": "eps",
-                                  "denoise": "denoise"}, lambda sde, **_: None, SDE_MODELS,
+                                  "denoise": "denoise"}, lambda sde, **_: None, ODE_MODELS,
                    True, choices={"ode_solver": ode.SOLVERS},
                    summary="probability-flow ODE, adaptive (tsit5, dopri5) or fixed steps "
                            "(heun, euler) | counted"),
     "dpm_solver": Sampler(dpm_solver.dpm_solver_loop, {
         **GRID, "order": "solver_order", "variant": "dpm_solver_variant",
         "lower_order_final": "lower_order_final", "third_order": "dpm_solver_3m",
-        "start": "dpm_solver_start"}, dpm_solver.nfe, SDE_MODELS, True,
+        "start": "dpm_solver_start"}, dpm_solver.nfe, ODE_MODELS, True,
         dpm_solver.SPACING, {"solver_order": dpm_solver.ORDERS,
                              "dpm_solver_variant": dpm_solver.VARIANTS,
                              "dpm_solver_3m": dpm_solver.THIRD_ORDER,
@@ -77,15 +80,26 @@ SAMPLERS = {
     "unipc": Sampler(unipc.unipc_loop, {
         **GRID, "order": "solver_order", "variant": "unipc_variant",
         "corrector": "unipc_corrector", "lower_order_final": "lower_order_final"},
-        unipc.nfe, SDE_MODELS, True, unipc.SPACING,
+        unipc.nfe, ODE_MODELS, True, unipc.SPACING,
         {"solver_order": unipc.ORDERS, "unipc_variant": unipc.VARIANTS},
         "UniPC (Zhao et al. 2023): the UniP-p predictor (p = 1–3, bh1/bh2) with the free "
         "UniC corrector | N + 1"),
     "edm": Sampler(edm_heun.edm_loop, {
         **GRID, "churn": "edm_churn", "s_tmin": "edm_s_tmin", "s_tmax": "edm_s_tmax",
-        "s_noise": "edm_s_noise"}, edm_heun.nfe, SDE_MODELS, True, edm_heun.SPACING,
+        "s_noise": "edm_s_noise"}, edm_heun.nfe, ODE_MODELS, True, edm_heun.SPACING,
         summary="EDM's Heun (Karras et al. 2022) in x/α and σ/α, optional stochastic churn "
                 "| 2N + 1"),
+    "flow_euler": Sampler(rectified_flow.flow_euler_loop, _FLOW, rectified_flow.nfe,
+                          ODE_MODELS, True,
+                          summary="Euler on the probability-flow ODE dx/dt = v in t (rectified "
+                                  "flow), SD3's time shift | N + 1"),
+    "flow_heun": Sampler(rectified_flow.flow_heun_loop, _FLOW,
+                         lambda sde, **o: rectified_flow.nfe(sde, evaluations=2, **o),
+                         ODE_MODELS, True, summary="Heun on the same ODE and grid | 2N + 1"),
+    "flow_sde": Sampler(rectified_flow.flow_sde_loop, {**_FLOW, "noise": "flow_noise"},
+                        rectified_flow.nfe, ODE_MODELS, True,
+                        summary="Euler–Maruyama on the reverse SDE with diffusion g² = "
+                                "flow_noise · σ(t) (SiT's), same grid | N + 1"),
     "ald": Sampler(langevin.ald_loop, {"step_lr": "step_lr", "n_steps_each": "n_steps_each",
                                        "denoise": "denoise"}, langevin.nfe, ("ncsn",), False,
                    summary="annealed Langevin dynamics (Song & Ermon 2019) over NCSN's L levels | "

@@ -98,13 +98,13 @@ def unipc_loop(sde, shape: Sequence[int], *, num_steps: int = 10, order: int = 2
                corrector: bool = True, lower_order_final: bool = True, denoise: bool = True,
                t_start: float | None = None):
   """The per-device UniPC loop (samplers/common.py) from x_T ~ N(0, σ_T² I) (unless x is
-  given) at sde.T to eps, then (`denoise`) x̂_0(x, eps), on the model's data predictions
+  given) at sde.T (grids.start: on a flow path, where λ is finite) to eps, then (`denoise`) x̂_0(x, eps), on the model's data predictions
   (clipped where the Denoiser clips). One evaluation per step. With a t_start ∈ (0, 1]
   (SDEdit) the grid runs from t_start·T, x the images to edit."""
   grids.check_log_snr(sde, eps)
   shape = tuple(shape)
   times = grids.time_grid(sde, num_steps, spacing, eps,
-                         common.check_t_start(t_start) * sde.T)
+                         common.check_t_start(t_start) * grids.start(sde))
   alpha_0, sigma_0 = grids.coefficients_at(sde, times[0])
   (c_x, c_prev, c_m), (a, b) = coefficients(sde, times, order, variant, corrector,
                                             lower_order_final)

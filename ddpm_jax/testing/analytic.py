@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ddpm_jax.core import denoiser
+from ddpm_jax.core import denoiser, paths
 from ddpm_jax.core.broadcast import per_example
 from ddpm_jax.core.chain import extract
 from ddpm_jax.core.schedules import Schedule
@@ -52,15 +52,24 @@ def mixture_score_model(sde, means, stds, weights=None):
 
 
 def mixture_network(process, means, stds, weights=None, *, objective: str = "ddpm",
-                    prediction: str = "eps", sigma_data: float = 0.5):
+                    prediction: str = "eps", sigma_data: float = 0.5,
+                    time_scale: float = 1000.0):
   """net(x, noise_input) -> the exact output of an `objective` network predicting `prediction`
-  (eps, x0, v, score; "edm" for objective edm) on `process`, for x_0 ~ Σ_k w_k N(μ_k, diag s_k²):
-  it reads the time or noise level from its input as core/denoiser.py feeds it."""
+  (eps, x0, v, score; "edm" for objective edm; velocity or x0 for objective flow, fed
+  time_scale · t) on `process`, for x_0 ~ Σ_k w_k N(μ_k, diag s_k²): it reads the time or
+  noise level from its input as core/denoiser.py feeds it."""
   means, stds, log_w = _mixture_arrays(means, stds, weights)
-  noise_input = denoiser.make(None, process, objective, mean_type=prediction).noise_input
+  probe = _probe(process, objective, prediction, time_scale)
   return jax.tree_util.Partial(functools.partial(
-      _network, process=process, noise_input_kind=noise_input, prediction=prediction,
-      sigma_data=sigma_data), means, stds, log_w)
+      _network, process=process, noise_input_kind=probe.noise_input, prediction=prediction,
+      sigma_data=sigma_data, time_scale=probe.time_scale), means, stds, log_w)
+
+
+def _probe(process, objective, prediction, time_scale):
+  """The Denoiser of an `objective` network around no network (what it is fed)."""
+  if objective == "flow":
+    return denoiser.make(None, process, objective, prediction=prediction, time_scale=time_scale)
+  return denoiser.make(None, process, objective, mean_type=prediction)
 
 
 def mixture_classifier(process, means, stds, weights=None, *, objective: str = "ddpm",
@@ -71,37 +80,46 @@ def mixture_classifier(process, means, stds, weights=None, *, objective: str = "
   k. It is fed what an `objective` network predicting `prediction` is (core/denoiser.py
   network_input), so it guides that network's Denoiser."""
   means, stds, log_w = _mixture_arrays(means, stds, weights)
-  noise_input = denoiser.make(None, process, objective, mean_type=prediction).noise_input
+  noise_input = _probe(process, objective, prediction, 1000.0).noise_input
   return jax.tree_util.Partial(functools.partial(
       _classifier, process=process, noise_input_kind=noise_input,
       edm=objective == "edm", sigma_data=sigma_data), means, stds, log_w)
 
 
 def mixture_denoiser(process, means, stds, weights=None, *, objective: str = "ddpm",
-                     prediction: str = "eps", sigma_data: float = 0.5, **options):
+                     prediction: str = "eps", sigma_data: float = 0.5,
+                     time_scale: float = 1000.0, **options):
   """The Denoiser of `mixture_network` (options: var_type, clip_x0)."""
   if objective == "edm":
     prediction = "edm"
   net = mixture_network(process, means, stds, weights, objective=objective, prediction=prediction,
-                        sigma_data=sigma_data)
+                        sigma_data=sigma_data, time_scale=time_scale)
+  if objective == "flow":
+    return denoiser.make(net, process, objective, prediction=prediction, time_scale=time_scale,
+                         **options)
   return denoiser.make(net, process, objective, mean_type=prediction, sigma_data=sigma_data,
                        **options)
 
 
-def gaussian_flow_map(process, mean, std, x_T, t_end: float):
-  """The probability-flow ODE's exact map sde.T → t_end of x_0 ~ N(mean, diag std²) (float64,
-  numpy): z = (x_t − α_t μ)/√(α_t² s² + σ_t²) is constant along every trajectory."""
+def gaussian_flow_map(process, mean, std, x_T, t_end: float, t_from: float | None = None):
+  """The probability-flow ODE's exact map t_from (default sde.T) → t_end of x_0 ~ N(mean,
+  diag std²) (float64, numpy): z = (x_t − α_t μ)/√(α_t² s² + σ_t²) is constant along every
+  trajectory."""
+  t_from = process.T if t_from is None else t_from
   (a_T, s_T), (a_e, s_e) = [[np.asarray(v, np.float64) for v in process.marginal_coef(
-      jnp.asarray(t))] for t in (process.T, t_end)]
+      jnp.asarray(t))] for t in (t_from, t_end)]
   mean, std = np.asarray(mean, np.float64), np.asarray(std, np.float64)
   z = (np.asarray(x_T, np.float64) - a_T * mean) / np.sqrt(a_T**2 * std**2 + s_T**2)
   return a_e * mean + np.sqrt(a_e**2 * std**2 + s_e**2) * z
 
 
-def _levels(x, noise_input, process, noise_input_kind, edm: bool, sigma_data: float):
+def _levels(x, noise_input, process, noise_input_kind, edm: bool, sigma_data: float,
+            time_scale: float = 1.0):
   """(x, α, σ): the state and its marginal coefficients from what a network of the noise
-  input is fed (EDM's network: c_in x at c_noise = ¼ ln σ)."""
-  if noise_input_kind == "index":
+  input is fed (EDM's network: c_in x at c_noise = ¼ ln σ; a flow network: time_scale · t)."""
+  if noise_input_kind == "t":
+    alpha, sigma = process.marginal_coef(noise_input / time_scale)
+  elif noise_input_kind == "index":
     if jnp.issubdtype(noise_input.dtype, jnp.integer):  # a chain step: its own α_i, σ_i
       alpha, sigma = process.step_coef(noise_input)
     else:
@@ -123,20 +141,23 @@ def _classifier(means, stds, log_w, x, noise_input, *, process, noise_input_kind
 
 
 def _network(means, stds, log_w, x, noise_input, *, process, noise_input_kind, prediction,
-             sigma_data):
-  """The exact output for input x at the level the noise input names (module docstring)."""
+             sigma_data, time_scale=1.0):
+  """The exact output for input x at the level the noise input names (module docstring):
+  x̂_0 is the posterior mean Σ_k r_k (μ_k + α s_k² (x − α μ_k)/(α² s_k² + σ²)), finite at
+  α = 0 where a flow path starts."""
   x, alpha, sigma = _levels(x, noise_input, process, noise_input_kind, prediction == "edm",
-                            sigma_data)
+                            sigma_data, time_scale)
   if prediction == "edm":
     c_skip, c_out, _, _ = (per_example(c, x) for c in
                            denoiser.edm_coefficients(sigma, sigma_data))
   xs = x[:, None]
   a, s = per_example(alpha, xs).astype(x.dtype), per_example(sigma, xs).astype(x.dtype)
-  score = _mixture_score(means, stds, log_w, x, a, s)
+  score, x0 = _mixture_posterior(means, stds, log_w, x, a, s)
   a, s = a[:, 0], s[:, 0]
-  eps, x0 = -s * score, (x + s**2 * score) / a
+  eps = -s * score
   outputs = {"eps": lambda: eps, "x0": lambda: x0, "score": lambda: score,
              "v": lambda: a * eps - s * x0,
+             "velocity": lambda: _velocity(process, noise_input / time_scale, x0, eps),
              "edm": lambda: (x0 - c_skip * x) / c_out}
   return outputs[prediction]()
 
@@ -171,8 +192,21 @@ def _log_likelihoods(means, stds, log_w, x, a, s):
 
 def _mixture_score(means, stds, log_w, x, a, s):
   """Σ_k r_k(x) · −(x − a μ_k) / (a² s_k² + s²), with a, s of shape [B, 1, 1...]."""
+  return _mixture_posterior(means, stds, log_w, x, a, s)[0]
+
+
+def _mixture_posterior(means, stds, log_w, x, a, s):
+  """(score, E[x_0 | x]): Σ_k r_k(x) · −(x − a μ_k) / v_k and Σ_k r_k (μ_k + a s_k² (x − a μ_k)
+  / v_k) with v_k = a² s_k² + s², a and s of shape [B, 1, 1...]."""
   var = a**2 * stds[None]**2 + s**2                         # [B, K, ...]
   diff = x[:, None] - a * means[None]
   resp = per_example(jax.nn.softmax(_log_likelihoods(means, stds, log_w, x, a, s), axis=1),
                      diff)  # [B, K, 1...]
-  return -jnp.sum(resp * diff / var, axis=1)
+  return (-jnp.sum(resp * diff / var, axis=1),
+          jnp.sum(resp * (means[None] + a * stds[None]**2 * diff / var), axis=1))
+
+
+def _velocity(process, t, x0, eps):
+  """α' x̂_0 + σ' ε̂ at times t [B]."""
+  d_alpha, d_sigma = (per_example(r, x0) for r in paths.marginal_rates(process, t))
+  return d_alpha * x0 + d_sigma * eps

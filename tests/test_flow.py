@@ -1,0 +1,344 @@
+"""Flow matching on the linear and cosine Gaussian paths, against closed forms: the velocity
+conversions, the exact velocity field of Gaussian data, the flow samplers' orders against the
+exact probability-flow map, every ODE sampler on a flow model, the stochastic sampler's
+moments, the exact likelihood, the loss's irreducible part by quadrature, and the VP and flow
+families as one ODE."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from scipy import integrate, stats
+
+from ddpm_jax.core import denoiser, paths
+from ddpm_jax.core import sde as sde_lib
+from ddpm_jax.objectives import flow
+from ddpm_jax.samplers import grids, likelihood, table
+from ddpm_jax.testing import analytic
+
+pytestmark = pytest.mark.usefixtures("cheap_compile")
+
+MEAN, STD = np.array([0.5, -1.0]), np.array([0.3, 0.8])
+EPS = 1e-3
+
+
+def _model(path, prediction="velocity", means=MEAN[None], stds=STD[None], weights=None):
+  return analytic.mixture_denoiser(path, means, stds, weights, objective="flow",
+                                   prediction=prediction)
+
+
+def _coef(path, t):
+  t = jnp.asarray(t, jnp.float32)
+  (a, s), (da, ds) = path.marginal_coef(t), paths.marginal_rates(path, t)
+  return [np.asarray(v, np.float64) for v in (a, s, da, ds)]
+
+
+@pytest.mark.parametrize("name", paths.PATH_NAMES)
+def test_paths_rates_and_sde_have_their_marginals(name):
+  """α, σ at the ends; (α', σ') against central differences; the SDE (f, g) of the path
+  solves the moment ODEs dα/dt = (f/x) α and dσ²/dt = 2 (f/x) σ² + g²."""
+  path = paths.make_path(name)
+  a, s, _, _ = _coef(path, [0.0, 1.0])
+  np.testing.assert_array_equal(a, [1, 0])
+  np.testing.assert_array_equal(s, [0, 1])
+  t, h = np.array([0.1, 0.4, 0.7, 0.95]), 1e-3
+  a, s, da, ds = _coef(path, t)
+  (ap, sp), (am, sm) = (_coef(path, t + d)[:2] for d in (h, -h))
+  np.testing.assert_allclose(da, (ap - am) / (2 * h), rtol=2e-3, atol=2e-3)
+  np.testing.assert_allclose(ds, (sp - sm) / (2 * h), rtol=2e-3, atol=2e-3)
+  f, g = path.sde(jnp.ones((4, 1)), jnp.asarray(t, jnp.float32))
+  rate, g2 = np.asarray(f)[:, 0], np.asarray(g, np.float64)**2
+  np.testing.assert_allclose(da, rate * a, rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(2 * s * ds, 2 * rate * s**2 + g2, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", paths.PATH_NAMES)
+def test_velocity_converts_to_x0_and_eps_everywhere_on_the_path(name):
+  """A velocity v = α' x_0 + σ' ε gives back x_0 and ε at every t, t = 1 (α = 0) included."""
+  path = paths.make_path(name)
+  t = jnp.array([0.0, 0.3, 0.8, 1.0])
+  a, s, da, ds = (jnp.asarray(v, jnp.float32)[:, None] for v in _coef(path, t))
+  x0, eps = jax.random.normal(jax.random.key(0), (2, 4, 5))
+  x0_hat, eps_hat = denoiser.convert("velocity", da * x0 + ds * eps, a * x0 + s * eps, a, s,
+                                     (da, ds))
+  np.testing.assert_allclose(x0_hat, x0, atol=2e-6)
+  np.testing.assert_allclose(eps_hat, eps, atol=2e-6)
+
+
+@pytest.mark.parametrize("name", paths.PATH_NAMES)
+@pytest.mark.parametrize("prediction", denoiser.FLOW_PREDICTIONS)
+def test_exact_velocity_is_the_gaussian_flow(name, prediction):
+  """The Denoiser's velocity of the exact model equals d/dt of the exact flow map,
+  α' μ + (α α' s² + σ σ') z / √(α² s² + σ²) with z = (x − α μ)/√(α² s² + σ²), t = 1
+  included."""
+  path = paths.make_path(name)
+  t = np.array([0.05, 0.3, 0.6, 0.9, 1.0])
+  x = jax.random.normal(jax.random.key(1), (5, 2)) * 1.5
+  got = _model(path, prediction).velocity(x, jnp.asarray(t, jnp.float32))
+  a, s, da, ds = (v[:, None] for v in _coef(path, t))
+  norm = np.sqrt(a**2 * STD**2 + s**2)
+  z = (np.asarray(x, np.float64) - a * MEAN) / norm
+  np.testing.assert_allclose(got, da * MEAN + (a * da * STD**2 + s * ds) * z / norm,
+                             rtol=1e-4, atol=1e-4)
+
+
+def test_sde_velocity_is_the_probability_flow_drift():
+  """On the VP, sub-VP and VE SDEs the Denoiser's velocity α' x̂_0 + σ' ε̂ is the PF-ODE
+  drift f − ½ g² ∇log p_t (a second derivation)."""
+  x = jax.random.normal(jax.random.key(2), (4, 2))
+  t = jnp.array([0.01, 0.2, 0.5, 0.95])
+  for name in sde_lib.SDE_NAMES:
+    sde = sde_lib.make_sde(name)
+    model = analytic.mixture_denoiser(sde, MEAN[None], STD[None], objective="dsm",
+                                      prediction="score")
+    drift, _ = sde_lib.reverse_sde(sde, model.score, x, t, probability_flow=True)
+    np.testing.assert_allclose(model.velocity(x, t), drift, rtol=2e-4, atol=2e-4 * (
+        sde.prior_std()))
+
+
+def _max_errors(path, method, steps, prediction="velocity"):
+  model = _model(path, prediction)
+  x_T = np.asarray(jax.random.normal(jax.random.key(0), (64, 2)))
+  exact = analytic.gaussian_flow_map(path, MEAN, STD, x_T, EPS)
+  return np.array([float(np.abs(np.asarray(table.sample(
+      method, model, None, x_T.shape, x_T=jnp.asarray(x_T), num_steps=n, eps=EPS,
+      denoise=False)[0]) - exact).max()) for n in steps])
+
+
+@pytest.mark.parametrize("name", paths.PATH_NAMES)
+def test_flow_euler_and_heun_converge_at_orders_one_and_two(name):
+  """Against the exact map 1 → eps: the error halves (Euler) and quarters (Heun) as the
+  steps double (slopes measured 0.95–0.97 and 1.71–1.91 from 8 to 32 steps)."""
+  path = paths.make_path(name)
+  steps = (8, 16, 32)
+  euler, heun = (_max_errors(path, m, steps) for m in ("flow_euler", "flow_heun"))
+  slope = lambda e: np.log2(e[:-1] / e[1:])  # noqa: E731
+  assert np.all((slope(euler) > 0.85) & (slope(euler) < 1.15)), euler
+  assert np.all((slope(heun) > 1.6) & (slope(heun) < 2.3)), heun
+  assert heun[-1] < 0.1 * euler[-1]
+
+
+def test_flow_euler_on_the_linear_path_is_ddim():
+  """On the linear path Euler's step x + h v is α_{i+1} x̂_0 + σ_{i+1} ε̂ exactly (DDIM)."""
+  path = paths.LinearPath()
+  model = _model(path)
+  x = jax.random.normal(jax.random.key(3), (8, 2))
+  t, t_next = jnp.full((8,), 0.7), jnp.full((8,), 0.45)
+  p = model.predict(x, t)
+  np.testing.assert_allclose(x + (t_next - t)[:, None] * model.velocity(x, t),
+                             0.55 * p.x0 + 0.45 * p.eps, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["dpm_solver", "unipc", "edm"])
+def test_lambda_samplers_converge_on_a_flow_model(method):
+  """DPM-Solver++ (2M), UniPC (bh2) and EDM's Heun step a flow model in λ from lambda_start,
+  where α > 0: against the exact map from there the error falls at order ≥ 1.6 from 40 to 80
+  steps and is below 0.02 at 80 (measured on the cosine path: 3.4e-3, 7.3e-4, 8.9e-3; the VP
+  SDE's own: 1.9e-3, 3.0e-4, 4.6e-3 over its shorter λ range)."""
+  path = paths.CosinePath()
+  model = _model(path)
+  x_T = np.asarray(jax.random.normal(jax.random.key(4), (64, 2)))
+  exact = analytic.gaussian_flow_map(path, MEAN, STD, x_T, EPS, t_from=grids.start(path))
+  errors = np.array([float(np.abs(np.asarray(table.sample(
+      method, model, None, x_T.shape, x_T=jnp.asarray(x_T), num_steps=n, eps=EPS,
+      denoise=False)[0]) - exact).max()) for n in (40, 80)])
+  assert np.log2(errors[0] / errors[1]) > 1.6 and errors[1] < 0.02, errors
+
+
+def test_ode_sampler_runs_a_flow_model_from_t_one():
+  """The diffrax probability-flow ODE (tsit5) integrates the flow model's velocity from the
+  exact prior at t = 1 (α = 0) to the exact map's end within 2e-3."""
+  path = paths.CosinePath()
+  x_T = np.asarray(jax.random.normal(jax.random.key(4), (64, 2)))
+  exact = analytic.gaussian_flow_map(path, MEAN, STD, x_T, EPS)
+  out, info = table.sample("ode", _model(path), None, x_T.shape, x_T=jnp.asarray(x_T),
+                           eps=EPS, denoise=False)
+  assert float(np.abs(np.asarray(out) - exact).max()) < 2e-3
+  assert info["nfe"] > 0
+
+
+@pytest.mark.parametrize("name", paths.PATH_NAMES)
+def test_flow_sde_reproduces_the_data_moments(name):
+  """Euler–Maruyama on the reverse SDE with g² = σ(t) (200 steps) from N(0, I): sample mean
+  and standard deviation within 4 standard errors of the data's."""
+  n = 4000
+  out, info = table.sample("flow_sde", _model(paths.make_path(name)), jax.random.key(5),
+                           (n, 2), num_steps=200)
+  out = np.asarray(out, np.float64)
+  assert info["nfe"] == 201
+  assert np.all(np.abs(out.mean(0) - MEAN) < 4 * STD / np.sqrt(n))
+  assert np.all(np.abs(out.std(0) - STD) < 4 * STD / np.sqrt(2 * n))
+
+
+def test_flow_sde_separates_a_mixture():
+  """On a two-mode mixture (weights 0.3, 0.7) the stochastic sampler's mode fractions are the
+  weights within 4 standard errors."""
+  means, weights, n = np.array([[-2.0, 0.0], [2.0, 0.0]]), np.array([0.3, 0.7]), 2000
+  model = _model(paths.LinearPath(), means=means, stds=np.full((2, 2), 0.3), weights=weights)
+  out, _ = table.sample("flow_sde", model, jax.random.key(6), (n, 2), num_steps=100)
+  frac = np.array([np.mean(np.asarray(out)[:, 0] < 0), np.mean(np.asarray(out)[:, 0] >= 0)])
+  assert np.all(np.abs(frac - weights) < 4 * np.sqrt(weights * (1 - weights) / n))
+
+
+@pytest.mark.parametrize("name", paths.PATH_NAMES)
+def test_flow_nll_equals_the_exact_gaussian_nll(name):
+  """log p of points by the PF-ODE of the exact flow model from the exact prior at t = 1 vs
+  log N(x; α μ, α² s² + σ²) at eps: within 0.01 nats/dim."""
+  path = paths.make_path(name)
+  x = MEAN + STD * np.random.default_rng(0).normal(size=(128, 2))
+  a, s, _, _ = _coef(path, [1e-5])
+  exact = stats.norm.logpdf(x, a * MEAN, np.sqrt(a**2 * STD**2 + s**2)).sum(1)
+  lp, _ = likelihood.ode_log_likelihood(_model(path), jnp.asarray(x, jnp.float32),
+                                        jax.random.key(0), method="exact")
+  assert float(np.max(np.abs(np.asarray(lp) - exact))) / 2 < 0.01
+
+
+@pytest.mark.parametrize("name", paths.PATH_NAMES)
+def test_vp_and_flow_models_are_one_ode(name):
+  """The exact model of a two-mode mixture on the VP SDE and on a flow path, written in
+  x̃ = x/α and σ̃ = σ/α, has the same ODE dx̃/dσ̃ = (x̃ − D(x̃; σ̃))/σ̃: both velocities
+  (through their own α, σ, α', σ') give the same field, and it is the closed form's."""
+  means, stds = np.array([[-1.0, 0.5], [1.5, -0.5]]), np.full((2, 2), 0.4)
+  vp, path = sde_lib.VPSDE(), paths.make_path(name)
+  x_tilde = jax.random.normal(jax.random.key(7), (6, 2)) * 2
+  t_vp = jnp.linspace(0.1, 0.9, 6)
+  a_vp, s_vp, _, _ = _coef(vp, t_vp)
+  sigma_tilde = s_vp / a_vp
+  t_path = grids.time_of_log_snr(path, -np.log(sigma_tilde), 0.0, 1.0)
+
+  def field(process, model, t):
+    a, s, da, ds = (v[:, None] for v in _coef(process, t))
+    x = a * np.asarray(x_tilde, np.float64)
+    v = np.asarray(model.velocity(jnp.asarray(x, jnp.float32), jnp.asarray(t, jnp.float32)))
+    return (v / a - x * da / a**2) / ((ds * a - s * da) / a**2)
+
+  got_vp = field(vp, analytic.mixture_denoiser(vp, means, stds, objective="dsm",
+                                               prediction="score"), t_vp)
+  got_flow = field(path, _model(path, means=means, stds=stds), t_path)
+  d = np.asarray(analytic.mixture_denoiser(paths.LinearPath(), means, stds, objective="flow",
+                                           prediction="x0").x0(
+      jnp.asarray(x_tilde / (1 + sigma_tilde[:, None]), jnp.float32),
+      jnp.asarray(sigma_tilde / (1 + sigma_tilde), jnp.float32)))
+  closed = (np.asarray(x_tilde) - d) / sigma_tilde[:, None]
+  np.testing.assert_allclose(got_flow, got_vp, rtol=2e-3, atol=2e-3)
+  np.testing.assert_allclose(got_vp, closed, rtol=2e-3, atol=2e-3)
+
+
+def _irreducible(path, t_sampler="uniform", **options):
+  """E_t Var(α' x_0 + σ' ε | x_t) per dimension, averaged over the dims, by quadrature over
+  t ∈ [0, 1] against the sampler's density (Gaussian data: Var(u) − Cov(u, x)²/Var(x))."""
+  def at(t):
+    a, s, da, ds = (float(v[0]) for v in _coef(path, [t]))
+    var_x = a**2 * STD**2 + s**2
+    return np.mean(da**2 * STD**2 + ds**2 - (a * da * STD**2 + s * ds)**2 / var_x)
+  if t_sampler == "uniform":
+    return integrate.quad(at, 0, 1, limit=200)[0]
+  m, s = options["logit_mean"], options["logit_std"]
+  density = lambda t: stats.norm.pdf((np.log(t / (1 - t)) - m) / s) / (s * t * (1 - t))  # noqa: E731
+  return integrate.quad(lambda t: at(t) * density(t), 1e-9, 1 - 1e-9, limit=200)[0]
+
+
+@pytest.mark.parametrize("name,t_sampler", [("linear", "uniform"), ("cosine", "uniform"),
+                                            ("linear", "logit_normal")])
+def test_flow_loss_of_the_exact_velocity_is_its_irreducible_part(name, t_sampler):
+  """The Monte-Carlo flow-matching loss of the exact velocity (16k draws) equals the
+  quadrature of E[Var(v | x_t)] within 4 standard errors."""
+  path = paths.make_path(name)
+  options = {"logit_mean": 0.3, "logit_std": 0.8} if t_sampler == "logit_normal" else {}
+  x0 = MEAN + STD * jax.random.normal(jax.random.key(8), (16_384, 2))
+  keys = jax.random.split(jax.random.key(9), x0.shape[0])
+  _, metrics = flow.flow_loss(_model(path).velocity, path, x0, keys, t_sampler=t_sampler,
+                              **options)
+  per = np.asarray(metrics["per_example_loss"], np.float64)
+  assert abs(per.mean() - _irreducible(path, t_sampler, **options)) < 4 * per.std() / np.sqrt(
+      len(per))
+
+
+@pytest.mark.parametrize("weighting,prediction", [("eps", "eps"), ("x0", "x0")])
+def test_loss_weightings_are_the_eps_and_x0_mse(weighting, prediction):
+  """For a wrong model, the weighted velocity MSE equals the MSE of its ε̂ or x̂_0, computed
+  directly from the draws."""
+  path = paths.CosinePath()
+  model = _model(path, means=MEAN[None] + 0.5, stds=STD[None] * 1.3)
+  x0 = MEAN + STD * jax.random.normal(jax.random.key(10), (512, 2))
+  keys = jax.random.split(jax.random.key(11), 512)
+  _, m = flow.flow_loss(model.velocity, path, x0, keys, weighting=weighting)
+  t_keys, z_keys = jax.vmap(jax.random.split, out_axes=1)(keys)
+  eps = jax.vmap(lambda k: jax.random.normal(k, (2,)))(z_keys)
+  t = m["t"]
+  a, s = path.marginal_coef(t)
+  x_t = a[:, None] * x0 + s[:, None] * eps
+  p = model.predict(x_t, t)
+  direct = jnp.mean((p.eps - eps)**2 if prediction == "eps" else (p.x0 - x0)**2, axis=1)
+  np.testing.assert_allclose(m["per_example_loss"], direct, rtol=2e-3, atol=1e-6)
+
+
+def test_time_samplers():
+  """logit_normal: logit t ~ N(m, s²) (moments of 20k draws); mode: t(u) is SD3's map, monotone
+  exactly up to the gate's bound 2/(π − 2) and not beyond; uniform: t = u."""
+  u = jax.random.uniform(jax.random.key(12), (20_000,))
+  n = jax.random.normal(jax.random.key(13), (20_000,))
+  t = np.asarray(flow.sample_t(u, n, "logit_normal", logit_mean=0.4, logit_std=1.3), np.float64)
+  logit = np.log(t / (1 - t))
+  assert abs(logit.mean() - 0.4) < 4 * 1.3 / np.sqrt(len(t))
+  assert abs(logit.std() - 1.3) < 4 * 1.3 / np.sqrt(2 * len(t))
+  np.testing.assert_allclose(flow.sample_t(u, n, "uniform"), np.maximum(u, flow.T_MIN))
+  grid = jnp.linspace(0.0, 0.999, 2001)
+  for scale, monotone in ((flow.MODE_SCALE_MAX * 0.999, True), (flow.MODE_SCALE_MAX * 1.05, False)):
+    steps = np.diff(np.asarray(flow.sample_t(grid, grid, "mode", mode_scale=scale)))
+    assert bool(np.all(steps <= 0)) is monotone
+  with pytest.raises(ValueError, match="logit_normal"):
+    flow.sample_t(u, n, "lognorm")
+
+
+class _MLP(nn.Module):
+  """v(x, t): a small MLP of x and sin/cos features of t."""
+
+  @nn.compact
+  def __call__(self, x, t):
+    k = jnp.arange(1, 5)
+    h = jnp.concatenate([x, jnp.sin(t[:, None] * k), jnp.cos(t[:, None] * k)], 1)
+    for _ in range(3):
+      h = nn.silu(nn.Dense(128)(h))
+    return nn.Dense(x.shape[-1])(h)
+
+
+@pytest.mark.slow
+def test_a_trained_mlp_approaches_the_irreducible_loss_of_a_mixture():
+  """Flow matching trains a velocity MLP (Adam, 1000 steps of 512) on a three-mode 2-D
+  mixture: on 65k fresh draws its loss exceeds the exact velocity's (the irreducible part)
+  by under 3% of what the exact velocity explains beyond v = 0 (measured 0.9%)."""
+  means, stds = jnp.array([[-1.0, 0.5], [1.0, -0.5], [0.0, 1.2]]), jnp.full((3, 2), 0.2)
+  path, mlp = paths.LinearPath(), _MLP()
+
+  def draw(key, n):
+    k1, k2 = jax.random.split(key)
+    c = jax.random.randint(k1, (n,), 0, 3)
+    return means[c] + stds[c] * jax.random.normal(k2, (n, 2)), jax.random.split(k2, n)
+
+  def velocity(params):
+    return denoiser.Denoiser.from_fn(jax.tree_util.Partial(mlp.apply, params), path,
+                                     predicts="velocity").velocity
+
+  def loss(params, key):
+    return flow.flow_loss(velocity(params), path, *draw(key, 512))[0]
+
+  opt = optax.adam(optax.cosine_decay_schedule(3e-3, 1000))
+  params = mlp.init(jax.random.key(0), jnp.zeros((1, 2)), jnp.zeros((1,)))
+
+  @jax.jit
+  def step(carry, key):
+    params, state = carry
+    grad = jax.grad(loss)(params, key)
+    updates, state = opt.update(grad, state)
+    return (optax.apply_updates(params, updates), state), None
+
+  (params, _), _ = jax.lax.scan(step, (params, opt.init(params)),
+                                jax.random.split(jax.random.key(1), 1000))
+  x0, keys = draw(jax.random.key(2), 65_536)
+  exact = _model(path, means=means, stds=stds)
+  trained, best, zero = (float(flow.flow_loss(v, path, x0, keys)[0]) for v in (
+      velocity(params), exact.velocity, lambda x, t: jnp.zeros_like(x)))
+  assert -1e-3 < trained - best < 0.03 * (zero - best), (trained, best, zero)
