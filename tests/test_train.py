@@ -281,7 +281,7 @@ def test_path_fields_are_set_from_the_command_line():
       "/x/{split}.npz", "/d", "/c")
 
 
-@pytest.mark.parametrize("objective", ["ddpm", "dsm"])
+@pytest.mark.parametrize("objective", ["ddpm", "dsm", "flow"])
 def test_bpd_mode(tmp_path, objective):
   from ddpm_jax.modes import bpd
   config = tiny_config(**{"training.objective": objective, "sampling.method":
