@@ -305,6 +305,23 @@ class _MLP(nn.Module):
     return nn.Dense(x.shape[-1])(h)
 
 
+def _train_mlp(loss, steps: int = 1000):
+  """MLP parameters after `steps` Adam steps (cosine decay from 3e-3) of loss(params, key)."""
+  mlp = _MLP()
+  opt = optax.adam(optax.cosine_decay_schedule(3e-3, steps))
+  params = mlp.init(jax.random.key(0), jnp.zeros((1, 2)), jnp.zeros((1,)))
+
+  @jax.jit
+  def step(carry, key):
+    params, state = carry
+    updates, state = opt.update(jax.grad(loss)(params, key), state)
+    return (optax.apply_updates(params, updates), state), None
+
+  (params, _), _ = jax.lax.scan(step, (params, opt.init(params)),
+                                jax.random.split(jax.random.key(1), steps))
+  return params
+
+
 @pytest.mark.slow
 def test_a_trained_mlp_approaches_the_irreducible_loss_of_a_mixture():
   """Flow matching trains a velocity MLP (Adam, 1000 steps of 512) on a three-mode 2-D
@@ -325,18 +342,7 @@ def test_a_trained_mlp_approaches_the_irreducible_loss_of_a_mixture():
   def loss(params, key):
     return flow.flow_loss(velocity(params), path, *draw(key, 512))[0]
 
-  opt = optax.adam(optax.cosine_decay_schedule(3e-3, 1000))
-  params = mlp.init(jax.random.key(0), jnp.zeros((1, 2)), jnp.zeros((1,)))
-
-  @jax.jit
-  def step(carry, key):
-    params, state = carry
-    grad = jax.grad(loss)(params, key)
-    updates, state = opt.update(grad, state)
-    return (optax.apply_updates(params, updates), state), None
-
-  (params, _), _ = jax.lax.scan(step, (params, opt.init(params)),
-                                jax.random.split(jax.random.key(1), 1000))
+  params = _train_mlp(loss, 1000)
   x0, keys = draw(jax.random.key(2), 65_536)
   exact = _model(path, means=means, stds=stds)
   trained, best, zero = (float(flow.flow_loss(v, path, x0, keys)[0]) for v in (
@@ -407,3 +413,44 @@ def test_classifier_free_guidance_on_a_flow_path():
     mine = out[np.arange(n) % 2 == k]
     np.testing.assert_allclose(mine.mean(0), means[k], atol=4 * std / np.sqrt(len(mine)) + 0.01)
     np.testing.assert_allclose(mine.std(0), std, rtol=0.1)
+
+
+@pytest.mark.slow
+def test_reflow_straightens_the_flow_and_one_euler_step_improves():
+  """Reflow on a two-mode 2-D mixture: pairs (ODE(z), z) of the exact velocity (1-RF's limit,
+  Heun, 50 steps) train an MLP on the coupled noise (2-RF). Its straightness on its own pairs
+  is under 0.05× the exact flow's (measured 0.42 → 3.8e-4), and one Euler step from z lands
+  closer to its own ODE's end: mean distance under 0.2× (measured 1.52 → 0.054)."""
+  means, stds = jnp.array([[-1.5, 0.0], [1.5, 0.0]]), jnp.full((2, 2), 0.25)
+  path, mlp, n = paths.LinearPath(), _MLP(), 4096
+  exact = _model(path, means=means, stds=stds)
+
+  def pairs(model, key):
+    z = jax.random.normal(key, (n, 2))
+    x, _ = table.sample("flow_heun", model, None, (n, 2), x_T=z, num_steps=50)
+    return x, z
+
+  def one_step_error(model, x, z):
+    jump = z - model.velocity(z, jnp.ones((n,)))
+    return float(jnp.mean(jnp.linalg.norm(jump - x, axis=1)))
+
+  x, z = pairs(exact, jax.random.key(16))
+  keys = jax.random.split(jax.random.key(17), n)
+  straight_1 = float(jnp.mean(flow.straightness(exact.velocity, path, x, z, keys)))
+  step_1 = one_step_error(exact, x, z)
+
+  def student(params):
+    return denoiser.Denoiser.from_fn(jax.tree_util.Partial(mlp.apply, params), path,
+                                     predicts="velocity")
+
+  def loss(params, key):
+    i = jax.random.randint(key, (512,), 0, n)
+    return flow.flow_loss(student(params).velocity, path, x[i], jax.random.split(key, 512),
+                          coupled_noise=z[i])[0]
+
+  reflowed = student(_train_mlp(loss, 1500))
+  x2, z2 = pairs(reflowed, jax.random.key(18))
+  straight_2 = float(jnp.mean(flow.straightness(reflowed.velocity, path, x2, z2, keys)))
+  step_2 = one_step_error(reflowed, x2, z2)
+  assert straight_2 < 0.05 * straight_1, (straight_1, straight_2)
+  assert step_2 < 0.2 * step_1, (step_1, step_2)

@@ -13,6 +13,11 @@ Times t are drawn by `t_sampler`:
   mode          t = 1 − u − c (cos²(πu/2) − 1 + u), u ~ U[0, 1) (SD3's mode sampling, scale c
                 ∈ [−1, 2/(π − 2)]: c > 0 puts more weight on the middle of the path);
 and kept at ≥ 10⁻⁵, where an x̂_0 network's ε̂ = (x − α x̂_0)/σ divides by σ.
+
+Reflow (Liu et al. 2023) trains on coupled pairs (x_0, ε) = (ODE(z), z) drawn from a trained
+flow model instead of independent ones (`noise`); its straightness on such pairs,
+S = E_t ‖(ε − x_0) − v̂(x_t, t)‖² (`straightness`, on the linear path), is 0 exactly when every
+trajectory is a straight line, where one Euler step is exact.
 """
 
 from __future__ import annotations
@@ -62,14 +67,15 @@ def loss_weight(path, t, weighting: str):
 
 def flow_loss(velocity_fn: Callable, path, x0, keys, *, t_sampler: str = "uniform",
               logit_mean: float = 0.0, logit_std: float = 1.0, mode_scale: float = 1.29,
-              weighting: str = "velocity"):
-  """The flow-matching loss on a batch x0, example i's t and ε from keys[i]. Returns
-  (loss, metrics)."""
+              weighting: str = "velocity", coupled_noise=None):
+  """The flow-matching loss on a batch x0, example i's t and ε from keys[i], or ε the
+  `coupled_noise` paired with x0 (reflow). Returns (loss, metrics)."""
   t_keys, z_keys = noise.split(keys)
   u_keys, n_keys = noise.split(t_keys)
   t = sample_t(noise.uniform(u_keys), jax.vmap(lambda k: jax.random.normal(k, ()))(n_keys),
                t_sampler, logit_mean=logit_mean, logit_std=logit_std, mode_scale=mode_scale)
-  eps = noise.normal(z_keys, x0.shape[1:], x0.dtype)
+  eps = (noise.normal(z_keys, x0.shape[1:], x0.dtype) if coupled_noise is None
+         else coupled_noise.astype(x0.dtype))
   (alpha, sigma), (d_alpha, d_sigma) = path.marginal_coef(t), paths.marginal_rates(path, t)
   x_t = per_example(alpha, x0) * x0 + per_example(sigma, x0) * eps
   target = per_example(d_alpha, x0) * x0 + per_example(d_sigma, x0) * eps
@@ -77,3 +83,15 @@ def flow_loss(velocity_fn: Callable, path, x0, keys, *, t_sampler: str = "unifor
   per = loss_weight(path, t, weighting) * jnp.mean(err**2, axis=tuple(range(1, x0.ndim)))
   loss = jnp.mean(per)
   return loss, {"loss": loss, "per_example_loss": per, "t": t}
+
+
+def straightness(velocity_fn: Callable, path, x0, x1, keys):
+  """Per-example S = ‖(x_1 − x_0) − v̂(x_t, t)‖² / D at one t ~ U[0, 1) from keys[i], with
+  x_t = α x_0 + σ x_1 (Liu et al. 2023's straightness, for pairs (x_0, x_1) = (ODE(z), z) of
+  the model's own coupling; on the linear path x_1 − x_0 is the pair's constant velocity)."""
+  t = noise.uniform(keys)
+  (alpha, sigma), (d_alpha, d_sigma) = path.marginal_coef(t), paths.marginal_rates(path, t)
+  x_t = per_example(alpha, x0) * x0 + per_example(sigma, x0) * x1
+  err = velocity_fn(x_t, t).astype(jnp.float32) - (per_example(d_alpha, x0) * x0
+                                                   + per_example(d_sigma, x0) * x1)
+  return jnp.mean(err**2, axis=tuple(range(1, x0.ndim)))

@@ -89,8 +89,8 @@ def _edm_loss(process, make_denoiser, *, sigma_data, p_mean, p_std):
 
 
 def _flow_loss(process, make_denoiser, **options):
-  return lambda net, x0, keys, probs=None, labels=None: flow.flow_loss(
-      make_denoiser(net).velocity, process, x0, keys, **options)
+  return lambda net, x0, keys, probs=None, labels=None, coupled_noise=None: flow.flow_loss(
+      make_denoiser(net).velocity, process, x0, keys, coupled_noise=coupled_noise, **options)
 
 
 _VP, _VE = ("vp", "subvp"), ("ve",)
