@@ -57,6 +57,7 @@ from ddpm_jax.modes import (
   export_weights,
   import_weights,
   phema,
+  reflow,
   sample,
   train,
 )
@@ -65,7 +66,8 @@ from ddpm_jax.training import checkpoint
 MODES = {"train": train.train_and_evaluate, "sample": sample.sample_from_checkpoint,
          "bpd": bpd.evaluate_bpd, "eval": evaluate.evaluate,
          "import": import_weights.import_weights, "export": export_weights.export_weights,
-         "edit": edit.edit_images, "phema": phema.reconstruct_ema}
+         "edit": edit.edit_images, "phema": phema.reconstruct_ema,
+         "reflow": reflow.draw_pairs}
 PATH_FLAGS = {"import": ("import_from", "source"), "export": ("export_to", "target")}
 
 FLAGS = flags.FLAGS

@@ -4,6 +4,9 @@ exact probability-flow map, every ODE sampler on a flow model, the stochastic sa
 moments, the exact likelihood, the loss's irreducible part by quadrature, and the VP and flow
 families as one ODE."""
 
+import json
+import os
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -454,3 +457,60 @@ def test_reflow_straightens_the_flow_and_one_euler_step_improves():
   step_2 = one_step_error(reflowed, x2, z2)
   assert straight_2 < 0.05 * straight_1, (straight_1, straight_2)
   assert step_2 < 0.2 * step_1, (step_1, step_2)
+
+
+@pytest.mark.slow
+def test_mode_reflow_writes_resumable_pairs_that_train_the_next_rectification(tmp_path):
+  """--mode reflow on a trained flow workdir writes (z, ODE(z)) pairs (the saved image is the
+  sampler's output for the saved noise), resumes a lost chunk identically, reports
+  straightness and the one-step error; a second run trains on the pairs with their noise
+  (the loss changes with it); the gate refuses a stochastic sampler, a non-flow objective and
+  FID against pairs."""
+  from conftest import tiny_config
+
+  from ddpm_jax.config import build, validate
+  from ddpm_jax.data import batches, sources
+  from ddpm_jax.infra import files, parallel
+  from ddpm_jax.modes import reflow, runs, train
+
+  flow_run = {"training.objective": "flow", "sampling.method": "flow_euler",
+              "model.conditional": True}
+  config = tiny_config(**flow_run, **{"reflow.num_pairs": 20})
+  train.train_and_evaluate(config, str(tmp_path / "rf1"))
+  folder = reflow.draw_pairs(config, str(tmp_path / "rf1"))
+  chunks = [files.load_npz(f"{folder}/chunk_{i:05d}.npz") for i in range(3)]
+  assert [len(c["image"]) for c in chunks] == [8, 8, 4]
+  run, params, _ = runs.load_run(config, str(tmp_path / "rf1"), "reflow")
+  x, _ = run.plan.sample_fn(params, None, 8, first_index=8, x=chunks[1]["noise"])
+  np.testing.assert_allclose(parallel.to_host(x), chunks[1]["image"], atol=1e-5)
+  np.testing.assert_array_equal(chunks[1]["label"], np.arange(8, 16) % 10)
+  os.remove(f"{folder}/chunk_00001.npz")
+  reflow.draw_pairs(config, str(tmp_path / "rf1"))
+  again = files.load_npz(f"{folder}/chunk_00001.npz")
+  np.testing.assert_allclose(again["image"], chunks[1]["image"], atol=1e-6)
+  report = json.loads(open(f"{folder}/pairs.json").read())
+  assert report["num_pairs"] == 20 and report["straightness"] > 0 and report["one_step"] > 0
+
+  pairs = tiny_config(**flow_run, **{"data.dataset": "pairs", "data.path": folder,
+                                     "training.batch_size": 8})
+  source = sources.open_source("pairs", path=folder)
+  batch = batches.get_batch(source, 0, global_batch=8, image_size=8, seed=0)
+  idx = batches.batch_indices(20, 8, 0, 0)
+  np.testing.assert_array_equal(batch["noise"], source.noise[idx])
+  plan = validate.validate(pairs, "train")
+
+  def loss(batch):  # a fresh state each time: the step donates it
+    state = parallel.replicate(build.train_state(pairs, plan.model, plan.shape), plan.mesh)
+    return float(plan.step_fn(state, parallel.shard_batch(batch, plan.mesh))[1]["loss"])
+  on, off = loss(batch), loss({**batch, "noise": batch["noise"] + 1.0})
+  assert np.isfinite(on) and abs(on - off) > 1e-3
+  train.train_and_evaluate(pairs, str(tmp_path / "rf2"))
+
+  with pytest.raises(ValueError, match="deterministic ODE sampler"):
+    validate.validate(tiny_config(**{**flow_run, "sampling.method": "flow_sde"}), "reflow")
+  with pytest.raises(ValueError, match="pairs of a flow model"):
+    validate.validate(tiny_config(), "reflow")
+  with pytest.raises(ValueError, match="real data"):
+    validate.validate(pairs, "eval")
+  with pytest.raises(ValueError, match="train training.objective 'flow'"):
+    validate.validate(tiny_config(**{"data.dataset": "pairs", "data.path": folder}), "train")

@@ -71,6 +71,8 @@ SECTIONS = {
     "training": "The training loop, its objective and its cadence.",
     "optim": "Adam with warm-up and gradient clipping (optax).",
     "phema": "--mode phema: the EMA length to reconstruct from post-hoc EMA snapshots.",
+    "reflow": "--mode reflow: (noise, sample) pairs of a flow model, to train the next "
+              "rectification on (data.dataset 'pairs').",
     "edit": "--mode edit: SDEdit and inpainting.",
     "sampling": "The sampler (sampling.method) and its options; each sampler reads only its own.",
     "eval": "--mode bpd: bits/dim of a data split.",
@@ -99,10 +101,13 @@ FIELDS = (
           check=_at_least(0),
           want="0 (the device's memory) or a number of GiB"),
     # data
-    Field("data.dataset", "digits", "\"digits\" (embedded), \"npz\", \"folder\", or a tfds name"),
+    Field("data.dataset", "digits",
+          "\"digits\" (embedded), \"npz\", \"folder\", \"pairs\" (--mode reflow's, in "
+          "data.path), or a tfds name"),
     Field("data.split", "train", "the split trained on"),
     Field("data.data_dir", "", "tfds data_dir holding the prepared (array_record) dataset"),
-    Field("data.path", "", "the .npz file or image folder; \"{split}\" → the split"),
+    Field("data.path", "",
+          "the .npz file, image folder or folder of pairs; \"{split}\" → the split"),
     Field("data.image_size", 32,
           "the side of the square images the network is trained on",
           check=_positive,
@@ -278,6 +283,10 @@ FIELDS = (
           "the standard deviation of ln σ in training",
           check=_positive,
           want="positive, e.g. 1.2"),
+    # reflow
+    Field("reflow.num_pairs", 50_000,
+          "pairs --mode reflow draws (in batches of sampling.batch_size)",
+          check=_positive_int, want="a positive number of pairs"),
     # flow
     Field("flow.path", "linear",
           "linear (α = 1 − t, σ = t: rectified flow) | cosine (α = cos πt/2, σ = sin πt/2)",
@@ -444,7 +453,7 @@ FIELDS = (
           "samples per batch of --mode sample and edit",
           check=_positive,
           want="at least 1",
-          read_by="--mode sample and edit"),
+          read_by="--mode sample, edit and reflow"),
     Field("sampling.predictor", "reverse_diffusion",
           "pc: euler_maruyama | reverse_diffusion | ancestral | none"),
     Field("sampling.corrector", "langevin", "pc: langevin | ald | none"),

@@ -19,7 +19,7 @@ from ddpm_jax.objectives import augment, rows
 from ddpm_jax.samplers import table
 from ddpm_jax.training import power_ema
 
-MODES = ("train", "sample", "bpd", "eval", "import", "export", "edit", "phema")
+MODES = ("train", "sample", "bpd", "eval", "import", "export", "edit", "phema", "reflow")
 
 
 BY_NAME = {f.name: f for f in fields.FIELDS}
@@ -88,6 +88,7 @@ def check(config) -> None:
   _check_objective(config)
   _check_network(config)
   _check_phema(config)
+  _check_pairs(config)
   t, k = config.training, config.training.steps_per_dispatch
   if t.num_train_steps % k or t.checkpoint_every % k or t.log_every % k or t.phema_every % k:
     raise ValueError(f"training.steps_per_dispatch={k} must divide num_train_steps, "
@@ -180,6 +181,21 @@ def _check_network(config) -> None:
     raise ValueError(f"training.augment_p feeds {labels} augment labels to the network: set "
                      f"model.name 'song_unet' or 'dhariwal_unet' with model.augment_dim="
                      f"{labels} (now {m.name!r}, {m.augment_dim}).")
+
+
+def _check_pairs(config) -> None:
+  """Reflow's pairs (data.dataset 'pairs') train a flow model, coupling kept: no flips, no
+  augmentation."""
+  if config.data.dataset != "pairs":
+    return
+  t = config.training
+  if t.objective != "flow":
+    raise ValueError(f"data.dataset 'pairs' holds a flow model's (noise, sample) pairs, which "
+                     f"train training.objective 'flow' (reflow), not {t.objective!r}.")
+  if config.data.random_flip or t.augment_p > 0:
+    raise ValueError("Reflow's pairs keep their coupling: set data.random_flip=False and "
+                     "training.augment_p=0 (a flipped or augmented image is no longer its "
+                     "noise's sample).")
 
 
 def _check_phema(config) -> None:

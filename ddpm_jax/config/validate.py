@@ -21,7 +21,7 @@ from ddpm_jax.infra import compile_cache, parallel
 from ddpm_jax.objectives import rows
 
 BATCH_FIELDS = {"train": "training.batch_size", "sample": "sampling.batch_size",
-                "edit": "sampling.batch_size",
+                "edit": "sampling.batch_size", "reflow": "sampling.batch_size",
                 "bpd": "eval.batch_size", "eval": "fid.chunk_size"}
 
 
@@ -80,6 +80,10 @@ def validate(config, mode: str, overrides: Mapping | None = None,
     raise ValueError("--mode phema reconstructs from the snapshots of a run trained with "
                      "training.phema_sigma_rels (e.g. (0.05, 0.10)); set it as the run was "
                      "trained.")
+  if mode in ("eval", "bpd") and config.data.dataset == "pairs":
+    raise ValueError(f"--mode {mode} measures against real data, not reflow's pairs: set "
+                     f"--config.data.dataset (and data.path) to the data of the first "
+                     f"rectification.")
   plan = _build(recorder, mode, mesh, batch_field)
   # training.phema_sigma_rels: the checkpoint's layout (its EMA profiles), in every mode.
   read = frozenset(recorder.seen | reads.expand(config, mode_reads)
@@ -112,6 +116,9 @@ def _build(config, mode: str, mesh, batch_field) -> Plan:
           config.edit.t_start)
     plan = dataclasses.replace(plan, classifier=clf, sample_fn=sampler.make_sampler(
         config, model, shape, mesh, None if clf is None else clf.module, t_start))
+  elif mode == "reflow":
+    _check_reflow(config)
+    plan = dataclasses.replace(plan, sample_fn=sampler.make_sampler(config, model, shape, mesh))
   elif mode == "train" and not build.classifies(config):
     plan = dataclasses.replace(plan, sample_fn=sampler.make_sampler(config, model, shape, mesh))
   if mode == "train":
@@ -129,6 +136,21 @@ def _build(config, mode: str, mesh, batch_field) -> Plan:
   if mode in ("import", "export"):
     build.denoiser(config)  # the weight formats state the process and the prediction
   return plan
+
+
+REFLOW_SAMPLERS = ("ode", "flow_euler", "flow_heun", "dpm_solver", "unipc", "edm")
+
+
+def _check_reflow(config) -> None:
+  """--mode reflow draws pairs of a flow model by a deterministic map of its noise."""
+  if config.training.objective != "flow":
+    raise ValueError(f"--mode reflow draws (noise, sample) pairs of a flow model "
+                     f"(training.objective 'flow'), not {config.training.objective!r}.")
+  s = config.sampling
+  if s.method not in REFLOW_SAMPLERS or (s.method == "edm" and s.edm_churn > 0):
+    raise ValueError(f"--mode reflow needs a deterministic ODE sampler, one of "
+                     f"{REFLOW_SAMPLERS} (edm without churn), not sampling.method "
+                     f"{s.method!r}; set --config.sampling.method.")
 
 
 def _edit_inputs(config, shape, clf) -> edit_inputs.Inputs:

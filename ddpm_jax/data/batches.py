@@ -53,16 +53,19 @@ def get_batch(source, step: int, *, global_batch: int, image_size: int, seed: in
               random_flip: bool = False, process_index: int = 0,
               process_count: int = 1) -> dict[str, np.ndarray]:
   """This host's part of global batch `step`: {"image": [b, S, S, C] float32 in [−1, 1],
-  "label": [b] int32 (zeros for unlabeled data)}."""
+  "label": [b] int32 (zeros for unlabeled data)}, and from reflow's pairs (a PairSource, not
+  flipped) "noise": the images' own [b, S, S, C]."""
   idx = batch_indices(len(source), global_batch, step, seed)
   per_host = global_batch // process_count
   idx = idx[process_index * per_host:(process_index + 1) * per_host]
   images, labels = source.get(idx)
+  labels = np.zeros(len(idx), np.int32) if labels is None else np.asarray(labels, np.int32)
+  if isinstance(source, sources.PairSource):
+    return {"image": images, "label": labels, "noise": source.noise[idx]}
   flips = (np.random.default_rng([seed, step, 1]).random(global_batch) < 0.5
            if random_flip else np.zeros(global_batch, bool))
   flips = flips[process_index * per_host:(process_index + 1) * per_host]
-  return {"image": preprocess(images, image_size, flips),
-          "label": np.zeros(len(idx), np.int32) if labels is None else np.asarray(labels, np.int32)}
+  return {"image": preprocess(images, image_size, flips), "label": labels}
 
 
 def iterate_batches(source, start_step: int, *, num_workers: int = 0, prefetch: int = 2,
@@ -76,7 +79,7 @@ def iterate_batches(source, start_step: int, *, num_workers: int = 0, prefetch: 
   if steps_per_item > 1:
     ds = ds.batch(steps_per_item)
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=prefetch))
-  if num_workers > 0 and not isinstance(source, sources.ArraySource):
+  if num_workers > 0 and not isinstance(source, (sources.ArraySource, sources.PairSource)):
     if not flags.FLAGS.is_parsed():  # grain's workers read absl flags (defaults suffice)
       flags.FLAGS.mark_as_parsed()
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers,

@@ -8,6 +8,10 @@ Sources give random access to uint8 images [H, W, C] (and integer labels):
     `labels` [N] (read with allow_pickle=False);
   - "folder": a directory of PNG/JPEG files, labels from sub-folder names if there are any;
     for both, a `{split}` in the path is replaced by the split ("train", "test", …);
+  - "pairs": reflow's coupled pairs (--mode reflow): a folder of chunk_*.npz files with
+    float32 `image` [n, H, W, C] in [−1, 1], the `noise` [n, H, W, C] it was sampled from and
+    optional `label` [n] (`PairSource`: batches carry the noise, and training keeps the
+    coupling);
   - any other name: a tfds dataset read through `tfds.data_source` (array_record; no
     TensorFlow needed), prepared beforehand in `data_dir`.
 """
@@ -42,6 +46,40 @@ class ArraySource:
     return self.images[indices], labels
 
 
+class PairSource:
+  """In-memory (noise, sample) pairs of a flow model: float32 images and noise [N, H, W, C]
+  and labels [N] (or None)."""
+
+  def __init__(self, images: np.ndarray, noise: np.ndarray, labels: np.ndarray | None = None):
+    self.images, self.noise, self.labels = images, noise, labels
+
+  def __len__(self) -> int:
+    return len(self.images)
+
+  def get(self, indices) -> tuple[np.ndarray, np.ndarray | None]:
+    return self.images[indices], None if self.labels is None else self.labels[indices]
+
+
+def load_pairs(path: str) -> PairSource:
+  """The pairs in folder `path` (its chunk_*.npz, in name order), each file checked."""
+  names = sorted(n for n in files.names(path) if n.startswith("chunk_") and n.endswith(".npz"))
+  if not names:
+    raise FileNotFoundError(f"No chunk_*.npz pairs in {path!r}; set data.path to the folder "
+                            f"--mode reflow wrote (WORKDIR/reflow/…).")
+  parts = [files.load_npz(os.path.join(path, n)) for n in names]
+  for name, part in zip(names, parts):
+    image, noise = part.get("image"), part.get("noise")
+    if image is None or noise is None or image.shape != noise.shape or image.ndim != 4 or (
+        image.dtype != np.float32):
+      raise ValueError(f"{os.path.join(path, name)} is not a reflow chunk (float32 'image' and "
+                       f"'noise' of one shape [n, H, W, C]); draw the pairs with --mode reflow.")
+  labels = [p.get("label") for p in parts]
+  return PairSource(np.concatenate([p["image"] for p in parts]),
+                    np.concatenate([p["noise"] for p in parts]),
+                    None if any(v is None for v in labels) else
+                    np.concatenate(labels).astype(np.int32))
+
+
 class TfdsSource:
   """Random access to a prepared tfds dataset through `tfds.data_source`."""
 
@@ -62,7 +100,7 @@ class TfdsSource:
 def num_label_values(source) -> int | None:
   """1 + the largest label a source can hold (tfds: its declared class count); None for
   unlabelled data."""
-  if isinstance(source, ArraySource):
+  if isinstance(source, (ArraySource, PairSource)):
     return None if source.labels is None else int(source.labels.max()) + 1
   if not source.has_labels:
     return None
@@ -178,6 +216,8 @@ def open_source(dataset: str, split: str = "train", data_dir: str | None = None,
     return load_npz(path or "")
   if dataset == "folder":
     return load_folder(path or "")
+  if dataset == "pairs":
+    return load_pairs(path or "")
   import tensorflow_datasets as tfds  # imported here: only tfds datasets need it
   try:
     return TfdsSource(tfds.data_source(dataset, split=split, data_dir=data_dir,

@@ -103,7 +103,8 @@ def make_train_step(model: nn.Module, loss_fn: Callable, *, ema_decay: float,
                     augment_fn: Callable | None = None, history: tuple | None = None,
                     grad_accum_steps: int = 1, unroll: bool = True,
                     loss_scale_every: int = 2000, phema_gammas: tuple = ()) -> Callable:
-  """The per-device step. batch = {"image": [b, H, W, C] in [−1, 1], "label": [b]};
+  """The per-device step. batch = {"image": [b, H, W, C] in [−1, 1], "label": [b]} and, for
+  reflow's pairs, "noise" [b, H, W, C], passed to the loss as coupled_noise;
   loss_fn(net, x0, keys, probs, labels) -> (loss, metrics) with net(x, t) the network, keys[i]
   the key of example i, probs the importance distribution of t (None unless the state keeps
   a loss history) and labels the batch's (a classifier's targets); metrics hold
@@ -154,11 +155,13 @@ def make_train_step(model: nn.Module, loss_fn: Callable, *, ema_decay: float,
       def net(x_t, t):
         return model.apply({"params": params}, x_t, t, micro["y"], train=True,
                            rngs={"dropout": dropout_key}, **micro["extra"])
-      loss, metrics = loss_fn(net, micro["images"], micro["keys"], probs, micro["labels"])
+      coupled = {} if micro["noise"] is None else {"coupled_noise": micro["noise"]}
+      loss, metrics = loss_fn(net, micro["images"], micro["keys"], probs, micro["labels"],
+                              **coupled)
       return (loss if scale is None else loss * scale), metrics
 
     whole = {"images": images, "keys": loss_keys, "labels": batch["label"], "y": y,
-             "extra": extra}
+             "extra": extra, "noise": batch.get("noise")}
     grads, metrics = _gradients(jax.value_and_grad(loss_of, has_aux=True), state.params, whole,
                                 dropout_key, grad_accum_steps, unroll, scale)
     if losses is not None:
