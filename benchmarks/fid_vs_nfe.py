@@ -52,6 +52,8 @@ SETTINGS = {  # sampler: (sampling.method, its fields; the ODE's: at a tolerance
     "unipc": ("unipc", {"solver_order": 2, "unipc_variant": "bh2"}),
     "edm": ("edm", {"edm_churn": 0.0}),
     "ode": ("ode", lambda rtol: {"ode_solver": "tsit5", "rtol": rtol, "atol": rtol}),
+    "flow_euler": ("flow_euler", {"flow_shift": 1.0}),
+    "flow_heun": ("flow_heun", {"flow_shift": 1.0}),
 }
 
 
