@@ -112,15 +112,16 @@ def _max_errors(path, method, steps, prediction="velocity"):
 
 @pytest.mark.parametrize("name", paths.PATH_NAMES)
 def test_flow_euler_and_heun_converge_at_orders_one_and_two(name):
-  """Against the exact map 1 → eps: the error halves (Euler) and quarters (Heun) as the
-  steps double (slopes measured 0.95–0.97 and 1.71–1.91 from 8 to 32 steps)."""
+  """Against the exact map 1 → eps: the error halves (Euler) and quarters (Heun, its last
+  step Euler's) as the steps double (slopes measured 0.93–0.97 and 1.82–2.08 from 8 to 32
+  steps; at 32 steps Heun's error is 0.03× (linear) and 0.24× (cosine) Euler's)."""
   path = paths.make_path(name)
   steps = (8, 16, 32)
   euler, heun = (_max_errors(path, m, steps) for m in ("flow_euler", "flow_heun"))
   slope = lambda e: np.log2(e[:-1] / e[1:])  # noqa: E731
   assert np.all((slope(euler) > 0.85) & (slope(euler) < 1.15)), euler
   assert np.all((slope(heun) > 1.6) & (slope(heun) < 2.3)), heun
-  assert heun[-1] < 0.1 * euler[-1]
+  assert heun[-1] < 0.3 * euler[-1]
 
 
 def test_flow_euler_on_the_linear_path_is_ddim():
@@ -412,7 +413,7 @@ def test_classifier_free_guidance_on_a_flow_path():
   out, info = table.sample("flow_heun", model.guided(0.0, null_label=2), jax.random.key(15),
                            (n, 2), cond=jnp.arange(n) % 2, num_steps=30)
   out = np.asarray(out)
-  assert info["nfe"] == 2 * 61
+  assert info["nfe"] == 2 * 60  # (2 · 30 − 1 + 1) per pass, two passes
   for k in range(2):
     mine = out[np.arange(n) % 2 == k]
     np.testing.assert_allclose(mine.mean(0), means[k], atol=4 * std / np.sqrt(len(mine)) + 0.01)

@@ -6,7 +6,10 @@ The grid runs from T (t_start·T when editing) to eps, uniform in u and shifted 
 t = s u / (1 + (s − 1) u) (grids.shifted_times; s = 1 uniform). With h = t_{i+1} − t_i < 0:
 
   Euler:  x_{i+1} = x_i + h v(x_i, t_i)                                (N evaluations)
-  Heun:   x' = x_i + h v_i,  x_{i+1} = x_i + ½ h (v_i + v(x', t_{i+1}))   (2N evaluations)
+  Heun:   x' = x_i + h v_i,  x_{i+1} = x_i + ½ h (v_i + v(x', t_{i+1})), the last step an
+          Euler step (2N − 1 evaluations): as EDM's last step to σ = 0, it does not read the
+          velocity where the path ends, whose roughness near t = 0 cost the demo model 6 FID
+          at 19 NFE (17.7 against 11.5 with the grid ending at 0.05)
   SDE:    x_{i+1} = x_i + h (v_i + ½ g̃² ε̂_i/σ_i) + g̃ √|h| z,  g̃(t)² = η σ(t)
           (the reverse-time SDE dx = [v − ½ g̃² ∇log p_t] dt + g̃ dw̄, whose marginals are
           p_t for every g̃; η σ(t) is SiT's "sigma" diffusion, Ma et al. 2024)     (N)
@@ -26,8 +29,8 @@ from ddpm_jax.core.broadcast import per_example
 from ddpm_jax.samplers import common, grids
 
 
-def nfe(sde, *, num_steps: int, denoise: bool, evaluations: int = 1, **_) -> int:
-  return evaluations * num_steps + denoise
+def nfe(sde, *, num_steps: int, denoise: bool, heun: bool = False, **_) -> int:
+  return (2 * num_steps - 1 if heun else num_steps) + denoise
 
 
 def _grid(sde, num_steps, eps, shift, t_start):
@@ -46,15 +49,18 @@ def _ode_loop(sde, shape, num_steps, eps, shift, denoise, t_start, heun: bool):
     x = common.first_state(keys, shape, x, t_start, alpha_0, sigma_0, sde.prior_std())
     v = lambda y, t: model.velocity(y, jnp.full(y.shape[:1], t, y.dtype))  # noqa: E731
 
-    def step(y, s):
+    def step(y, s, corrected: bool):
       t, t_next = s
       h = (t_next - t).astype(y.dtype)
       d = v(y, t)
-      if heun:
+      if corrected:
         d = 0.5 * (d + v(y + h * d, t_next))
       return y + h * d, None
 
-    x, _ = jax.lax.scan(step, x, steps)
+    if heun:
+      x, _ = jax.lax.scan(lambda y, s: step(y, s, True), x, tuple(a[:-1] for a in steps))
+    x, _ = jax.lax.scan(lambda y, s: step(y, s, False), x,
+                        tuple(a[-1:] if heun else a for a in steps))
     return (model.x0(x, jnp.full(x.shape[:1], times[-1], x.dtype)) if denoise else x), {}
   return loop
 

@@ -94,8 +94,9 @@ SAMPLERS = {
                           summary="Euler on the probability-flow ODE dx/dt = v in t (rectified "
                                   "flow), SD3's time shift | N + 1"),
     "flow_heun": Sampler(rectified_flow.flow_heun_loop, _FLOW,
-                         lambda sde, **o: rectified_flow.nfe(sde, evaluations=2, **o),
-                         ODE_MODELS, True, summary="Heun on the same ODE and grid | 2N + 1"),
+                         lambda sde, **o: rectified_flow.nfe(sde, heun=True, **o),
+                         ODE_MODELS, True,
+                         summary="Heun on the same ODE and grid, the last step Euler's | 2N"),
     "flow_sde": Sampler(rectified_flow.flow_sde_loop, {**_FLOW, "noise": "flow_noise"},
                         rectified_flow.nfe, ODE_MODELS, True,
                         summary="Euler–Maruyama on the reverse SDE with diffusion g² = "
