@@ -119,7 +119,7 @@ def make_sampler(config, net_module, shape, mesh, classifier_module=None,
   check(config)
   s = config.sampling
   entry = table.get(s.method)
-  run = common.compile_loop(loop(config, shape, t_start), _make_denoiser(
+  run = common.compile_loop(loop(config, shape, t_start), make_denoiser(
       config, net_module, entry.clips, classifier_module), mesh)
   classes = build.num_classes(config) or getattr(classifier_module, "num_classes", None)
   fixed_nfe = nfe_per_sample(config, classifier_module is not None, t_start)
@@ -136,8 +136,9 @@ def make_sampler(config, net_module, shape, mesh, classifier_module=None,
   return sample_fn
 
 
-def _make_denoiser(config, net_module, clips: bool, classifier_module=None):
+def make_denoiser(config, net_module, clips: bool, classifier_module=None):
   """params ↦ the Denoiser of the network with those parameters, as the sampler reads it
+  (clipped where `clips` and sampling.clip_x0, guided by sampling.guidance_weight)
   (params = (network's, classifier's) with a classifier); the settings are read here, so the
   closure holds plain objects."""
   make = build.denoiser(config, clip_x0=clips and config.sampling.clip_x0)

@@ -130,6 +130,10 @@ def _check_objective(config) -> None:
     raise ValueError(f"edm.p_mean={e.p_mean:g} and edm.p_std={e.p_std:g} draw ln σ beyond "
                      f"±{EDM_LOG_SIGMA} (|p_mean| + 7 p_std > {EDM_LOG_SIGMA}), where σ² "
                      f"overflows float32 and the loss is NaN; EDM uses -1.2 and 1.2.")
+  if obj == "flow" and config.flow.prediction == "x0" and config.flow.weighting == "velocity":
+    raise ValueError("flow.prediction 'x0' with flow.weighting 'velocity' weighs the x̂_0 error "
+                     "by (d/σ)², 1/t² on the linear path (10¹⁰ near t = 0); set "
+                     "flow.weighting='x0' (or 'eps').")
   if obj == "dsm":
     if c.importance_sampling and not c.likelihood_weighting:
       raise ValueError("sde.importance_sampling draws t for the likelihood weighting; set "

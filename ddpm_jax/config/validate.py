@@ -138,7 +138,7 @@ def _build(config, mode: str, mesh, batch_field) -> Plan:
   return plan
 
 
-REFLOW_SAMPLERS = ("ode", "flow_euler", "flow_heun", "dpm_solver", "unipc", "edm")
+REFLOW_SAMPLERS = ("ode", "flow_euler", "flow_heun")  # from t = 1, where z is x_1 exactly
 
 
 def _check_reflow(config) -> None:
@@ -147,9 +147,9 @@ def _check_reflow(config) -> None:
     raise ValueError(f"--mode reflow draws (noise, sample) pairs of a flow model "
                      f"(training.objective 'flow'), not {config.training.objective!r}.")
   s = config.sampling
-  if s.method not in REFLOW_SAMPLERS or (s.method == "edm" and s.edm_churn > 0):
-    raise ValueError(f"--mode reflow needs a deterministic ODE sampler, one of "
-                     f"{REFLOW_SAMPLERS} (edm without churn), not sampling.method "
+  if s.method not in REFLOW_SAMPLERS:
+    raise ValueError(f"--mode reflow needs a deterministic ODE sampler that starts from the "
+                     f"noise at t = 1, one of {REFLOW_SAMPLERS}, not sampling.method "
                      f"{s.method!r}; set --config.sampling.method.")
 
 

@@ -145,6 +145,9 @@ class Denoiser:
       if predicts not in FLOW_PREDICTIONS:
         raise ValueError(f"predicts={predicts!r} on a flow path: use one of "
                          f"{FLOW_PREDICTIONS} (ε̂ gives no x̂_0 where the path starts, α = 0).")
+      if noise_input != "t":
+        raise ValueError(f"noise_input={noise_input!r} on a flow path: use 't' (x/α and log σ "
+                         f"are infinite where the path starts, α = 0).")
       objective = "flow"
     else:
       objective = "ddpm" if noise_input == "index" and hasattr(process, "step_coef") else "dsm"
@@ -165,7 +168,11 @@ class Denoiser:
   def classifier_guided(self, classifier, scale, *, net_labels: bool) -> "Denoiser":
     """Classifier guidance with scale s (an array leaf) by `classifier`(x, noise input) ->
     logits [B, K] of the labels bound with `bind`; the network is fed them only where it is
-    class-conditional (`net_labels`)."""
+    class-conditional (`net_labels`). Not on a flow path: at t = 1 (α = 0) the classifier's
+    gradient is 0 and x̂_0 = (x − σ ε̃)/α undefined."""
+    if paths.is_path(self.process):
+      raise ValueError("Classifier guidance needs a process with α > 0 where sampling starts; "
+                       "guide a flow model by classifier-free guidance (guided).")
     return self.replace(classifier=classifier, classifier_scale=jnp.asarray(scale, jnp.float32),
                         net_labels=bool(net_labels))
 

@@ -7,11 +7,12 @@ data (α = 1, σ = 0) to pure noise (α = 0, σ = 1).
 
 The conditional velocity is v = α' x_0 + σ' ε (linear: ε − x_0), and the marginal one,
 v(x, t) = α' x̂_0 + σ' ε̂, is the probability-flow ODE's drift (core/denoiser.py velocity).
-As processes they are read like the SDEs of core/sde.py (marginal_coef, prior_std, T, and the
-SDE of the same marginals, f = (α'/α) x, g² = −2σ² λ'(t) with λ = log(α/σ)), so every
-sampler and the likelihood run on them; since α(T) = 0 (λ = −∞ there), samplers stepping in
-λ start at `lambda_start` = 1 − 10⁻³ (where diffusers' flow schedulers start too), while the
-ODE, the likelihood and the flow samplers start at T = 1 from the exact prior N(0, I).
+As processes they are read like the SDEs of core/sde.py (marginal_coef, prior_std, T), so
+the ODE samplers and the likelihood run on them; since α(T) = 0 (λ = −∞ there), samplers
+stepping in λ start at `lambda_start` = 1 − 10⁻³ (where diffusers' flow schedulers start
+too), while the ODE, the likelihood and the flow samplers start at T = 1 from the exact prior
+N(0, I). (The predictor–corrector sampler, which steps the process's SDE, does not run on
+them: its drift (α'/α) x is infinite at T.)
 """
 
 from __future__ import annotations
@@ -20,8 +21,6 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-
-from ddpm_jax.core.broadcast import per_example
 
 PATH_NAMES = ("linear", "cosine")
 
@@ -38,16 +37,6 @@ class _Path:
 
   def prior_std(self) -> float:
     return 1.0
-
-  def sde(self, x, t):
-    """(f, g) of the SDE with these marginals: f = (α'/α) x, g² = 2σ² (σ'/σ − α'/α)."""
-    (alpha, sigma), (d_alpha, d_sigma) = self.marginal_coef(t), marginal_rates(self, t)
-    rate = d_alpha / alpha
-    return per_example(rate, x) * x, jnp.sqrt(2 * sigma * d_sigma - 2 * sigma**2 * rate)
-
-  def discretize(self, x, t):
-    raise NotImplementedError("A flow path has no discrete chain; use the flow samplers, the "
-                              "ODE or the λ samplers.")
 
 
 @dataclasses.dataclass(frozen=True)

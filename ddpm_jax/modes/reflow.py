@@ -13,7 +13,6 @@ rectification's workdir for its figures after reflow.
 
 from __future__ import annotations
 
-import functools
 import os
 import time
 
@@ -21,36 +20,40 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ddpm_jax.config import build
+from ddpm_jax.config import build, sampler
 from ddpm_jax.infra import files, parallel
 from ddpm_jax.infra.metrics_writer import log
 from ddpm_jax.modes import runs
 from ddpm_jax.objectives import flow
+from ddpm_jax.samplers import table
 
 # The fields this mode reads besides those its sampler's build reads (config/reads.py).
 READS = ("sampling.seed", "sampling.batch_size", "sampling.use_ema", "reflow.num_pairs")
 
 
 def draw_pairs(config, workdir: str, overrides=None) -> str:
-  """Draws reflow.num_pairs pairs in chunks of sampling.batch_size (chunk i from key
-  fold_in(seed, i·batch_size): a killed run resumes at its first missing chunk with the same
-  pairs) to WORKDIR/reflow/<runs.results_name>/chunk_*.npz and their measures to pairs.json
-  there. Returns the folder."""
+  """Draws reflow.num_pairs pairs in chunks of sampling.batch_size (pair j's noise from key
+  fold_in(seed, j), whatever the batch size: a killed run resumes at its first missing chunk
+  with the same pairs) to WORKDIR/reflow/<runs.results_name>/chunk_*.npz and their measures
+  to pairs.json there. Returns the folder."""
   run, params, step = runs.load_run(config, workdir, "reflow", overrides, READS)
   s, total = config.sampling, config.reflow.num_pairs
   name, _ = runs.results_name(config, run.plan.reads, step, params, num_pairs=total)
   directory = os.path.join(run.workdir, "reflow", name)
-  measure = _measures(config, run.plan.model, build.num_classes(config))
+  measure = _measures(config, run.plan.model, run.mesh)
   key, start = jax.random.key(s.seed), time.time()
+  measure_key = jax.random.split(key)[1]  # a stream apart from the pairs' fold_in(key, j)
+  noise = jax.jit(jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(key, i), run.shape)))
 
   def make(i):
     first = i * s.batch_size
-    chunk_key = jax.random.fold_in(key, first)
-    z = np.asarray(jax.random.normal(chunk_key, (s.batch_size,) + run.shape), np.float32)
-    x, nfe = run.plan.sample_fn(params, chunk_key, s.batch_size, first_index=first, x=z)
+    index = np.arange(first, first + s.batch_size)
+    z = np.asarray(noise(index), np.float32)  # pair j's noise from its own key fold_in(seed, j)
+    x, nfe = run.plan.sample_fn(params, None, s.batch_size, first_index=first, x=z)
     x = np.asarray(parallel.to_host(x), np.float32)
-    labels = np.arange(first, first + s.batch_size) % (build.num_classes(config) or 1)
-    straight, one_step = measure(params, x, z, labels, jax.random.fold_in(chunk_key, 1))
+    labels = index % (build.num_classes(config) or 1)
+    straight, one_step = (parallel.to_host(v) for v in measure(
+        params, jax.random.fold_in(measure_key, i), x, z, labels))
     count = min(s.batch_size, total - first)
     log(f"pairs {first + count}/{total} ({(first + count) / (time.time() - start):.1f}/s, "
         f"{nfe:.0f} evaluations each)")
@@ -64,8 +67,10 @@ def draw_pairs(config, workdir: str, overrides=None) -> str:
   report = {"num_pairs": total, "step": step, "checkpoint_workdir": run.workdir}
   for k in ("straightness", "one_step"):
     values = np.concatenate([c[k] for c in chunks]).astype(np.float64)
-    report[k] = float(values.mean()) if k == "straightness" else float(np.sqrt(values.mean()))
-    report[f"{k}_stderr"] = float(values.std() / np.sqrt(len(values)))
+    mean, stderr = values.mean(), values.std() / np.sqrt(len(values))
+    if k == "one_step":  # the RMS and its standard error (delta method)
+      mean, stderr = np.sqrt(mean), stderr / (2 * np.sqrt(mean))
+    report[k], report[f"{k}_stderr"] = float(mean), float(stderr)
   if parallel.is_main_process():
     files.save_json(os.path.join(directory, "pairs.json"), report)
   log(f"{total} pairs -> {directory}: straightness {report['straightness']:.4g} ± "
@@ -75,18 +80,22 @@ def draw_pairs(config, workdir: str, overrides=None) -> str:
   return directory
 
 
-def _measures(config, net_module, num_classes):
-  """fn(params, x, z, labels, key) -> (straightness [B], squared one-step error per dim [B]),
-  compiled once: the model's velocity unclipped, conditional models at the pair's label."""
-  make, apply, path = build.denoiser(config), build.apply_fn(net_module), build.process(config)
+def _measures(config, net_module, mesh):
+  """fn(params, key, x, z, labels) -> (straightness [B], squared one-step error per dimension
+  [B]), data-parallel and compiled once, of the velocity the sampler drew the pairs with
+  (clipped and guided as it is), at each pair's label."""
+  make = sampler.make_denoiser(config, net_module, table.get(config.sampling.method).clips)
+  path = build.process(config)
 
-  @jax.jit
-  def fn(params, x, z, labels, key):
-    model = make(functools.partial(apply, params))
-    if num_classes:
+  def device(params, batched):
+    keys, x, z, labels = batched
+    model = make(params)
+    if build.num_classes(config):
       model = model.bind(labels)
-    keys = jax.random.split(key, x.shape[0])
     straight = flow.straightness(model.velocity, path, x, z, keys)
     jump = z - model.velocity(z, jnp.ones(x.shape[:1], z.dtype))
     return straight, jnp.mean((jump - x)**2, axis=tuple(range(1, x.ndim)))
-  return fn
+
+  program = parallel.data_parallel(device, mesh)
+  return lambda params, key, x, z, labels: program(
+      params, (jax.random.split(key, x.shape[0]), x, z, labels))

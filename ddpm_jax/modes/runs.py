@@ -194,6 +194,8 @@ def results_name(config, read, step: int, params, **extra) -> tuple[str, dict]:
   s = config.sampling
   settings = {"sampling": {k: v for k, v in s.to_dict().items() if f"sampling.{k}" in read},
               **{k: config[k].to_dict() for k in ("model", "diffusion", "sde")},
+              **({"flow": config.flow.to_dict()} if config.training.objective == "flow"
+                 else {}),
               "objective": config.training.objective, "image_size": config.data.image_size,
               "num_classes": build.num_classes(config), "step": step,
               "params_digest": checkpoint.digest(params),

@@ -40,7 +40,7 @@ MODE_SCALE_MAX = 2 / (np.pi - 2)  # above it t(u) is not monotone in u
 
 def sample_t(u, n, t_sampler: str, *, logit_mean: float = 0.0, logit_std: float = 1.0,
              mode_scale: float = 1.29):
-  """Times t ∈ [T_MIN, 1) from u ~ U[0, 1) and n ~ N(0, 1) per example (module docstring)."""
+  """Times t ∈ [T_MIN, 1] from u ~ U[0, 1) and n ~ N(0, 1) per example (module docstring)."""
   if t_sampler == "uniform":
     t = u
   elif t_sampler == "logit_normal":
@@ -86,10 +86,12 @@ def flow_loss(velocity_fn: Callable, path, x0, keys, *, t_sampler: str = "unifor
 
 
 def straightness(velocity_fn: Callable, path, x0, x1, keys):
-  """Per-example S = ‖(x_1 − x_0) − v̂(x_t, t)‖² / D at one t ~ U[0, 1) from keys[i], with
-  x_t = α x_0 + σ x_1 (Liu et al. 2023's straightness, for pairs (x_0, x_1) = (ODE(z), z) of
-  the model's own coupling; on the linear path x_1 − x_0 is the pair's constant velocity)."""
-  t = noise.uniform(keys)
+  """Per-example S = ‖(α' x_0 + σ' x_1) − v̂(x_t, t)‖² / D at one t ~ U[T_MIN, 1) from keys[i],
+  x_t = α x_0 + σ x_1, for pairs (x_0, x_1) = (ODE(z), z) of the model's own coupling: v̂ on the
+  line between the pair's ends against the line's velocity (x_1 − x_0 on the linear path). Like
+  Liu et al. 2023's S, which follows the flow's own trajectories instead, it is 0 exactly when
+  they are straight."""
+  t = jnp.clip(noise.uniform(keys), T_MIN, 1.0)
   (alpha, sigma), (d_alpha, d_sigma) = path.marginal_coef(t), paths.marginal_rates(path, t)
   x_t = per_example(alpha, x0) * x0 + per_example(sigma, x0) * x1
   err = velocity_fn(x_t, t).astype(jnp.float32) - (per_example(d_alpha, x0) * x0

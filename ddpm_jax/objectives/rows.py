@@ -123,7 +123,8 @@ OBJECTIVES = {
         ("flow.t_sampler", When("flow.logit_mean", "flow.t_sampler", ("logit_normal",)),
          When("flow.logit_std", "flow.t_sampler", ("logit_normal",)),
          When("flow.mode_scale", "flow.t_sampler", ("mode",)), "flow.weighting"),
-        _flow_loss, ("flow.prediction", "flow.time_scale"), ("flow.path",),
+        _flow_loss, ("flow.prediction", "flow.time_scale"),
+        ("flow.path", "flow.prediction", "flow.time_scale"),
         "the time draws (flow.t_sampler) or the weighting (flow.weighting)", "ode"),
 }
 CLASSIFIER_NAN_HINT = "the noise levels of classifier.process"

@@ -41,8 +41,9 @@ def start(sde) -> float:
 
 
 def shifted_times(t_max: float, eps: float, num_steps: int, shift: float = 1.0) -> np.ndarray:
-  """num_steps + 1 times from t_max to eps, uniform in u and mapped by SD3's shift
-  t = s u / (1 + (s − 1) u) (Esser et al. 2024; s > 1 spends more steps near the noise)."""
+  """num_steps + 1 times from t_max to eps: u uniform from 1 to 0 mapped by SD3's shift
+  s u / (1 + (s − 1) u) (Esser et al. 2024; s > 1 spends more steps near the noise) onto
+  [eps, t_max], so both ends stay where they are (SD3's grid for t_max = 1, eps = 0)."""
   if num_steps < 1:
     raise ValueError(f"num_steps must be at least 1, got {num_steps}.")
   if not eps < t_max:
@@ -50,8 +51,10 @@ def shifted_times(t_max: float, eps: float, num_steps: int, shift: float = 1.0) 
                      f"start later or lower eps (sampling.eps).")
   if shift <= 0:
     raise ValueError(f"The time shift must be positive (1: none), got {shift}.")
-  u = np.linspace(t_max, eps, num_steps + 1)
-  return shift * u / (1 + (shift - 1) * u)
+  u = np.linspace(1.0, 0.0, num_steps + 1)
+  times = eps + (t_max - eps) * shift * u / (1 + (shift - 1) * u)
+  times[0], times[-1] = t_max, eps
+  return times
 
 
 def time_grid(sde, num_steps: int, spacing: str = "logsnr", eps: float = 1e-3,
