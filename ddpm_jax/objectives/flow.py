@@ -76,11 +76,7 @@ def flow_loss(velocity_fn: Callable, path, x0, keys, *, t_sampler: str = "unifor
                t_sampler, logit_mean=logit_mean, logit_std=logit_std, mode_scale=mode_scale)
   eps = (noise.normal(z_keys, x0.shape[1:], x0.dtype) if coupled_noise is None
          else coupled_noise.astype(x0.dtype))
-  (alpha, sigma), (d_alpha, d_sigma) = path.marginal_coef(t), paths.marginal_rates(path, t)
-  x_t = per_example(alpha, x0) * x0 + per_example(sigma, x0) * eps
-  target = per_example(d_alpha, x0) * x0 + per_example(d_sigma, x0) * eps
-  err = velocity_fn(x_t, t).astype(jnp.float32) - target
-  per = loss_weight(path, t, weighting) * jnp.mean(err**2, axis=tuple(range(1, x0.ndim)))
+  per = loss_weight(path, t, weighting) * _velocity_error(velocity_fn, path, x0, eps, t)
   loss = jnp.mean(per)
   return loss, {"loss": loss, "per_example_loss": per, "t": t}
 
@@ -91,7 +87,11 @@ def straightness(velocity_fn: Callable, path, x0, x1, keys):
   line between the pair's ends against the line's velocity (x_1 − x_0 on the linear path). Like
   Liu et al. 2023's S, which follows the flow's own trajectories instead, it is 0 exactly when
   they are straight."""
-  t = jnp.clip(noise.uniform(keys), T_MIN, 1.0)
+  return _velocity_error(velocity_fn, path, x0, x1, jnp.clip(noise.uniform(keys), T_MIN, 1.0))
+
+
+def _velocity_error(velocity_fn: Callable, path, x0, x1, t):
+  """‖v̂(x_t, t) − (α' x_0 + σ' x_1)‖² / D per example, x_t = α x_0 + σ x_1 at times t [B]."""
   (alpha, sigma), (d_alpha, d_sigma) = path.marginal_coef(t), paths.marginal_rates(path, t)
   x_t = per_example(alpha, x0) * x0 + per_example(sigma, x0) * x1
   err = velocity_fn(x_t, t).astype(jnp.float32) - (per_example(d_alpha, x0) * x0
